@@ -1,0 +1,212 @@
+"""The command line, run as a subprocess: files, pipes, exit codes, overwriting and messages.
+
+Each run imports torch and CompressAI (several seconds), so the tests share processes where they
+can; two in-process tests check the message helper itself.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+import torch
+import typer
+from PIL import Image
+
+from xcodec import api, cli, container
+from xcodec.models import zoo
+
+from tests.conftest import make_photo, png_bytes
+
+MAGIC = b"\x89XSC"
+WRAP_BUG = ("xcodec bug: rich wraps CLI error messages at the console width (80 columns when not on a "
+            "terminal), so a long message spans several lines (xcodec/cli.py fail())")
+
+
+def stderr_lines(result) -> list[str]:
+    return [line for line in result.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
+
+
+def assert_error(result, code: int = 1) -> str:
+    """A clean failure: the exit code, no traceback, nothing on stdout. Returns the message."""
+    text = result.stderr.decode("utf-8", "replace")
+    assert result.returncode == code, text
+    assert "Traceback" not in text and "Error:" not in text.replace("error:", ""), text
+    assert result.stdout == b""
+    lines = stderr_lines(result)
+    assert lines and lines[0].startswith("error:"), text
+    return " ".join(lines)
+
+
+def assert_one_line(result) -> None:
+    """The documented one-line message; long ones hit a known wrapping bug (see the test below)."""
+    if len(stderr_lines(result)) > 1:
+        pytest.xfail(WRAP_BUG)
+
+
+def no_leftovers(directory) -> None:
+    leftovers = [p.name for p in directory.iterdir() if p.name.endswith(".part")]
+    assert leftovers == [], leftovers
+
+
+@pytest.fixture(scope="module")
+def photo_png() -> bytes:
+    return png_bytes(make_photo(97, 61, seed=7))
+
+
+@pytest.fixture(scope="module")
+def photo_xsc(photo_png) -> bytes:
+    return api.encode(Image.open(io.BytesIO(photo_png)), quality=4)
+
+
+def test_encode_info_decode(run_cli, tmp_path, photo_png):
+    (tmp_path / "photo.png").write_bytes(photo_png)
+
+    enc = run_cli("encode", "photo.png", "-q", "3.5")  # default output: photo.xsc
+    assert enc.returncode == 0, enc.stderr.decode()
+    assert enc.stdout == b""  # data goes to files; messages go to stderr
+    assert b"photo.xsc" in enc.stderr
+    data = (tmp_path / "photo.xsc").read_bytes()
+    assert data.startswith(MAGIC)
+    assert container.unpack(data).header.quality == 3.5
+    if not torch.cuda.is_available():  # the CLI picks the GPU when there is one
+        assert data == api.encode(Image.open(io.BytesIO(photo_png)), quality=3.5, device="cpu")
+
+    info = run_cli("info", "photo.xsc", "--json")
+    assert info.returncode == 0, info.stderr.decode()
+    fields = json.loads(info.stdout)
+    manifest = zoo.load(zoo.DEFAULT_MODEL)[1]
+    assert fields["model"] == zoo.DEFAULT_MODEL
+    assert fields["weights"] == manifest.model_hash.hex()
+    assert fields["quality"] == 3.5
+    assert (fields["width"], fields["height"], fields["channels"], fields["bit_depth"]) == (97, 61, 3, 8)
+    assert (fields["pad_bottom"], fields["pad_right"]) == (-61 % 64, -97 % 64)
+    assert fields["bytes"] == len(data)
+    assert fields["bpp"] == pytest.approx(8 * len(data) / (97 * 61), abs=1e-5)
+    assert [s["kind"] for s in fields["streams"]] == ["hyper", "latent"]
+    assert sum(s["bytes"] for s in fields["streams"]) < len(data)
+
+    dec = run_cli("decode", "photo.xsc", "-o", "out.bmp")
+    assert dec.returncode == 0, dec.stderr.decode()
+    assert dec.stdout == b""
+    with Image.open(tmp_path / "out.bmp") as out:
+        assert (out.format, out.size, out.mode) == ("BMP", (97, 61), "RGB")
+        if not torch.cuda.is_available():
+            assert out.tobytes() == api.decode(data, device="cpu").tobytes()
+    no_leftovers(tmp_path)
+
+
+def test_pipes(run_cli, tmp_path, photo_png):
+    enc = run_cli("encode", "-", "-o", "-", "-q", "2", input=photo_png)
+    assert enc.returncode == 0, enc.stderr.decode()
+    assert enc.stdout.startswith(MAGIC)
+    assert MAGIC not in enc.stderr and enc.stderr.strip()  # the summary is on stderr, not in the data
+    assert container.unpack(enc.stdout).header.width == 97  # stdout holds exactly one valid file
+
+    dec = run_cli("decode", "-", "-o", "out.png", input=enc.stdout)
+    assert dec.returncode == 0, dec.stderr.decode()
+    assert dec.stdout == b""
+    with Image.open(tmp_path / "out.png") as out:
+        assert (out.format, out.size) == ("PNG", (97, 61))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+def test_corrupted_file_fails_cleanly(run_cli, tmp_path, photo_xsc):
+    flipped = bytearray(photo_xsc)
+    flipped[len(flipped) - 10] ^= 0x04
+    (tmp_path / "bad.xsc").write_bytes(bytes(flipped))
+    result = run_cli("decode", "bad.xsc", "-o", "out.png")
+    message = assert_error(result)
+    assert len(stderr_lines(result)) == 1, message
+    assert "corrupt" in message or "checksum" in message
+    assert not (tmp_path / "out.png").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.xsc"]  # no partial output, no *.part
+
+
+@pytest.mark.parametrize("case", ["not-an-image", "missing"])
+def test_unreadable_input(run_cli, tmp_path, case):
+    if case == "not-an-image":
+        (tmp_path / "notes.png").write_bytes(b"this is not an image\n" * 10)
+    result = run_cli("encode", "notes.png", "-o", "notes.xsc")
+    message = assert_error(result)
+    assert "notes.png" in message or "image" in message
+    assert not (tmp_path / "notes.xsc").exists()
+    no_leftovers(tmp_path)
+    assert_one_line(result)
+
+
+@pytest.mark.parametrize("args", [
+    ["encode", "photo.png", "--bogus"],
+    ["encode", "photo.png", "-q", "9"],
+    ["encode", "photo.png", "-q", "0.5"],
+    ["encode", "photo.png", "-q", "three"],
+    ["frobnicate"],
+], ids=["unknown-option", "quality-9", "quality-0.5", "quality-not-a-number", "unknown-command"])
+def test_usage_errors_exit_2(run_cli, tmp_path, photo_png, args):
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr.decode()
+    assert result.stdout == b""
+    assert b"Traceback" not in result.stderr
+    assert result.stderr.strip()
+    assert not (tmp_path / "photo.xsc").exists()
+
+
+def test_overwriting(run_cli, tmp_path, photo_png):
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    (tmp_path / "photo.xsc").write_bytes(b"keep me")
+
+    refused = run_cli("encode", "photo.png", "-o", "photo.xsc")
+    message = assert_error(refused)
+    assert "--force" in message
+    assert len(stderr_lines(refused)) == 1, message
+    assert (tmp_path / "photo.xsc").read_bytes() == b"keep me"
+    no_leftovers(tmp_path)
+
+    forced = run_cli("encode", "photo.png", "-o", "photo.xsc", "--force")
+    assert forced.returncode == 0, forced.stderr.decode()
+    assert (tmp_path / "photo.xsc").read_bytes().startswith(MAGIC)
+    no_leftovers(tmp_path)
+
+    onto_input = run_cli("encode", "photo.png", "-o", "./photo.png", "--force")
+    message = assert_error(onto_input)
+    assert "input" in message
+    assert (tmp_path / "photo.png").read_bytes() == photo_png
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png", "photo.xsc"]
+
+
+def test_decode_to_tiff(run_cli, tmp_path, photo_xsc):
+    (tmp_path / "photo.xsc").write_bytes(photo_xsc)
+    result = run_cli("decode", "photo.xsc", "-o", "out.tif")
+    assert result.returncode == 0, result.stderr.decode()
+    with Image.open(tmp_path / "out.tif") as out:
+        assert (out.format, out.size) == ("TIFF", (97, 61))
+
+
+def test_decode_to_an_unknown_extension_is_refused(run_cli, tmp_path, photo_xsc):
+    (tmp_path / "photo.xsc").write_bytes(photo_xsc)
+    result = run_cli("decode", "photo.xsc", "-o", "out.xyz")
+    message = assert_error(result)
+    assert ".xyz" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.xsc"]
+    assert_one_line(result)
+
+
+# --- the message helper, in process ---------------------------------------------------------------
+
+
+@pytest.mark.xfail(strict=True, raises=AssertionError, reason=WRAP_BUG)
+def test_long_error_message_stays_on_one_line(capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    message = "1048576x1048576 is 1,099,511,627,776 pixels, above the limit of 16,777,216 (raise it with --max-pixels)"
+    assert isinstance(cli.fail(message), typer.Exit)
+    assert capsys.readouterr().err.strip() == f"error: {message}"
+
+
+@pytest.mark.xfail(strict=True, reason="xcodec bug: messages are printed as rich markup, so a file name with "
+                                       "'[/]' raises MarkupError (a traceback) and '[red]' vanishes (cli.py fail())")
+@pytest.mark.parametrize("name", ["no[/]such.png", "[red]photo.png"])
+def test_file_names_are_not_markup(capsys, name):
+    assert isinstance(cli.fail(f"cannot read {name}: No such file or directory"), typer.Exit)
+    assert name in capsys.readouterr().err

@@ -1,0 +1,91 @@
+"""Training: exact resume, surviving a kill, export, and two-process DistributedDataParallel."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from tests.conftest import make_photo
+from xcodec.models import zoo
+from xcodec.train.loop import TrainConfig, train
+
+TINY = {"N": 16, "M": 24}
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    for seed in range(3):
+        make_photo(160, 140, seed).save(folder / f"p{seed}.png")
+    return folder
+
+
+def _config(photos: Path, run: Path, steps: int) -> TrainConfig:
+    return TrainConfig(data=photos, run_dir=run, arch_config=TINY, batch_size=2, crop=64, max_steps=steps,
+                       warmup_steps=2, log_every=1, threads=1)
+
+
+def test_resume_continues_exactly(photos, tmp_path):
+    straight = torch.load(train(_config(photos, tmp_path / "a", 4)), weights_only=False)
+    train(_config(photos, tmp_path / "b", 2))
+    resumed = torch.load(train(_config(photos, tmp_path / "b", 4), resume=True), weights_only=False)
+    assert straight["step"] == resumed["step"] == 4
+    for name, value in straight["model"].items():
+        assert torch.equal(value, resumed["model"][name]), name
+    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_export_then_init(photos, tmp_path):
+    checkpoint = train(_config(photos, tmp_path / "run", 2))
+    manifest = zoo.export(checkpoint, "tiny", {"note": "test"}, tmp_path / "weights")
+    assert manifest.info["steps"] == 2 and manifest.config == TINY
+    model, loaded = zoo.load("tiny", tmp_path / "weights")
+    assert loaded.sha256 == manifest.sha256
+    state = zoo.load_training_weights("tiny", tmp_path / "weights")
+    assert "z_pmf" not in state and torch.equal(state["g_a.0.weight"], model.g_a[0].weight)
+    (tmp_path / "weights" / "tiny.safetensors").write_bytes(b"tampered")
+    zoo.load.cache_clear()
+    with pytest.raises(zoo.ModelError, match="sha256"):
+        zoo.load("tiny", tmp_path / "weights")
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "xcodec.cli", "train", *args]
+
+
+def test_survives_a_kill_and_resumes(photos, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
+            "--batch-size", "2", "--crop", "64", "--log-every", "1", "--threads", "1"]
+    proc = subprocess.Popen(_cli(*args), stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    for line in proc.stderr:  # wait for a few steps, then kill it
+        if line.startswith("step") and int(line.split()[1]) >= 3 or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.wait(timeout=60)
+    killed_at = torch.load(run / "last.pt", weights_only=False)["step"]
+    assert killed_at >= 3
+    subprocess.run(_cli(*args, "--resume", "--max-steps", str(killed_at + 2)), check=True, capture_output=True)
+    assert torch.load(run / "last.pt", weights_only=False)["step"] == killed_at + 2
+
+
+def test_two_process_torchrun(photos, tmp_path):
+    run = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "xcodec.cli", "train",
+               "--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
+               "--batch-size", "2", "--crop", "64", "--max-steps", "3", "--threads", "1"]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    state = torch.load(run / "last.pt", weights_only=False)
+    assert state["step"] == 3
+    assert len(state["generators"]) == 2  # one RNG state per rank
+    assert not torch.equal(state["generators"][0], state["generators"][1])  # ranks draw different crops

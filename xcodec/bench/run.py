@@ -1,0 +1,355 @@
+"""Run codecs over a set of images, with a per-(codec, setting, image) result cache.
+
+Each result is one small JSON file, ``OUT/cache/CODEC/IMAGEHASH-SETTING-CODECKEY.json``, where
+IMAGEHASH is the sha256 of the image file's bytes and CODECKEY a hash of the codec's name, its
+``version()`` (library versions, fixed options, model weights hash), the metric definitions and the
+LPIPS weights. A run computes only the triples that have no file yet, so an interrupted run resumes
+where it stopped, a run with one more codec computes only that codec, and caches of runs on other
+machines (``--shard``) merge by copying files (``merge_caches``). Files are written atomically
+(temporary file, then rename) by the worker that computed them.
+
+Per image and setting: bits of the real file (``8 * len(bytes) / pixels``), PSNR, MS-SSIM and
+LPIPS of the decoded image against the original, wall-clock encode and decode time, and memory
+(``mem_method``): the worker's peak resident set size during encode and during decode (Linux
+``VmHWM``, reset before each call through ``/proc/self/clear_refs``), and the same minus the
+resident size just before the call ("extra"). Where the peak cannot be reset, ``ru_maxrss`` (the
+process's lifetime peak) is recorded instead.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import math
+import multiprocessing
+import os
+import shutil
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .codecs import Codec
+from .metrics import METRICS_VERSION, all_metrics
+
+ROW_FIELDS = (
+    "codec", "setting", "image", "image_sha256", "width", "height", "bytes", "bpp", "psnr", "ms_ssim",
+    "ms_ssim_db", "lpips", "encode_s", "decode_s", "encode_peak_mib", "decode_peak_mib", "encode_extra_mib",
+    "decode_extra_mib", "mem_method", "estimated_bpp", "codec_version",
+)
+
+
+@dataclass
+class Image_:
+    """One benchmark image: its name in tables, its file and the sha256 of the file's bytes."""
+
+    name: str
+    path: Path
+    sha256: str
+
+
+@dataclass
+class Task:
+    codec: Codec
+    codec_key: str
+    image: Image_
+    settings: list
+    cache_dir: Path
+    device: str = "cpu"
+    lpips: bool = True
+
+
+@dataclass
+class Outcome:
+    codec: str
+    image: str
+    rows: list[dict] = field(default_factory=list)
+    error: str | None = None
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def list_images(folder: Path) -> list[Path]:
+    from ..train.data import list_images as _list
+
+    return [folder] if folder.is_file() else _list(folder)
+
+
+def select_images(paths: list[Path], root: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[Image_]:
+    """The first ``limit`` images (sorted by path); of those, every n-th from i for shard (i, n)."""
+    paths = sorted(paths)[:limit] if limit else sorted(paths)
+    if shard:
+        i, n = shard
+        paths = paths[i::n]
+    images = []
+    for p in paths:
+        name = p.name if root.is_file() else str(p.relative_to(root))
+        images.append(Image_(name, p, file_sha256(p)))
+    return images
+
+
+def setting_slug(setting) -> str:
+    return f"{setting:g}" if isinstance(setting, float) else str(setting)
+
+
+def codec_key(codec: Codec, lpips: bool = True) -> str:
+    parts = [codec.name, codec.version(), METRICS_VERSION]
+    if lpips:
+        from .lpips import WEIGHTS_SHA256
+
+        parts.append(WEIGHTS_SHA256)
+    else:
+        parts.append("no-lpips")
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
+
+
+def cache_path(cache_dir: Path, codec: Codec | str, image_sha: str, setting, key: str) -> Path:
+    name = codec if isinstance(codec, str) else codec.name
+    return cache_dir / name / f"{image_sha[:16]}-{setting_slug(setting)}-{key}.json"
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+# ---- memory ------------------------------------------------------------------------------------
+
+def _status_kib(field_name: str) -> float | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return float(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak resident memory of this process during a block (MiB), and the extra over the start."""
+
+    def __init__(self):
+        self.method = "vmhwm-reset"
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+        except OSError:
+            self.method = "ru_maxrss"
+
+    def __enter__(self):
+        if self.method == "vmhwm-reset":
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            self.start = _status_kib("VmRSS") or 0.0
+        else:
+            self.start = _maxrss_kib()
+        return self
+
+    def __exit__(self, *exc):
+        end = _status_kib("VmHWM") if self.method == "vmhwm-reset" else _maxrss_kib()
+        self.peak = (end or 0.0) / 1024
+        self.extra = max(0.0, ((end or 0.0) - self.start) / 1024)
+        return False
+
+
+def _maxrss_kib() -> float:
+    import resource
+    import sys
+
+    value = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return value / 1024 if sys.platform == "darwin" else float(value)  # bytes on macOS, KiB on Linux
+
+
+# ---- the work ----------------------------------------------------------------------------------
+
+def _load_rgb(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return np.asarray(im.convert("RGB"))
+
+
+_warm: set[str] = set()
+
+
+def _warm_up(codec: Codec, rgb: np.ndarray) -> None:
+    """One untimed encode/decode of a small crop, so the first timed image pays no start-up costs."""
+    if codec.name in _warm:
+        return
+    crop = np.ascontiguousarray(rgb[:64, :64])
+    codec.decode(codec.encode(crop, codec.settings[len(codec.settings) // 2]))
+    _warm.add(codec.name)
+
+
+def run_task(task: Task) -> Outcome:
+    """Encode, decode and measure one image at the given settings; write each result to the cache."""
+    codec, image = task.codec, task.image
+    outcome = Outcome(codec.name, image.name)
+    try:
+        rgb = _load_rgb(image.path)
+        pixels = rgb.shape[0] * rgb.shape[1]
+        _warm_up(codec, rgb)
+        memory = PeakMemory()
+        version = codec.version()
+        for setting in task.settings:
+            with memory:
+                t0 = time.perf_counter()
+                data = codec.encode(rgb, setting)
+                encode_s = time.perf_counter() - t0
+            enc_peak, enc_extra = memory.peak, memory.extra
+            with memory:
+                t0 = time.perf_counter()
+                decoded = codec.decode(data)
+                decode_s = time.perf_counter() - t0
+            if decoded.shape != rgb.shape:
+                raise ValueError(f"{codec.name} decoded {decoded.shape} from a {rgb.shape} image")
+            row = {
+                "codec": codec.name, "setting": setting, "image": image.name, "image_sha256": image.sha256,
+                "width": rgb.shape[1], "height": rgb.shape[0], "bytes": len(data), "bpp": 8 * len(data) / pixels,
+                **all_metrics(rgb, decoded, task.device, task.lpips),
+                "encode_s": encode_s, "decode_s": decode_s, "encode_peak_mib": enc_peak, "decode_peak_mib": memory.peak,
+                "encode_extra_mib": enc_extra, "decode_extra_mib": memory.extra, "mem_method": memory.method,
+                "estimated_bpp": math.nan, "codec_version": version,
+            }
+            row.update(codec.extra(rgb, setting, data))
+            _write_json(cache_path(task.cache_dir, codec, image.sha256, setting, task.codec_key), row)
+            outcome.rows.append(row)
+    except Exception as exc:  # one failing codec/image must not stop the others
+        outcome.error = f"{type(exc).__name__}: {exc}"
+    return outcome
+
+
+def _init_worker(threads: int) -> None:
+    """Thread count for torch (set now if torch is loaded, else when it is) and for the codecs."""
+    import sys
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when it is first imported
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+
+
+def plan(codecs: list[Codec], images: list[Image_], cache_dir: Path, device: str, lpips: bool) -> tuple[list[Task], int, int]:
+    """Tasks for the (codec, image) pairs with missing settings; also (cached, total) triple counts."""
+    tasks, cached, total = [], 0, 0
+    for codec in codecs:
+        key = codec_key(codec, lpips)
+        for image in images:
+            missing = [s for s in codec.settings if not cache_path(cache_dir, codec, image.sha256, s, key).exists()]
+            total += len(codec.settings)
+            cached += len(codec.settings) - len(missing)
+            if missing:
+                tasks.append(Task(codec, key, image, missing, cache_dir, device, lpips))
+    return tasks, cached, total
+
+
+def execute(tasks: list[Task], jobs: int, threads: int, progress=None, on_outcome=None) -> list[Outcome]:
+    """Run tasks in this process (jobs=1) or in ``jobs`` worker processes; report each as it ends."""
+    outcomes = []
+
+    def done(outcome: Outcome, task: Task):
+        outcomes.append(outcome)
+        if on_outcome:
+            on_outcome(outcome, task)
+
+    if jobs <= 1:
+        _init_worker(threads)
+        for task in tasks:
+            done(run_task(task), task)
+        return outcomes
+    ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+        futures = {pool.submit(run_task, t): t for t in tasks}
+        try:
+            for future in cf.as_completed(futures):
+                done(future.result(), futures[future])
+        except KeyboardInterrupt:
+            for f in futures:
+                f.cancel()
+            raise
+    return outcomes
+
+
+def collect(codecs: list[Codec], images: list[Image_], cache_dir: Path, lpips: bool) -> list[dict]:
+    """Rows for every (codec, setting, image) of this run that is in the cache."""
+    rows = []
+    for codec in codecs:
+        key = codec_key(codec, lpips)
+        for image in images:
+            for setting in codec.settings:
+                path = cache_path(cache_dir, codec, image.sha256, setting, key)
+                if path.exists():
+                    row = json.loads(path.read_text())
+                    row["image"] = image.name  # the same pixels may have another name in this run
+                    row["setting"] = setting
+                    rows.append(row)
+    return rows
+
+
+def merge_caches(sources: list[Path], out: Path) -> int:
+    """Copy result files from other output folders' caches into ``out/cache``; returns how many were new."""
+    copied = 0
+    for source in sources:
+        cache = source / "cache" if (source / "cache").is_dir() else source
+        if not cache.is_dir():
+            raise FileNotFoundError(f"{source} has no cache folder to merge")
+        for path in cache.rglob("*.json"):
+            target = out / "cache" / path.relative_to(cache)
+            if not target.exists():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
+                copied += 1
+    return copied
+
+
+def summarize(rows: list[dict]) -> list[dict]:
+    """Average per (codec, setting), CompressAI style: metrics per image, then the mean.
+
+    MS-SSIM in dB is computed from the mean MS-SSIM (as CompressAI's plots do); memory is the
+    largest peak and the mean extra over all images.
+    """
+    from .metrics import to_db
+
+    groups: dict[tuple[str, object], list[dict]] = {}
+    for row in rows:
+        groups.setdefault((row["codec"], row["setting"]), []).append(row)
+
+    def mean(group, key):
+        values = [float(r[key]) for r in group if r.get(key) is not None and not math.isnan(float(r[key]))]
+        return float(np.mean(values)) if values else math.nan
+
+    out = []
+    for (codec, setting), group in groups.items():
+        msssim = mean(group, "ms_ssim")
+        out.append({
+            "codec": codec, "setting": setting, "images": len(group), "bpp": mean(group, "bpp"),
+            "psnr": mean(group, "psnr"), "ms_ssim": msssim, "ms_ssim_db": to_db(msssim), "lpips": mean(group, "lpips"),
+            "encode_s": mean(group, "encode_s"), "decode_s": mean(group, "decode_s"),
+            "encode_peak_mib": max(float(r["encode_peak_mib"]) for r in group),
+            "decode_peak_mib": max(float(r["decode_peak_mib"]) for r in group),
+            "encode_extra_mib": mean(group, "encode_extra_mib"), "decode_extra_mib": mean(group, "decode_extra_mib"),
+            "estimated_bpp": mean(group, "estimated_bpp"),
+        })
+    order = {c: i for i, c in enumerate(dict.fromkeys(r["codec"] for r in rows))}
+    return sorted(out, key=lambda s: (order[s["codec"]], s["bpp"], float(s["setting"])))
+
+
+def rows_to_csv(rows: list[dict], path: Path) -> None:
+    import csv
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=ROW_FIELDS, extrasaction="ignore")
+        writer.writeheader()
+        for row in rows:
+            writer.writerow({k: row.get(k, "") for k in ROW_FIELDS})
+
+
+def as_dict(obj) -> dict:
+    return asdict(obj)

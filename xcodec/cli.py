@@ -1,0 +1,302 @@
+"""The ``xcodec`` command line.
+
+Data goes to stdout only when an output is ``-``; messages, progress and errors go to stderr.
+Exit codes: 0 success, 1 bad input or a bad/corrupted file (one-line message), 2 usage error,
+130 interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .errors import XcodecError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="xcodec: learned image compression.")
+err = Console(stderr=True, highlight=False)
+
+DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when there is one), cpu or cuda.")]
+ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images with more pixels than this.")]
+
+
+def fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]error:[/] {message}")
+    return typer.Exit(1)
+
+
+def read_input(path: str) -> bytes:
+    if path == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise fail(f"cannot read {path}: {exc.strerror}") from None
+
+
+def write_output(data: bytes, path: str, source: str, force: bool) -> None:
+    """Write ``data`` to ``path`` (or stdout for ``-``) atomically: a temporary file, then a rename."""
+    if path == "-":
+        sys.stdout.buffer.write(data)
+        sys.stdout.buffer.flush()
+        return
+    target = Path(path)
+    if source != "-" and target.exists() and target.resolve() == Path(source).resolve():
+        raise fail(f"refusing to overwrite the input file {path}")
+    if target.exists() and not force:
+        raise fail(f"{path} exists (use --force to overwrite it)")
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent if str(target.parent) else ".")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def default_output(source: str, suffix: str) -> str:
+    return "-" if source == "-" else str(Path(source).with_suffix(suffix))
+
+
+@app.command()
+def encode(
+    source: Annotated[str, typer.Argument(metavar="IN", help="Image to compress (any format Pillow reads), or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output .xsc file, or - for stdout. Default: IN with .xsc.")] = None,
+    quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help="Quality 1 (smallest) .. 8 (best); fractions allowed.")] = None,
+    bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model from weights/.")] = None,
+    drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
+) -> None:
+    """Compress an image into an .xsc file."""
+    from . import api
+    from .image import open_image
+    from .models import zoo
+
+    if quality is not None and bpp is not None:
+        raise typer.BadParameter("give either --quality or --bpp, not both")
+    output = output or default_output(source, ".xsc")
+    start = time.perf_counter()
+    try:
+        image = open_image(read_input(source))
+        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels)
+        if bpp is not None:
+            data = api.encode_to_bpp(image, bpp, **kwargs)
+        else:
+            data = api.encode(image, api.DEFAULT_QUALITY if quality is None else quality, **kwargs)
+        write_output(data, output, source, force)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
+    summary = api.info(data)
+    err.print(
+        f"{source} -> {output}: {summary.size:,} bytes, {summary.bpp:.4f} bpp, "
+        f"quality {summary.header.quality:g}, {time.perf_counter() - start:.2f} s"
+    )
+
+
+@app.command()
+def decode(
+    source: Annotated[str, typer.Argument(metavar="IN", help="An .xsc file, or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image (format from the extension), or - for PNG on stdout. Default: IN with .png.")] = None,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
+    max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
+) -> None:
+    """Decompress an .xsc file into an image."""
+    from . import api
+    from .image import output_format, save_bytes
+
+    output = output or default_output(source, ".png")
+    start = time.perf_counter()
+    try:
+        fmt = "PNG" if output == "-" else output_format(Path(output).suffix)
+        image = api.decode(read_input(source), device=device, max_pixels=max_pixels)
+        write_output(save_bytes(image, fmt), output, source, force)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
+    err.print(f"{source} -> {output}: {image.width}x{image.height} {image.mode}, {time.perf_counter() - start:.2f} s")
+
+
+@app.command()
+def info(
+    source: Annotated[str, typer.Argument(metavar="IN", help="An .xsc file, or - for stdin.")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show the header, streams and bit rate of an .xsc file (without decoding it)."""
+    from . import api
+
+    try:
+        summary = api.info(read_input(source))
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
+    h = summary.header
+    fields = {
+        "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
+        "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
+        "pad_right": h.pad_right, "bytes": summary.size, "bpp": round(summary.bpp, 6),
+        "streams": [{"kind": kind.name.lower(), "bytes": size} for kind, size in summary.streams],
+    }
+    if as_json:
+        typer.echo(json.dumps(fields, indent=2))
+        return
+    table = Table(title=source, show_header=False)
+    for key, value in fields.items():
+        if key != "streams":
+            table.add_row(key, str(value))
+    for i, stream in enumerate(fields["streams"]):
+        table.add_row(f"stream {i}", f"{stream['kind']}: {stream['bytes']:,} bytes")
+    Console().print(table)
+
+
+@app.command()
+def compare(
+    reference: Annotated[Path, typer.Argument(help="Original image.")],
+    distorted: Annotated[Path, typer.Argument(help="Decoded image of the same size.")],
+) -> None:
+    """Print the PSNR (8-bit RGB) between two images."""
+    import numpy as np
+
+    from .bench.metrics import psnr
+    from .image import open_image
+
+    try:
+        a, b = (np.asarray(open_image(read_input(str(p))).convert("RGB")) for p in (reference, distorted))
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
+    if a.shape != b.shape:
+        raise fail(f"the images differ in size: {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
+    typer.echo(f"PSNR {psnr(a, b):.2f} dB")
+
+
+@app.command()
+def bench(
+    folder: Annotated[Path, typer.Argument(help="Folder of images (e.g. ../shared/data/kodak), or of light fields with --lightfield.")],
+    codecs: Annotated[str, typer.Option("--codecs", help="Comma-separated: xcodec,jpeg,jpeg444,webp,avif,avif420,jp2,jxl,heic.")] = "xcodec,jpeg,jpeg444,webp,avif,avif420,jp2,jxl,heic",
+    models: Annotated[Optional[str], typer.Option("--models", "--model", "-m", help="xcodec models from weights/ (default: all).")] = None,
+    qualities: Annotated[Optional[str], typer.Option("--qualities", help="xcodec qualities, comma-separated (default 1..8).")] = None,
+    settings: Annotated[Optional[list[str]], typer.Option("--settings", help="Sweep of one codec, CODEC=V1,V2,... (repeatable).")] = None,
+    anchors: Annotated[Optional[list[Path]], typer.Option("--anchors", help="Published results (CompressAI JSON): a folder or file (repeatable).")] = None,
+    anchor_select: Annotated[Optional[str], typer.Option("--anchor-select", help="Keep only published curves whose name contains one of these (comma-separated).")] = None,
+    anchor_curve: Annotated[Optional[str], typer.Option("--anchor-curve", help="BD-rate reference curve(s), comma-separated (default: vtm if loaded, else jpeg).")] = None,
+    out: Annotated[Path, typer.Option("--out", help="Output folder: report, CSV, JSON, plots and the result cache.")] = Path("bench-results"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")] = 1,
+    threads: Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per worker for torch and the codecs (default: CPUs / jobs).")] = None,
+    shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard i of n (0-based), e.g. 0/4: images i, i+n, ...")] = None,
+    merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="Copy the cached results of another output folder in first (repeatable).")] = None,
+    compute: Annotated[bool, typer.Option("--compute/--no-compute", help="--no-compute: report from the cache only.")] = True,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images (or light-field patches).")] = None,
+    lightfield: Annotated[bool, typer.Option("--lightfield", help="FOLDER holds light fields: benchmark patches of their views.")] = False,
+    lf_grid: Annotated[Optional[str], typer.Option("--lf-grid", help="Angular size of grid images (e.g. 15x15, 15x15:interleaved), or of view folders that are not square.")] = None,
+    lf_patch: Annotated[int, typer.Option("--lf-patch", min=16, help="Patch size in pixels (MS-SSIM needs 161 or more).")] = 256,
+    lf_view_step: Annotated[int, typer.Option("--lf-view-step", min=1, help="Use every k-th view in each angular direction.")] = 1,
+    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
+    device: DeviceOpt = "auto",
+) -> None:
+    """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
+    import shlex
+
+    from .bench.benchmark import BenchConfig, benchmark, parse_shard
+    from .bench.codecs import ALL_CODECS, parse_settings
+    from .bench.lightfield import Grid
+
+    def split(text: Optional[str]) -> Optional[list[str]]:
+        return [x.strip() for x in text.split(",") if x.strip()] if text else None
+
+    try:
+        names = split(codecs) or []
+        unknown = [n for n in names if n not in ALL_CODECS]
+        if unknown:
+            raise typer.BadParameter(f"unknown codec(s) {', '.join(unknown)} (known: {', '.join(ALL_CODECS)})", param_hint="--codecs")
+        sweeps = {}
+        for item in settings or []:
+            name, sep, values = item.partition("=")
+            if not sep or not values:
+                raise typer.BadParameter(f"{item!r}: expected CODEC=V1,V2,...", param_hint="--settings")
+            sweeps[name.strip()] = parse_settings(values)
+        if qualities:
+            sweeps["xcodec"] = tuple(float(q) for q in parse_settings(qualities))
+        cfg = BenchConfig(
+            folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
+            anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
+            shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
+            lightfield=lightfield, lf_grid=Grid.parse(lf_grid) if lf_grid else None, lf_patch=lf_patch,
+            lf_view_step=lf_view_step, device=device, lpips=lpips, plots=plots,
+            command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+    try:
+        code = benchmark(cfg, err, Console() if sys.stdout.isatty() else Console(width=200))
+    except (XcodecError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
+
+
+@app.command()
+def train(
+    data: Annotated[Path, typer.Option(help="Folder of training photos (searched recursively).")] = Path("../shared/data/train"),
+    run: Annotated[Path, typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs.")] = Path("runs/hyperprior"),
+    arch: Annotated[str, typer.Option(help="Architecture from the zoo (hyperprior, transformer).")] = "hyperprior",
+    arch_config: Annotated[str, typer.Option(help='Architecture options as JSON, e.g. \'{"M": 192}\'.')] = "{}",
+    init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizer).")] = None,
+    val: Annotated[Optional[Path], typer.Option(help="Folder of validation images (e.g. ../shared/data/kodak).")] = None,
+    val_minutes: Annotated[float, typer.Option(help="Minutes between validations.")] = 20.0,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN/last.pt (model, optimizer, step, RNG).")] = False,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 8,
+    crop: Annotated[int, typer.Option(help="Crop size in pixels.")] = 128,
+    max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total.")] = 1_000_000,
+    max_minutes: Annotated[float, typer.Option(help="Stop after this many minutes in this process.")] = float("inf"),
+    checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between checkpoints.")] = 5.0,
+    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 50,
+    threads: Annotated[int, typer.Option(help="Torch threads (0: default).")] = 0,
+    device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
+) -> None:
+    """Train a variable-rate model (resumable)."""
+    from .train.loop import TrainConfig, train as run_training
+
+    cfg = TrainConfig(
+        data=data, run_dir=run, arch=arch, arch_config=json.loads(arch_config), init=init, val_dir=val,
+        val_minutes=val_minutes, lr=lr, batch_size=batch_size, crop=crop, max_steps=max_steps,
+        max_minutes=max_minutes, checkpoint_minutes=checkpoint_minutes, log_every=log_every, threads=threads, device=device,
+    )
+    run_training(cfg, resume=resume)
+
+
+@app.command()
+def export(
+    run: Annotated[Path, typer.Option("--run-dir", help="Run folder whose last.pt is exported.")] = Path("runs/hyperprior"),
+    name: Annotated[str, typer.Option(help="Model name: writes weights/NAME.safetensors and NAME.json.")] = "hyperprior",
+    note: Annotated[Optional[str], typer.Option(help="Free text stored in the manifest (data, hardware).")] = None,
+) -> None:
+    """Export a training checkpoint into weights/ with its manifest."""
+    from .models import zoo
+
+    manifest = zoo.export(run / "last.pt", name, {"note": note} if note else {})
+    typer.echo(f"wrote weights/{name}.safetensors ({manifest.info['steps']} steps, sha256 {manifest.sha256[:16]}...)", err=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,80 @@
+"""ANS entropy coding through constriction.
+
+Two kinds of streams:
+- *categorical*: symbols of one channel share a fixed probability table (the factorized prior of
+  the hyper-latent). Tables come from the checkpoint, so they are identical everywhere.
+- *gaussian*: each symbol has its own zero-mean quantized Gaussian whose standard deviation is an
+  entry of a fixed scale table, selected by an integer index (the model computes those indices in
+  exact integer arithmetic). Symbols are residuals ``round(y - mean)``.
+
+A stream is constriction's ANS output: little-endian uint32 words.
+"""
+
+from __future__ import annotations
+
+import constriction
+import numpy as np
+
+from .errors import FormatError
+
+SYMBOL_LIMIT = 1 << 15  # gaussian symbols are clamped to [-limit, limit]; real latents stay far inside
+_GAUSSIAN = constriction.stream.model.QuantizedGaussian(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+
+
+def _to_bytes(coder: constriction.stream.stack.AnsCoder) -> bytes:
+    return coder.get_compressed().astype("<u4").tobytes()
+
+
+def _from_bytes(data: bytes) -> constriction.stream.stack.AnsCoder:
+    if len(data) % 4:
+        raise FormatError("corrupted entropy-coded stream (length is not a multiple of 4)")
+    return constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+
+
+def encode_gaussian(symbols: np.ndarray, scale_index: np.ndarray, scales: np.ndarray) -> bytes:
+    """Code integer ``symbols`` (clamped to the coder's range) with N(0, scales[scale_index])."""
+    coder = constriction.stream.stack.AnsCoder()
+    symbols = np.clip(symbols.reshape(-1), -SYMBOL_LIMIT, SYMBOL_LIMIT).astype(np.int32)
+    stds = scales[scale_index.reshape(-1)].astype(np.float64)
+    coder.encode_reverse(symbols, _GAUSSIAN, np.zeros_like(stds), stds)
+    return _to_bytes(coder)
+
+
+class GaussianReader:
+    """Decodes a gaussian stream in consecutive pieces, in the order they were encoded.
+
+    Context models need this: the scales of a later chunk depend on the symbols of earlier ones.
+    """
+
+    def __init__(self, data: bytes, scales: np.ndarray):
+        self.coder = _from_bytes(data)
+        self.scales = scales
+
+    def read(self, scale_index: np.ndarray) -> np.ndarray:
+        """The next ``scale_index.size`` symbols (int32), shaped like ``scale_index``."""
+        stds = self.scales[scale_index.reshape(-1)].astype(np.float64)
+        return self.coder.decode(_GAUSSIAN, np.zeros_like(stds), stds).reshape(scale_index.shape)
+
+
+def decode_gaussian(data: bytes, scale_index: np.ndarray, scales: np.ndarray) -> np.ndarray:
+    """Inverse of ``encode_gaussian`` in one piece: int32 symbols shaped like ``scale_index``."""
+    return GaussianReader(data, scales).read(scale_index)
+
+
+def _categorical(pmf: np.ndarray) -> constriction.stream.model.Categorical:
+    return constriction.stream.model.Categorical(pmf.astype(np.float64), perfect=False)
+
+
+def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> bytes:
+    """Code ``symbols`` (C, n) in 0..L-1 where row c uses the table ``pmfs[c]`` (C, L)."""
+    coder = constriction.stream.stack.AnsCoder()
+    symbols = np.clip(symbols, 0, pmfs.shape[1] - 1).astype(np.int32)
+    for c in reversed(range(len(pmfs))):  # ANS is a stack: encode backwards, decode forwards
+        coder.encode_reverse(symbols[c], _categorical(pmfs[c]))
+    return _to_bytes(coder)
+
+
+def decode_categorical(data: bytes, pmfs: np.ndarray, count: int) -> np.ndarray:
+    """Inverse of ``encode_categorical``: (C, count) int32 symbols."""
+    coder = _from_bytes(data)
+    return np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)

@@ -1,0 +1,17 @@
+"""Errors that xcodec reports to users as one line (the CLI exits with code 1 on any of them)."""
+
+
+class XcodecError(Exception):
+    """Base class: bad input, a bad file, or a missing model."""
+
+
+class FormatError(XcodecError):
+    """An ``.xsc`` file is malformed, corrupted or of an unsupported version."""
+
+
+class InputError(XcodecError):
+    """An input image cannot be coded as asked (unreadable, unsupported mode, too large)."""
+
+
+class ModelError(XcodecError):
+    """A model is unknown, missing, or its weights do not match the manifest or the file."""

@@ -1,0 +1,87 @@
+"""Integer-exact convolution networks for everything that selects a probability.
+
+The ANS decoder needs the *same* entropy parameters as the encoder, to the last bit: a scale that
+differs by one float32 ulp can pick another probability table and derail the whole stream. Float
+convolutions do not give that guarantee across thread counts, CPU kernels or GPUs, because the
+order of the additions changes.
+
+So the networks that produce entropy parameters run in fixed point: weights are integers
+(``round(w * 2**WEIGHT_BITS)``), activations are integers (``round(a * 2**ACT_BITS)``), and a layer
+is an integer convolution followed by a rounding shift back to ``ACT_BITS``. The integers are held
+in float64, where every sum of integers below 2**53 is exact *whatever the order of the additions*,
+so any BLAS, thread count or device gives identical results. Before each layer we check that the
+largest possible partial sum stays below 2**53, so a pathological input fails loudly instead of
+silently rounding.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+WEIGHT_BITS = 12
+ACT_BITS = 10
+EXACT_LIMIT = 2.0**53
+
+
+class ExactError(ValueError):
+    """An input would overflow the exact integer range (never happens for real latents)."""
+
+
+def to_fixed(x: Tensor, bits: int) -> Tensor:
+    """Round ``x * 2**bits`` to the nearest integer, returned as float64."""
+    return torch.round(x.double() * 2.0**bits)
+
+
+def _shift_round(acc: Tensor, bits: int) -> Tensor:
+    # Division by a power of two and floor are exact in float64: round-half-up, bit-exact.
+    return torch.floor(acc / 2.0**bits + 0.5)
+
+
+class ExactConvNet(nn.Module):
+    """A chain of (transposed) convolutions and ReLUs, evaluated in fixed point.
+
+    Built from a float ``nn.Sequential`` of ``Conv2d``/``ConvTranspose2d``/``ReLU`` layers (a single
+    convolution works too); the float weights are rounded once here. Buffers hold the integer
+    weights. Input and output are integers in float64 with ``ACT_BITS`` fractional bits.
+    """
+
+    def __init__(self, float_net: nn.Module):
+        super().__init__()
+        layers = list(float_net) if isinstance(float_net, nn.Sequential) else [float_net]
+        self.ops: list[tuple[str, int, int, int]] = []  # (kind, stride, padding, output_padding)
+        for m in layers:
+            if isinstance(m, nn.ReLU):
+                self.ops.append(("relu", 0, 0, 0))
+                continue
+            if not isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)) or m.groups != 1 or m.dilation[0] != 1:
+                raise TypeError("ExactConvNet supports only Conv2d, ConvTranspose2d (groups=1) and ReLU")
+            i = sum(kind != "relu" for kind, *_ in self.ops)
+            kind = "deconv" if isinstance(m, nn.ConvTranspose2d) else "conv"
+            self.ops.append((kind, m.stride[0], m.padding[0], m.output_padding[0] if kind == "deconv" else 0))
+            bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_channels)
+            self.register_buffer(f"w{i}", to_fixed(m.weight.detach(), WEIGHT_BITS))
+            self.register_buffer(f"b{i}", to_fixed(bias, WEIGHT_BITS + ACT_BITS))
+
+    def forward(self, x_fixed: Tensor) -> Tensor:
+        """Map fixed-point input (integers in float64, ``ACT_BITS``) to fixed-point output."""
+        a = x_fixed.double().cpu()
+        i = 0
+        for kind, stride, pad, out_pad in self.ops:
+            if kind == "relu":
+                a = a.clamp_min(0)
+                continue
+            w, b = getattr(self, f"w{i}").cpu(), getattr(self, f"b{i}").cpu()
+            i += 1
+            # Worst-case |partial sum| = max|a| * max over outputs of sum|w|, plus the bias.
+            reduce_dims = (0, 2, 3) if kind == "deconv" else (1, 2, 3)
+            bound = a.abs().max() * w.abs().sum(dim=reduce_dims).max() + b.abs().max()
+            if bound >= EXACT_LIMIT:
+                raise ExactError("latent values out of the exact integer range")
+            if kind == "deconv":
+                acc = F.conv_transpose2d(a, w, b, stride=stride, padding=pad, output_padding=out_pad)
+            else:
+                acc = F.conv2d(a, w, b, stride=stride, padding=pad)
+            a = _shift_round(acc, WEIGHT_BITS)
+        return a

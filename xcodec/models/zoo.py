@@ -1,0 +1,111 @@
+"""The model zoo: architectures by name, and the trained checkpoints shipped in ``weights/``.
+
+A shipped model is two files: ``weights/NAME.safetensors`` (tensors only, so loading cannot run
+code) and ``weights/NAME.json`` (the manifest: architecture, config, training budget, results and
+the sha256 of the tensors file). ``XCODEC_WEIGHTS`` points elsewhere. Loading refuses a tensors file whose hash differs from the
+manifest's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..errors import ModelError
+from .hyperprior import GainHyperprior
+from .transformer import CrossScaleTransformer
+
+ARCHITECTURES = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
+WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS", Path(__file__).resolve().parents[2] / "weights"))
+DEFAULT_MODEL = "hyperprior"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    arch: str
+    config: dict
+    sha256: str
+    info: dict
+
+    @property
+    def model_hash(self) -> bytes:
+        """The 8 bytes a bitstream stores to name the exact weights it needs."""
+        return bytes.fromhex(self.sha256)[:8]
+
+
+def build(arch: str, config: dict) -> torch.nn.Module:
+    if arch not in ARCHITECTURES:
+        raise ModelError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[arch](**config)
+
+
+def file_sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
+    return sorted(p.stem for p in weights_dir.glob("*.json"))
+
+
+def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+    path = weights_dir / f"{name}.json"
+    if not path.exists():
+        known = ", ".join(available(weights_dir)) or "none"
+        raise ModelError(f"model {name!r} is not installed in {weights_dir} (installed: {known})")
+    data = json.loads(path.read_text())
+    return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}))
+
+
+def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
+    manifest = read_manifest(name, weights_dir)
+    tensors_path = weights_dir / f"{name}.safetensors"
+    if not tensors_path.exists():
+        raise ModelError(f"weights file {tensors_path} is missing")
+    if file_sha256(tensors_path) != manifest.sha256:
+        raise ModelError(f"{tensors_path} does not match the sha256 in its manifest; refusing to load it")
+    return load_file(tensors_path), manifest
+
+
+def load_training_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
+    """The float weights of a shipped model, to start training from (``xcodec train --init``)."""
+    state, _ = _verified_tensors(name, weights_dir)
+    state.pop("z_pmf")
+    return state
+
+
+@cache
+def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[torch.nn.Module, Manifest]:
+    """Load a shipped model for inference (CPU, eval mode), verifying its hash."""
+    state, manifest = _verified_tensors(name, weights_dir)
+    model = build(manifest.arch, manifest.config)
+    z_pmf = state.pop("z_pmf")
+    model.load_state_dict(state)
+    model.prepare_inference(z_pmf)
+    return model.eval(), manifest
+
+
+def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+    """Write a training checkpoint as ``weights/NAME.safetensors`` plus its manifest."""
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model = build(state["arch"], state["arch_config"])
+    model.load_state_dict(state["model"])
+    model.entropy_bottleneck._update_quantiles()  # exact quantiles by bisection, not the aux loss
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    model.prepare_inference()
+    tensors["z_pmf"] = model.z_pmf
+    weights_dir.mkdir(parents=True, exist_ok=True)
+    tensors_path = weights_dir / f"{name}.safetensors"
+    save_file(tensors, tensors_path)
+    info = {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1), **info}
+    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": file_sha256(tensors_path), "info": info}
+    (weights_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    load.cache_clear()
+    return read_manifest(name, weights_dir)

@@ -1,0 +1,255 @@
+"""The training loop, top to bottom: data, model, optimizers, the rate-distortion step, checkpoints.
+
+One variable-rate model learns every quality at once: each crop in a batch gets its own random
+quality in [1, 8] (continuous), and with it its own lambda and gain vector.
+
+A run lives in a folder (``runs/NAME``): ``last.pt`` (model, optimizers, step, RNG: ``--resume``
+continues exactly), ``log.csv`` (training loss, bpp, PSNR per log interval), ``val.csv`` (the
+model's estimated bpp and PSNR on validation images at qualities 1, 4, 8). Checkpoints are written
+atomically every few minutes and on SIGTERM/Ctrl-C, so a killed run loses at most that much.
+``--init NAME`` starts a new run from the shipped ``weights/NAME`` (fresh optimizer): this is how a
+later session continues from committed weights.
+
+Distributed: launched by ``torchrun``, each process trains on its own crops and
+DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPU); rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from PIL import Image
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from ..models import zoo
+from ..models.base import MAX_QUALITY, MIN_QUALITY, lambda_for
+from .data import CropSampler, build_pack, list_images
+
+console = Console(stderr=True)
+VAL_QUALITIES = (1.0, 4.0, 8.0)
+
+
+@dataclass
+class TrainConfig:
+    data: Path
+    run_dir: Path
+    arch: str = "hyperprior"
+    arch_config: dict = field(default_factory=dict)
+    init: str | None = None  # a model in weights/ to start from
+    batch_size: int = 8
+    crop: int = 128
+    lr: float = 1e-4
+    warmup_steps: int = 200
+    max_steps: int = 1_000_000
+    max_minutes: float = math.inf
+    checkpoint_minutes: float = 5.0
+    log_every: int = 50
+    val_dir: Path | None = None
+    val_images: int = 4
+    val_minutes: float = 20.0
+    seed: int = 0
+    threads: int = 0  # 0: torch's default
+    device: str = "cpu"
+
+
+def rd_loss(model: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor) -> dict:
+    """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
+    out = model(x, quality)
+    pixels = x.shape[2] * x.shape[3]
+    bpp = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values()) / pixels
+    mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
+    loss = (lambda_for(quality) * 255**2 * mse + bpp).mean()
+    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+
+
+@torch.no_grad()
+def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> list[tuple[float, float, float]]:
+    """(quality, estimated bpp, PSNR) averaged over ``images``, with eval-mode (rounded) latents."""
+    model.eval()
+    rows = []
+    for q in VAL_QUALITIES:
+        bpps, psnrs = [], []
+        for rgb in images:
+            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255).to(device)
+            out = model(x, torch.tensor([q], device=device))
+            bits = sum(float(-torch.log2(lik).sum()) for lik in out["likelihoods"].values())
+            bpps.append(bits / (x.shape[2] * x.shape[3]))
+            mse = float((out["x_hat"].clamp(0, 1) - x).pow(2).mean())
+            psnrs.append(10 * math.log10(1 / max(mse, 1e-10)))
+        rows.append((q, float(np.mean(bpps)), float(np.mean(psnrs))))
+    model.train()
+    return rows
+
+
+def _validation_images(folder: Path | None, count: int, stride: int) -> list[np.ndarray]:
+    if folder is None:
+        return []
+    images = []
+    for path in list_images(folder)[:count]:
+        rgb = np.asarray(Image.open(path).convert("RGB"))
+        h, w = rgb.shape[0] // stride * stride, rgb.shape[1] // stride * stride
+        images.append(np.ascontiguousarray(rgb[:h, :w]))
+    return images
+
+
+def _save_atomic(obj: dict, path: Path) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(obj, tmp)
+    os.replace(tmp, path)
+
+
+def _raise_interrupt(signum, frame) -> None:
+    raise KeyboardInterrupt
+
+
+def _csv(path: Path, header: list[str]):
+    new = not path.exists()
+    f = path.open("a", newline="")
+    writer = csv.writer(f)
+    if new:
+        writer.writerow(header)
+    return f, writer
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> Path:
+    """Train until ``max_steps`` or ``max_minutes``; a SIGTERM or Ctrl-C still saves a checkpoint."""
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
+    rank = 0
+    if distributed:
+        dist.init_process_group("nccl" if cfg.device == "cuda" else "gloo")
+        rank = dist.get_rank()
+        if cfg.device == "cuda":
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    main = rank == 0
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    cfg.run_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = cfg.run_dir / "last.pt"
+    pack_path = cfg.run_dir / "pack.npz"
+    if main and not pack_path.exists():
+        console.print(f"building training pack from {cfg.data} ...")
+        build_pack(cfg.data, pack_path, cfg.crop)
+    if distributed:
+        dist.barrier()
+
+    generator = torch.Generator().manual_seed(cfg.seed + rank)
+    torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+    model = zoo.build(cfg.arch, cfg.arch_config)
+    step, elapsed = 0, 0.0
+    if cfg.init:
+        model.load_state_dict(zoo.load_training_weights(cfg.init))
+    model.to(cfg.device)
+    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
+    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
+    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
+
+    if resume and checkpoint_path.exists():
+        state = torch.load(checkpoint_path, map_location=cfg.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        step, elapsed = state["step"], state["elapsed"]
+        generator.set_state(state["generators"][rank % len(state["generators"])])
+        torch.set_rng_state(state["torch_rng"])
+        if main:
+            console.print(f"resumed {checkpoint_path} at step {step} ({elapsed / 60:.1f} min trained)")
+
+    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
+    sampler = CropSampler(pack_path, cfg.crop, generator)
+    val_images = _validation_images(cfg.val_dir, cfg.val_images, model.downsampling_factor) if main else []
+
+    def checkpoint() -> None:
+        generators = [generator.get_state()]
+        if distributed:
+            generators = [None] * dist.get_world_size()
+            dist.all_gather_object(generators, generator.get_state())
+        if main:
+            _save_atomic(
+                {
+                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "aux_optimizer": aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
+                    "generators": generators, "torch_rng": torch.get_rng_state(),
+                    "arch": cfg.arch, "arch_config": cfg.arch_config,
+                    "train_config": {k: str(v) for k, v in asdict(cfg).items()},
+                },
+                checkpoint_path,
+            )
+
+    log_file, log = _csv(cfg.run_dir / "log.csv", ["step", "minutes", "lr", "loss", "bpp", "psnr"]) if main else (None, None)
+    val_file, val_log = _csv(cfg.run_dir / "val.csv", ["step", "minutes", "quality", "bpp", "psnr"]) if main else (None, None)
+    session_start = last_checkpoint = last_val = time.monotonic()
+    totals = torch.zeros(3)
+    model.train()
+    progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console,
+                        disable=not (main and console.is_terminal))
+    task = progress.add_task(f"training {cfg.arch}", total=cfg.max_steps, completed=step, status="")
+
+    def out_of_time() -> bool:
+        stop = torch.tensor(float((time.monotonic() - session_start) / 60 >= cfg.max_minutes))
+        if distributed:  # every rank must stop at the same step
+            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
+        return bool(stop)
+
+    try:
+        with progress:
+            while step < cfg.max_steps and not out_of_time():
+                t0 = time.monotonic()
+                lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                x = sampler.batch(cfg.batch_size).to(cfg.device)
+                quality = MIN_QUALITY + (MAX_QUALITY - MIN_QUALITY) * torch.rand(cfg.batch_size, generator=generator)
+                terms = rd_loss(trained, x, quality.to(cfg.device))
+                optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                torch.nn.utils.clip_grad_norm_(main_params, 1.0)
+                optimizer.step()
+                aux_optimizer.zero_grad(set_to_none=True)
+                model.aux_loss().backward()  # depends on the (synchronised) weights only: same on every rank
+                aux_optimizer.step()
+
+                step += 1
+                elapsed += time.monotonic() - t0
+                totals += torch.tensor([terms["loss"].item(), terms["bpp"].item(), terms["mse"].item()])
+                progress.update(task, completed=step)
+                if step % cfg.log_every == 0:
+                    if main:
+                        loss, bpp, mse = (totals / cfg.log_every).tolist()
+                        psnr = 10 * math.log10(1 / max(mse, 1e-10))
+                        log.writerow([step, f"{elapsed / 60:.2f}", f"{lr:.2e}", f"{loss:.4f}", f"{bpp:.4f}", f"{psnr:.2f}"])
+                        log_file.flush()
+                        status = f"loss {loss:.4f}  bpp {bpp:.3f}  psnr {psnr:.2f}"
+                        progress.update(task, status=status)
+                        if progress.disable:  # no live display (a log file): one line per interval
+                            console.print(f"step {step:>7}  {elapsed / 60:7.1f} min  {status}")
+                    totals.zero_()
+                if val_images and time.monotonic() - last_val > cfg.val_minutes * 60:
+                    for q, bpp, psnr in validate(model, val_images, cfg.device):
+                        val_log.writerow([step, f"{elapsed / 60:.2f}", q, f"{bpp:.4f}", f"{psnr:.2f}"])
+                        console.print(f"validation q{q:g}: {bpp:.4f} bpp  {psnr:.2f} dB")
+                    val_file.flush()
+                    last_val = time.monotonic()
+                if time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
+                    checkpoint()
+                    last_checkpoint = time.monotonic()
+    finally:
+        checkpoint()
+        for f in (log_file, val_file):
+            if f:
+                f.close()
+        if distributed:
+            dist.destroy_process_group()
+    return checkpoint_path
