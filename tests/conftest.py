@@ -55,31 +55,6 @@ def sized_photo(request) -> Image.Image:
     return make_photo(width, height)
 
 
-@pytest.fixture
-def photo_64() -> Image.Image:
-    return make_photo(64, 64)
-
-
-@pytest.fixture
-def photo_97x61() -> Image.Image:
-    return make_photo(97, 61)
-
-
-@pytest.fixture
-def photo_1x1() -> Image.Image:
-    return make_photo(1, 1)
-
-
-@pytest.fixture
-def photo_3x200() -> Image.Image:
-    return make_photo(3, 200)
-
-
-@pytest.fixture
-def photo_130x70() -> Image.Image:
-    return make_photo(130, 70)
-
-
 def png_bytes(image: Image.Image, **kwargs) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG", **kwargs)

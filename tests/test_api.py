@@ -5,8 +5,10 @@ from __future__ import annotations
 import dataclasses
 import io
 import math
+import struct
 import time
 import tracemalloc
+import zlib
 
 import numpy as np
 import pytest
@@ -16,6 +18,7 @@ from PIL import Image, ImageCms
 from xcodec import api, container
 from xcodec.container import Bitstream, StreamKind
 from xcodec.errors import FormatError, InputError, ModelError, XcodecError
+from xcodec.image import open_image
 from xcodec.models import zoo
 
 from tests.conftest import make_photo
@@ -205,10 +208,10 @@ def test_icc_profile_survives(photo, srgb_icc):
     assert out.info.get("icc_profile") == srgb_icc
 
 
-def test_icc_profile_survives_from_a_png_file(photo, srgb_icc):
-    buffer = io.BytesIO()
-    photo(33, 20).save(buffer, "PNG", icc_profile=srgb_icc)
-    data = api.encode(Image.open(io.BytesIO(buffer.getvalue())), quality=4)
+def test_icc_profile_survives_from_a_png_file(photo, srgb_icc, save_png):
+    path = save_png(photo(33, 20), "icc.png", icc_profile=srgb_icc)
+    with Image.open(path) as source:
+        data = api.encode(source, quality=4)
     out = api.decode(data)
     assert out.info.get("icc_profile") == srgb_icc
     saved = io.BytesIO()
@@ -219,6 +222,26 @@ def test_icc_profile_survives_from_a_png_file(photo, srgb_icc):
 def test_no_icc_profile_means_no_icc_stream(encoded_97x61):
     assert container.unpack(encoded_97x61).stream(StreamKind.ICC) is None
     assert not api.decode(encoded_97x61).info.get("icc_profile")
+
+
+def _png_header_only(width: int, height: int) -> bytes:
+    def chunk(tag: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + tag + data + struct.pack(">I", zlib.crc32(tag + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b"")
+
+
+def test_unreadable_bytes_are_an_input_error():
+    for data in (b"", b"not an image", _png_header_only(16, 16)):  # the last one has no pixel data
+        with pytest.raises(InputError) as info:
+            open_image(data, api.DEFAULT_MAX_PIXELS)
+        one_line(info.value)
+
+
+def test_decompression_bomb_is_an_input_error():
+    with pytest.raises(InputError):
+        open_image(_png_header_only(20000, 10000), api.DEFAULT_MAX_PIXELS)
 
 
 def test_empty_image_is_refused():
@@ -326,10 +349,6 @@ def test_huge_claimed_size_is_refused_quickly_without_allocating(encoded_97x61, 
     assert forbid_decompress == []
 
 
-@pytest.mark.xfail(strict=True, raises=ReachedDecompress,
-                   reason="xcodec bug: padding is only checked modulo the stride, so a 1x1 file can make the "
-                          "decoder synthesise a 65536x65536 image, bypassing max_pixels (api.decode / "
-                          "container._validate)")
 def test_padding_cannot_inflate_the_decoded_area(encoded_97x61, forbid_decompress):
     data = reencode(encoded_97x61, width=1, height=1, pad_bottom=65535, pad_right=65535)
     with pytest.raises(XcodecError):
@@ -352,6 +371,13 @@ def test_encoding_is_identical_for_1_and_2_threads(photo, torch_threads):
     torch.set_num_threads(2)
     two = api.encode(image, quality=5.5, device="cpu")
     assert one == two
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
+def test_files_are_identical_whichever_device_encoded_them(photo):
+    # The README promises this; on the GPU the analysis runs in float32, on the CPU in float64.
+    image = photo(130, 70)
+    assert api.encode(image, quality=5.5, device="cuda") == api.encode(image, quality=5.5, device="cpu")
 
 
 def test_altered_model_hash_is_refused(encoded_97x61, manifest):
@@ -380,6 +406,13 @@ def test_missing_streams_are_a_format_error(encoded_97x61):
 def test_a_latent_stream_of_odd_length_is_a_format_error(encoded_97x61):
     bitstream = container.unpack(encoded_97x61)
     streams = [(k, d + b"\x01" if k == StreamKind.LATENT else d) for k, d in bitstream.streams]
+    with pytest.raises(FormatError):
+        api.decode(container.pack(Bitstream(bitstream.header, streams)))
+
+
+def test_a_latent_stream_ending_in_a_zero_word_is_a_format_error(encoded_97x61):
+    bitstream = container.unpack(encoded_97x61)
+    streams = [(k, d + bytes(4) if k == StreamKind.LATENT else d) for k, d in bitstream.streams]
     with pytest.raises(FormatError):
         api.decode(container.pack(Bitstream(bitstream.header, streams)))
 

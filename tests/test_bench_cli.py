@@ -44,7 +44,7 @@ def images(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def anchors(tmp_path_factory) -> Path:
     folder = tmp_path_factory.mktemp("anchors")
-    (folder / "published-codec.json").write_text(json.dumps({
+    (folder / "paper-codec.json").write_text(json.dumps({
         "name": "Published codec", "description": "made up",
         "results": {"bpp": [0.2, 0.5, 1.0, 2.0], "psnr-rgb": [28, 32, 36, 40], "ms-ssim-rgb": [0.93, 0.97, 0.99, 0.996]}}))
     return folder
@@ -55,7 +55,7 @@ def first_run(images, anchors, tmp_path_factory):
     out = tmp_path_factory.mktemp("out")
     result = bench(images, "--out", out, "--codecs", "xcodec,jpeg,webp,jp2", "--models", "hyperprior", "--qualities", "1,8",
                    "--settings", "jpeg=20,80", "--settings", "webp=20,80", "--settings", "jp2=0.5,2",
-                   "--anchors", anchors, "--anchor-curve", "jpeg,published-codec")
+                   "--anchors", anchors, "--anchor-curve", "jpeg,paper-codec")
     return out, result
 
 
@@ -64,7 +64,7 @@ def test_outputs(first_run):
     assert result.exit_code == 0, result.output
     assert "16 results, 0 cached, 16 to compute" in stderr(result)
     stdout = result.stdout
-    assert ": 2 images" in stdout and "BD-rate against jpeg" in stdout and "BD-rate against published-codec" in stdout
+    assert ": 2 images" in stdout and "BD-rate against jpeg" in stdout and "BD-rate against paper-codec" in stdout
     for name in ("report.md", "rows.csv", "summary.json", "rd-psnr.png", "rd-ms-ssim.png", "rd-lpips.png"):
         assert (out / name).is_file(), name
     for plot in out.glob("rd-*.png"):
@@ -84,7 +84,7 @@ def test_outputs(first_run):
     assert data["results"]["quality"] == [20, 80] and data["results"]["bpp"][0] < data["results"]["bpp"][1]
     assert sorted(p.name for p in (out / "results").glob("*.json")) == ["jp2.json", "jpeg.json", "webp.json", "xcodec-hyperprior.json"]
     report = (out / "report.md").read_text()
-    assert "## BD-rate against jpeg" in report and "published-codec (published)" in report and "![rd-psnr](rd-psnr.png)" in report
+    assert "## BD-rate against jpeg" in report and "paper-codec (published)" in report and "![rd-psnr](rd-psnr.png)" in report
     summary = json.loads((out / "summary.json").read_text())
     webp = next(e for e in summary["bd"] if e["curve"] == "webp" and e["anchor"] == "jpeg")
     assert webp["psnr"]["bd_rate_percent"] is not None
@@ -179,10 +179,13 @@ def test_parallel_workers(tmp_path):
     photo = Image.open(ROOT / "xcodec/samples/chelsea.png").convert("RGB")
     for i, name in enumerate(("a.png", "b.png")):
         photo.crop((60 * i, 0, 60 * i + 64, 64)).save(images / name)
-    codec = codecs_mod.JPEG((50,))
+    # a plugin codec too: worker processes must register the plugin themselves
+    chosen = [codecs_mod.JPEG((50,))] + [c for c in (codecs_mod.JPEGXL((50,)), codecs_mod.HEIC((30,))) if not c.unavailable()]
     imgs = select_images(sorted(images.glob("*.png")), images)
-    tasks, cached, total = plan([codec], imgs, tmp_path / "cache", "cpu", lpips=False)
-    assert (cached, total, len(tasks)) == (0, 2, 2)
+    tasks, cached, total = plan(chosen, imgs, tmp_path / "cache", "cpu", lpips=False)
+    n = 2 * len(chosen)
+    assert (cached, total, len(tasks)) == (0, n, n)
     outcomes = execute(tasks, jobs=2, threads=1)
-    assert sorted(o.image for o in outcomes) == ["a.png", "b.png"] and not any(o.error for o in outcomes)
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == 2
+    assert [o.error for o in outcomes if o.error] == []
+    assert sorted(o.image for o in outcomes) == sorted(["a.png", "b.png"] * len(chosen))
+    assert len(list((tmp_path / "cache").rglob("*.json"))) == n

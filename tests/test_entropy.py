@@ -205,9 +205,6 @@ def test_length_not_a_multiple_of_four_is_a_format_error(valid_streams, cut):
             decode_categorical(data, pmfs, 100)
 
 
-@pytest.mark.xfail(strict=True, raises=ValueError,
-                   reason="xcodec bug: constriction's ValueError for a stream ending in a zero word is not "
-                          "turned into FormatError (xcodec/entropy.py _from_bytes)")
 @pytest.mark.parametrize("decoder", ["gaussian", "categorical"])
 def test_stream_ending_in_a_zero_word_is_a_format_error(valid_streams, decoder):
     (gdata, scale_index), (cdata, pmfs) = valid_streams

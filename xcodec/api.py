@@ -73,8 +73,9 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     net, manifest = zoo.load(h.model)
     if manifest.model_hash != h.model_hash:
         raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
-    if (h.height + h.pad_bottom) % net.downsampling_factor or (h.width + h.pad_right) % net.downsampling_factor:
-        raise FormatError("invalid .xsc header (padding does not match the model)")
+    stride = net.downsampling_factor
+    if (h.pad_bottom, h.pad_right) != (-h.height % stride, -h.width % stride):
+        raise FormatError("invalid .xsc header (padding does not match the image size and model)")
     dev = resolve_device(device)
     streams = {kind: payload for kind, payload in bitstream.streams}
     with torch.inference_mode():

@@ -17,6 +17,7 @@ from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from .errors import XcodecError
@@ -29,8 +30,13 @@ ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an exis
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images with more pixels than this.")]
 
 
+def say(message: str) -> None:
+    """One line on stderr, never wrapped, never read as markup (file names may hold brackets)."""
+    err.print(message, markup=False, soft_wrap=True)
+
+
 def fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]error:[/] {message}")
+    err.print("[bold red]error:[/] " + escape(message), soft_wrap=True)
     return typer.Exit(1)
 
 
@@ -54,11 +60,17 @@ def write_output(data: bytes, path: str, source: str, force: bool) -> None:
         raise fail(f"refusing to overwrite the input file {path}")
     if target.exists() and not force:
         raise fail(f"{path} exists (use --force to overwrite it)")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent if str(target.parent) else ".")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+    except OSError as exc:
+        raise fail(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise fail(f"cannot write {path}: {exc.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -90,7 +102,7 @@ def encode(
     output = output or default_output(source, ".xsc")
     start = time.perf_counter()
     try:
-        image = open_image(read_input(source))
+        image = open_image(read_input(source), max_pixels)
         kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels)
         if bpp is not None:
             data = api.encode_to_bpp(image, bpp, **kwargs)
@@ -100,7 +112,7 @@ def encode(
     except XcodecError as exc:
         raise fail(str(exc)) from None
     summary = api.info(data)
-    err.print(
+    say(
         f"{source} -> {output}: {summary.size:,} bytes, {summary.bpp:.4f} bpp, "
         f"quality {summary.header.quality:g}, {time.perf_counter() - start:.2f} s"
     )
@@ -126,7 +138,7 @@ def decode(
         write_output(save_bytes(image, fmt), output, source, force)
     except XcodecError as exc:
         raise fail(str(exc)) from None
-    err.print(f"{source} -> {output}: {image.width}x{image.height} {image.mode}, {time.perf_counter() - start:.2f} s")
+    say(f"{source} -> {output}: {image.width}x{image.height} {image.mode}, {time.perf_counter() - start:.2f} s")
 
 
 @app.command()
@@ -164,6 +176,7 @@ def info(
 def compare(
     reference: Annotated[Path, typer.Argument(help="Original image.")],
     distorted: Annotated[Path, typer.Argument(help="Decoded image of the same size.")],
+    max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
 ) -> None:
     """Print the PSNR (8-bit RGB) between two images."""
     import numpy as np
@@ -172,7 +185,7 @@ def compare(
     from .image import open_image
 
     try:
-        a, b = (np.asarray(open_image(read_input(str(p))).convert("RGB")) for p in (reference, distorted))
+        a, b = (np.asarray(open_image(read_input(str(p)), max_pixels).convert("RGB")) for p in (reference, distorted))
     except XcodecError as exc:
         raise fail(str(exc)) from None
     if a.shape != b.shape:

@@ -28,7 +28,10 @@ def _to_bytes(coder: constriction.stream.stack.AnsCoder) -> bytes:
 def _from_bytes(data: bytes) -> constriction.stream.stack.AnsCoder:
     if len(data) % 4:
         raise FormatError("corrupted entropy-coded stream (length is not a multiple of 4)")
-    return constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    try:
+        return constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+    except ValueError:  # constriction rejects, e.g., a stream that ends in a zero word
+        raise FormatError("corrupted entropy-coded stream") from None
 
 
 def encode_gaussian(symbols: np.ndarray, scale_index: np.ndarray, scales: np.ndarray) -> bytes:
@@ -53,7 +56,11 @@ class GaussianReader:
     def read(self, scale_index: np.ndarray) -> np.ndarray:
         """The next ``scale_index.size`` symbols (int32), shaped like ``scale_index``."""
         stds = self.scales[scale_index.reshape(-1)].astype(np.float64)
-        return self.coder.decode(_GAUSSIAN, np.zeros_like(stds), stds).reshape(scale_index.shape)
+        try:
+            symbols = self.coder.decode(_GAUSSIAN, np.zeros_like(stds), stds)
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
+        return symbols.reshape(scale_index.shape)
 
 
 def decode_gaussian(data: bytes, scale_index: np.ndarray, scales: np.ndarray) -> np.ndarray:
@@ -77,4 +84,7 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> bytes:
 def decode_categorical(data: bytes, pmfs: np.ndarray, count: int) -> np.ndarray:
     """Inverse of ``encode_categorical``: (C, count) int32 symbols."""
     coder = _from_bytes(data)
-    return np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)
+    try:
+        return np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)
+    except (ValueError, RuntimeError):
+        raise FormatError("corrupted entropy-coded stream") from None

@@ -32,11 +32,21 @@ class SourceImage:
     icc_profile: bytes | None
 
 
-def open_image(data: bytes) -> Image.Image:
+def open_image(data: bytes, max_pixels: int) -> Image.Image:
+    """Decode an image file, refusing one of more than ``max_pixels`` before decoding its pixels."""
     try:
         image = Image.open(io.BytesIO(data))
+        if image.width * image.height > max_pixels:
+            raise InputError(
+                f"{image.width}x{image.height} is {image.width * image.height:,} pixels, above the limit of "
+                f"{max_pixels:,} (raise it with --max-pixels)"
+            )
         image.load()
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except UnidentifiedImageError:
+        raise InputError("the input is not an image format that Pillow can read") from None
+    except Image.DecompressionBombError as exc:
+        raise InputError(f"the image is too large to decode safely ({exc})") from None
+    except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"cannot read the input image ({exc})") from None
     return image
 

@@ -93,8 +93,9 @@ class PillowCodec(Codec):
         return {self.quality_key: int(setting), **self.options}
 
     def encode(self, rgb: np.ndarray, setting) -> bytes:
+        self.load_plugin()  # also in worker processes, which start without the plugin registered
         buf = io.BytesIO()
-        Image.fromarray(rgb, "RGB").save(buf, self.format, **self.save_options(setting))
+        Image.fromarray(rgb).save(buf, self.format, **self.save_options(setting))
         return buf.getvalue()
 
     def decode(self, data: bytes) -> np.ndarray:
@@ -209,6 +210,10 @@ class HEIC(PillowCodec):
 
     def default_options(self):
         return {"chroma": 444}
+
+    def save_options(self, setting):
+        # x265's thread pool size (its output does not depend on it); a fresh dict: pillow-heif changes it
+        return {**super().save_options(setting), "enc_params": {"x265:pools": str(self.threads)}}
 
     def library(self):
         import pillow_heif
