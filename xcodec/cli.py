@@ -238,6 +238,8 @@ def bench(
             name, sep, values = item.partition("=")
             if not sep or not values:
                 raise typer.BadParameter(f"{item!r}: expected CODEC=V1,V2,...", param_hint="--settings")
+            if name.strip() not in ALL_CODECS and not name.startswith("xcodec-"):
+                raise typer.BadParameter(f"{item!r}: unknown codec {name!r}", param_hint="--settings")
             sweeps[name.strip()] = parse_settings(values)
         if qualities:
             sweeps["xcodec"] = tuple(float(q) for q in parse_settings(qualities))

@@ -70,8 +70,9 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
         root = cfg.out / "lightfield-patches"
         paths = extract_patches(cfg.folder, root, cfg.lf_patch, cfg.lf_view_step, cfg.lf_grid)
         err.print(f"light fields in {cfg.folder}: {len(paths)} patches of {cfg.lf_patch}px in {root}")
-        notes.append(f"Light-field patches: {cfg.lf_patch}x{cfg.lf_patch} from every {cfg.lf_view_step}. view of each light "
-                     f"field in {cfg.folder}" + (f" (grid {cfg.lf_grid.rows}x{cfg.lf_grid.cols}, {cfg.lf_grid.layout})" if cfg.lf_grid else ""))
+        grid = f" (grid {cfg.lf_grid.rows}x{cfg.lf_grid.cols}, {cfg.lf_grid.layout})" if cfg.lf_grid else ""
+        notes.append(f"Light-field patches: {cfg.lf_patch}x{cfg.lf_patch} from every {cfg.lf_view_step}. view "
+                     f"of each light field in {cfg.folder}{grid}")
         if cfg.lf_patch < 161:
             notes.append("Patches are smaller than 161 px: MS-SSIM (5 scales) is undefined for them and left out.")
     else:

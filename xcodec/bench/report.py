@@ -135,15 +135,19 @@ def plot(curves: list[Curve], out: Path, title: str) -> list[Path]:
             continue
         fig, ax = plt.subplots(figsize=(9, 6.5))
         visible = []
-        palette = plt.get_cmap("tab20" if len(with_metric) > 10 else "tab10")
-        for i, c in enumerate(with_metric):
+        ours = [c for c in with_metric if not c.published]
+        mine = plt.get_cmap("tab10" if len(ours) <= 10 else "tab20")
+        theirs = plt.get_cmap("Dark2")
+        colors = {c.id: mine(i % mine.N) for i, c in enumerate(ours)}
+        colors.update({c.id: theirs(i % theirs.N) for i, c in enumerate(c for c in with_metric if c.published)})
+        for c in with_metric:
             points = [(b, q) for b, q in zip(c.bpp, c.metric(key)) if math.isfinite(b) and math.isfinite(q)]
             if not points:
                 continue
             xs, ys = zip(*sorted(points))
             style = dict(linestyle="--", marker="x", linewidth=1, markersize=4, alpha=0.8) if c.published else \
                 dict(linestyle="-", marker="o", linewidth=1.6, markersize=4)
-            ax.plot(xs, ys, label=f"{c.label} (published)" if c.published else c.id, color=palette(i % palette.N), **style)
+            ax.plot(xs, ys, label=f"{c.label} (published)" if c.published else c.id, color=colors[c.id], **style)
             visible.extend(y for x, y in points if x <= xmax)
         ax.set_xlim(0, xmax)
         if visible:
@@ -198,7 +202,8 @@ def markdown(out: Path, *, dataset: str, command: str, images: list[str], summar
               "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(
-            f"| {s['codec']} | {s['setting']:g} | {s['images']} | {_f(s['bpp'], '.4f')} | {_f(s['psnr'], '.2f')} | {_f(s['ms_ssim'], '.4f')} "
+            f"| {s['codec']} | {s['setting']:g} | {s['images']} | {_f(s['bpp'], '.4f')} | {_f(s['psnr'], '.2f')} "
+            f"| {_f(s['ms_ssim'], '.4f')} "
             f"| {_f(s['ms_ssim_db'], '.2f')} | {_f(s['lpips'], '.4f')} | {_f(s['encode_s'], '.3f')} | {_f(s['decode_s'], '.3f')} "
             f"| {_f(s['encode_extra_mib'], '.0f')} | {_f(s['decode_extra_mib'], '.0f')} | {_f(s['estimated_bpp'], '.4f')} |")
     lines += [""]

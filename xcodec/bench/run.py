@@ -26,7 +26,7 @@ import multiprocessing
 import os
 import shutil
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -259,9 +259,21 @@ def execute(tasks: list[Task], jobs: int, threads: int, progress=None, on_outcom
             on_outcome(outcome, task)
 
     if jobs <= 1:
+        import sys
+
+        saved_env = os.environ.get("OMP_NUM_THREADS")
+        saved_torch = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
         _init_worker(threads)
-        for task in tasks:
-            done(run_task(task), task)
+        try:
+            for task in tasks:
+                done(run_task(task), task)
+        finally:  # this process is the caller's: leave its thread settings as they were
+            if saved_env is None:
+                os.environ.pop("OMP_NUM_THREADS", None)
+            else:
+                os.environ["OMP_NUM_THREADS"] = saved_env
+            if saved_torch is not None:
+                sys.modules["torch"].set_num_threads(saved_torch)
         return outcomes
     ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
     with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
@@ -349,7 +361,3 @@ def rows_to_csv(rows: list[dict], path: Path) -> None:
         writer.writeheader()
         for row in rows:
             writer.writerow({k: row.get(k, "") for k in ROW_FIELDS})
-
-
-def as_dict(obj) -> dict:
-    return asdict(obj)
