@@ -89,3 +89,32 @@ def test_two_process_torchrun(photos, tmp_path):
     assert state["step"] == 3
     assert len(state["generators"]) == 2  # one RNG state per rank
     assert not torch.equal(state["generators"][0], state["generators"][1])  # ranks draw different crops
+
+
+def test_learning_rate_warms_up_holds_then_decays_to_the_end_value(tmp_path):
+    from xcodec.train.loop import learning_rate
+
+    cfg = TrainConfig(data=tmp_path, run_dir=tmp_path, lr=2e-4, warmup_steps=10, decay_start=100, lr_end=1e-5, max_steps=200)
+    assert learning_rate(cfg, 0) == pytest.approx(2e-5)
+    assert learning_rate(cfg, 9) == learning_rate(cfg, 99) == pytest.approx(2e-4)
+    assert learning_rate(cfg, 150) == pytest.approx((2e-4 + 1e-5) / 2)
+    assert learning_rate(cfg, 200) == learning_rate(cfg, 500) == pytest.approx(1e-5)
+    rates = [learning_rate(cfg, s) for s in range(100, 201)]
+    assert all(a >= b for a, b in zip(rates, rates[1:]))
+    assert learning_rate(TrainConfig(data=tmp_path, run_dir=tmp_path, lr=1e-4, warmup_steps=1), 10**6) == 1e-4
+
+
+def test_export_with_bench_records_measured_results(photos, tmp_path):
+    checkpoint = train(_config(photos, tmp_path / "run", 1))
+    weights = tmp_path / "weights"
+    env = {**os.environ, "XCODEC_WEIGHTS": str(weights)}
+    command = [sys.executable, "-m", "xcodec.cli", "export", "--run-dir", str(checkpoint.parent), "--name", "tiny",
+               "--bench", str(photos), "--bench-out", str(tmp_path / "bench")]
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=600)
+    assert result.returncode == 0, result.stderr[-2000:]
+    manifest = zoo.read_manifest("tiny", weights)
+    measured = manifest.info["results"][photos.name]
+    assert measured["images"] == 3 and measured["quality"] == [float(q) for q in range(1, 9)]
+    rows = (tmp_path / "bench" / "rows.csv").read_text().splitlines()
+    assert len(rows) == 1 + 3 * 8  # the bench's own per-image rows, cached for a later `xcodec bench`
+    assert zoo.file_sha256(weights / "tiny.safetensors") == manifest.sha256

@@ -272,6 +272,8 @@ def train(
     val_minutes: Annotated[float, typer.Option(help="Minutes between validations.")] = 20.0,
     resume: Annotated[bool, typer.Option(help="Continue from RUN/last.pt (model, optimizer, step, RNG).")] = False,
     lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
+    decay_start: Annotated[Optional[int], typer.Option(help="Step from which the learning rate decays (cosine) to --lr-end at --max-steps.")] = None,
+    lr_end: Annotated[float, typer.Option(help="Learning rate at --max-steps when --decay-start is given.")] = 1e-5,
     batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 8,
     crop: Annotated[int, typer.Option(help="Crop size in pixels.")] = 128,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total.")] = 1_000_000,
@@ -286,7 +288,7 @@ def train(
 
     cfg = TrainConfig(
         data=data, run_dir=run, arch=arch, arch_config=json.loads(arch_config), init=init, val_dir=val,
-        val_minutes=val_minutes, lr=lr, batch_size=batch_size, crop=crop, max_steps=max_steps,
+        val_minutes=val_minutes, lr=lr, decay_start=decay_start, lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps,
         max_minutes=max_minutes, checkpoint_minutes=checkpoint_minutes, log_every=log_every, threads=threads, device=device,
     )
     run_training(cfg, resume=resume)
@@ -297,12 +299,30 @@ def export(
     run: Annotated[Path, typer.Option("--run-dir", help="Run folder whose last.pt is exported.")] = Path("runs/hyperprior"),
     name: Annotated[str, typer.Option(help="Model name: writes weights/NAME.safetensors and NAME.json.")] = "hyperprior",
     note: Annotated[Optional[str], typer.Option(help="Free text stored in the manifest (data, hardware).")] = None,
+    bench_images: Annotated[Optional[Path], typer.Option("--bench", help="Then benchmark the exported model on this folder (real files) and record bpp/PSNR per quality in its manifest.")] = None,
+    bench_out: Annotated[Path, typer.Option(help="Output folder (and result cache) of that benchmark, shared with `xcodec bench --out`.")] = Path("bench-results"),
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for the benchmark.")] = 1,
 ) -> None:
     """Export a training checkpoint into weights/ with its manifest."""
     from .models import zoo
 
     manifest = zoo.export(run / "last.pt", name, {"note": note} if note else {})
-    typer.echo(f"wrote weights/{name}.safetensors ({manifest.info['steps']} steps, sha256 {manifest.sha256[:16]}...)", err=True)
+    say(f"wrote weights/{name}.safetensors ({manifest.info['steps']} steps, sha256 {manifest.sha256[:16]}...)")
+    if bench_images is None:
+        return
+    from .bench.benchmark import BenchConfig, benchmark
+
+    cfg = BenchConfig(folder=bench_images, out=bench_out, codecs=["xcodec"], models=[name], jobs=jobs, plots=False,
+                      command=f"xcodec export --bench {bench_images} --bench-out {bench_out}")
+    try:
+        code = benchmark(cfg, err, Console(stderr=True, width=200))
+    except (XcodecError, FileNotFoundError, ValueError) as exc:
+        raise fail(str(exc)) from None
+    if code:
+        raise typer.Exit(code)
+    results = json.loads((bench_out / "results" / f"xcodec-{name}.json").read_text())
+    zoo.record_results(name, bench_images.name, results)
+    say(f"recorded {bench_images.name} bpp/PSNR per quality in weights/{name}.json")
 
 
 def main() -> None:

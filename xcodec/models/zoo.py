@@ -109,3 +109,17 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     (weights_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     load.cache_clear()
     return read_manifest(name, weights_dir)
+
+
+def record_results(name: str, dataset: str, results: dict, weights_dir: Path = WEIGHTS_DIR) -> None:
+    """Store a benchmark's per-quality bpp and PSNR (CompressAI results format) in the manifest.
+
+    Only the manifest changes; the tensors file, and so the sha256 that bitstreams refer to, stays.
+    """
+    path = weights_dir / f"{name}.json"
+    manifest = json.loads(path.read_text())
+    r = results["results"]
+    measured = {"images": results["meta"]["images"], "quality": r["quality"], "bpp": r["bpp"], "psnr": r["psnr-rgb"],
+                "source": results["description"]}
+    manifest["info"].setdefault("results", {})[dataset] = measured
+    path.write_text(json.dumps(manifest, indent=2) + "\n")

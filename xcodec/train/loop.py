@@ -50,6 +50,8 @@ class TrainConfig:
     crop: int = 128
     lr: float = 1e-4
     warmup_steps: int = 200
+    decay_start: int | None = None  # from this step on, the lr follows a cosine down to lr_end at max_steps
+    lr_end: float = 1e-5
     max_steps: int = 1_000_000
     max_minutes: float = math.inf
     checkpoint_minutes: float = 5.0
@@ -60,6 +62,14 @@ class TrainConfig:
     seed: int = 0
     threads: int = 0  # 0: torch's default
     device: str = "cpu"
+
+
+def learning_rate(cfg: TrainConfig, step: int) -> float:
+    """Linear warm-up over ``warmup_steps``, constant, then a cosine from ``decay_start`` to ``max_steps``."""
+    if cfg.decay_start is None or step < cfg.decay_start:
+        return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+    t = min(1.0, (step - cfg.decay_start) / max(1, cfg.max_steps - cfg.decay_start))
+    return cfg.lr_end + (cfg.lr - cfg.lr_end) * 0.5 * (1 + math.cos(math.pi * t))
 
 
 def rd_loss(model: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor) -> dict:
@@ -207,7 +217,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         with progress:
             while step < cfg.max_steps and not out_of_time():
                 t0 = time.monotonic()
-                lr = cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
+                lr = learning_rate(cfg, step)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 x = sampler.batch(cfg.batch_size).to(cfg.device)
