@@ -198,9 +198,10 @@ def test_cuda_input_gives_the_same_bits(nets):
 # --- the installed model ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def model():
-    return zoo.load(zoo.DEFAULT_MODEL)
+@pytest.fixture(scope="module", params=zoo.available())
+def model(request):
+    """Every shipped model in turn."""
+    return zoo.load(request.param)
 
 
 def exact_submodules(net) -> list[ExactConvNet]:
@@ -347,7 +348,7 @@ def test_symbols_survive_threads_and_float64_synthesis(model, big_photo, monkeyp
     net, manifest = model
     spy = CoderSpy(monkeypatch)
     torch.set_num_threads(2)
-    data = api.encode(big_photo, quality=7.5, device="cpu")
+    data = api.encode(big_photo, quality=7.5, model=manifest.name, device="cpu")
     assert len(spy.enc_symbols) >= 1
     assert sum(s.size for s in spy.enc_symbols) > 0
 
@@ -367,9 +368,9 @@ def test_symbols_survive_threads_and_float64_synthesis(model, big_photo, monkeyp
 
 
 def test_streams_decode_to_the_symbols_after_a_container_round_trip(model, big_photo, monkeypatch):
-    net, _ = model
+    net, manifest = model
     spy = CoderSpy(monkeypatch)
-    data = api.encode(big_photo, quality=2.0, device="cpu")
+    data = api.encode(big_photo, quality=2.0, model=manifest.name, device="cpu")
     bitstream = container.unpack(data)
     assert {kind for kind, _ in bitstream.streams} >= {StreamKind.HYPER, StreamKind.LATENT}
     h = bitstream.header
@@ -381,11 +382,12 @@ def test_streams_decode_to_the_symbols_after_a_container_round_trip(model, big_p
 
 @CUDA
 def test_cuda_encode_decodes_on_cpu_and_back(model, big_photo, monkeypatch):
+    net, manifest = model
     spy = CoderSpy(monkeypatch)
-    data = api.encode(big_photo, quality=5.0, device="cuda")
+    data = api.encode(big_photo, quality=5.0, model=manifest.name, device="cuda")
     api.decode(data, device="cpu")
     spy.assert_decoder_matches_encoder()
     spy.reset_decoder()
     api.decode(data, device="cuda")
     spy.assert_decoder_matches_encoder()
-    zoo.load(zoo.DEFAULT_MODEL)[0].to("cpu")
+    net.to("cpu")

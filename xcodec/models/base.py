@@ -55,7 +55,11 @@ def lambda_for(quality: Tensor) -> Tensor:
 
 
 def scale_table_fixed() -> Tensor:
-    """The Gaussian scales the coder may use, in fixed point (``ACT_BITS``), about 12% apart.
+    """The Gaussian scales the coder may use, in fixed point (``ACT_BITS``), about 1% apart.
+
+    The coder rounds each scale up to the next entry. Coarser tables cost rate: with entries 12%
+    apart the files of the ``hyperprior`` model were 1.5-3.5% larger than the ideal code length of
+    the exact parameters, with 1% they are within 0.2%. The table has 837 entries.
 
     Built by integer arithmetic rather than ``exp``/``linspace``, whose last bit may differ between
     math libraries: these integers, and the float64 scales ``table / 2**ACT_BITS``, are the same on
@@ -63,7 +67,7 @@ def scale_table_fixed() -> Tensor:
     """
     table = [round(SCALE_MIN * 2**ACT_BITS)]
     while table[-1] < 256 * 2**ACT_BITS:
-        table.append(table[-1] + max(1, table[-1] * 12 // 100))
+        table.append(table[-1] + max(1, table[-1] // 100))
     return torch.tensor(table, dtype=torch.float64)
 
 

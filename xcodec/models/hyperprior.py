@@ -12,6 +12,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from ..entropy import SYMBOL_LIMIT
 from .base import ReadSymbols, VariableRateModel, scale_index, ste_round
 from .exact import ACT_BITS, ExactConvNet
 
@@ -58,7 +59,7 @@ class GainHyperprior(VariableRateModel):
 
     def latent_symbols(self, y: Tensor, z_fixed: Tensor) -> tuple[Tensor, Tensor]:
         means, indexes = self._means_and_indexes(z_fixed)
-        return (y - means).round().flatten(), indexes.flatten()
+        return (y - means).round().clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).flatten(), indexes.flatten()
 
     def decode_latent(self, z_fixed: Tensor, read: ReadSymbols) -> Tensor:
         means, indexes = self._means_and_indexes(z_fixed)

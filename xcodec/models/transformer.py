@@ -24,6 +24,7 @@ from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
+from ..entropy import SYMBOL_LIMIT
 from .base import ReadSymbols, VariableRateModel, scale_index, ste_round
 from .blocks import CrossScaleAttention, HybridBlock
 from .exact import ACT_BITS, ExactConvNet
@@ -198,7 +199,7 @@ class CrossScaleTransformer(VariableRateModel):
         symbols, indexes = [], []
 
         def encode_pass(s: int, positions: Tensor, mean_fixed: Tensor, index: Tensor) -> Tensor:
-            values = torch.round(groups[s][positions] - mean_fixed[positions] / 2**ACT_BITS)
+            values = torch.round(groups[s][positions] - mean_fixed[positions] / 2**ACT_BITS).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
             symbols.append(values)
             indexes.append(index)
             return values
