@@ -88,6 +88,7 @@ def encode(
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model from weights/.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
+    tile: Annotated[int, typer.Option("--tile", min=0, help="Code the image in independent tiles of this many pixels (a multiple of 64; 0: one tile). Bounds memory on large images.")] = 1024,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
@@ -103,7 +104,7 @@ def encode(
     start = time.perf_counter()
     try:
         image = open_image(read_input(source), max_pixels)
-        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels)
+        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile)
         if bpp is not None:
             data = api.encode_to_bpp(image, bpp, **kwargs)
         else:
@@ -157,7 +158,7 @@ def info(
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
         "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
-        "pad_right": h.pad_right, "bytes": summary.size, "bpp": round(summary.bpp, 6),
+        "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": summary.size, "bpp": round(summary.bpp, 6),
         "streams": [{"kind": kind.name.lower(), "bytes": size} for kind, size in summary.streams],
     }
     if as_json:
