@@ -16,6 +16,7 @@ import torch
 from PIL import Image, ImageCms
 
 from xcodec import api, container
+from xcodec.bench.metrics import psnr
 from xcodec.container import Bitstream, StreamKind
 from xcodec.errors import FormatError, InputError, ModelError, XcodecError
 from xcodec.image import open_image
@@ -432,3 +433,67 @@ def test_unknown_device_is_an_input_error(photo):
     if not torch.cuda.is_available():
         with pytest.raises(InputError):
             api.encode(photo(8, 8), quality=4, device="cuda")
+
+
+# --- tiles --------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("size,tile,grid", [((130, 70), 64, (2, 3)), ((97, 61), 64, (1, 2)), ((200, 130), 128, (2, 2)),
+                                            ((3, 200), 64, (4, 1))])
+def test_tiled_round_trip(size, tile, grid):
+    image = make_photo(*size, seed=3)
+    data = api.encode(image, quality=4, tile=tile)
+    header = container.unpack(data).header
+    assert (header.tile, header.tile_grid) == (tile, grid)
+    out = api.decode(data)
+    assert out.size == image.size
+    untiled = api.decode(api.encode(image, quality=4, tile=0))
+    assert psnr(np.asarray(out), np.asarray(image)) > psnr(np.asarray(untiled), np.asarray(image)) - 2
+    assert api.encode(image, quality=4, tile=tile) == data  # deterministic
+
+
+def test_tiles_are_coded_independently():
+    image = make_photo(128, 64, seed=6)
+    tiled = container.tile_streams(container.unpack(api.encode(image, quality=4, tile=64)))
+    for i, left in enumerate((0, 64)):
+        alone = container.unpack(api.encode(image.crop((left, 0, left + 64, 64)), quality=4, tile=0))
+        assert container.tile_streams(alone) == [tiled[i]]
+
+
+@pytest.mark.parametrize("tile", [0, 192, 1024, 10**6])
+def test_one_tile_has_one_representation(tile):
+    image = make_photo(130, 70)  # padded to 192x128
+    data = api.encode(image, quality=4, tile=tile)
+    assert container.unpack(data).header.tile == 0
+    assert data == api.encode(image, quality=4, tile=0)
+
+
+@pytest.mark.parametrize("tile", [-64, 1, 63, 100])
+def test_invalid_tile_size_is_refused(tile):
+    with pytest.raises(InputError, match="tile") as info:
+        api.encode(make_photo(130, 70), quality=4, tile=tile)
+    one_line(info.value)
+
+
+def test_tile_size_that_is_not_a_multiple_of_the_stride_is_refused(forbid_decompress):
+    data = api.encode(make_photo(97, 61), quality=4, tile=64)  # 128x64 padded: 1x2 tiles
+    with pytest.raises(FormatError, match="tile size"):
+        api.decode(reencode(data, tile=96))  # still 1x2 tiles, so the stream table matches
+    assert forbid_decompress == []
+
+
+def test_tile_count_that_does_not_match_the_streams_is_refused(encoded_97x61, forbid_decompress):
+    tiled = api.encode(make_photo(97, 61), quality=4, tile=64)  # 1x2 tiles
+    for data in (reencode(encoded_97x61, tile=64), reencode(encoded_97x61, tile=1), reencode(tiled, tile=0)):
+        with pytest.raises(FormatError, match="tiles") as info:
+            api.decode(data)
+        one_line(info.value)
+    assert forbid_decompress == []
+
+
+def test_tiled_encoding_is_identical_for_1_and_2_threads(torch_threads):
+    image = make_photo(130, 70, seed=8)
+    torch.set_num_threads(1)
+    one = api.encode(image, quality=5.5, device="cpu", tile=64)
+    torch.set_num_threads(2)
+    assert api.encode(image, quality=5.5, device="cpu", tile=64) == one

@@ -15,6 +15,7 @@ import typer
 from PIL import Image
 
 from xcodec import api, cli, container
+from xcodec.errors import OutputError
 from xcodec.models import zoo
 
 from tests.conftest import make_photo, png_bytes
@@ -207,17 +208,17 @@ def test_file_names_are_not_markup(capsys, name):
     assert name in capsys.readouterr().err
 
 
-def test_unwritable_output_is_a_clean_error(tmp_path, capsys):
+def test_unwritable_output_is_a_clean_error(tmp_path):
     target = tmp_path / "no-such-folder" / "out.png"
-    with pytest.raises(typer.Exit):
-        cli.write_output(b"data", str(target), "-", force=False)
-    assert "error" in capsys.readouterr().err
+    with pytest.raises(OutputError, match="cannot write") as info:
+        cli.write_output(b"data", str(target), force=False)
+    assert "\n" not in str(info.value)
     assert not target.parent.exists()
 
 
 def test_write_output_is_atomic_and_cleans_up(tmp_path, monkeypatch):
     target = tmp_path / "out.png"
-    cli.write_output(b"first", str(target), "-", force=False)
+    cli.write_output(b"first", str(target), force=False)
     assert target.read_bytes() == b"first"
 
     def broken_replace(src, dst):
@@ -225,6 +226,107 @@ def test_write_output_is_atomic_and_cleans_up(tmp_path, monkeypatch):
 
     monkeypatch.setattr(cli.os, "replace", broken_replace)
     with pytest.raises(KeyboardInterrupt):
-        cli.write_output(b"second", str(target), "-", force=True)
+        cli.write_output(b"second", str(target), force=True)
     assert target.read_bytes() == b"first"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+# --- batch mode -----------------------------------------------------------------------------------
+
+
+def test_batch_encode_goes_past_bad_files(run_cli, tmp_path, photo_png):
+    (tmp_path / "a.png").write_bytes(photo_png)
+    (tmp_path / "b.png").write_bytes(png_bytes(make_photo(40, 30, seed=2)))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "b.xsc").write_bytes(b"keep me")  # exists: refused without --force
+
+    result = run_cli("encode", "a.png", "bad.png", "missing.png", "b.png", "--out-dir", "out")
+    assert result.returncode == 1, result.stderr.decode()
+    assert result.stdout == b""
+    lines = stderr_lines(result)
+    errors = [line for line in lines if line.startswith("error:")]
+    assert [e.split(":")[1].strip() for e in errors] == ["bad.png", "missing.png", "b.png"], lines
+    assert "--force" in errors[2]
+    assert lines[-1] == "1 of 4 files done, 3 failed"
+    assert container.unpack((tmp_path / "out" / "a.xsc").read_bytes()).header.width == 97
+    assert (tmp_path / "out" / "b.xsc").read_bytes() == b"keep me"
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.xsc", "b.xsc"]
+
+
+def test_batch_folders_round_trip(run_cli, tmp_path, photo_png, photo_xsc):
+    images = tmp_path / "images"
+    images.mkdir()
+    (images / "a.png").write_bytes(photo_png)
+    (images / "c.png").write_bytes(png_bytes(make_photo(30, 20, seed=3)))
+    (images / "notes.txt").write_text("not an image, and not picked up")
+    enc = run_cli("encode", "images", "-d", "coded", "-q", "2")
+    assert enc.returncode == 0, enc.stderr.decode()
+    assert sorted(p.name for p in (tmp_path / "coded").iterdir()) == ["a.xsc", "c.xsc"]
+    assert stderr_lines(enc)[-1] == "2 of 2 files done, 0 failed"
+
+    damaged = bytearray(photo_xsc)
+    damaged[-10] ^= 1
+    (tmp_path / "coded" / "b.xsc").write_bytes(bytes(damaged))
+    dec = run_cli("decode", "coded", "-d", "decoded")
+    assert dec.returncode == 1, dec.stderr.decode()
+    assert [line for line in stderr_lines(dec) if line.startswith("error:")] == [
+        f"error: {tmp_path / 'coded' / 'b.xsc'}: corrupted .xsc file (checksum mismatch)".replace(str(tmp_path) + "/", "")
+    ]
+    assert sorted(p.name for p in (tmp_path / "decoded").iterdir()) == ["a.png", "c.png"]
+    with Image.open(tmp_path / "decoded" / "c.png") as out:
+        assert out.size == (30, 20)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["encode", "a.png", "b.png", "-o", "x.xsc"], "single input"),
+    (["encode", "a.png", "sub/a.png", "-d", "out"], "both be written"),
+    (["encode", "a.png", "-", "-d", "out"], "stdin"),
+    (["encode", "empty"], "no input files"),
+], ids=["output-with-several-inputs", "same-output-twice", "stdin-in-a-batch", "empty-folder"])
+def test_batch_usage_errors(run_cli, tmp_path, photo_png, args, message):
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "empty").mkdir()
+    for path in ("a.png", "b.png", "sub/a.png"):
+        (tmp_path / path).write_bytes(photo_png)
+    result = run_cli(*args)
+    assert result.returncode == 2, result.stderr.decode()
+    assert message in " ".join(result.stderr.decode().split()), result.stderr.decode()
+    assert not (tmp_path / "out").exists() and not (tmp_path / "x.xsc").exists()
+
+
+INTERRUPTED_WRITE = """
+import os, sys, time
+from xcodec import cli
+replace = os.replace
+def slow_replace(src, dst):  # a slow disk: the temporary file stays until the rename
+    print("writing", flush=True)
+    time.sleep(60)
+    replace(src, dst)
+os.replace = slow_replace
+sys.argv = ["xcodec", *sys.argv[1:]]
+cli.main()
+"""
+
+
+def test_ctrl_c_leaves_no_partial_file(tmp_path, photo_png):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    (tmp_path / "a.png").write_bytes(photo_png)
+    (tmp_path / "a.xsc").write_bytes(b"keep me")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTED_WRITE, "encode", "a.png", "--force"], cwd=tmp_path,
+                               env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert process.stdout.readline() == b"writing\n"  # the .part file is complete, the rename pending
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".part")]
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "interrupted" in stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.xsc"]
+    assert (tmp_path / "a.xsc").read_bytes() == b"keep me"

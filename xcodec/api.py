@@ -20,9 +20,11 @@ from .errors import FormatError, InputError, ModelError
 from .image import prepare, to_pil
 from .models import zoo
 from .models.base import MAX_QUALITY, MIN_QUALITY
+from .models.exact import ExactError
 
 DEFAULT_QUALITY = 4.0
 DEFAULT_MAX_PIXELS = 16 * 1024 * 1024
+DEFAULT_TILE = 1024  # pixels; bounds the memory of encoding and decoding, whatever the image size
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -43,8 +45,13 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
-           device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS) -> bytes:
-    """Compress a Pillow image into the bytes of an ``.xsc`` file."""
+           device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+           tile: int = DEFAULT_TILE) -> bytes:
+    """Compress a Pillow image into the bytes of an ``.xsc`` file.
+
+    The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
+    depends on the tile size, not on the image size: only the 8-bit image is held whole.
+    """
     if not MIN_QUALITY <= quality <= MAX_QUALITY:
         raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
     quality = container.quantize_quality(quality)
@@ -54,19 +61,30 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     net, manifest = zoo.load(model)
     dev = resolve_device(device)
     stride = net.downsampling_factor
+    if tile < 0 or tile % stride:
+        raise InputError(f"the tile size must be 0 (one tile) or a positive multiple of {stride}, got {tile}")
     pad_bottom, pad_right = -height % stride, -width % stride
-    x = torch.from_numpy(source.rgb).permute(2, 0, 1)[None].float().div(255)
-    x = F.pad(x, (0, pad_right, 0, pad_bottom), mode="replicate")
+    if tile >= max(height + pad_bottom, width + pad_right):
+        tile = 0  # one tile: a single representation for it
+    header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right, tile)
+    streams = []
     with torch.inference_mode():
-        streams = net.to(dev).compress(x.to(dev), quality)
+        net = net.to(dev)
+        for top, left, tile_height, tile_width in header.tile_boxes():
+            pixels = source.rgb[top : top + tile_height, left : left + tile_width]
+            x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255)
+            x = F.pad(x, (0, tile_width - x.shape[3], 0, tile_height - x.shape[2]), mode="replicate")
+            streams += net.compress(x.to(dev), quality)
     if source.icc_profile:
         streams.append((StreamKind.ICC, source.icc_profile))
-    header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right)
     return container.pack(Bitstream(header, streams))
 
 
 def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
-    """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale)."""
+    """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
+
+    Tiles are decoded one at a time into the 8-bit output, so memory depends on the tile size.
+    """
     bitstream = container.unpack(data)
     h = bitstream.header
     _check_pixels(h.width, h.height, max_pixels)
@@ -76,12 +94,21 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     stride = net.downsampling_factor
     if (h.pad_bottom, h.pad_right) != (-h.height % stride, -h.width % stride):
         raise FormatError("invalid .xsc header (padding does not match the image size and model)")
+    if h.tile % stride:
+        raise FormatError(f"invalid .xsc header (tile size {h.tile} is not a multiple of the model's stride {stride})")
     dev = resolve_device(device)
-    streams = {kind: payload for kind, payload in bitstream.streams}
+    rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
     with torch.inference_mode():
-        x_hat = net.to(dev).decompress(streams, h.height + h.pad_bottom, h.width + h.pad_right, h.quality, dev)
-    rgb = x_hat[0, :, : h.height, : h.width].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
-    return to_pil(np.ascontiguousarray(rgb), h.channels, bitstream.stream(StreamKind.ICC))
+        net = net.to(dev)
+        for (top, left, tile_height, tile_width), streams in zip(h.tile_boxes(), container.tile_streams(bitstream)):
+            try:
+                x_hat = net.decompress(streams, tile_height, tile_width, h.quality, dev)
+            except ExactError:
+                raise FormatError("corrupted .xsc file (side information out of range)") from None
+            rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
+            pixels = x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0)
+            rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
+    return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC))
 
 
 @dataclass

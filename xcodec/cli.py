@@ -12,15 +12,18 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
 from rich.console import Console
 from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .errors import XcodecError
+from .errors import InputError, OutputError, XcodecError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="xcodec: learned image compression.")
 err = Console(stderr=True, highlight=False)
@@ -35,8 +38,13 @@ def say(message: str) -> None:
     err.print(message, markup=False, soft_wrap=True)
 
 
-def fail(message: str) -> typer.Exit:
+def report(message: str) -> None:
+    """An error as one line on stderr."""
     err.print("[bold red]error:[/] " + escape(message), soft_wrap=True)
+
+
+def fail(message: str) -> typer.Exit:
+    report(message)
     return typer.Exit(1)
 
 
@@ -46,99 +54,192 @@ def read_input(path: str) -> bytes:
     try:
         return Path(path).read_bytes()
     except OSError as exc:
-        raise fail(f"cannot read {path}: {exc.strerror}") from None
+        raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def write_output(data: bytes, path: str, source: str, force: bool) -> None:
-    """Write ``data`` to ``path`` (or stdout for ``-``) atomically: a temporary file, then a rename."""
+def check_target(path: str, inputs: frozenset[Path], force: bool) -> None:
+    """Refuse to overwrite an input, ever, or an existing file without ``--force``."""
+    target = Path(path)
+    if path == "-" or not target.exists():
+        return
+    if target.resolve() in inputs:
+        raise OutputError(f"refusing to overwrite the input file {path}")
+    if not force:
+        raise OutputError(f"{path} exists (use --force to overwrite it)")
+
+
+def write_output(data: bytes, path: str, force: bool, inputs: frozenset[Path] = frozenset()) -> None:
+    """Write ``data`` to ``path`` (or stdout for ``-``) atomically: a temporary file, then a rename.
+
+    Whatever interrupts the write (an error, Ctrl-C), the temporary file is removed and an existing
+    ``path`` is left as it was.
+    """
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
+    check_target(path, inputs, force)
     target = Path(path)
-    if source != "-" and target.exists() and target.resolve() == Path(source).resolve():
-        raise fail(f"refusing to overwrite the input file {path}")
-    if target.exists() and not force:
-        raise fail(f"{path} exists (use --force to overwrite it)")
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
     except OSError as exc:
-        raise fail(f"cannot write {path}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
         os.replace(tmp, target)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise fail(f"cannot write {path}: {exc.strerror}") from None
+        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
-def default_output(source: str, suffix: str) -> str:
-    return "-" if source == "-" else str(Path(source).with_suffix(suffix))
+@dataclass
+class Job:
+    source: str
+    target: str
+
+
+def plan_jobs(sources: list[str], output: Optional[str], out_dir: Optional[Path], suffix: str,
+              wanted: Callable[[Path], bool]) -> list[Job]:
+    """Expand folders into their files and name each output; refuse what cannot work as a whole."""
+    files = []
+    for source in sources:
+        folder = Path(source)
+        if source != "-" and folder.is_dir():
+            found = sorted(str(p) for p in folder.iterdir() if p.is_file() and wanted(p))
+            if not found:
+                raise typer.BadParameter(f"no input files in the folder {source}")
+            files += found
+        else:
+            files.append(source)
+    if output is not None and out_dir is not None:
+        raise typer.BadParameter("give either --output or --out-dir, not both")
+    if output is not None and files != sources[:1]:
+        raise typer.BadParameter("--output takes a single input file; use --out-dir for several", param_hint="--output")
+    if "-" in files and (len(files) > 1 or out_dir is not None):
+        raise typer.BadParameter("- (stdin) must be the only input, written with --output")
+    if out_dir is not None:
+        targets = [str(out_dir / Path(f).with_suffix(suffix).name) for f in files]
+    else:
+        targets = [output or ("-" if f == "-" else str(Path(f).with_suffix(suffix))) for f in files]
+    first: dict[Path, str] = {}
+    for source, target in zip(files, targets):
+        other = first.setdefault(Path(target).resolve(), source)
+        if other != source:
+            raise typer.BadParameter(f"{other} and {source} would both be written to {target}")
+    if out_dir is not None:
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise typer.BadParameter(f"cannot create the folder {out_dir}: {exc.strerror}", param_hint="--out-dir") from None
+    return [Job(source, target) for source, target in zip(files, targets)]
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[bytes, str]], force: bool) -> None:
+    """Run ``work`` on each job and write its output; in a batch, report failures and go on.
+
+    One input fails as before: a one-line error, exit 1. Several inputs: a progress bar, one line
+    per file (done or failed), a summary, and exit 1 at the end if any failed.
+    """
+    batch = len(jobs) > 1
+    inputs = frozenset(Path(job.source).resolve() for job in jobs if job.source != "-")
+    failed = 0
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err, transient=True, disable=not (batch and err.is_terminal)) as progress:
+        task = progress.add_task("files", total=len(jobs))
+        for job in jobs:
+            start = time.perf_counter()
+            try:
+                check_target(job.target, inputs, force)  # before the work, not only at the end of it
+                data, summary = work(job)
+                write_output(data, job.target, force, inputs)
+                say(f"{job.source} -> {job.target}: {summary}, {time.perf_counter() - start:.2f} s")
+            except XcodecError as exc:
+                if not batch:
+                    raise fail(str(exc)) from None
+                failed += 1
+                report(f"{job.source}: {exc}")
+            except Exception as exc:  # a bug must not stop a batch of a million files
+                if not batch:
+                    raise
+                failed += 1
+                report(f"{job.source}: unexpected {type(exc).__name__}: {exc} (a bug in xcodec; please report it)")
+            progress.advance(task)
+    if batch:
+        say(f"{len(jobs) - failed} of {len(jobs)} files done, {failed} failed")
+    if failed:
+        raise typer.Exit(1)
+
+
+def is_image(path: Path) -> bool:
+    from PIL import Image
+
+    return path.suffix.lower() in Image.registered_extensions() and path.suffix.lower() != ".xsc"
+
+
+OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", "-d", help="Write the outputs into this folder (created if needed), named after the inputs.")]
 
 
 @app.command()
 def encode(
-    source: Annotated[str, typer.Argument(metavar="IN", help="Image to compress (any format Pillow reads), or - for stdin.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output .xsc file, or - for stdout. Default: IN with .xsc.")] = None,
+    sources: Annotated[list[str], typer.Argument(metavar="IN", help="Images to compress (any format Pillow reads), folders of images, or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output .xsc file (one input only), or - for stdout. Default: IN with .xsc.")] = None,
+    out_dir: OutDirOpt = None,
     quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help="Quality 1 (smallest) .. 8 (best); fractions allowed.")] = None,
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model from weights/.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
+    tile: Annotated[int, typer.Option("--tile", min=0, help="Code the image in independent tiles of this many pixels (a multiple of 64; 0: one tile). Bounds memory on large images.")] = 1024,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
 ) -> None:
-    """Compress an image into an .xsc file."""
+    """Compress images into .xsc files."""
     from . import api
     from .image import open_image
     from .models import zoo
 
     if quality is not None and bpp is not None:
         raise typer.BadParameter("give either --quality or --bpp, not both")
-    output = output or default_output(source, ".xsc")
-    start = time.perf_counter()
-    try:
-        image = open_image(read_input(source), max_pixels)
-        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels)
+    jobs = plan_jobs(sources, output, out_dir, ".xsc", is_image)
+    kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile)
+
+    def work(job: Job) -> tuple[bytes, str]:
+        image = open_image(read_input(job.source), max_pixels)
         if bpp is not None:
             data = api.encode_to_bpp(image, bpp, **kwargs)
         else:
             data = api.encode(image, api.DEFAULT_QUALITY if quality is None else quality, **kwargs)
-        write_output(data, output, source, force)
-    except XcodecError as exc:
-        raise fail(str(exc)) from None
-    summary = api.info(data)
-    say(
-        f"{source} -> {output}: {summary.size:,} bytes, {summary.bpp:.4f} bpp, "
-        f"quality {summary.header.quality:g}, {time.perf_counter() - start:.2f} s"
-    )
+        summary = api.info(data)
+        return data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}"
+
+    run_jobs(jobs, work, force)
 
 
 @app.command()
 def decode(
-    source: Annotated[str, typer.Argument(metavar="IN", help="An .xsc file, or - for stdin.")],
-    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image (format from the extension), or - for PNG on stdout. Default: IN with .png.")] = None,
+    sources: Annotated[list[str], typer.Argument(metavar="IN", help=".xsc files, folders of them, or - for stdin.")],
+    output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image (one input only; format from the extension), or - for PNG on stdout. Default: IN with .png.")] = None,
+    out_dir: OutDirOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
 ) -> None:
-    """Decompress an .xsc file into an image."""
+    """Decompress .xsc files into images (PNG unless --output names another format)."""
     from . import api
     from .image import output_format, save_bytes
 
-    output = output or default_output(source, ".png")
-    start = time.perf_counter()
-    try:
-        fmt = "PNG" if output == "-" else output_format(Path(output).suffix)
-        image = api.decode(read_input(source), device=device, max_pixels=max_pixels)
-        write_output(save_bytes(image, fmt), output, source, force)
-    except XcodecError as exc:
-        raise fail(str(exc)) from None
-    say(f"{source} -> {output}: {image.width}x{image.height} {image.mode}, {time.perf_counter() - start:.2f} s")
+    jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc")
+
+    def work(job: Job) -> tuple[bytes, str]:
+        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
+        image = api.decode(read_input(job.source), device=device, max_pixels=max_pixels)
+        return save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}"
+
+    run_jobs(jobs, work, force)
 
 
 @app.command()
@@ -157,7 +258,7 @@ def info(
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
         "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
-        "pad_right": h.pad_right, "bytes": summary.size, "bpp": round(summary.bpp, 6),
+        "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": summary.size, "bpp": round(summary.bpp, 6),
         "streams": [{"kind": kind.name.lower(), "bytes": size} for kind, size in summary.streams],
     }
     if as_json:

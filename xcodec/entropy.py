@@ -85,9 +85,16 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> bytes:
 
 
 def decode_categorical(data: bytes, pmfs: np.ndarray, count: int) -> np.ndarray:
-    """Inverse of ``encode_categorical``: (C, count) int32 symbols."""
+    """Inverse of ``encode_categorical``: (C, count) int32 symbols.
+
+    The whole stream is decoded here, so a stream with data left over (spliced, or damaged) is
+    refused: the encoder's stream ends exactly where its last symbol does.
+    """
     coder = _from_bytes(data)
     try:
-        return np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)
+        symbols = np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)
     except (ValueError, RuntimeError):
         raise FormatError("corrupted entropy-coded stream") from None
+    if not coder.is_empty():
+        raise FormatError("corrupted entropy-coded stream (data left over)")
+    return symbols

@@ -15,3 +15,7 @@ class InputError(XcodecError):
 
 class ModelError(XcodecError):
     """A model is unknown, missing, or its weights do not match the manifest or the file."""
+
+
+class OutputError(XcodecError):
+    """An output cannot be written, or writing it would destroy data (an input, an existing file)."""
