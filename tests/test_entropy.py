@@ -129,6 +129,16 @@ def test_categorical_round_trip_is_exact(channels, levels, count):
     assert np.array_equal(decoded, symbols)
 
 
+def test_gaussian_stream_with_data_left_over_is_refused():
+    rng = np.random.default_rng(8)
+    symbols, scale_index = gaussian_data(rng, (50,), (0, 40))
+    data = encode_gaussian(symbols, scale_index, SCALES)
+    longer = encode_gaussian(*gaussian_data(rng, (400,), (0, 40)), SCALES)  # a spliced stream
+    for damaged in (longer, data + b"\x01\x00\x00\x00"):
+        with pytest.raises(FormatError, match="corrupted"):
+            decode_gaussian(damaged, scale_index, SCALES)
+
+
 def test_categorical_stream_with_data_left_over_is_refused():
     rng = np.random.default_rng(9)
     pmfs = random_pmfs(rng, 4, 33)

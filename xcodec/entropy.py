@@ -37,6 +37,13 @@ def _from_bytes(data: bytes) -> constriction.stream.stack.AnsCoder:
         raise FormatError("corrupted entropy-coded stream") from None
 
 
+def _check_finished(coder: constriction.stream.stack.AnsCoder) -> None:
+    """Refuse a stream with data left over (spliced or damaged): an encoder's stream ends exactly
+    where its last symbol does."""
+    if not coder.is_empty():
+        raise FormatError("corrupted entropy-coded stream (data left over)")
+
+
 def encode_gaussian(symbols: np.ndarray, scale_index: np.ndarray, scales: np.ndarray) -> bytes:
     """Code integer ``symbols`` (clamped to the coder's range) with N(0, scales[scale_index])."""
     coder = constriction.stream.stack.AnsCoder()
@@ -65,10 +72,17 @@ class GaussianReader:
             raise FormatError("corrupted entropy-coded stream") from None
         return symbols.reshape(scale_index.shape)
 
+    def finish(self) -> None:
+        """Call after the last ``read``: refuses a stream with data left over."""
+        _check_finished(self.coder)
+
 
 def decode_gaussian(data: bytes, scale_index: np.ndarray, scales: np.ndarray) -> np.ndarray:
     """Inverse of ``encode_gaussian`` in one piece: int32 symbols shaped like ``scale_index``."""
-    return GaussianReader(data, scales).read(scale_index)
+    reader = GaussianReader(data, scales)
+    symbols = reader.read(scale_index)
+    reader.finish()
+    return symbols
 
 
 def _categorical(pmf: np.ndarray) -> constriction.stream.model.Categorical:
@@ -85,16 +99,11 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> bytes:
 
 
 def decode_categorical(data: bytes, pmfs: np.ndarray, count: int) -> np.ndarray:
-    """Inverse of ``encode_categorical``: (C, count) int32 symbols.
-
-    The whole stream is decoded here, so a stream with data left over (spliced, or damaged) is
-    refused: the encoder's stream ends exactly where its last symbol does.
-    """
+    """Inverse of ``encode_categorical``: (C, count) int32 symbols; refuses data left over."""
     coder = _from_bytes(data)
     try:
         symbols = np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)
     except (ValueError, RuntimeError):
         raise FormatError("corrupted entropy-coded stream") from None
-    if not coder.is_empty():
-        raise FormatError("corrupted entropy-coded stream (data left over)")
+    _check_finished(coder)
     return symbols

@@ -175,6 +175,7 @@ class VariableRateModel(CompressionModel):
             return torch.from_numpy(reader.read(indexes.numpy())).double()
 
         y_hat = self.decode_latent(self.z_fixed(z_offsets), read)
+        reader.finish()
         return self.synthesis(y_hat.float().to(device), quality)
 
     def z_fixed(self, z_offsets: Tensor) -> Tensor:
