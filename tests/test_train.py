@@ -118,3 +118,14 @@ def test_export_with_bench_records_measured_results(photos, tmp_path):
     rows = (tmp_path / "bench" / "rows.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 8  # the bench's own per-image rows, cached for a later `xcodec bench`
     assert zoo.file_sha256(weights / "tiny.safetensors") == manifest.sha256
+
+
+def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):
+    weights = tmp_path / "weights"
+    zoo.export(train(_config(photos, tmp_path / "first", 2)), "tiny", {}, weights)
+    run = tmp_path / "second"
+    args = ["--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}', "--init", "tiny",
+            "--batch-size", "2", "--crop", "64", "--max-steps", "1", "--threads", "1"]
+    subprocess.run(_cli(*args), check=True, capture_output=True, env={**os.environ, "XCODEC_WEIGHTS": str(weights)})
+    manifest = zoo.export(run / "last.pt", "tiny", {}, weights)
+    assert manifest.info["steps"] == 2 + 1

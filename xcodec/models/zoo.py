@@ -104,7 +104,8 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     weights_dir.mkdir(parents=True, exist_ok=True)
     tensors_path = weights_dir / f"{name}.safetensors"
     save_file(tensors, tensors_path)
-    info = {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1), **info}
+    earlier = state.get("earlier", {"steps": 0, "minutes": 0.0})  # training behind the run's --init weights
+    info = {"steps": earlier["steps"] + state["step"], "train_minutes": round(earlier["minutes"] + state["elapsed"] / 60, 1), **info}
     manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": file_sha256(tensors_path), "info": info}
     (weights_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     load.cache_clear()

@@ -157,8 +157,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
     model = zoo.build(cfg.arch, cfg.arch_config)
     step, elapsed = 0, 0.0
+    earlier = {"steps": 0, "minutes": 0.0}  # the training behind --init weights, for the manifest
     if cfg.init:
         model.load_state_dict(zoo.load_training_weights(cfg.init))
+        info = zoo.read_manifest(cfg.init).info
+        earlier = {"steps": info.get("steps", 0), "minutes": info.get("train_minutes", 0.0)}
     model.to(cfg.device)
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
@@ -171,6 +174,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         step, elapsed = state["step"], state["elapsed"]
+        earlier = state.get("earlier", earlier)
         generator.set_state(state["generators"][rank % len(state["generators"])])
         torch.set_rng_state(state["torch_rng"])
         if main:
@@ -190,6 +194,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "aux_optimizer": aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
+                    "earlier": earlier,
                     "generators": generators, "torch_rng": torch.get_rng_state(),
                     "arch": cfg.arch, "arch_config": cfg.arch_config,
                     "train_config": {k: str(v) for k, v in asdict(cfg).items()},
