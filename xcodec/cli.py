@@ -402,7 +402,7 @@ def export(
     note: Annotated[Optional[str], typer.Option(help="Free text stored in the manifest (data, hardware).")] = None,
     bench_images: Annotated[Optional[Path], typer.Option("--bench", help="Then benchmark the exported model on this folder (real files) and record bpp/PSNR per quality in its manifest.")] = None,
     bench_out: Annotated[Path, typer.Option(help="Output folder (and result cache) of that benchmark, shared with `xcodec bench --out`.")] = Path("bench-results"),
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for the benchmark.")] = 1,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for the benchmark (one thread each).")] = 1,
 ) -> None:
     """Export a training checkpoint into weights/ with its manifest."""
     from .models import zoo
@@ -413,7 +413,7 @@ def export(
         return
     from .bench.benchmark import BenchConfig, benchmark
 
-    cfg = BenchConfig(folder=bench_images, out=bench_out, codecs=["xcodec"], models=[name], jobs=jobs, plots=False,
+    cfg = BenchConfig(folder=bench_images, out=bench_out, codecs=["xcodec"], models=[name], jobs=jobs, threads=1, plots=False,
                       command=f"xcodec export --bench {bench_images} --bench-out {bench_out}")
     try:
         code = benchmark(cfg, err, Console(stderr=True, width=200))
