@@ -175,7 +175,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         step, elapsed = state["step"], state["elapsed"]
         earlier = state.get("earlier", earlier)
-        generator.set_state(state["generators"][rank % len(state["generators"])])
+        if rank < len(state["generators"]):  # a rank the saving run did not have keeps its own seed
+            generator.set_state(state["generators"][rank])
         torch.set_rng_state(state["torch_rng"])
         if main:
             console.print(f"resumed {checkpoint_path} at step {step} ({elapsed / 60:.1f} min trained)")
