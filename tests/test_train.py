@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -77,18 +78,30 @@ def test_survives_a_kill_and_resumes(photos, tmp_path):
     assert torch.load(run / "last.pt", weights_only=False)["step"] == killed_at + 2
 
 
-def test_two_process_torchrun(photos, tmp_path):
-    run = tmp_path / "ddp"
+def _torchrun(photos: Path, run: Path, *args: str) -> dict:
+    """Train with two CPU processes; return the checkpoint."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "xcodec.cli", "train",
                "--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
-               "--batch-size", "2", "--crop", "64", "--max-steps", "3", "--threads", "1"]
+               "--batch-size", "2", "--crop", "64", "--threads", "1", *args]
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
-    state = torch.load(run / "last.pt", weights_only=False)
+    return torch.load(run / "last.pt", weights_only=False)
+
+
+def test_two_process_torchrun(photos, tmp_path):
+    state = _torchrun(photos, tmp_path / "ddp", "--max-steps", "3")
     assert state["step"] == 3
     assert len(state["generators"]) == 2  # one RNG state per rank
     assert not torch.equal(state["generators"][0], state["generators"][1])  # ranks draw different crops
+
+
+def test_a_single_process_run_resumed_on_two_ranks_draws_different_crops_on_each(photos, tmp_path):
+    run = tmp_path / "run"
+    train(_config(photos, run, 1))
+    state = _torchrun(photos, run, "--resume", "--max-steps", "2")
+    assert state["step"] == 2 and len(state["generators"]) == 2
+    assert not torch.equal(state["generators"][0], state["generators"][1])
 
 
 def test_learning_rate_warms_up_holds_then_decays_to_the_end_value(tmp_path):
@@ -129,3 +142,17 @@ def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):
     subprocess.run(_cli(*args), check=True, capture_output=True, env={**os.environ, "XCODEC_WEIGHTS": str(weights)})
     manifest = zoo.export(run / "last.pt", "tiny", {}, weights)
     assert manifest.info["steps"] == 2 + 1
+
+
+def test_ceiling_separates_the_transforms_loss_from_the_quantizations():
+    from xcodec.bench.ceiling import ceiling_psnr
+    from xcodec.train.loop import validate
+
+    model, _ = zoo.load("hyperprior")
+    rgb = np.asarray(make_photo(128, 128), dtype=np.uint8).copy()
+    coded = {q: psnr for q, _, psnr in validate(model, [rgb], "cpu")}
+    model.eval()
+    top = {q: ceiling_psnr(model, rgb, q) for q in coded}
+    assert coded[1.0] < top[1.0] - 1  # coarse rounding at the lowest quality costs quality
+    assert coded[1.0] < coded[8.0]
+    assert abs(top[1.0] - top[8.0]) < 1  # unquantized, the gains cancel: the ceiling hardly moves

@@ -101,14 +101,14 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> l
     return rows
 
 
-def _validation_images(folder: Path | None, count: int, stride: int) -> list[np.ndarray]:
+def validation_images(folder: Path | None, count: int, stride: int) -> list[np.ndarray]:
     if folder is None:
         return []
     images = []
     for path in list_images(folder)[:count]:
         rgb = np.asarray(Image.open(path).convert("RGB"))
         h, w = rgb.shape[0] // stride * stride, rgb.shape[1] // stride * stride
-        images.append(np.ascontiguousarray(rgb[:h, :w]))
+        images.append(np.array(rgb[:h, :w]))  # a writable copy
     return images
 
 
@@ -183,7 +183,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     sampler = CropSampler(pack_path, cfg.crop, generator)
-    val_images = _validation_images(cfg.val_dir, cfg.val_images, model.downsampling_factor) if main else []
+    val_images = validation_images(cfg.val_dir, cfg.val_images, model.downsampling_factor) if main else []
 
     def checkpoint() -> None:
         generators = [generator.get_state()]
