@@ -90,8 +90,9 @@ def _torchrun(photos: Path, run: Path, *args: str) -> dict:
 
 
 def test_two_process_torchrun(photos, tmp_path):
-    state = _torchrun(photos, tmp_path / "ddp", "--max-steps", "3")
-    assert state["step"] == 3
+    # a checkpoint after nearly every step: ranks deciding from their own clocks would deadlock
+    state = _torchrun(photos, tmp_path / "ddp", "--max-steps", "6", "--checkpoint-minutes", "0.001")
+    assert state["step"] == 6
     assert len(state["generators"]) == 2  # one RNG state per rank
     assert not torch.equal(state["generators"][0], state["generators"][1])  # ranks draw different crops
 

@@ -185,11 +185,16 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     sampler = CropSampler(pack_path, cfg.crop, generator)
     val_images = validation_images(cfg.val_dir, cfg.val_images, model.downsampling_factor) if main else []
 
-    def checkpoint() -> None:
-        generators = [generator.get_state()]
-        if distributed:
+    generators = [generator.get_state()]  # every rank's crop RNG, as of the last collective checkpoint
+
+    def checkpoint(collective: bool) -> None:
+        """Save (rank 0). ``collective``: all ranks call this at the same step, so gather their RNGs."""
+        nonlocal generators
+        if distributed and collective:
             generators = [None] * dist.get_world_size()
             dist.all_gather_object(generators, generator.get_state())
+        else:
+            generators[0] = generator.get_state()  # rank 0's, which saves; the others' as last gathered
         if main:
             _save_atomic(
                 {
@@ -213,12 +218,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                         disable=not (main and console.is_terminal))
     task = progress.add_task(f"training {cfg.arch}", total=cfg.max_steps, completed=step, status="")
 
-    def out_of_time() -> bool:
-        stop = torch.tensor(float((time.monotonic() - session_start) / 60 >= cfg.max_minutes))
-        if distributed:  # every rank must stop at the same step
-            dist.all_reduce(stop, op=dist.ReduceOp.MAX)
-        return bool(stop)
+    def agreed(flag: bool) -> bool:
+        """True on every rank if it is true on any: decisions taken from a rank's own clock must be
+        shared, or one rank enters a collective (a checkpoint) while another trains on and both hang."""
+        if not distributed:
+            return flag
+        value = torch.tensor(float(flag))
+        dist.all_reduce(value, op=dist.ReduceOp.MAX)
+        return bool(value)
 
+    def out_of_time() -> bool:
+        return agreed((time.monotonic() - session_start) / 60 >= cfg.max_minutes)
+
+    finished = False
     try:
         with progress:
             while step < cfg.max_steps and not out_of_time():
@@ -258,11 +270,12 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                         console.print(f"validation q{q:g}: {bpp:.4f} bpp  {psnr:.2f} dB")
                     val_file.flush()
                     last_val = time.monotonic()
-                if time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60:
-                    checkpoint()
+                if agreed(time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60):
+                    checkpoint(collective=True)
                     last_checkpoint = time.monotonic()
-    finally:
-        checkpoint()
+        finished = True
+    finally:  # also on SIGTERM or Ctrl-C, when ranks may be anywhere: then no collective
+        checkpoint(collective=finished)
         for f in (log_file, val_file):
             if f:
                 f.close()
