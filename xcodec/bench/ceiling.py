@@ -13,13 +13,12 @@ folder, cropped to a multiple of 64 pixels.
 from __future__ import annotations
 
 import argparse
-import math
 from pathlib import Path
 
 import torch
 
 from ..models import zoo
-from ..train.loop import validate, validation_images
+from ..train.loop import psnr_db, validate, validation_images
 
 
 @torch.no_grad()
@@ -28,7 +27,7 @@ def ceiling_psnr(model: torch.nn.Module, rgb, quality: float) -> float:
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255)
     gain, inverse_gain = model.gains(torch.tensor([quality]))
     x_hat = model.g_s(model.g_a(x) * gain * inverse_gain).clamp(0, 1)
-    return 10 * math.log10(1 / max(float((x_hat - x).pow(2).mean()), 1e-10))
+    return psnr_db(float((x_hat - x).pow(2).mean()))
 
 
 def main() -> None:

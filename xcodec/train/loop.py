@@ -83,6 +83,11 @@ def rd_loss(model: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor) -> d
 
 
 @torch.no_grad()
+def psnr_db(mse: float) -> float:
+    """PSNR of a mean squared error on the [0, 1] scale (capped at 100 dB for a perfect match)."""
+    return 10 * math.log10(1 / max(mse, 1e-10))
+
+
 def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> list[tuple[float, float, float]]:
     """(quality, estimated bpp, PSNR) averaged over ``images``, with eval-mode (rounded) latents."""
     model.eval()
@@ -95,7 +100,7 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> l
             bits = sum(float(-torch.log2(lik).sum()) for lik in out["likelihoods"].values())
             bpps.append(bits / (x.shape[2] * x.shape[3]))
             mse = float((out["x_hat"].clamp(0, 1) - x).pow(2).mean())
-            psnrs.append(10 * math.log10(1 / max(mse, 1e-10)))
+            psnrs.append(psnr_db(mse))
         rows.append((q, float(np.mean(bpps)), float(np.mean(psnrs))))
     model.train()
     return rows
@@ -256,7 +261,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 if step % cfg.log_every == 0:
                     if main:
                         loss, bpp, mse = (totals / cfg.log_every).tolist()
-                        psnr = 10 * math.log10(1 / max(mse, 1e-10))
+                        psnr = psnr_db(mse)
                         log.writerow([step, f"{elapsed / 60:.2f}", f"{lr:.2e}", f"{loss:.4f}", f"{bpp:.4f}", f"{psnr:.2f}"])
                         log_file.flush()
                         status = f"loss {loss:.4f}  bpp {bpp:.3f}  psnr {psnr:.2f}"
