@@ -42,8 +42,7 @@ def main() -> None:
     images = validation_images(args.folder, args.images, model.downsampling_factor)
     print(f"{args.model} ({manifest.info.get('steps', '?')} steps), {len(images)} images")
     print("quality  ceiling dB  coded dB  est. bpp")
-    with torch.no_grad():
-        coded = validate(model, images, "cpu")
+    coded = validate(model, images, "cpu")
     model.eval()
     for quality, bpp, psnr in coded:
         top = sum(ceiling_psnr(model, rgb, quality) for rgb in images) / len(images)

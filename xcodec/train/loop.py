@@ -88,6 +88,7 @@ def psnr_db(mse: float) -> float:
     return 10 * math.log10(1 / max(mse, 1e-10))
 
 
+@torch.no_grad()
 def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> list[tuple[float, float, float]]:
     """(quality, estimated bpp, PSNR) averaged over ``images``, with eval-mode (rounded) latents."""
     model.eval()
