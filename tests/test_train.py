@@ -89,6 +89,24 @@ def _torchrun(photos: Path, run: Path, *args: str) -> dict:
     return torch.load(run / "last.pt", weights_only=False)
 
 
+def test_a_killed_torchrun_run_saves_and_resumes(photos, tmp_path):
+    run = tmp_path / "run"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "xcodec.cli", "train",
+               "--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
+               "--batch-size", "2", "--crop", "64", "--threads", "1", "--log-every", "1"]
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
+    deadline = time.monotonic() + 120
+    for line in proc.stdout:  # wait for a few steps, then kill it (ranks may be anywhere in a step)
+        if line.startswith("step") and int(line.split()[1]) >= 3 or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    killed_at = torch.load(run / "last.pt", weights_only=False)["step"]
+    assert killed_at >= 3
+    assert _torchrun(photos, run, "--resume", "--max-steps", str(killed_at + 2))["step"] == killed_at + 2
+
+
 def test_two_process_torchrun(photos, tmp_path):
     # a checkpoint after nearly every step: ranks deciding from their own clocks would deadlock
     state = _torchrun(photos, tmp_path / "ddp", "--max-steps", "6", "--checkpoint-minutes", "0.001")

@@ -174,15 +174,17 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
     aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
 
+    generators = [generator.get_state()]  # every rank's crop RNG, as of the last collective checkpoint
     if resume and checkpoint_path.exists():
-        state = torch.load(checkpoint_path, map_location=cfg.device, weights_only=False)
+        state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # RNG states stay on the CPU
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         aux_optimizer.load_state_dict(state["aux_optimizer"])
         step, elapsed = state["step"], state["elapsed"]
         earlier = state.get("earlier", earlier)
-        if rank < len(state["generators"]):  # a rank the saving run did not have keeps its own seed
-            generator.set_state(state["generators"][rank])
+        generators = state["generators"]
+        if rank < len(generators):  # a rank the saving run did not have keeps its own seed
+            generator.set_state(generators[rank])
         torch.set_rng_state(state["torch_rng"])
         if main:
             console.print(f"resumed {checkpoint_path} at step {step} ({elapsed / 60:.1f} min trained)")
@@ -190,8 +192,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     sampler = CropSampler(pack_path, cfg.crop, generator)
     val_images = validation_images(cfg.val_dir, cfg.val_images, model.downsampling_factor) if main else []
-
-    generators = [generator.get_state()]  # every rank's crop RNG, as of the last collective checkpoint
 
     def checkpoint(collective: bool) -> None:
         """Save (rank 0). ``collective``: all ranks call this at the same step, so gather their RNGs."""
