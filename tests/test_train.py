@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -61,47 +62,53 @@ def _cli(*args: str) -> list[str]:
     return [sys.executable, "-m", "xcodec.cli", "train", *args]
 
 
-def test_survives_a_kill_and_resumes(photos, tmp_path):
-    run = tmp_path / "run"
-    args = ["--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
-            "--batch-size", "2", "--crop", "64", "--log-every", "1", "--threads", "1"]
-    proc = subprocess.Popen(_cli(*args), stderr=subprocess.PIPE, text=True)
+def _run_args(photos: Path, run: Path) -> list[str]:
+    return ["--data", str(photos), "--run-dir", str(run), "--arch-config", json.dumps(TINY),
+            "--batch-size", "2", "--crop", "64", "--threads", "1"]
+
+
+def _kill_after_three_steps(proc: subprocess.Popen, log) -> None:
+    """Read the run's log until step 3 (ranks may be anywhere in a step), then SIGTERM it."""
     deadline = time.monotonic() + 120
-    for line in proc.stderr:  # wait for a few steps, then kill it
+    for line in log:
         if line.startswith("step") and int(line.split()[1]) >= 3 or time.monotonic() > deadline:
             break
     proc.send_signal(signal.SIGTERM)
-    proc.wait(timeout=60)
+    proc.communicate(timeout=60)
+
+
+def test_survives_a_kill_and_resumes(photos, tmp_path):
+    run = tmp_path / "run"
+    args = [*_run_args(photos, run), "--log-every", "1"]
+    proc = subprocess.Popen(_cli(*args), stderr=subprocess.PIPE, text=True)
+    _kill_after_three_steps(proc, proc.stderr)
     killed_at = torch.load(run / "last.pt", weights_only=False)["step"]
     assert killed_at >= 3
     subprocess.run(_cli(*args, "--resume", "--max-steps", str(killed_at + 2)), check=True, capture_output=True)
     assert torch.load(run / "last.pt", weights_only=False)["step"] == killed_at + 2
 
 
+TORCHRUN_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def _torchrun_command(photos: Path, run: Path, *args: str) -> list[str]:
+    return [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "xcodec.cli", "train",
+            *_run_args(photos, run), *args]
+
+
 def _torchrun(photos: Path, run: Path, *args: str) -> dict:
     """Train with two CPU processes; return the checkpoint."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "xcodec.cli", "train",
-               "--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
-               "--batch-size", "2", "--crop", "64", "--threads", "1", *args]
-    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=300)
+    result = subprocess.run(_torchrun_command(photos, run, *args), capture_output=True, text=True, env=TORCHRUN_ENV,
+                            timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     return torch.load(run / "last.pt", weights_only=False)
 
 
 def test_a_killed_torchrun_run_saves_and_resumes(photos, tmp_path):
     run = tmp_path / "run"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "xcodec.cli", "train",
-               "--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}',
-               "--batch-size", "2", "--crop", "64", "--threads", "1", "--log-every", "1"]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                            env={**os.environ, "OMP_NUM_THREADS": "1"})
-    deadline = time.monotonic() + 120
-    for line in proc.stdout:  # wait for a few steps, then kill it (ranks may be anywhere in a step)
-        if line.startswith("step") and int(line.split()[1]) >= 3 or time.monotonic() > deadline:
-            break
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=60)
+    proc = subprocess.Popen(_torchrun_command(photos, run, "--log-every", "1"), stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, env=TORCHRUN_ENV)
+    _kill_after_three_steps(proc, proc.stdout)
     killed_at = torch.load(run / "last.pt", weights_only=False)["step"]
     assert killed_at >= 3
     assert _torchrun(photos, run, "--resume", "--max-steps", str(killed_at + 2))["step"] == killed_at + 2
@@ -156,8 +163,7 @@ def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):
     weights = tmp_path / "weights"
     zoo.export(train(_config(photos, tmp_path / "first", 2)), "tiny", {}, weights)
     run = tmp_path / "second"
-    args = ["--data", str(photos), "--run-dir", str(run), "--arch-config", '{"N": 16, "M": 24}', "--init", "tiny",
-            "--batch-size", "2", "--crop", "64", "--max-steps", "1", "--threads", "1"]
+    args = [*_run_args(photos, run), "--init", "tiny", "--max-steps", "1"]
     subprocess.run(_cli(*args), check=True, capture_output=True, env={**os.environ, "XCODEC_WEIGHTS": str(weights)})
     manifest = zoo.export(run / "last.pt", "tiny", {}, weights)
     assert manifest.info["steps"] == 2 + 1
@@ -175,3 +181,15 @@ def test_ceiling_separates_the_transforms_loss_from_the_quantizations():
     assert coded[1.0] < top[1.0] - 1  # coarse rounding at the lowest quality costs quality
     assert coded[1.0] < coded[8.0]
     assert abs(top[1.0] - top[8.0]) < 1  # unquantized, the gains cancel: the ceiling hardly moves
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="no autogroup scheduling here")
+def test_a_niced_run_in_its_own_session_renices_only_that_session():
+    probe = ("import os; os.nice(7); from xcodec.train.loop import nice_session; nice_session(); "
+             "print(open('/proc/self/autogroup').read().split()[-1])")
+    own_session = subprocess.run([sys.executable, "-c", probe], start_new_session=True, capture_output=True, text=True, check=True)
+    assert own_session.stdout.strip() == "7"
+    before = Path("/proc/self/autogroup").read_text()
+    in_ours = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert in_ours.stdout.strip() == before.split()[-1]
+    assert Path("/proc/self/autogroup").read_text() == before

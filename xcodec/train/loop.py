@@ -137,9 +137,27 @@ def _csv(path: Path, header: list[str]):
     return f, writer
 
 
+def nice_session() -> None:
+    """Give this process's own session (autogroup) the process's nice value.
+
+    Under Linux autogroup scheduling, nice ranks processes only within their session; sessions
+    share the CPU equally. A ``nice -n 19`` run in a session of its own (torchrun starts each worker
+    in one, and so does ``setsid``) would still take half the CPU from an interactive session.
+    Only a session leader does this, so a run started inside a user's shell session never
+    renices that shell.
+    """
+    nice = os.nice(0)
+    if nice > 0 and os.getsid(0) == os.getpid():
+        try:
+            Path("/proc/self/autogroup").write_text(str(nice))
+        except OSError:  # no autogroup scheduling (other OS, or disabled): nice works as it is
+            pass
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train until ``max_steps`` or ``max_minutes``; a SIGTERM or Ctrl-C still saves a checkpoint."""
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    nice_session()
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
     rank = 0
     if distributed:
