@@ -1,3 +1,3 @@
 """xcodec: a learned image codec with real ANS entropy coding and a versioned ``.xsc`` container."""
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"

@@ -12,8 +12,8 @@ the matching lambda (CompressAI's MSE ladder, interpolated log-linearly).
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
@@ -92,8 +92,19 @@ def z_pmf_table(eb: EntropyBottleneck, max_radius: int = 127) -> Tensor:
     return pmf[:, 0, :].double().clamp_min(0)
 
 
+@contextlib.contextmanager
+def one_thread() -> Iterator[None]:
+    """Run torch's CPU kernels on one thread inside the block (restoring the caller's count)."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
 class VariableRateModel(CompressionModel):
-    """Gain units, hyper-latent coding and the CPU float64 analysis twin, for any transform."""
+    """Gain units and hyper-latent coding, for any transform."""
 
     g_a: nn.Module
     g_s: nn.Module
@@ -131,18 +142,15 @@ class VariableRateModel(CompressionModel):
     def analysis(self, x: Tensor, quality: float) -> tuple[Tensor, Tensor]:
         """Return the gained latent ``y`` and the hyper-latent ``z`` (encoder only).
 
-        On the CPU this runs in float64: float32 kernels change their last bits with the thread
-        count, which flips the rounding of a few latents per image and so changes the file. In
-        float64 the differences (~1e-16) practically never reach a rounding boundary, so files are
-        byte-identical across thread counts. On a GPU it runs in float32, for speed.
+        On the CPU this runs on one thread: float32 kernels change their last bits with the thread
+        count, which flips the rounding of a few latents per image and so changes the file. With
+        one thread, files are byte-identical whatever thread count the caller set (and on two cores
+        this is faster than a float64 analysis on both, which also kept them identical).
         """
-        g_a, h_a, log_gain = self.g_a, self.h_a, self.log_gain
-        if x.device.type == "cpu":
-            g_a, h_a, log_gain = self.analysis64.g_a, self.analysis64.h_a, self.analysis64.log_gain
-            x = x.double()
-        g = torch.exp(interpolate_quality(log_gain, torch.tensor([quality], device=x.device)))[:, :, None, None]
-        y = g_a(x) * g
-        return y, h_a(y)
+        with one_thread() if x.device.type == "cpu" else contextlib.nullcontext():
+            g = torch.exp(interpolate_quality(self.log_gain, torch.tensor([quality], device=x.device)))
+            y = self.g_a(x) * g[:, :, None, None]
+            return y, self.h_a(y)
 
     def synthesis(self, y_hat: Tensor, quality: float) -> Tensor:
         _, ig = self.gains(torch.tensor([quality], device=y_hat.device))
@@ -187,14 +195,12 @@ class VariableRateModel(CompressionModel):
         return scale_table_fixed() / 2**ACT_BITS
 
     def prepare_inference(self, z_pmf: Tensor | None = None) -> None:
-        """Freeze what the coder needs: exact networks, the z tables, the float64 analysis twin.
+        """Freeze what the coder needs: the exact networks and the z tables.
 
         The fixed-point weights and medians are exact functions of the float weights, so they are
         rebuilt at load time. The z probability table is not (it goes through float32 softplus and
         sigmoid), so it is computed once at export and shipped in the checkpoint as ``z_pmf``.
         """
-        self.analysis64 = copy.deepcopy(nn.ModuleDict({"g_a": self.g_a, "h_a": self.h_a})).double()
-        self.analysis64.log_gain = nn.Parameter(self.log_gain.detach().double(), requires_grad=False)
         self.z_medians = to_fixed(self.entropy_bottleneck._get_medians().detach().reshape(-1), ACT_BITS)
         self.z_pmf = z_pmf_table(self.entropy_bottleneck) if z_pmf is None else z_pmf.double()
         self.prepare_latent_inference()
