@@ -24,7 +24,7 @@ from .transformer import CrossScaleTransformer
 
 ARCHITECTURES = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
 WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS", Path(__file__).resolve().parents[2] / "weights"))
-DEFAULT_MODEL = "hyperprior"
+DEFAULT_MODEL = "transformer"
 
 
 @dataclass(frozen=True)
