@@ -146,11 +146,14 @@ def nice_session() -> None:
     Only a session leader does this, so a run started inside a user's shell session never
     renices that shell.
     """
+    autogroup = Path("/proc/self/autogroup")
+    if not autogroup.exists():  # no autogroup scheduling (another OS, or a kernel without it)
+        return
     nice = os.nice(0)
     if nice > 0 and os.getsid(0) == os.getpid():
         try:
-            Path("/proc/self/autogroup").write_text(str(nice))
-        except OSError:  # no autogroup scheduling (other OS, or disabled): nice works as it is
+            autogroup.write_text(str(nice))
+        except OSError:  # not allowed here: nice then ranks processes within the session only
             pass
 
 
