@@ -148,8 +148,8 @@ class VariableRateModel(CompressionModel):
         this is faster than a float64 analysis on both, which also kept them identical).
         """
         with one_thread() if x.device.type == "cpu" else contextlib.nullcontext():
-            g = torch.exp(interpolate_quality(self.log_gain, torch.tensor([quality], device=x.device)))
-            y = self.g_a(x) * g[:, :, None, None]
+            g, _ = self.gains(torch.tensor([quality], device=x.device))
+            y = self.g_a(x) * g
             return y, self.h_a(y)
 
     def synthesis(self, y_hat: Tensor, quality: float) -> Tensor:
