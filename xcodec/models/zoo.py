@@ -23,7 +23,8 @@ from .hyperprior import GainHyperprior
 from .transformer import CrossScaleTransformer
 
 ARCHITECTURES = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
-WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS", Path(__file__).resolve().parents[2] / "weights"))
+_PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
+WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or (_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"))
 DEFAULT_MODEL = "transformer"
 
 
