@@ -24,7 +24,8 @@ from .transformer import CrossScaleTransformer
 
 ARCHITECTURES = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
 _PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
-WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or (_PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"))
+SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
+WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)
 DEFAULT_MODEL = "transformer"
 
 
