@@ -22,9 +22,7 @@ from .models import zoo
 from .models.base import MAX_QUALITY, MIN_QUALITY
 from .models.exact import ExactError
 
-DEFAULT_QUALITY = 4.0
-DEFAULT_MAX_PIXELS = 16 * 1024 * 1024
-DEFAULT_TILE = 1024  # pixels; bounds the memory of encoding and decoding, whatever the image size
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE  # torch-free, for the command line
 
 
 def resolve_device(device: str = "auto") -> torch.device:
