@@ -1,5 +1,5 @@
 """`xcodec bench` end to end on tiny images: outputs, the result cache (re-run, resume, one more
-codec), shards and their merge, skipped codecs, light-field patches and parallel workers."""
+codec, a line cut short), shards and their merge, skipped codecs, light-field patches and parallel workers."""
 
 from __future__ import annotations
 
@@ -14,8 +14,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from xcodec.bench import codecs as codecs_mod
-from xcodec.bench import lightfield
+from xcodec.bench.run import Cache
 from xcodec.cli import app
+from xcodec.tools import lightfield
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = ["--threads", "1", "--device", "cpu"]
@@ -24,6 +25,11 @@ FAST = ["--threads", "1", "--device", "cpu"]
 def bench(*args: str):
     result = CliRunner().invoke(app, ["bench", *map(str, args), *FAST])
     return result
+
+
+def cached(out: Path) -> dict[str, int]:
+    """Results per codec in the cache of an output folder."""
+    return {path.stem: len(path.read_text().splitlines()) for path in sorted((out / "cache").glob("*.jsonl"))}
 
 
 def stderr(result) -> str:
@@ -88,28 +94,30 @@ def test_outputs(first_run):
     summary = json.loads((out / "summary.json").read_text())
     webp = next(e for e in summary["bd"] if e["curve"] == "webp" and e["anchor"] == "jpeg")
     assert webp["psnr"]["bd_rate_percent"] is not None
-    assert len(list((out / "cache").rglob("*.json"))) == 16
+    assert cached(out) == {"jp2": 4, "jpeg": 4, "webp": 4, "xcodec-hyperprior": 4}
 
 
 def test_rerun_uses_the_cache_and_adds_only_new_work(first_run, images):
     out, _ = first_run
     args = [images, "--out", out, "--codecs", "jpeg,webp,jp2", "--settings", "jpeg=20,80", "--settings", "webp=20,80",
             "--settings", "jp2=0.5,2"]
-    before = {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.json")}
+    before = {p: p.stat().st_mtime_ns for p in (out / "cache").iterdir()}
     again = bench(*args)
     assert again.exit_code == 0, again.output
     assert "12 results, 12 cached, 0 to compute" in stderr(again)
-    assert {p: p.stat().st_mtime_ns for p in (out / "cache").rglob("*.json")} == before
+    assert {p: p.stat().st_mtime_ns for p in (out / "cache").iterdir()} == before
     # one more codec: only that codec is computed
     more = bench(*args[:4], "jpeg,webp,jp2,jpeg444", *args[5:], "--settings", "jpeg444=50")
     assert "14 results, 12 cached, 2 to compute" in stderr(more)
-    # an interrupted run: results that are missing are computed, the others are kept
-    victims = sorted((out / "cache" / "webp").glob("*.json"))[:3]
-    for v in victims:
-        v.unlink()
+    assert cached(out)["jpeg444"] == 2
+    # an interrupted run: results that are missing are computed, the others are kept; a line that
+    # a crash cut short is skipped, and the next results start a line of their own
+    webp = out / "cache" / "webp.jsonl"
+    lines = webp.read_text().splitlines()
+    webp.write_text("\n".join(lines[:1]) + "\n" + lines[1][:40])
     resumed = bench(*args)
     assert "12 results, 9 cached, 3 to compute" in stderr(resumed)
-    assert all(v.exists() for v in victims)
+    assert cached(out)["webp"] == 5 and len(Cache(out / "cache").rows("webp")) == 4
 
 
 def test_shards_merge(images, tmp_path):
@@ -121,6 +129,7 @@ def test_shards_merge(images, tmp_path):
                    "--no-compute", *common)
     assert merged.exit_code == 0, merged.output
     assert "merged 4 new results" in stderr(merged) and "4 results, 4 cached, 0 to compute" in stderr(merged)
+    assert cached(tmp_path / "all") == {"jpeg": 4}
     rows = list(csv.DictReader((tmp_path / "all" / "rows.csv").open()))
     assert sorted({r["image"] for r in rows}) == ["a.png", "b.png"]
     # --no-compute reports what is there and says what is missing
@@ -159,15 +168,16 @@ def test_every_codec_encodes_and_decodes():
 
 
 def test_lightfield_patches(tmp_path):
+    """Patches cut by `python -m xcodec.tools.lightfield` are an ordinary folder for the bench."""
     lightfield.write_views(lightfield.synthetic(5, 5, 96, 128), tmp_path / "lf" / "scene")
-    r = bench(tmp_path / "lf", "--lightfield", "--lf-patch", "48", "--lf-view-step", "2", "--limit", "3",
-              "--out", tmp_path / "out", "--codecs", "jpeg", "--settings", "jpeg=50", "--no-lpips")
+    patches = lightfield.extract_patches(tmp_path / "lf", tmp_path / "patches", patch=48, view_step=2, limit=3)
+    assert [p.name for p in patches] == ["scene__u00_v00__y0_x16.png", "scene__u00_v00__y0_x64.png", "scene__u00_v00__y48_x16.png"]
+    r = bench(tmp_path / "patches", "--out", tmp_path / "out", "--codecs", "jpeg", "--settings", "jpeg=50", "--no-lpips")
     assert r.exit_code == 0, r.output
-    assert "36 patches of 48px" in stderr(r)
     rows = list(csv.DictReader((tmp_path / "out" / "rows.csv").open()))
-    assert [row["image"] for row in rows] == ["scene__u00_v00__y0_x16.png", "scene__u00_v00__y0_x64.png", "scene__u00_v00__y48_x16.png"]
+    assert [row["image"] for row in rows] == [p.name for p in patches]
     assert all(row["ms_ssim"] == "nan" for row in rows)  # 48 px is below MS-SSIM's 161
-    assert "MS-SSIM (5 scales) is undefined" in (tmp_path / "out" / "report.md").read_text()
+    assert "3 images are smaller than 161 px on a side: MS-SSIM (5 scales) is undefined" in (tmp_path / "out" / "report.md").read_text()
 
 
 def test_parallel_workers(tmp_path):
@@ -182,10 +192,11 @@ def test_parallel_workers(tmp_path):
     # a plugin codec too: worker processes must register the plugin themselves
     chosen = [codecs_mod.JPEG((50,))] + [c for c in (codecs_mod.JPEGXL((50,)), codecs_mod.HEIC((30,))) if not c.unavailable()]
     imgs = select_images(sorted(images.glob("*.png")), images)
-    tasks, cached, total = plan(chosen, imgs, tmp_path / "cache", "cpu", lpips=False)
+    cache = Cache(tmp_path / "cache")
+    tasks, done, total = plan(chosen, imgs, cache, "cpu", lpips=False)
     n = 2 * len(chosen)
-    assert (cached, total, len(tasks)) == (0, n, n)
-    outcomes = execute(tasks, jobs=2, threads=1)
+    assert (done, total, len(tasks)) == (0, n, n)
+    outcomes = execute(tasks, jobs=2, threads=1, cache=cache)
     assert [o.error for o in outcomes if o.error] == []
     assert sorted(o.image for o in outcomes) == sorted(["a.png", "b.png"] * len(chosen))
-    assert len(list((tmp_path / "cache").rglob("*.json"))) == n
+    assert sum(cached(tmp_path).values()) == n

@@ -23,6 +23,7 @@ import pytest
 from PIL import Image
 
 from xcodec.bench import lpips as L
+from xcodec.tools.lpips_weights import ArraysOnly
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -72,7 +73,7 @@ def test_weights_file_is_the_converted_one():
 
 def test_unpickler_builds_arrays_only():
     good = pickle.dumps({"a": np.arange(3, dtype=np.float32)}, protocol=3)  # as in the sdist
-    assert L._ArraysOnly(io.BytesIO(good)).load()["a"].tolist() == [0, 1, 2]
+    assert ArraysOnly(io.BytesIO(good)).load()["a"].tolist() == [0, 1, 2]
 
     class Evil:
         def __reduce__(self):
@@ -81,7 +82,7 @@ def test_unpickler_builds_arrays_only():
             return (os.system, ("true",))
 
     with pytest.raises(pickle.UnpicklingError):
-        L._ArraysOnly(io.BytesIO(pickle.dumps(Evil()))).load()
+        ArraysOnly(io.BytesIO(pickle.dumps(Evil()))).load()
 
 
 def test_live_reference():

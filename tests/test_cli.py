@@ -14,7 +14,7 @@ import torch
 import typer
 from PIL import Image
 
-from xcodec import api, cli, container
+from xcodec import api, cli, container, files
 from xcodec.errors import OutputError
 from xcodec.models import zoo
 
@@ -224,7 +224,7 @@ def test_write_output_is_atomic_and_cleans_up(tmp_path, monkeypatch):
     def broken_replace(src, dst):
         raise KeyboardInterrupt  # interrupted between writing the temporary file and the rename
 
-    monkeypatch.setattr(cli.os, "replace", broken_replace)
+    monkeypatch.setattr(files.os, "replace", broken_replace)
     with pytest.raises(KeyboardInterrupt):
         cli.write_output(b"second", str(target), force=True)
     assert target.read_bytes() == b"first"

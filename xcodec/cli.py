@@ -8,9 +8,7 @@ Exit codes: 0 success, 1 bad input or a bad/corrupted file (one-line message), 2
 from __future__ import annotations
 
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -23,7 +21,9 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE
 from .errors import InputError, OutputError, XcodecError
+from .files import is_image, write_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="xcodec: learned image compression.")
 err = Console(stderr=True, highlight=False)
@@ -31,6 +31,7 @@ err = Console(stderr=True, highlight=False)
 DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when there is one), cpu or cuda.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images with more pixels than this.")]
+DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
 
 def say(message: str) -> None:
@@ -69,31 +70,16 @@ def check_target(path: str, inputs: frozenset[Path], force: bool) -> None:
 
 
 def write_output(data: bytes, path: str, force: bool, inputs: frozenset[Path] = frozenset()) -> None:
-    """Write ``data`` to ``path`` (or stdout for ``-``) atomically: a temporary file, then a rename.
-
-    Whatever interrupts the write (an error, Ctrl-C), the temporary file is removed and an existing
-    ``path`` is left as it was.
-    """
+    """Write ``data`` to ``path`` (or stdout for ``-``) atomically (see ``files.write_atomic``)."""
     if path == "-":
         sys.stdout.buffer.write(data)
         sys.stdout.buffer.flush()
         return
     check_target(path, inputs, force)
-    target = Path(path)
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".part", dir=target.parent)
+        write_atomic(Path(path), data)
     except OSError as exc:
         raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, target)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"cannot write {path}: {exc.strerror}") from None
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 @dataclass
@@ -174,12 +160,6 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[bytes, str]], force: b
         raise typer.Exit(1)
 
 
-def is_image(path: Path) -> bool:
-    from PIL import Image
-
-    return path.suffix.lower() in Image.registered_extensions() and path.suffix.lower() != ".xsc"
-
-
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", "-d", help="Write the outputs into this folder (created if needed), named after the inputs.")]
 
 
@@ -192,10 +172,10 @@ def encode(
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model from weights/.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
-    tile: Annotated[int, typer.Option("--tile", min=0, help="Code the image in independent tiles of this many pixels (a multiple of 64; 0: one tile). Bounds memory on large images.")] = 1024,
+    tile: Annotated[int, typer.Option("--tile", min=0, help="Code the image in independent tiles of this many pixels (a multiple of 64; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
-    max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Compress images into .xsc files."""
     from . import api
@@ -226,7 +206,7 @@ def decode(
     out_dir: OutDirOpt = None,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
-    max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Decompress .xsc files into images (PNG unless --output names another format)."""
     from . import api
@@ -277,13 +257,13 @@ def info(
 def compare(
     reference: Annotated[Path, typer.Argument(help="Original image.")],
     distorted: Annotated[Path, typer.Argument(help="Decoded image of the same size.")],
-    max_pixels: MaxPixelsOpt = 16 * 1024 * 1024,
+    max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Print the PSNR (8-bit RGB) between two images."""
     import numpy as np
 
-    from .bench.metrics import psnr
     from .image import open_image
+    from .metrics import psnr
 
     try:
         a, b = (np.asarray(open_image(read_input(str(p)), max_pixels).convert("RGB")) for p in (reference, distorted))
@@ -296,7 +276,7 @@ def compare(
 
 @app.command()
 def bench(
-    folder: Annotated[Path, typer.Argument(help="Folder of images (e.g. ../shared/data/kodak), or of light fields with --lightfield.")],
+    folder: Annotated[Path, typer.Argument(help="Folder of images (e.g. ../shared/data/kodak), searched recursively.")],
     codecs: Annotated[str, typer.Option("--codecs", help="Comma-separated: xcodec,jpeg,jpeg444,webp,avif,avif420,jp2,jxl,heic.")] = "xcodec,jpeg,jpeg444,webp,avif,avif420,jp2,jxl,heic",
     models: Annotated[Optional[str], typer.Option("--models", "--model", "-m", help="xcodec models from weights/ (default: all).")] = None,
     qualities: Annotated[Optional[str], typer.Option("--qualities", help="xcodec qualities, comma-separated (default 1..8).")] = None,
@@ -310,11 +290,7 @@ def bench(
     shard: Annotated[Optional[str], typer.Option("--shard", help="Run only shard i of n (0-based), e.g. 0/4: images i, i+n, ...")] = None,
     merge: Annotated[Optional[list[Path]], typer.Option("--merge", help="Copy the cached results of another output folder in first (repeatable).")] = None,
     compute: Annotated[bool, typer.Option("--compute/--no-compute", help="--no-compute: report from the cache only.")] = True,
-    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images (or light-field patches).")] = None,
-    lightfield: Annotated[bool, typer.Option("--lightfield", help="FOLDER holds light fields: benchmark patches of their views.")] = False,
-    lf_grid: Annotated[Optional[str], typer.Option("--lf-grid", help="Angular size of grid images (e.g. 15x15, 15x15:interleaved), or of view folders that are not square.")] = None,
-    lf_patch: Annotated[int, typer.Option("--lf-patch", min=16, help="Patch size in pixels (MS-SSIM needs 161 or more).")] = 256,
-    lf_view_step: Annotated[int, typer.Option("--lf-view-step", min=1, help="Use every k-th view in each angular direction.")] = 1,
+    limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     device: DeviceOpt = "auto",
@@ -324,7 +300,6 @@ def bench(
 
     from .bench.benchmark import BenchConfig, benchmark, parse_shard
     from .bench.codecs import ALL_CODECS, parse_settings
-    from .bench.lightfield import Grid
 
     def split(text: Optional[str]) -> Optional[list[str]]:
         return [x.strip() for x in text.split(",") if x.strip()] if text else None
@@ -348,8 +323,7 @@ def bench(
             folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
-            lightfield=lightfield, lf_grid=Grid.parse(lf_grid) if lf_grid else None, lf_patch=lf_patch,
-            lf_view_step=lf_view_step, device=device, lpips=lpips, plots=plots,
+            device=device, lpips=lpips, plots=plots,
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:
@@ -365,8 +339,8 @@ def bench(
 @app.command()
 def train(
     data: Annotated[Path, typer.Option(help="Folder of training photos (searched recursively).")] = Path("../shared/data/train"),
-    run: Annotated[Path, typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs.")] = Path("runs/hyperprior"),
-    arch: Annotated[str, typer.Option(help="Architecture from the zoo (hyperprior, transformer).")] = "hyperprior",
+    run: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs. Default: runs/ARCH.")] = None,
+    arch: Annotated[Optional[str], typer.Option(help=f"Architecture from the zoo (hyperprior, transformer). Default: {DEFAULT_MODEL_HELP}.")] = None,
     arch_config: Annotated[str, typer.Option(help='Architecture options as JSON, e.g. \'{"M": 192}\'.')] = "{}",
     init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizer).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Folder of validation images (e.g. ../shared/data/kodak).")] = None,
@@ -385,8 +359,11 @@ def train(
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
     """Train a variable-rate model (resumable)."""
+    from .models import zoo
     from .train.loop import TrainConfig, train as run_training
 
+    arch = arch or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
+    run = run or Path("runs") / arch
     cfg = TrainConfig(
         data=data, run_dir=run, arch=arch, arch_config=json.loads(arch_config), init=init, val_dir=val,
         val_minutes=val_minutes, lr=lr, decay_start=decay_start, lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps,
@@ -397,8 +374,8 @@ def train(
 
 @app.command()
 def export(
-    run: Annotated[Path, typer.Option("--run-dir", help="Run folder whose last.pt is exported.")] = Path("runs/hyperprior"),
-    name: Annotated[str, typer.Option(help="Model name: writes weights/NAME.safetensors and NAME.json.")] = "hyperprior",
+    run: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder whose last.pt is exported. Default: runs/NAME.")] = None,
+    name: Annotated[Optional[str], typer.Option(help=f"Model name: writes weights/NAME.safetensors and NAME.json. Default: {DEFAULT_MODEL_HELP}.")] = None,
     note: Annotated[Optional[str], typer.Option(help="Free text stored in the manifest (data, hardware).")] = None,
     bench_images: Annotated[Optional[Path], typer.Option("--bench", help="Then benchmark the exported model on this folder (real files) and record bpp/PSNR per quality in its manifest.")] = None,
     bench_out: Annotated[Path, typer.Option(help="Output folder (and result cache) of that benchmark, shared with `xcodec bench --out`.")] = Path("bench-results"),
@@ -407,6 +384,8 @@ def export(
     """Export a training checkpoint into weights/ with its manifest."""
     from .models import zoo
 
+    name = name or zoo.DEFAULT_MODEL
+    run = run or Path("runs") / name
     manifest = zoo.export(run / "last.pt", name, {"note": note} if note else {})
     say(f"wrote weights/{name}.safetensors ({manifest.info['steps']} steps, sha256 {manifest.sha256[:16]}...)")
     if bench_images is None:

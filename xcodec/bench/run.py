@@ -1,12 +1,13 @@
-"""Run codecs over a set of images, with a per-(codec, setting, image) result cache.
+"""Run codecs over a set of images, with a result cache per codec.
 
-Each result is one small JSON file, ``OUT/cache/CODEC/IMAGEHASH-SETTING-CODECKEY.json``, where
-IMAGEHASH is the sha256 of the image file's bytes and CODECKEY a hash of the codec's name, its
-``version()`` (library versions, fixed options, model weights hash), the metric definitions and the
-LPIPS weights. A run computes only the triples that have no file yet, so an interrupted run resumes
-where it stopped, a run with one more codec computes only that codec, and caches of runs on other
-machines (``--shard``) merge by copying files (``merge_caches``). Files are written atomically
-(temporary file, then rename) by the worker that computed them.
+The results of an output folder are ``OUT/cache/CODEC.jsonl``, one JSON line per (image, setting,
+codec key): IMAGEHASH is the sha256 of the image file's bytes and the codec key a hash of the
+codec's name, its ``version()`` (library versions, fixed options, model weights hash), the metric
+definitions and the LPIPS weights. A run computes only what has no line yet, so an interrupted run
+resumes where it stopped, a run with one more codec computes only that codec, and caches of runs on
+other machines (``--shard``) merge by taking the lines that are new (``merge_caches``). The main
+process appends the results of each (codec, image) as it ends; a line cut short by a crash is
+skipped when read.
 
 Per image and setting: bits of the real file (``8 * len(bytes) / pixels``), PSNR, MS-SSIM and
 LPIPS of the decoded image against the original, wall-clock encode and decode time, and memory
@@ -24,13 +25,13 @@ import json
 import math
 import multiprocessing
 import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..files import sha256
 from .codecs import Codec
 from .metrics import METRICS_VERSION, all_metrics
 
@@ -39,6 +40,7 @@ ROW_FIELDS = (
     "ms_ssim_db", "lpips", "encode_s", "decode_s", "encode_peak_mib", "decode_peak_mib", "encode_extra_mib",
     "decode_extra_mib", "mem_method", "estimated_bpp", "codec_version",
 )
+Key = tuple[str, str, str]  # image sha256, setting slug, codec key
 
 
 @dataclass
@@ -56,7 +58,6 @@ class Task:
     codec_key: str
     image: Image_
     settings: list
-    cache_dir: Path
     device: str = "cpu"
     lpips: bool = True
 
@@ -69,16 +70,6 @@ class Outcome:
     error: str | None = None
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def list_images(folder: Path) -> list[Path]:
-    from ..train.data import list_images as _list
-
-    return [folder] if folder.is_file() else _list(folder)
-
-
 def select_images(paths: list[Path], root: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[Image_]:
     """The first ``limit`` images (sorted by path); of those, every n-th from i for shard (i, n)."""
     paths = sorted(paths)[:limit] if limit else sorted(paths)
@@ -88,7 +79,7 @@ def select_images(paths: list[Path], root: Path, limit: int | None = None, shard
     images = []
     for p in paths:
         name = p.name if root.is_file() else str(p.relative_to(root))
-        images.append(Image_(name, p, file_sha256(p)))
+        images.append(Image_(name, p, sha256(p)))
     return images
 
 
@@ -107,16 +98,58 @@ def codec_key(codec: Codec, lpips: bool = True) -> str:
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
-def cache_path(cache_dir: Path, codec: Codec | str, image_sha: str, setting, key: str) -> Path:
-    name = codec if isinstance(codec, str) else codec.name
-    return cache_dir / name / f"{image_sha[:16]}-{setting_slug(setting)}-{key}.json"
+class Cache:
+    """The results in ``folder``: ``CODEC.jsonl`` per codec, read when first asked for."""
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self._rows: dict[str, dict[Key, dict]] = {}
+
+    def rows(self, codec: str) -> dict[Key, dict]:
+        if codec not in self._rows:
+            self._rows[codec] = self._read(self.folder / f"{codec}.jsonl")
+        return self._rows[codec]
+
+    @staticmethod
+    def _read(path: Path) -> dict[Key, dict]:
+        rows = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except ValueError:  # the end of a line that a crash cut short
+                    continue
+                rows[row_key(row)] = row
+        return rows
+
+    def get(self, codec: str, image_sha: str, setting, key: str) -> dict | None:
+        return self.rows(codec).get((image_sha, setting_slug(setting), key))
+
+    def add(self, rows: list[dict]) -> int:
+        """Append the rows not yet cached, one write per codec; returns how many were new."""
+        new: dict[str, list[dict]] = {}
+        for row in rows:
+            known = self.rows(row["codec"])
+            if row_key(row) not in known:
+                known[row_key(row)] = row
+                new.setdefault(row["codec"], []).append(row)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        for codec, fresh in new.items():
+            text = "".join(json.dumps(row, allow_nan=True) + "\n" for row in fresh)
+            with open(self.folder / f"{codec}.jsonl", "a+b") as f:
+                if f.seek(0, os.SEEK_END):
+                    f.seek(-1, os.SEEK_END)
+                    if f.read(1) != b"\n":
+                        text = "\n" + text  # after a line that a crash cut short, start a new one
+                f.write(text.encode())
+        return sum(len(fresh) for fresh in new.values())
+
+    def all_rows(self) -> list[dict]:
+        return [row for path in sorted(self.folder.glob("*.jsonl")) for row in self.rows(path.stem).values()]
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, allow_nan=True) + "\n")
-    os.replace(tmp, path)
+def row_key(row: dict) -> Key:
+    return row["image_sha256"], setting_slug(row["setting"]), row["key"]
 
 
 # ---- memory ------------------------------------------------------------------------------------
@@ -189,7 +222,7 @@ def _warm_up(codec: Codec, rgb: np.ndarray) -> None:
 
 
 def run_task(task: Task) -> Outcome:
-    """Encode, decode and measure one image at the given settings; write each result to the cache."""
+    """Encode, decode and measure one image at the given settings (a row each, also when one fails)."""
     codec, image = task.codec, task.image
     outcome = Outcome(codec.name, image.name)
     try:
@@ -218,8 +251,7 @@ def run_task(task: Task) -> Outcome:
                 "encode_extra_mib": enc_extra, "decode_extra_mib": memory.extra, "mem_method": memory.method,
                 "estimated_bpp": math.nan, "codec_version": version,
             }
-            row.update(codec.extra(rgb, setting, data))
-            _write_json(cache_path(task.cache_dir, codec, image.sha256, setting, task.codec_key), row)
+            row.update(codec.extra(rgb, setting, data), key=task.codec_key)
             outcome.rows.append(row)
     except Exception as exc:  # one failing codec/image must not stop the others
         outcome.error = f"{type(exc).__name__}: {exc}"
@@ -235,25 +267,26 @@ def _init_worker(threads: int) -> None:
         sys.modules["torch"].set_num_threads(threads)
 
 
-def plan(codecs: list[Codec], images: list[Image_], cache_dir: Path, device: str, lpips: bool) -> tuple[list[Task], int, int]:
+def plan(codecs: list[Codec], images: list[Image_], cache: Cache, device: str, lpips: bool) -> tuple[list[Task], int, int]:
     """Tasks for the (codec, image) pairs with missing settings; also (cached, total) triple counts."""
     tasks, cached, total = [], 0, 0
     for codec in codecs:
         key = codec_key(codec, lpips)
         for image in images:
-            missing = [s for s in codec.settings if not cache_path(cache_dir, codec, image.sha256, s, key).exists()]
+            missing = [s for s in codec.settings if cache.get(codec.name, image.sha256, s, key) is None]
             total += len(codec.settings)
             cached += len(codec.settings) - len(missing)
             if missing:
-                tasks.append(Task(codec, key, image, missing, cache_dir, device, lpips))
+                tasks.append(Task(codec, key, image, missing, device, lpips))
     return tasks, cached, total
 
 
-def execute(tasks: list[Task], jobs: int, threads: int, progress=None, on_outcome=None) -> list[Outcome]:
-    """Run tasks in this process (jobs=1) or in ``jobs`` worker processes; report each as it ends."""
+def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome=None) -> list[Outcome]:
+    """Run tasks in this process (jobs=1) or in ``jobs`` worker processes; cache and report each as it ends."""
     outcomes = []
 
     def done(outcome: Outcome, task: Task):
+        cache.add(outcome.rows)
         outcomes.append(outcome)
         if on_outcome:
             on_outcome(outcome, task)
@@ -288,36 +321,28 @@ def execute(tasks: list[Task], jobs: int, threads: int, progress=None, on_outcom
     return outcomes
 
 
-def collect(codecs: list[Codec], images: list[Image_], cache_dir: Path, lpips: bool) -> list[dict]:
+def collect(codecs: list[Codec], images: list[Image_], cache: Cache, lpips: bool) -> list[dict]:
     """Rows for every (codec, setting, image) of this run that is in the cache."""
     rows = []
     for codec in codecs:
         key = codec_key(codec, lpips)
         for image in images:
             for setting in codec.settings:
-                path = cache_path(cache_dir, codec, image.sha256, setting, key)
-                if path.exists():
-                    row = json.loads(path.read_text())
-                    row["image"] = image.name  # the same pixels may have another name in this run
-                    row["setting"] = setting
-                    rows.append(row)
+                row = cache.get(codec.name, image.sha256, setting, key)
+                if row is not None:  # the same pixels may have another name in this run
+                    rows.append({**row, "image": image.name, "setting": setting})
     return rows
 
 
-def merge_caches(sources: list[Path], out: Path) -> int:
-    """Copy result files from other output folders' caches into ``out/cache``; returns how many were new."""
-    copied = 0
+def merge_caches(sources: list[Path], cache: Cache) -> int:
+    """Add the results cached in other output folders (or cache folders); returns how many were new."""
+    added = 0
     for source in sources:
-        cache = source / "cache" if (source / "cache").is_dir() else source
-        if not cache.is_dir():
-            raise FileNotFoundError(f"{source} has no cache folder to merge")
-        for path in cache.rglob("*.json"):
-            target = out / "cache" / path.relative_to(cache)
-            if not target.exists():
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copy2(path, target)
-                copied += 1
-    return copied
+        folder = source / "cache" if (source / "cache").is_dir() else source
+        if not any(folder.glob("*.jsonl")):
+            raise FileNotFoundError(f"{source} has no cached results to merge")
+        added += cache.add(Cache(folder).all_rows())
+    return added
 
 
 def summarize(rows: list[dict]) -> list[dict]:
