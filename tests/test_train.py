@@ -170,7 +170,7 @@ def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):
 
 
 def test_ceiling_separates_the_transforms_loss_from_the_quantizations():
-    from xcodec.bench.ceiling import ceiling_psnr
+    from xcodec.tools.ceiling import ceiling_psnr
     from xcodec.train.loop import validate
 
     model, _ = zoo.load("hyperprior")
