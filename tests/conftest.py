@@ -10,6 +10,7 @@ import io
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -81,12 +82,42 @@ def torch_threads():
     torch.set_num_threads(saved)
 
 
-@pytest.fixture
-def run_cli(tmp_path):
-    """Run ``python -m xcodec.cli ARGS`` in tmp_path; returns CompletedProcess with bytes output.
+@dataclass
+class Run:
+    """What a command-line run gave, as from ``subprocess.run``: the exit code, stdout and stderr bytes."""
 
-    ``run_cli(*args, input=b"...", cwd=path)``. stdin is always a pipe and COLUMNS is unset, so that
-    rich's layout is the same wherever the suite runs (80 columns when no stream is a terminal).
+    returncode: int
+    stdout: bytes
+    stderr: bytes
+
+
+@pytest.fixture
+def run_cli(tmp_path, monkeypatch):
+    """Run the command line in this process (Typer's ``CliRunner``), in tmp_path; returns a ``Run``.
+
+    ``run_cli(*args, input=b"...", cwd=path)``. An exception that the command line does not turn
+    into an exit code is raised again: a user would have seen its traceback.
+    """
+    from typer.testing import CliRunner
+
+    from xcodec.cli import app
+
+    def run(*args: str, input: bytes | None = None, cwd: Path | None = None) -> Run:
+        monkeypatch.chdir(cwd or tmp_path)
+        result = CliRunner().invoke(app, [str(a) for a in args], input=input or b"")
+        if result.exception is not None and not isinstance(result.exception, SystemExit):
+            raise result.exception
+        return Run(result.exit_code, result.stdout_bytes, result.stderr_bytes)
+
+    return run
+
+
+@pytest.fixture
+def run_cli_process(tmp_path):
+    """Run ``python -m xcodec.cli ARGS`` in tmp_path as a subprocess (for pipes and signals); ``Run``-like.
+
+    ``run_cli_process(*args, input=b"...", cwd=path)``. stdin is always a pipe and COLUMNS is unset,
+    so that rich's layout is the same wherever the suite runs (80 columns when no stream is a terminal).
     """
     env = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES")}
     env["PYTHONPATH"] = str(REPO_ROOT) + os.pathsep + env.get("PYTHONPATH", "")
