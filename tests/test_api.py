@@ -73,7 +73,7 @@ def test_round_trip_keeps_the_size(sized_photo):
     assert data.startswith(b"\x89XSC")
     h = container.unpack(data).header
     assert (h.width, h.height, h.channels) == (*sized_photo.size, 3)
-    stride = zoo.load(zoo.DEFAULT_MODEL)[0].downsampling_factor
+    stride = zoo.load(zoo.DEFAULT_MODEL)[0].stride
     assert 0 <= h.pad_bottom < stride and 0 <= h.pad_right < stride
     assert (h.height + h.pad_bottom) % stride == 0 and (h.width + h.pad_right) % stride == 0
     out = api.decode(data)
@@ -89,7 +89,7 @@ def test_info_reports_the_header(encoded_97x61, manifest):
     assert (info.header.width, info.header.height, info.header.quality) == (97, 61, 4.0)
     assert info.header.model == zoo.DEFAULT_MODEL
     assert info.header.model_hash == manifest.model_hash
-    assert [kind for kind, _ in info.streams][:2] == [StreamKind.HYPER, StreamKind.LATENT]
+    assert [kind for kind, _ in info.streams] == [StreamKind.CODED] * info.header.streams_per_tile
     assert info.bpp == pytest.approx(8 * len(encoded_97x61) / (97 * 61))
     assert sum(size for _, size in info.streams) < len(encoded_97x61)
 
@@ -405,22 +405,30 @@ def test_unknown_model_is_refused(encoded_97x61):
 
 def test_missing_streams_are_a_format_error(encoded_97x61):
     bitstream = container.unpack(encoded_97x61)
-    for dropped in (StreamKind.HYPER, StreamKind.LATENT):
-        streams = [(k, d) for k, d in bitstream.streams if k != dropped]
+    for dropped in range(len(bitstream.streams)):
+        streams = bitstream.streams[:dropped] + bitstream.streams[dropped + 1 :]
         with pytest.raises(FormatError):
             api.decode(container.pack(Bitstream(bitstream.header, streams)))
 
 
+def test_streams_per_tile_must_be_the_model_s(encoded_97x61):
+    bitstream = container.unpack(encoded_97x61)  # one tile: keep its first stream only
+    header = dataclasses.replace(bitstream.header, streams_per_tile=1)
+    with pytest.raises(FormatError, match="streams per tile") as info:
+        api.decode(container.pack(Bitstream(header, bitstream.streams[:1])))
+    one_line(info.value)
+
+
 def test_a_latent_stream_of_odd_length_is_a_format_error(encoded_97x61):
     bitstream = container.unpack(encoded_97x61)
-    streams = [(k, d + b"\x01" if k == StreamKind.LATENT else d) for k, d in bitstream.streams]
+    streams = bitstream.streams[:1] + [(k, d + b"\x01") for k, d in bitstream.streams[1:]]
     with pytest.raises(FormatError):
         api.decode(container.pack(Bitstream(bitstream.header, streams)))
 
 
 def test_a_latent_stream_ending_in_a_zero_word_is_a_format_error(encoded_97x61):
     bitstream = container.unpack(encoded_97x61)
-    streams = [(k, d + bytes(4) if k == StreamKind.LATENT else d) for k, d in bitstream.streams]
+    streams = bitstream.streams[:1] + [(k, d + bytes(4)) for k, d in bitstream.streams[1:]]
     with pytest.raises(FormatError):
         api.decode(container.pack(Bitstream(bitstream.header, streams)))
 

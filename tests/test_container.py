@@ -15,20 +15,22 @@ from xcodec.errors import FormatError, XcodecError
 HASH = bytes(range(1, 9))
 
 
-def craft(*, magic: bytes = MAGIC, version: int = 2, model: bytes = b"hyperprior", name_len: int | None = None,
+def craft(*, magic: bytes = MAGIC, version: int = 3, model: bytes = b"hyperprior", name_len: int | None = None,
           model_hash: bytes = HASH, quality_raw: int = 4 * 256, width: int = 97, height: int = 61,
           channels: int = 3, depth: int = 8, pad_bottom: int = 3, pad_right: int = 31, tile: int = 0,
-          streams=((1, b"hyper side info"), (2, b"latent!!"), (16, b"icc")), table=None,
+          per_tile: int = 2, streams=((1, b"hyper side info"), (1, b"latent!!"), (16, b"icc")), table=None,
           count: int | None = None, tail: bytes = b"", crc: bool = True) -> bytes:
     """Build an .xsc file field by field, independently of ``container.pack``.
 
     ``table`` overrides the (kind, length) entries, ``count`` the stream count, ``tail`` appends
     bytes before the CRC; with ``crc=True`` the checksum is always correct for what was built.
+    ``version=2`` leaves out the streams-per-tile byte (pass version-2 stream kinds).
     """
     table = [(kind, len(data)) for kind, data in streams] if table is None else table
     body = magic + bytes([version, len(model) if name_len is None else name_len]) + model
-    body += model_hash + struct.pack("<HIIBBHHII", quality_raw, width, height, channels, depth, pad_bottom,
-                                     pad_right, tile, len(table) if count is None else count)
+    body += model_hash + struct.pack("<HIIBBHHI", quality_raw, width, height, channels, depth, pad_bottom,
+                                     pad_right, tile)
+    body += (b"" if version == 2 else bytes([per_tile])) + struct.pack("<I", len(table) if count is None else count)
     body += b"".join(struct.pack("<BI", kind, length) for kind, length in table)
     body += b"".join(data for _, data in streams) + tail
     return body + struct.pack("<I", zlib.crc32(body) if crc else 0)
@@ -44,12 +46,12 @@ def assert_format_error(data: bytes, match: str | None = None) -> FormatError:
 
 @pytest.fixture
 def bitstream() -> Bitstream:
-    header = Header("hyperprior", HASH, 4.25, 97, 61, 3, 8, 3, 31, tile=64)  # 1x2 tiles
+    header = Header("hyperprior", HASH, 4.25, 97, 61, 3, 8, 3, 31, tile=64, streams_per_tile=2)  # 1x2 tiles
     return Bitstream(header, [
-        (StreamKind.HYPER, bytes(range(256)) * 3),
-        (StreamKind.LATENT, b"\x00\x01\x02\x03" * 50),
-        (StreamKind.HYPER, b"second tile"),
-        (StreamKind.LATENT, b""),  # an empty stream is legal
+        (StreamKind.CODED, bytes(range(256)) * 3),
+        (StreamKind.CODED, b"\x00\x01\x02\x03" * 50),
+        (StreamKind.CODED, b"second tile"),
+        (StreamKind.CODED, b""),  # an empty stream is legal
         (StreamKind.ICC, b"fake icc profile \x00\xff" * 7),
     ])
 
@@ -68,16 +70,16 @@ def test_round_trip_preserves_header_and_streams(bitstream, packed):
     assert out.streams == bitstream.streams
     assert all(isinstance(kind, StreamKind) for kind, _ in out.streams)
     assert out.stream(StreamKind.ICC) == bitstream.streams[4][1]
-    assert out.stream(StreamKind.LATENT) == bitstream.streams[1][1]  # the first of its kind
+    assert out.stream(StreamKind.CODED) == bitstream.streams[0][1]  # the first of its kind
     assert container.pack(out) == packed
 
 
 def test_layout_matches_the_documented_byte_order():
-    streams = [(StreamKind.HYPER, b"abc"), (StreamKind.LATENT, b"defgh"), (StreamKind.ICC, b"icc")]
-    header = Header("hyperprior", HASH, 4.0, 97, 61, 3, 8, 3, 31)
+    streams = [(StreamKind.CODED, b"abc"), (StreamKind.CODED, b"defgh"), (StreamKind.ICC, b"icc")]
+    header = Header("hyperprior", HASH, 4.0, 97, 61, 3, 8, 3, 31, streams_per_tile=2)
     expected = craft(streams=[(int(k), d) for k, d in streams])
     assert container.pack(Bitstream(header, streams)) == expected
-    assert expected.startswith(b"\x89XSC\x02")
+    assert expected.startswith(b"\x89XSC\x03")
     assert struct.unpack("<I", expected[-4:])[0] == zlib.crc32(expected[:-4])
 
 
@@ -85,7 +87,7 @@ def test_layout_matches_the_documented_byte_order():
 @pytest.mark.parametrize("quality", [1.0, 2.5, 3.3, 7.99609375, 8.0])
 def test_header_values_round_trip(quality, channels):
     header = Header("m", b"\xff" * 8, container.quantize_quality(quality), MAX_SIDE, 1, channels, 8, 65535, 0)
-    streams = [(StreamKind.HYPER, b""), (StreamKind.LATENT, b"")]
+    streams = [(StreamKind.CODED, b"")]
     out = container.unpack(container.pack(Bitstream(header, streams)))
     assert out.header == header
     assert out.streams == streams
@@ -101,17 +103,35 @@ def test_quantize_quality_uses_256ths():
 def test_crafted_valid_file_is_accepted():
     # Guards the helper: the rejection tests below only mean something if craft() is right.
     out = container.unpack(craft())
-    assert out.header == Header("hyperprior", HASH, 4.0, 97, 61, 3, 8, 3, 31)
-    assert out.streams == [(StreamKind.HYPER, b"hyper side info"), (StreamKind.LATENT, b"latent!!"),
+    assert out.header == Header("hyperprior", HASH, 4.0, 97, 61, 3, 8, 3, 31, streams_per_tile=2)
+    assert out.streams == [(StreamKind.CODED, b"hyper side info"), (StreamKind.CODED, b"latent!!"),
                            (StreamKind.ICC, b"icc")]
 
 
-def test_pack_refuses_what_it_cannot_represent():
-    header = Header("x" * 65, HASH, 4.0, 1, 1)
+def test_version_2_files_are_read_as_two_coded_streams_per_tile():
+    out = container.unpack(craft(version=2, streams=[(1, b"hyper"), (2, b"latent!!"), (16, b"icc")]))
+    assert (out.header.version, out.header.streams_per_tile) == (2, 2)
+    assert out.streams == [(StreamKind.CODED, b"hyper"), (StreamKind.CODED, b"latent!!"), (StreamKind.ICC, b"icc")]
+
+
+@pytest.mark.parametrize("streams", [
+    [(2, b"l"), (1, b"h")],  # latent before hyper
+    [(1, b"h"), (1, b"h")],
+    [(1, b"h"), (16, b"icc"), (2, b"l")],  # the icc stream comes last
+    [(1, b"h"), (2, b"l"), (2, b"l")],
+    [(1, b"h"), (2, b"l"), (17, b"?")],
+], ids=["order", "two-hypers", "icc-in-between", "extra-latent", "version-3-kind"])
+def test_version_2_streams_must_be_a_hyper_and_a_latent_per_tile(streams):
+    assert_format_error(craft(version=2, streams=streams), match="stream table")
+
+
+@pytest.mark.parametrize("name", ["x" * 65, "", "../weights/transformer", "/etc/passwd", "Transformer", "a.b", "é"])
+def test_pack_refuses_what_it_cannot_represent(name):
     with pytest.raises(ValueError):
-        container.pack(Bitstream(header, []))
-    with pytest.raises(ValueError):
-        container.pack(Bitstream(Header("", HASH, 4.0, 1, 1), []))
+        container.pack(Bitstream(Header(name, HASH, 4.0, 1, 1), []))
+
+
+def test_pack_refuses_a_short_hash():
     with pytest.raises(ValueError):
         container.pack(Bitstream(Header("m", b"short", 4.0, 1, 1), []))
 
@@ -155,7 +175,7 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 3, 255])
+@pytest.mark.parametrize("version", [0, 1, 4, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right
@@ -165,7 +185,7 @@ def test_unknown_version_is_refused_for_the_version(version):
 
 @pytest.mark.parametrize("delta", [-15, -2, -1, 1, 2, 1000, 2**32 - 1 - 15])
 def test_stream_lengths_inconsistent_with_file_size(delta):
-    table = [(1, 15 + delta), (2, 8), (16, 3)]
+    table = [(1, 15 + delta), (1, 8), (16, 3)]
     assert_format_error(craft(table=table), match="stream table")
 
 
@@ -184,10 +204,20 @@ def test_payload_after_the_last_stream_is_refused():
     assert_format_error(craft(tail=b"extra"), match="stream table")
 
 
-@pytest.mark.parametrize("kind", [0, 3, 15, 17, 255])
+@pytest.mark.parametrize("kind", [0, 2, 3, 15, 20, 255])
 def test_unknown_stream_kind(kind):
-    error = assert_format_error(craft(streams=[(1, b"h"), (kind, b"??"), (2, b"l")]), match="stream kind")
+    error = assert_format_error(craft(streams=[(1, b"h"), (kind, b"??"), (1, b"l")]), match="stream kind")
     assert str(kind) in str(error)
+
+
+@pytest.mark.parametrize("kind", ["EXIF", "XMP", "ALPHA"])
+def test_reserved_stream_kinds_are_refused_by_name(kind):
+    data = craft(streams=[(1, b"h"), (1, b"l"), (StreamKind[kind], b"??")])
+    assert_format_error(data, match=f"{kind} stream, which this xcodec does not read")
+
+
+def test_a_metadata_kind_appears_once():
+    assert_format_error(craft(streams=[(1, b"h"), (1, b"l"), (16, b"a"), (16, b"b")]), match="twice")
 
 
 @pytest.mark.parametrize("quality_raw", [0, 1, 255, 8 * 256 + 1, 9 * 256, 65535])
@@ -211,18 +241,17 @@ def test_invalid_channels_or_depth(channels, depth):
     assert_format_error(craft(channels=channels, depth=depth), match="channels")
 
 
-@pytest.mark.parametrize("name_len", [0, 65, 200, 255])
-def test_invalid_model_name_length(name_len):
-    assert_format_error(craft(name_len=name_len), match="model name")
+@pytest.mark.parametrize("model", [b"", b"x" * 65, b"x" * 255, b"hyper\xe9prior", b"../weights/transformer",
+                                   b"/etc/passwd", b"Transformer", b"a b", b"a\x00"])
+@pytest.mark.parametrize("version", [2, 3])
+def test_model_name_must_be_an_identifier(model, version):
+    assert_format_error(craft(model=model, version=version, streams=[(1, b"h"), (2 if version == 2 else 1, b"l")]),
+                        match="model name")
 
 
 def test_model_name_running_past_the_file():
     # A name length that eats the fixed header fields.
-    assert_format_error(craft(model=b"m", name_len=60, streams=[]), match="model name")
-
-
-def test_non_ascii_model_name():
-    assert_format_error(craft(model=b"hyper\xe9prior"), match="ASCII")
+    assert_format_error(craft(model=b"m", name_len=60, streams=[]), match="truncated")
 
 
 def test_errors_are_xcodec_errors():
@@ -233,8 +262,8 @@ def test_errors_are_xcodec_errors():
 # --- tiles --------------------------------------------------------------------------------------
 
 
-def tile_streams(tiles: int) -> list[tuple[int, bytes]]:
-    return [(kind, bytes([kind, i])) for i in range(tiles) for kind in (1, 2)]
+def tile_streams(tiles: int, per_tile: int = 2) -> list[tuple[int, bytes]]:
+    return [(1, bytes([j, i])) for i in range(tiles) for j in range(per_tile)]
 
 
 @pytest.mark.parametrize("tile,grid", [(0, (1, 1)), (64, (1, 2)), (128, (1, 1)), (4096, (1, 1)), (32, (2, 4))])
@@ -248,22 +277,31 @@ def test_tile_grid_and_streams(tile, grid):
     assert sum(h * w for _, _, h, w in boxes) == 128 * 64  # the tiles cover the padded image once
     per_tile = container.tile_streams(out)
     assert len(per_tile) == len(boxes)
-    assert all(set(t) == {StreamKind.HYPER, StreamKind.LATENT} for t in per_tile)
-    assert per_tile[-1][StreamKind.LATENT] == bytes([2, len(boxes) - 1])
+    assert per_tile[-1] == [bytes([0, len(boxes) - 1]), bytes([1, len(boxes) - 1])]
+
+
+@pytest.mark.parametrize("per_tile", [1, 3, 255])
+def test_streams_per_tile_is_the_header_s(per_tile):
+    out = container.unpack(craft(tile=64, per_tile=per_tile, streams=tile_streams(2, per_tile)))
+    assert out.header.streams_per_tile == per_tile
+    assert [len(t) for t in container.tile_streams(out)] == [per_tile, per_tile]
+
+
+def test_zero_streams_per_tile_is_refused():
+    assert_format_error(craft(per_tile=0, streams=[]), match="streams per tile")
 
 
 @pytest.mark.parametrize("tiles", [0, 1, 3, 100])
 def test_stream_count_must_match_the_tile_count(tiles):
-    assert_format_error(craft(tile=64, streams=tile_streams(tiles)), match="2 tiles")
+    assert_format_error(craft(tile=64, streams=tile_streams(tiles)), match="1x2 tiles of 2 streams")
 
 
 @pytest.mark.parametrize("streams", [
-    [(2, b"l"), (1, b"h")],  # latent before hyper
-    [(1, b"h"), (1, b"h")],
-    [(1, b"h"), (16, b"icc"), (2, b"l")],  # the icc stream comes last
-    [(1, b"h"), (2, b"l"), (2, b"l")],
-], ids=["order", "two-hypers", "icc-in-between", "extra-latent"])
-def test_streams_must_be_a_hyper_and_a_latent_per_tile(streams):
+    [(1, b"h"), (16, b"icc"), (1, b"l")],  # metadata comes last
+    [(16, b"icc"), (1, b"h"), (1, b"l")],
+    [(1, b"h"), (1, b"l"), (1, b"l")],
+], ids=["icc-in-between", "icc-first", "extra-stream"])
+def test_coded_streams_of_every_tile_come_first(streams):
     assert_format_error(craft(streams=streams), match="stream table")
 
 

@@ -12,10 +12,11 @@ from torch import nn
 
 import xcodec.entropy as entropy_module
 from xcodec import api, container
-from xcodec.container import StreamKind
 from xcodec.entropy import SYMBOL_LIMIT
 from xcodec.models import zoo
-from xcodec.models.exact import ACT_BITS, EXACT_LIMIT, WEIGHT_BITS, ExactConvNet, ExactError, to_fixed
+from xcodec.models.codec import to_tensor
+from xcodec.models.exact import ACT_BITS, EXACT_LIMITS, WEIGHT_BITS, ExactConvNet, ExactError, to_fixed
+from xcodec.models.hyper import scales
 
 from tests.conftest import make_photo
 
@@ -167,7 +168,7 @@ def test_an_input_beyond_the_exact_range_raises():
     with pytest.raises(ExactError):
         exact(x)
     assert issubclass(ExactError, ValueError)
-    x[0, 0, 0, 0] = EXACT_LIMIT
+    x[0, 0, 0, 0] = EXACT_LIMITS[torch.float64]
     with pytest.raises(ExactError):
         exact(x)
 
@@ -212,8 +213,8 @@ def entropy_parameters(net, z_offsets: torch.Tensor):
     """Means and scale indices of the latent from integer z offsets, whatever the method is called."""
     if hasattr(net, "_entropy_parameters"):
         return net._entropy_parameters(z_offsets)
-    if hasattr(net, "_means_and_indexes") and hasattr(net, "z_fixed"):
-        return net._means_and_indexes(net.z_fixed(z_offsets))
+    if hasattr(net, "_means_and_indexes"):
+        return net._means_and_indexes(net.hyper.z_fixed(z_offsets))
     pytest.skip("the installed model's architecture exposes no entropy-parameter function")
 
 
@@ -245,7 +246,7 @@ def test_model_analysis_ignores_thread_count(model, torch_threads):
     # float32 kernels split their sums by thread count: their last bits differ between 1 and 2
     # threads even on 64x64 pixels, and on Kodak that flips a latent's rounding in some images
     net, _ = model
-    x = torch.from_numpy(np.asarray(make_photo(64, 64)).copy()).permute(2, 0, 1)[None].float() / 255
+    x = to_tensor(np.asarray(make_photo(64, 64)))
     with torch.no_grad():
         torch.set_num_threads(1)
         y1, z1 = net.analysis(x, 8.0)
@@ -256,8 +257,8 @@ def test_model_analysis_ignores_thread_count(model, torch_threads):
 
 def test_model_entropy_parameters_ignore_thread_count_and_batching(model, torch_threads):
     net, _ = model
-    channels = net.z_pmf.shape[0]
-    radius = (net.z_pmf.shape[1] - 1) // 2
+    channels = net.hyper.z_pmf.shape[0]
+    radius = net.hyper.radius
     rng = np.random.default_rng(10)
     offsets = rng.integers(-4, 5, size=(2, channels, 3, 5))
     offsets[0, :, 0, 0] = rng.integers(-radius, radius + 1, size=channels)  # extremes of the table
@@ -271,7 +272,7 @@ def test_model_entropy_parameters_ignore_thread_count_and_batching(model, torch_
     means_b, idx_b = entropy_parameters(net, z_offsets[1:])
     assert torch.equal(means_b, means1[1:]) and torch.equal(idx_b, idx1[1:])
     assert torch.equal(means1 * 2**ACT_BITS, torch.round(means1 * 2**ACT_BITS))  # fixed-point values
-    assert int(idx1.min()) >= 0 and int(idx1.max()) < len(net.scales)
+    assert int(idx1.min()) >= 0 and int(idx1.max()) < len(scales())
 
 
 class CoderSpy:
@@ -385,10 +386,10 @@ def test_streams_decode_to_the_symbols_after_a_container_round_trip(model, big_p
     spy = CoderSpy(monkeypatch)
     data = api.encode(big_photo, quality=2.0, model=manifest.name, device="cpu")
     bitstream = container.unpack(data)
-    assert {kind for kind, _ in bitstream.streams} >= {StreamKind.HYPER, StreamKind.LATENT}
+    (payloads,) = container.tile_streams(bitstream)
     h = bitstream.header
     with torch.inference_mode():
-        net.to("cpu").decompress(dict(bitstream.streams), h.height + h.pad_bottom, h.width + h.pad_right,
+        net.to("cpu").decompress(payloads, h.height + h.pad_bottom, h.width + h.pad_right,
                                  h.quality, torch.device("cpu"))
     spy.assert_decoder_matches_encoder()
 

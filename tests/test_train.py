@@ -30,7 +30,7 @@ def photos(tmp_path_factory) -> Path:
 
 
 def _config(photos: Path, run: Path, steps: int) -> TrainConfig:
-    return TrainConfig(data=photos, run_dir=run, arch_config=TINY, batch_size=2, crop=64, max_steps=steps,
+    return TrainConfig(data=photos, run_dir=run, arch="hyperprior", arch_config=TINY, batch_size=2, crop=64, max_steps=steps,
                        warmup_steps=2, log_every=1, threads=1)
 
 
@@ -42,6 +42,18 @@ def test_resume_continues_exactly(photos, tmp_path):
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
     assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 1 + 4
+
+
+def test_weights_saved_before_the_hyperprior_component_load():
+    # The shipped weights and older training runs hold the component's tensors at the model's level.
+    torch.manual_seed(3)
+    trained = zoo.build("hyperprior", TINY)
+    flat = {k.removeprefix("hyper."): v for k, v in trained.state_dict().items()}
+    assert "log_gain" in flat and "entropy_bottleneck.quantiles" in flat
+    model = zoo.build("hyperprior", TINY)
+    model.load_state_dict(flat)
+    for name, value in trained.state_dict().items():
+        assert torch.equal(value, model.state_dict()[name]), name
 
 
 def test_export_then_init(photos, tmp_path):
@@ -63,7 +75,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def _run_args(photos: Path, run: Path) -> list[str]:
-    return ["--data", str(photos), "--run-dir", str(run), "--arch-config", json.dumps(TINY),
+    return ["--data", str(photos), "--run-dir", str(run), "--arch", "hyperprior", "--arch-config", json.dumps(TINY),
             "--batch-size", "2", "--crop", "64", "--threads", "1"]
 
 

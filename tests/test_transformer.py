@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from xcodec.entropy import GaussianReader, encode_gaussian
+from xcodec.models.hyper import scales
 from xcodec.models.transformer import CrossScaleTransformer
 
 SMALL = dict(dims=(16, 24, 32), M=40, N=24, slices=5, window=2, heads=2, hyper_features=32, context_hidden=16)
@@ -31,29 +32,27 @@ def test_forward_shapes_and_ablations(options):
 
 def _prepared(model: CrossScaleTransformer) -> CrossScaleTransformer:
     model.eval()
-    model.entropy_bottleneck._update_quantiles()
-    model.prepare_inference()
+    model.prepare_inference(model.export_tensors())
     return model
 
 
 def _encoder_symbols(model, x, quality):
     with torch.inference_mode():
         y, z = model.analysis(x, quality)
-        radius = (model.z_pmf.shape[1] - 1) // 2
-        offsets = torch.round(z.double() - (model.z_medians / 1024).view(1, -1, 1, 1)).clamp(-radius, radius)
-        symbols, indexes = model.latent_symbols(y.double(), model.z_fixed(offsets))
-    return model.z_fixed(offsets), symbols, indexes
+        _, z_fixed = model.hyper.encode(z)
+        symbols, indexes = model.latent_symbols(y.double(), z_fixed)
+    return z_fixed, symbols, indexes
 
 
 def test_context_model_decodes_the_encoders_symbols_exactly():
     model = _prepared(small_model())
     x = torch.rand(1, 3, 128, 192)
     z_fixed, symbols, indexes = _encoder_symbols(model, x, 5.0)
-    data = encode_gaussian(symbols.int().numpy(), indexes.numpy(), model.scales.numpy())
+    data = encode_gaussian(symbols.int().numpy(), indexes.numpy(), scales())
     decoded = []
     for threads in (1, 2):  # the decoder's thread count must not matter
         torch.set_num_threads(threads)
-        reader = GaussianReader(data, model.scales.numpy())
+        reader = GaussianReader(data, scales())
         got = []
 
         def read(index):
@@ -73,8 +72,9 @@ def test_compress_decompress_round_trip():
     model = _prepared(small_model())
     x = torch.rand(1, 3, 64, 64)
     with torch.inference_mode():
-        streams = dict(model.compress(x, 3.0))
-        x_hat = model.decompress(streams, 64, 64, 3.0, torch.device("cpu"))
+        payloads = model.compress(x, 3.0)
+        assert len(payloads) == model.streams_per_tile
+        x_hat = model.decompress(payloads, 64, 64, 3.0, torch.device("cpu"))
         reference = model(x, torch.tensor([3.0]))["x_hat"].clamp(0, 1)
     assert x_hat.shape == x.shape
     # The exact entropy path rounds the context networks to fixed point: close to the float model.

@@ -11,7 +11,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from PIL import Image
 
 from . import container
@@ -19,7 +18,7 @@ from .container import Bitstream, Header, StreamKind
 from .errors import FormatError, InputError, ModelError
 from .image import prepare, to_pil
 from .models import zoo
-from .models.base import MAX_QUALITY, MIN_QUALITY
+from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
 
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE  # torch-free, for the command line
@@ -58,21 +57,23 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     _check_pixels(width, height, max_pixels)
     net, manifest = zoo.load(model)
     dev = resolve_device(device)
-    stride = net.downsampling_factor
+    stride = net.stride
     if tile < 0 or tile % stride:
         raise InputError(f"the tile size must be 0 (one tile) or a positive multiple of {stride}, got {tile}")
     pad_bottom, pad_right = -height % stride, -width % stride
     if tile >= max(height + pad_bottom, width + pad_right):
         tile = 0  # one tile: a single representation for it
-    header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right, tile)
+    header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right, tile,
+                    net.streams_per_tile)
     streams = []
     with torch.inference_mode():
         net = net.to(dev)
         for top, left, tile_height, tile_width in header.tile_boxes():
-            pixels = source.rgb[top : top + tile_height, left : left + tile_width]
-            x = torch.from_numpy(pixels).permute(2, 0, 1)[None].float().div(255)
-            x = F.pad(x, (0, tile_width - x.shape[3], 0, tile_height - x.shape[2]), mode="replicate")
-            streams += net.compress(x.to(dev), quality)
+            x = to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride)
+            payloads = net.compress(x.to(dev), quality)
+            if len(payloads) != net.streams_per_tile:
+                raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
+            streams += [(StreamKind.CODED, payload) for payload in payloads]
     if source.icc_profile:
         streams.append((StreamKind.ICC, source.icc_profile))
     return container.pack(Bitstream(header, streams))
@@ -89,7 +90,9 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     net, manifest = zoo.load(h.model)
     if manifest.model_hash != h.model_hash:
         raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
-    stride = net.downsampling_factor
+    if h.streams_per_tile != net.streams_per_tile:
+        raise FormatError(f"invalid .xsc header ({h.streams_per_tile} streams per tile; model {h.model!r} codes {net.streams_per_tile})")
+    stride = net.stride
     if (h.pad_bottom, h.pad_right) != (-h.height % stride, -h.width % stride):
         raise FormatError("invalid .xsc header (padding does not match the image size and model)")
     if h.tile % stride:
@@ -98,9 +101,9 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
     with torch.inference_mode():
         net = net.to(dev)
-        for (top, left, tile_height, tile_width), streams in zip(h.tile_boxes(), container.tile_streams(bitstream)):
+        for (top, left, tile_height, tile_width), payloads in zip(h.tile_boxes(), container.tile_streams(bitstream)):
             try:
-                x_hat = net.decompress(streams, tile_height, tile_width, h.quality, dev)
+                x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
             except ExactError:
                 raise FormatError("corrupted .xsc file (side information out of range)") from None
             rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)

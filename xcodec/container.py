@@ -1,21 +1,24 @@
-"""The ``.xsc`` container, format version 2. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format version 3. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
     magic 0x89 'X' 'S' 'C' | version u8 | model name (u8 length + ASCII) | weights hash 8 bytes
     | quality u16 (1/256 steps) | width u32 | height u32 | channels u8 | bit depth u8
-    | pad bottom u16 | pad right u16 | tile size u32 | stream count u32
+    | pad bottom u16 | pad right u16 | tile size u32 | streams per tile u8 | stream count u32
     | (kind u8, length u32) per stream | stream payloads, in table order
     | CRC-32 of every preceding byte, u32
 
-The padded image is coded as independent square tiles in raster order, each one ``hyper`` and
-one ``latent`` stream; an optional ``icc`` stream follows the last tile. Every field is validated
-before it is used, and the stream table against the tile grid, before anything the size of the
-image is allocated; any inconsistency raises ``FormatError`` with a one-line message.
+The padded image is coded as independent square tiles in raster order, each as ``streams per
+tile`` ``coded`` streams whose contents the model defines; metadata streams (``icc``) follow the
+last tile. Every field is validated before it is used, and the stream table against the tile grid,
+before any model is loaded or anything the size of the image is allocated; any inconsistency
+raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
+stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 from collections.abc import Iterator
@@ -25,20 +28,33 @@ from enum import IntEnum
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
-VERSION = 2
-MAX_MODEL_NAME = 64
+VERSION = 3
+READABLE_VERSIONS = (2, 3)
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 QUALITY_STEPS = 256  # quality is stored in 1/256 steps
+MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
-_HEAD = struct.Struct("<8sHIIBBHHII")  # weights hash, quality, width, height, channels, depth, pads, tile, count
+_HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
+_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI")}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
 
 class StreamKind(IntEnum):
-    HYPER = 1  # side information: the hyper-latent z, factorized prior
-    LATENT = 2  # the latent y, conditional Gaussians (one stream per slice/tile as the model needs)
+    CODED = 1  # a model's payload; its meaning is the model's (its position within the tile)
     ICC = 16  # ICC colour profile of the source image, copied verbatim
+    EXIF = 17  # reserved
+    XMP = 18  # reserved
+    ALPHA = 19  # reserved
+
+
+METADATA = (StreamKind.ICC,)  # the metadata kinds this version reads; the others are refused
+_V2_KINDS = {1: StreamKind.CODED, 2: StreamKind.CODED, 16: StreamKind.ICC}  # hyper, latent, icc
+
+
+def valid_model_name(name: str) -> bool:
+    """Model names are identifiers (``[a-z0-9_-]{1,64}``), never paths."""
+    return MODEL_NAME.fullmatch(name) is not None
 
 
 @dataclass
@@ -53,11 +69,18 @@ class Header:
     pad_bottom: int = 0
     pad_right: int = 0
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
+    streams_per_tile: int = 1
+    version: int = VERSION  # of the file it was read from; ``pack`` writes ``VERSION``
 
     @property
     def padded_size(self) -> tuple[int, int]:
         """Height and width of the padded image that the tiles cover."""
         return self.height + self.pad_bottom, self.width + self.pad_right
+
+    @property
+    def tiles(self) -> int:
+        rows, cols = self.tile_grid
+        return rows * cols
 
     @property
     def tile_grid(self) -> tuple[int, int]:
@@ -91,15 +114,16 @@ def quantize_quality(quality: float) -> float:
 
 def pack(bitstream: Bitstream) -> bytes:
     h = bitstream.header
-    name = h.model.encode("ascii")
-    if not 0 < len(name) <= MAX_MODEL_NAME:
-        raise ValueError("model name must be 1..64 ASCII characters")
+    if not valid_model_name(h.model):
+        raise ValueError(f"model name {h.model!r} is not an identifier [a-z0-9_-]{{1,64}}")
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
+    name = h.model.encode("ascii")
     parts = [
         MAGIC, bytes([VERSION, len(name)]), name,
         _HEAD.pack(h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels,
-                   h.bit_depth, h.pad_bottom, h.pad_right, h.tile, len(bitstream.streams)),
+                   h.bit_depth, h.pad_bottom, h.pad_right, h.tile),
+        _COUNTS[VERSION].pack(h.streams_per_tile, len(bitstream.streams)),
     ]
     parts += [_ENTRY.pack(int(kind), len(data)) for kind, data in bitstream.streams]
     parts += [data for _, data in bitstream.streams]
@@ -113,8 +137,9 @@ def unpack(data: bytes) -> Bitstream:
         raise FormatError("not an .xsc file (bad magic)")
     if len(data) < 6:
         raise FormatError("truncated .xsc header")
-    if data[4] != VERSION:
-        raise FormatError(f"unsupported .xsc format version {data[4]} (this xcodec reads version {VERSION})")
+    version = data[4]
+    if version not in READABLE_VERSIONS:
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 and 3)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -122,17 +147,19 @@ def unpack(data: bytes) -> Bitstream:
         raise FormatError("corrupted .xsc file (checksum mismatch)")
 
     pos = 6
+    counts = _COUNTS[version]
     name_len = data[5]
-    if not 0 < name_len <= MAX_MODEL_NAME or pos + name_len + _HEAD.size > len(body):
-        raise FormatError("invalid .xsc header (model name)")
-    try:
-        model = body[pos : pos + name_len].decode("ascii")
-    except UnicodeDecodeError:
-        raise FormatError("invalid .xsc header (model name is not ASCII)") from None
+    if pos + name_len + _HEAD.size + counts.size > len(body):
+        raise FormatError("truncated .xsc header")
+    model = body[pos : pos + name_len].decode("latin-1")
+    if not valid_model_name(model):
+        raise FormatError("invalid .xsc header (the model name is not an identifier [a-z0-9_-])")
     pos += name_len
-    model_hash, q, *sizes, count = _HEAD.unpack_from(body, pos)
+    model_hash, q, *sizes = _HEAD.unpack_from(body, pos)
     pos += _HEAD.size
-    header = Header(model, model_hash, q / QUALITY_STEPS, *sizes)
+    per_tile, count = counts.unpack_from(body, pos) if version == 3 else (2, *counts.unpack_from(body, pos))
+    pos += counts.size
+    header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version)
     _validate(header)
 
     if pos + count * _ENTRY.size > len(body):
@@ -141,21 +168,33 @@ def unpack(data: bytes) -> Bitstream:
     pos += count * _ENTRY.size
     if pos + sum(length for _, length in table) != len(body):
         raise FormatError("invalid .xsc stream table (lengths do not match the file size)")
+    if version == 2:
+        _validate_v2_kinds([kind for kind, _ in table])
     streams = []
     for kind, length in table:
-        try:
-            streams.append((StreamKind(kind), body[pos : pos + length]))
-        except ValueError:
-            raise FormatError(f"unknown .xsc stream kind {kind}") from None
+        streams.append((_stream_kind(kind, version), body[pos : pos + length]))
         pos += length
     _validate_streams(header, [kind for kind, _ in streams])
     return Bitstream(header, streams)
 
 
-def tile_streams(bitstream: Bitstream) -> list[dict[StreamKind, bytes]]:
-    """The streams of each tile, in raster order (``unpack`` has checked that they are all there)."""
-    coded = [(kind, data) for kind, data in bitstream.streams if kind != StreamKind.ICC]
-    return [dict(coded[i : i + 2]) for i in range(0, len(coded), 2)]
+def _stream_kind(kind: int, version: int) -> StreamKind:
+    if version == 2:
+        return _V2_KINDS[kind]
+    try:
+        known = StreamKind(kind)
+    except ValueError:
+        raise FormatError(f"unknown .xsc stream kind {kind}") from None
+    if known != StreamKind.CODED and known not in METADATA:
+        raise FormatError(f"the .xsc file has a {known.name} stream, which this xcodec does not read")
+    return known
+
+
+def tile_streams(bitstream: Bitstream) -> list[list[bytes]]:
+    """The payloads of each tile, in raster order (``unpack`` has checked that they are all there)."""
+    coded = [data for kind, data in bitstream.streams if kind == StreamKind.CODED]
+    n = bitstream.header.streams_per_tile
+    return [coded[i : i + n] for i in range(0, len(coded), n)]
 
 
 def _validate(h: Header) -> None:
@@ -167,15 +206,28 @@ def _validate(h: Header) -> None:
         raise FormatError(f"invalid .xsc header ({h.channels} channels, {h.bit_depth} bits)")
     if h.tile > MAX_SIDE:
         raise FormatError(f"invalid .xsc header (tile size {h.tile})")
+    if h.streams_per_tile < 1:
+        raise FormatError("invalid .xsc header (0 streams per tile)")
+
+
+def _validate_v2_kinds(kinds: list[int]) -> None:
+    """Version 2: a hyper (1) and a latent (2) stream per tile, then at most an icc (16) stream."""
+    if kinds[-1:] == [16]:
+        kinds = kinds[:-1]
+    if kinds != [1, 2] * (len(kinds) // 2):
+        raise FormatError("invalid .xsc stream table (expected a hyper and a latent stream per tile)")
 
 
 def _validate_streams(h: Header, kinds: list[StreamKind]) -> None:
-    rows, cols = h.tile_grid
-    if kinds[-1:] == [StreamKind.ICC]:
-        kinds = kinds[:-1]
+    """The coded streams of every tile first, then metadata, each metadata kind at most once."""
+    coded = kinds.count(StreamKind.CODED)
+    metadata = kinds[coded:]
     # Compare the counts first: a hostile header may claim billions of tiles.
-    if len(kinds) != 2 * rows * cols or kinds != [StreamKind.HYPER, StreamKind.LATENT] * (rows * cols):
+    if coded != h.streams_per_tile * h.tiles or StreamKind.CODED in metadata:
+        rows, cols = h.tile_grid
         raise FormatError(
-            f"invalid .xsc stream table ({len(kinds)} coded streams for {rows}x{cols} tiles; "
-            "expected a hyper and a latent stream per tile)"
+            f"invalid .xsc stream table ({coded} coded streams for {rows}x{cols} tiles of "
+            f"{h.streams_per_tile} streams each, then metadata)"
         )
+    if len(set(metadata)) != len(metadata):
+        raise FormatError("invalid .xsc stream table (a metadata stream appears twice)")

@@ -296,7 +296,7 @@ class XcodecCodec(Codec):
 
         net, _ = zoo.load(self.model)
         dev = api.resolve_device(self.device)
-        stride = net.downsampling_factor
+        stride = net.stride
         x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
         x = torch.nn.functional.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
         with torch.inference_mode():

@@ -1,7 +1,7 @@
 """Variable-rate mean-scale hyperprior: the compact CNN baseline.
 
 Ballé et al. 2018 / Minnen et al. 2018 (mean-scale hyperprior, no context model) with the gain
-units of ``base.VariableRateModel``. The hyper-synthesis that gives the latent's means and scales
+units of ``hyper.Hyperprior``. The hyper-synthesis that gives the latent's means and scales
 has an integer-exact twin (``exact.ExactConvNet``) for coding, so encoder and decoder agree to the
 bit on any machine.
 """
@@ -13,11 +13,12 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from ..entropy import SYMBOL_LIMIT
-from .base import ReadSymbols, VariableRateModel, scale_index, ste_round
+from .codec import ste_round
 from .exact import ACT_BITS, ExactConvNet
+from .hyper import HyperpriorCodec, ReadSymbols, scale_index
 
 
-class GainHyperprior(VariableRateModel):
+class GainHyperprior(HyperpriorCodec):
     """Mean-scale hyperprior with gain units; ``N`` hidden channels, ``M`` latent channels."""
 
     def __init__(self, N: int = 96, M: int = 160):
@@ -41,9 +42,9 @@ class GainHyperprior(VariableRateModel):
 
     def forward(self, x: Tensor, quality: Tensor) -> dict:
         """Training forward: noisy likelihoods for the rate, rounded latents for the distortion."""
-        g, ig = self.gains(quality)
+        g, ig = self.hyper.gains(quality)
         y = self.g_a(x) * g
-        z_likelihoods, z_hat = self.hyper_forward(y)
+        z_likelihoods, z_hat = self.hyper(self.h_a(y))
         means, scales = self.h_s(z_hat).chunk(2, dim=1)
         _, y_likelihoods = self.gaussian_conditional(y, scales, means=means)
         y_hat = ste_round(y - means) + means

@@ -25,9 +25,10 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from ..entropy import SYMBOL_LIMIT
-from .base import ReadSymbols, VariableRateModel, scale_index, ste_round
 from .blocks import CrossScaleAttention, HybridBlock
+from .codec import ste_round
 from .exact import ACT_BITS, ExactConvNet
+from .hyper import HyperpriorCodec, ReadSymbols, scale_index
 
 
 def checkerboard(h: int, w: int, anchor: bool, device=None) -> Tensor:
@@ -104,7 +105,7 @@ class SynthesisTransform(nn.Module):
 PassCoder = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 
 
-class CrossScaleTransformer(VariableRateModel):
+class CrossScaleTransformer(HyperpriorCodec):
     """Hybrid CNN + transformer codec with cross-scale attention and a spatial-channel context model.
 
     ``block_options`` switch parts of ``HybridBlock`` off for ablations (local, coarse, channel,
@@ -147,9 +148,9 @@ class CrossScaleTransformer(VariableRateModel):
 
     def forward(self, x: Tensor, quality: Tensor) -> dict:
         """Training forward: noisy likelihoods for the rate, rounded latents for the distortion."""
-        g, ig = self.gains(quality)
+        g, ig = self.hyper.gains(quality)
         y = self.g_a(x) * g
-        z_likelihoods, z_hat = self.hyper_forward(y)
+        z_likelihoods, z_hat = self.hyper(self.h_a(y))
         hyper = self.h_s(z_hat)
         anchor = checkerboard(*y.shape[2:], anchor=True, device=y.device)
         done, likelihoods = [], []

@@ -18,11 +18,15 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..container import valid_model_name
 from ..errors import ModelError
+from .codec import Codec
 from .hyperprior import GainHyperprior
 from .transformer import CrossScaleTransformer
+from .wavelet import WaveletCodec
 
-ARCHITECTURES = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
+ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer,
+                                         "wavelet": WaveletCodec}
 _PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
 SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
 WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)
@@ -43,7 +47,7 @@ class Manifest:
         return bytes.fromhex(self.sha256)[:8]
 
 
-def build(arch: str, config: dict) -> torch.nn.Module:
+def build(arch: str, config: dict) -> Codec:
     if arch not in ARCHITECTURES:
         raise ModelError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     return ARCHITECTURES[arch](**config)
@@ -58,10 +62,11 @@ def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
 
 
 def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+    """The manifest of an installed model; a name is an identifier, never a path."""
     path = weights_dir / f"{name}.json"
-    if not path.exists():
+    if not valid_model_name(name) or not path.exists():
         known = ", ".join(available(weights_dir)) or "none"
-        raise ModelError(f"model {name!r} is not installed in {weights_dir} (installed: {known})")
+        raise ModelError(f"unknown model {name!r} (installed in {weights_dir}: {known})")
     data = json.loads(path.read_text())
     return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}))
 
@@ -78,19 +83,20 @@ def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
 
 def load_training_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
     """The float weights of a shipped model, to start training from (``xcodec train --init``)."""
-    state, _ = _verified_tensors(name, weights_dir)
-    state.pop("z_pmf")
+    state, manifest = _verified_tensors(name, weights_dir)
+    for key in ARCHITECTURES[manifest.arch].inference_tensors:
+        del state[key]
     return state
 
 
 @cache
-def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[torch.nn.Module, Manifest]:
+def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Codec, Manifest]:
     """Load a shipped model for inference (CPU, eval mode), verifying its hash."""
     state, manifest = _verified_tensors(name, weights_dir)
     model = build(manifest.arch, manifest.config)
-    z_pmf = state.pop("z_pmf")
+    tensors = {key: state.pop(key) for key in model.inference_tensors}
     model.load_state_dict(state)
-    model.prepare_inference(z_pmf)
+    model.prepare_inference(tensors)
     return model.eval(), manifest
 
 
@@ -99,10 +105,8 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = build(state["arch"], state["arch_config"])
     model.load_state_dict(state["model"])
-    model.entropy_bottleneck._update_quantiles()  # exact quantiles by bisection, not the aux loss
-    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
-    model.prepare_inference()
-    tensors["z_pmf"] = model.z_pmf
+    extra = model.export_tensors()
+    tensors = {**{k: v.contiguous() for k, v in model.state_dict().items()}, **extra}
     weights_dir.mkdir(parents=True, exist_ok=True)
     tensors_path = weights_dir / f"{name}.safetensors"
     save_file(tensors, tensors_path)

@@ -25,7 +25,7 @@ from ..train.loop import psnr_db, validate, validation_images
 def ceiling_psnr(model: torch.nn.Module, rgb, quality: float) -> float:
     """PSNR of ``g_s(g_a(x))`` with the quality's gains and no quantization."""
     x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255)
-    gain, inverse_gain = model.gains(torch.tensor([quality]))
+    gain, inverse_gain = model.hyper.gains(torch.tensor([quality]))
     x_hat = model.g_s(model.g_a(x) * gain * inverse_gain).clamp(0, 1)
     return psnr_db(float((x_hat - x).pow(2).mean()))
 

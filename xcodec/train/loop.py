@@ -32,7 +32,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from ..models import zoo
-from ..models.base import MAX_QUALITY, MIN_QUALITY, lambda_for
+from ..models.codec import MAX_QUALITY, MIN_QUALITY, lambda_for, to_tensor
 from .data import CropSampler, build_pack, list_images
 
 console = Console(stderr=True)
@@ -43,7 +43,7 @@ VAL_QUALITIES = (1.0, 4.0, 8.0)
 class TrainConfig:
     data: Path
     run_dir: Path
-    arch: str = "hyperprior"
+    arch: str = zoo.DEFAULT_MODEL  # shipped models are named after their architecture
     arch_config: dict = field(default_factory=dict)
     init: str | None = None  # a model in weights/ to start from
     batch_size: int = 8
@@ -96,7 +96,7 @@ def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> l
     for q in VAL_QUALITIES:
         bpps, psnrs = [], []
         for rgb in images:
-            x = torch.from_numpy(rgb).permute(2, 0, 1)[None].float().div(255).to(device)
+            x = to_tensor(rgb).to(device)
             out = model(x, torch.tensor([q], device=device))
             bits = sum(float(-torch.log2(lik).sum()) for lik in out["likelihoods"].values())
             bpps.append(bits / (x.shape[2] * x.shape[3]))
@@ -190,17 +190,19 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         info = zoo.read_manifest(cfg.init).info
         earlier = {"steps": info.get("steps", 0), "minutes": info.get("train_minutes", 0.0)}
     model.to(cfg.device)
+    # CompressAI's convention: entropy bottlenecks' quantiles learn from the auxiliary loss only.
     main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
     aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
     optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3)
+    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
 
     generators = [generator.get_state()]  # every rank's crop RNG, as of the last collective checkpoint
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # RNG states stay on the CPU
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        aux_optimizer.load_state_dict(state["aux_optimizer"])
+        if aux_optimizer:
+            aux_optimizer.load_state_dict(state["aux_optimizer"])
         step, elapsed = state["step"], state["elapsed"]
         earlier = state.get("earlier", earlier)
         generators = state["generators"]
@@ -212,7 +214,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     sampler = CropSampler(pack_path, cfg.crop, generator)
-    val_images = validation_images(cfg.val_dir, cfg.val_images, model.downsampling_factor) if main else []
+    val_images = validation_images(cfg.val_dir, cfg.val_images, model.stride) if main else []
 
     def checkpoint(collective: bool) -> None:
         """Save (rank 0). ``collective``: all ranks call this at the same step, so gather their RNGs."""
@@ -226,7 +228,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
             _save_atomic(
                 {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "aux_optimizer": aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
+                    "aux_optimizer": aux_optimizer and aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
                     "earlier": earlier,
                     "generators": generators, "torch_rng": torch.get_rng_state(),
                     "arch": cfg.arch, "arch_config": cfg.arch_config,
@@ -272,9 +274,10 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                 terms["loss"].backward()
                 torch.nn.utils.clip_grad_norm_(main_params, 1.0)
                 optimizer.step()
-                aux_optimizer.zero_grad(set_to_none=True)
-                model.aux_loss().backward()  # depends on the (synchronised) weights only: same on every rank
-                aux_optimizer.step()
+                if aux_optimizer:
+                    aux_optimizer.zero_grad(set_to_none=True)
+                    model.aux_loss().backward()  # depends on the (synchronised) weights only: same on every rank
+                    aux_optimizer.step()
 
                 step += 1
                 elapsed += time.monotonic() - t0

@@ -1,0 +1,127 @@
+"""The interface every xcodec model implements, and the quality scale they share.
+
+A ``Codec`` codes one padded tile at a time; the API pads the image, cuts the tiles and packs the
+container, so a model knows nothing of files:
+
+- ``stride``: tile sides are padded to a multiple of it (64 for four stride-2 stages and a
+  hyperprior at 1/64; 1 for a model that codes any size).
+- ``streams_per_tile``: how many byte strings ``compress`` returns for every tile; the container
+  checks a file's stream table against it before anything is decoded.
+- ``compress(x, quality) -> list[bytes]``: ``x`` is (1, 3, H, W) in [0, 1], H and W multiples of
+  ``stride``; the payloads are opaque to the container.
+- ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1].
+  It raises ``FormatError`` for payloads it cannot decode.
+- ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
+  forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
+- ``aux_loss()``, ``export_tensors()``, ``prepare_inference(tensors)`` and ``inference_tensors``
+  have defaults for a model with nothing to add (no entropy bottleneck, no tables computed at
+  export).
+
+Quality is a float in [1, 8]; training draws it per crop and weighs distortion by ``lambda_for``.
+Register a model with one entry in ``zoo.ARCHITECTURES``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from abc import ABCMeta, abstractmethod
+from collections.abc import Iterator
+from typing import ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from compressai.models import CompressionModel
+from torch import Tensor
+
+# CompressAI's MSE lambda ladder (8-bit RGB scale) for qualities 1..8.
+LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
+MIN_QUALITY, MAX_QUALITY = 1.0, float(len(LAMBDAS))
+
+
+def interpolate_quality(table: Tensor, quality: Tensor) -> Tensor:
+    """Rows of ``table`` (one per integer quality) linearly interpolated at ``quality`` (B,)."""
+    pos = (quality - MIN_QUALITY).clamp(0, len(table) - 1)
+    lo = pos.floor().long().clamp(max=len(table) - 2)
+    t = (pos - lo).to(table.dtype)
+    if table.dim() > 1:
+        t = t[:, None]
+    return table[lo] * (1 - t) + table[lo + 1] * t
+
+
+def lambda_for(quality: Tensor) -> Tensor:
+    """Rate-distortion lambda for (fractional) qualities, log-linear between the ladder's steps."""
+    return torch.exp(interpolate_quality(torch.log(torch.tensor(LAMBDAS, device=quality.device)), quality))
+
+
+def to_tensor(rgb: np.ndarray, stride: int = 1) -> Tensor:
+    """(H, W, 3) uint8 pixels as a (1, 3, H', W') float32 tensor in [0, 1], the sides padded to
+    multiples of ``stride`` by replicating the last row and column."""
+    x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div(255)
+    return F.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
+
+
+def ste_round(x: Tensor) -> Tensor:
+    """Round in the forward pass, identity gradient in the backward pass."""
+    return x + (torch.round(x) - x).detach()
+
+
+@contextlib.contextmanager
+def one_thread(device: torch.device) -> Iterator[None]:
+    """On the CPU, run torch's kernels on one thread inside the block (restoring the caller's count).
+
+    Float32 kernels change their last bits with the thread count (their sums are split by thread);
+    on one thread a transform gives the same result whatever thread count the caller set.
+    """
+    if device.type != "cpu":
+        yield
+        return
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class Codec(CompressionModel, metaclass=ABCMeta):
+    """A learned image codec; see the module docstring for the contract."""
+
+    stride: ClassVar[int]
+    streams_per_tile: ClassVar[int]
+    # Names of the tensors that ``export_tensors`` adds to the shipped weights file.
+    inference_tensors: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def forward(self, x: Tensor, quality: Tensor) -> dict:
+        """Training forward: ``{"x_hat": (B, 3, H, W), "likelihoods": {name: Tensor}}``."""
+
+    @abstractmethod
+    def compress(self, x: Tensor, quality: float) -> list[bytes]:
+        """Code one padded tile (1, 3, H, W) in [0, 1] into ``streams_per_tile`` payloads."""
+
+    @abstractmethod
+    def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
+                   device: torch.device) -> Tensor:
+        """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
+
+    def estimate_bits(self, x: Tensor, quality: float) -> float:
+        """The model's own rate estimate (eval-mode likelihoods), to check real files against."""
+        out = self(x, torch.tensor([quality], device=x.device))
+        return sum(float(-torch.log2(lik).sum()) for lik in out["likelihoods"].values())
+
+    def aux_loss(self) -> Tensor:
+        """The entropy bottlenecks' quantile loss (CompressAI); zero for a model without one."""
+        loss = super().aux_loss()  # the sum over no modules is the integer 0
+        return loss if isinstance(loss, Tensor) else torch.zeros(())
+
+    def export_tensors(self) -> dict[str, Tensor]:
+        """Tensors computed from the trained weights once, at export, and shipped beside them.
+
+        Called on a trained model before its ``state_dict`` is saved (it may finalise parameters,
+        such as an entropy bottleneck's quantiles). Keys are ``inference_tensors``.
+        """
+        return {}
+
+    def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
+        """Build what coding needs (exact networks, tables) from the weights and ``tensors``."""
