@@ -1,0 +1,83 @@
+"""Golden files: any change to the format or to a shipped model's bytes or pixels shows here.
+
+The hashes are of this machine's CPU kernels: the analysis and synthesis run in float32, whose last
+bits could differ on another CPU family. If a golden breaks with the code unchanged, that is why;
+if it breaks after a change, the change altered files (a new format version, or new weights).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xcodec import api, container
+
+CORPUS = Path(__file__).resolve().parent / "corpus"
+SAMPLE = Path(api.__file__).resolve().parent / "samples" / "chelsea.png"
+
+ENCODED = {  # (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below
+    ("hyperprior", 2.0, 64): "f2a388d5f8022f85902ba29bd282c0de450eef5b102971f115c0546016442251",
+    ("hyperprior", 7.5, 0): "b0b7d8d40cfb6a16b2761369961af576d4590abbe91db14fd194c4dc9b6df657",
+    ("transformer", 2.0, 64): "c314fa41fdfb036b0a4163c9dd8435e126b4ed290ea2b78e28738820929c0c86",
+    ("transformer", 7.5, 0): "f76795e177dab0f05a5890ea2966ae2660e2ba417d70a3f735aa35f85b533537",
+}
+DECODED = {  # committed version-2 files (the crop, quality 4, 2x2 tiles of 64): SHA-256 of the RGB pixels
+    "version-2-hyperprior.xsc": "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c",
+    "version-2-transformer.xsc": "d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee",
+}
+
+
+def crop() -> Image.Image:
+    return Image.open(SAMPLE).convert("RGB").crop((200, 60, 296, 140))
+
+
+def pixels_sha256(image: Image.Image) -> str:
+    return hashlib.sha256(np.asarray(image).tobytes()).hexdigest()
+
+
+@pytest.mark.parametrize("model,quality,tile", list(ENCODED), ids=lambda v: str(v))
+def test_encoded_bytes(model, quality, tile):
+    data = api.encode(crop(), quality=quality, model=model, tile=tile, device="cpu")
+    assert container.unpack(data).header.version == container.VERSION
+    assert hashlib.sha256(data).hexdigest() == ENCODED[model, quality, tile]
+
+
+@pytest.mark.parametrize("name", list(DECODED))
+def test_version_2_files_decode_to_the_same_pixels(name):
+    data = (CORPUS / name).read_bytes()
+    assert container.unpack(data).header.version == 2
+    assert pixels_sha256(api.decode(data, device="cpu")) == DECODED[name]
+
+
+DECODE_SCRIPT = """
+import hashlib, sys
+import numpy as np
+from xcodec import api
+for path in sys.argv[1:]:
+    print(hashlib.sha256(np.asarray(api.decode(open(path, "rb").read(), device="cpu")).tobytes()).hexdigest())
+"""
+
+
+def test_decoded_pixels_do_not_depend_on_the_thread_count(tmp_path):
+    # Before the synthesis ran on one thread, this photo at quality 6 decoded to other pixels with
+    # OMP_NUM_THREADS=2 than with 1, for both models.
+    image = Image.open(SAMPLE).convert("RGB")
+    paths = []
+    for model in ("hyperprior", "transformer"):
+        paths.append(tmp_path / f"{model}.xsc")
+        paths[-1].write_bytes(api.encode(image, quality=6, model=model, device="cpu"))
+    hashes = []
+    for threads in ("1", "2"):
+        env = {**os.environ, "OMP_NUM_THREADS": threads}
+        result = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, *map(str, paths)], env=env,
+                                capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, result.stderr[-2000:]
+        hashes.append(result.stdout.split())
+    assert hashes[0] == hashes[1]
