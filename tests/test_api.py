@@ -510,3 +510,48 @@ def test_tiled_encoding_is_identical_for_1_and_2_threads(torch_threads):
     one = api.encode(image, quality=5.5, device="cpu", tile=64)
     torch.set_num_threads(2)
     assert api.encode(image, quality=5.5, device="cpu", tile=64) == one
+
+
+# --- hostile files: refused at once, whatever they claim ----------------------------------------
+
+
+def hostile(encoded: bytes, width: int, height: int, tile: int, payload=lambda i: b"") -> bytes:
+    """A file with the header of a real one, claiming another size and tiling, with made-up streams."""
+    real = container.unpack(encoded).header
+    header = dataclasses.replace(real, width=width, height=height, pad_bottom=-height % 64, pad_right=-width % 64,
+                                 tile=tile)
+    coded = [(StreamKind.CODED, payload(i)) for i in range(header.tiles * header.streams_per_tile)]
+    return container.pack(Bitstream(header, coded))
+
+
+@pytest.mark.parametrize("width,height,tile,payload", [
+    (256, 256, 0, lambda i: b""),  # 63 bytes of empty streams decoded into noise
+    (4096, 4096, 1024, lambda i: b""),  # 16 tiles of empty streams: minutes and 1.9 GB
+    (4096, 4096, 1024, lambda i: struct.pack("<2I", 0xDEADBEEF, i + 1)),  # a few words each
+    (4096, 4096, 0, lambda i: bytes(2000)),  # one tile of 4096: 4.1 GB
+], ids=["empty", "16-empty-tiles", "16-short-tiles", "one-huge-tile"])
+def test_hostile_files_are_refused_within_seconds(encoded_97x61, width, height, tile, payload, run_cli, tmp_path):
+    data = hostile(encoded_97x61, width, height, tile, payload)
+    assert len(data) < 4 * 1024
+    (tmp_path / "hostile.xsc").write_bytes(data)
+    start = time.perf_counter()
+    result = run_cli("decode", tmp_path / "hostile.xsc", "-o", tmp_path / "out.png")
+    assert time.perf_counter() - start < 10
+    assert result.returncode == 1
+    assert len(result.stderr.decode().strip().splitlines()) == 1, result.stderr
+    assert not (tmp_path / "out.png").exists()
+
+
+def test_a_truncated_latent_stream_is_refused(encoded_97x61):
+    bitstream = container.unpack(encoded_97x61)
+    (kind, z), (_, y) = bitstream.streams[:2]
+    streams = [(kind, z), (kind, y[: len(y) // 8 * 4])] + bitstream.streams[2:]
+    with pytest.raises(FormatError, match="ends before its symbols do") as info:
+        api.decode(container.pack(Bitstream(bitstream.header, streams)))
+    one_line(info.value)
+
+
+def test_the_encoder_refuses_tiles_larger_than_decoders_take():
+    with pytest.raises(InputError, match=f"limited to {container.MAX_TILE} pixels") as info:
+        api.encode(make_photo(container.MAX_TILE + 1, 8), quality=4, tile=0)
+    one_line(info.value)

@@ -9,7 +9,7 @@ import zlib
 import pytest
 
 from xcodec import container
-from xcodec.container import MAGIC, MAX_SIDE, Bitstream, Header, StreamKind
+from xcodec.container import MAGIC, MAX_SIDE, MAX_TILE, Bitstream, Header, StreamKind
 from xcodec.errors import FormatError, XcodecError
 
 HASH = bytes(range(1, 9))
@@ -86,8 +86,8 @@ def test_layout_matches_the_documented_byte_order():
 @pytest.mark.parametrize("channels", [1, 3])
 @pytest.mark.parametrize("quality", [1.0, 2.5, 3.3, 7.99609375, 8.0])
 def test_header_values_round_trip(quality, channels):
-    header = Header("m", b"\xff" * 8, container.quantize_quality(quality), MAX_SIDE, 1, channels, 8, 65535, 0)
-    streams = [(StreamKind.CODED, b"")]
+    header = Header("m", b"\xff" * 8, container.quantize_quality(quality), MAX_SIDE, 1, channels, 8, 65535, 0, 1024)
+    streams = [(StreamKind.CODED, b"")] * header.tiles
     out = container.unpack(container.pack(Bitstream(header, streams)))
     assert out.header == header
     assert out.streams == streams
@@ -311,6 +311,13 @@ def test_a_billion_tiles_are_refused_without_building_them():
     start = time.perf_counter()
     assert_format_error(data, match="tiles")
     assert time.perf_counter() - start < 0.5
+
+
+@pytest.mark.parametrize("tile,width,height", [(0, 2049, 61), (0, 97, 4000), (4096, 4096, 64), (MAX_TILE + 64, 97, 4000)])
+def test_tiles_larger_than_a_decoder_takes_are_refused(tile, width, height):
+    # whatever its size, a tile is decoded whole: its side bounds the decoder's memory
+    data = craft(tile=tile, width=width, height=height, pad_bottom=0, pad_right=0, streams=[], count=0)
+    assert_format_error(data, match=f"at most {MAX_TILE} pixels")
 
 
 def test_tile_larger_than_the_format_allows():

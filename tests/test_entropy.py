@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from xcodec.entropy import SYMBOL_LIMIT, decode_categorical, decode_gaussian, encode_categorical, encode_gaussian
+from xcodec.entropy import PIECE, SYMBOL_LIMIT, decode_categorical, decode_gaussian, encode_categorical, encode_gaussian
 from xcodec.errors import FormatError
 
 # A scale table like the models' (0.11 .. 256, about 12% apart); the coder takes any table.
@@ -241,3 +241,26 @@ def test_stream_ending_in_a_zero_word_is_a_format_error(valid_streams, decoder):
 def test_information_content_helper():
     # P(0) under N(0, 1) quantized to unit bins is erf(1/(2*sqrt 2)) = 0.3829.
     assert gaussian_bits(np.array([0]), np.array([1.0])) == pytest.approx(-math.log2(math.erf(0.5 / math.sqrt(2))))
+
+
+# --- streams that run dry -----------------------------------------------------------------------
+
+
+def test_an_empty_stream_with_symbols_to_read_is_refused():
+    with pytest.raises(FormatError, match="ends before its symbols do"):
+        decode_gaussian(b"", np.zeros(10, dtype=np.int64), SCALES)
+    with pytest.raises(FormatError, match="ends before its symbols do"):
+        decode_categorical(b"", np.full((2, 5), 0.2), 3)
+
+
+def test_a_stream_that_runs_dry_is_refused_within_a_piece():
+    rng = np.random.default_rng(5)
+    symbols, scale_index = gaussian_data(rng, (3 * PIECE,), (20, 40))
+    data = encode_gaussian(symbols, scale_index, SCALES)
+    with pytest.raises(FormatError, match="ends before its symbols do"):
+        decode_gaussian(data[: len(data) // 2], scale_index, SCALES)
+    z = rng.integers(0, 8, size=(4, 300))
+    pmfs = np.full((4, 8), 1 / 8)
+    data = encode_categorical(z, pmfs)
+    with pytest.raises(FormatError, match="ends before its symbols do"):
+        decode_categorical(data[: len(data) // 2], pmfs, 300)

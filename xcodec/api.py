@@ -65,6 +65,9 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
         tile = 0  # one tile: a single representation for it
     header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right, tile,
                     net.streams_per_tile)
+    if max(header.tile_size) > container.MAX_TILE:
+        raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
+                         f"code this image in tiles (--tile {DEFAULT_TILE})")
     streams = []
     with torch.inference_mode():
         net = net.to(dev)

@@ -31,6 +31,9 @@ MAGIC = b"\x89XSC"
 VERSION = 3
 READABLE_VERSIONS = (2, 3)
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
+# The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
+# memory it needs grows with its area (about 1.5 GiB for 1024 x 1024 with the transformer).
+MAX_TILE = 2048
 QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
@@ -76,6 +79,12 @@ class Header:
     def padded_size(self) -> tuple[int, int]:
         """Height and width of the padded image that the tiles cover."""
         return self.height + self.pad_bottom, self.width + self.pad_right
+
+    @property
+    def tile_size(self) -> tuple[int, int]:
+        """Height and width of the largest tile (the first)."""
+        height, width = self.padded_size
+        return min(self.tile or height, height), min(self.tile or width, width)
 
     @property
     def tiles(self) -> int:
@@ -206,6 +215,9 @@ def _validate(h: Header) -> None:
         raise FormatError(f"invalid .xsc header ({h.channels} channels, {h.bit_depth} bits)")
     if h.tile > MAX_SIDE:
         raise FormatError(f"invalid .xsc header (tile size {h.tile})")
+    if max(h.tile_size) > MAX_TILE:
+        raise FormatError(f"the .xsc file has tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec decodes "
+                          f"tiles of at most {MAX_TILE} pixels a side")
     if h.streams_per_tile < 1:
         raise FormatError("invalid .xsc header (0 streams per tile)")
 

@@ -7,7 +7,15 @@ Two kinds of streams:
   entry of a fixed scale table, selected by an integer index (the model computes those indices in
   exact integer arithmetic). Symbols are residuals ``round(y - mean)``.
 
-A stream is constriction's ANS output: little-endian uint32 words.
+A stream is constriction's ANS output: little-endian uint32 words. The decoder refuses a stream
+with data left over after its last symbol, and one that runs dry: a read from an empty coder.
+constriction would decode such a read (as the lowest symbol of the range, again and again), so a
+file of empty streams would decode to noise, and a tiny file could make the decoder work through a
+large image for nothing. Gaussian symbols are read in pieces of ``PIECE`` so that a stream that runs
+dry is caught within one piece. A valid stream is empty before a read only if every symbol of that
+read and of all later ones is the lowest of its range (the encoder writes no bits for them): latent
+residuals of -4095, or hyper-latents clamped at the low end of their table, which the models'
+priors make vanishingly unlikely.
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ from .errors import FormatError
 # costs rate: [-32768, 32768] cost 0.0056 bits per symbol, 0.7% of a Kodak file at quality 1.
 SYMBOL_LIMIT = (1 << 12) - 1
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+PIECE = 1 << 12
 
 
 def _to_bytes(coder: constriction.stream.stack.AnsCoder) -> bytes:
@@ -35,6 +44,11 @@ def _from_bytes(data: bytes) -> constriction.stream.stack.AnsCoder:
         return constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
     except ValueError:  # constriction rejects, e.g., a stream that ends in a zero word
         raise FormatError("corrupted entropy-coded stream") from None
+
+
+def _check_not_dry(coder: constriction.stream.stack.AnsCoder, count: int) -> None:
+    if count and coder.is_empty():
+        raise FormatError("corrupted entropy-coded stream (it ends before its symbols do)")
 
 
 def _check_finished(coder: constriction.stream.stack.AnsCoder) -> None:
@@ -66,11 +80,15 @@ class GaussianReader:
     def read(self, scale_index: np.ndarray) -> np.ndarray:
         """The next ``scale_index.size`` symbols (int32), shaped like ``scale_index``."""
         stds = self.scales[scale_index.reshape(-1)].astype(np.float64)
-        try:
-            symbols = self.coder.decode(_GAUSSIAN, np.zeros_like(stds), stds)
-        except (ValueError, RuntimeError):
-            raise FormatError("corrupted entropy-coded stream") from None
-        return symbols.reshape(scale_index.shape)
+        pieces = []
+        for start in range(0, stds.size, PIECE):
+            piece = stds[start : start + PIECE]
+            _check_not_dry(self.coder, piece.size)
+            try:
+                pieces.append(self.coder.decode(_GAUSSIAN, np.zeros_like(piece), piece))
+            except (ValueError, RuntimeError):
+                raise FormatError("corrupted entropy-coded stream") from None
+        return np.concatenate(pieces or [np.zeros(0, np.int32)]).reshape(scale_index.shape)
 
     def finish(self) -> None:
         """Call after the last ``read``: refuses a stream with data left over."""
@@ -101,9 +119,12 @@ def encode_categorical(symbols: np.ndarray, pmfs: np.ndarray) -> bytes:
 def decode_categorical(data: bytes, pmfs: np.ndarray, count: int) -> np.ndarray:
     """Inverse of ``encode_categorical``: (C, count) int32 symbols; refuses data left over."""
     coder = _from_bytes(data)
-    try:
-        symbols = np.stack([coder.decode(_categorical(pmf), count) for pmf in pmfs]).astype(np.int32)
-    except (ValueError, RuntimeError):
-        raise FormatError("corrupted entropy-coded stream") from None
+    rows = []
+    for pmf in pmfs:
+        _check_not_dry(coder, count)
+        try:
+            rows.append(coder.decode(_categorical(pmf), count))
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
     _check_finished(coder)
-    return symbols
+    return np.stack(rows).astype(np.int32)
