@@ -23,6 +23,11 @@ from tests.conftest import make_photo, png_bytes
 MAGIC = b"\x89XSC"
 
 
+def words(text: str) -> str:
+    """The words of a message, also of one that Typer drew in a box over several lines."""
+    return " ".join(text.replace("│", " ").split())
+
+
 def stderr_lines(result) -> list[str]:
     return [line for line in result.stderr.decode("utf-8", "replace").splitlines() if line.strip()]
 
@@ -137,21 +142,34 @@ def test_unreadable_input(run_cli, tmp_path, case):
     assert_one_line(result)
 
 
-@pytest.mark.parametrize("args", [
-    ["encode", "photo.png", "--bogus"],
-    ["encode", "photo.png", "-q", "9"],
-    ["encode", "photo.png", "-q", "0.5"],
-    ["encode", "photo.png", "-q", "three"],
-    ["frobnicate"],
-], ids=["unknown-option", "quality-9", "quality-0.5", "quality-not-a-number", "unknown-command"])
-def test_usage_errors_exit_2(run_cli, tmp_path, photo_png, args):
+USAGE_ERRORS = {
+    "unknown-option": ["encode", "photo.png", "--bogus"],
+    "quality-9": ["encode", "photo.png", "-q", "9"],
+    "quality-0.5": ["encode", "photo.png", "-q", "0.5"],
+    "quality-not-a-number": ["encode", "photo.png", "-q", "three"],
+    "quality-and-bpp": ["encode", "photo.png", "-q", "3", "--bpp", "0.5"],
+    "strict-without-bpp": ["encode", "photo.png", "--strict"],
+    "tile-100": ["encode", "photo.png", "--tile", "100"],
+    "device-foo": ["encode", "photo.png", "--device", "foo"],
+    "max-pixels-negative": ["encode", "photo.png", "--max-pixels", "-5"],
+    "output-is-a-folder": ["encode", "photo.png", "-o", "folder", "--force"],
+    "decode-to-gif": ["decode", "photo.xsc", "-o", "x.gif"],
+    "unknown-command": ["frobnicate"],
+}
+
+
+@pytest.mark.parametrize("args", USAGE_ERRORS.values(), ids=USAGE_ERRORS.keys())
+def test_usage_errors_exit_2(run_cli, tmp_path, photo_png, photo_xsc, args):
     (tmp_path / "photo.png").write_bytes(photo_png)
+    (tmp_path / "photo.xsc").write_bytes(photo_xsc)
+    (tmp_path / "folder").mkdir()
     result = run_cli(*args)
     assert result.returncode == 2, result.stderr.decode()
     assert result.stdout == b""
     assert b"Traceback" not in result.stderr
     assert result.stderr.strip()
-    assert not (tmp_path / "photo.xsc").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["folder", "photo.png", "photo.xsc"]
+    assert list((tmp_path / "folder").iterdir()) == []
 
 
 def test_overwriting(run_cli, tmp_path, photo_png):
@@ -188,10 +206,9 @@ def test_decode_to_tiff(run_cli, tmp_path, photo_xsc):
 def test_decode_to_an_unknown_extension_is_refused(run_cli, tmp_path, photo_xsc):
     (tmp_path / "photo.xsc").write_bytes(photo_xsc)
     result = run_cli("decode", "photo.xsc", "-o", "out.xyz")
-    message = assert_error(result)
-    assert ".xyz" in message
+    assert result.returncode == 2, result.stderr.decode()
+    assert ".xyz" in result.stderr.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.xsc"]
-    assert_one_line(result)
 
 
 # --- the message helper, in process ---------------------------------------------------------------
@@ -334,3 +351,182 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, photo_png):
     assert process.returncode == 130, stderr.decode()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png", "a.xsc"]
     assert (tmp_path / "a.xsc").read_bytes() == b"keep me"
+
+
+# --- outputs: modes, folders -----------------------------------------------------------------------
+
+
+@pytest.fixture
+def umask():
+    """Set the process's umask for a test: ``umask(0o077)``; the old one comes back after it."""
+    import os
+
+    saved = os.umask(0o022)
+    yield os.umask
+    os.umask(saved)
+
+
+def test_outputs_get_the_umasks_mode_and_keep_a_replaced_files(run_cli, tmp_path, photo_png, umask):
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    assert run_cli("encode", "photo.png", "-o", "a.xsc").returncode == 0
+    assert (tmp_path / "a.xsc").stat().st_mode & 0o777 == 0o644  # as open() gives under umask 022
+    umask(0o077)
+    assert run_cli("decode", "a.xsc", "-o", "a.png").returncode == 0
+    assert (tmp_path / "a.png").stat().st_mode & 0o777 == 0o600
+    (tmp_path / "a.xsc").chmod(0o640)
+    assert run_cli("encode", "photo.png", "-o", "a.xsc", "-q", "2", "--force").returncode == 0
+    assert (tmp_path / "a.xsc").stat().st_mode & 0o777 == 0o640  # --force keeps the old file's mode
+
+
+def test_an_out_dir_that_cannot_be_created_is_a_clean_error(run_cli, tmp_path, photo_png):
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    (tmp_path / "file").write_text("a file, not a folder")
+    result = run_cli("encode", "photo.png", "--out-dir", "file/out")
+    assert "cannot create the folder file/out" in assert_error(result)
+    assert_one_line(result)
+
+
+# --- --bpp out of reach, warnings ------------------------------------------------------------------
+
+
+def test_unreachable_bpp_warns_or_fails_with_strict(run_cli, tmp_path):
+    (tmp_path / "tiny.png").write_bytes(png_bytes(make_photo(24, 16, seed=5)))  # small: the search is quick
+    result = run_cli("encode", "tiny.png", "--bpp", "0.01")
+    assert result.returncode == 0, result.stderr.decode()
+    warning, done = stderr_lines(result)
+    assert warning.startswith("warning: tiny.png: 0.01 bpp is out of reach: the smallest file, at quality 1, has ")
+    assert done.startswith("tiny.png -> tiny.xsc:") and "quality 1," in done
+    strict = run_cli("encode", "tiny.png", "--bpp", "0.01", "--strict", "-o", "strict.xsc")
+    assert "0.01 bpp is out of reach" in assert_error(strict)
+    assert not (tmp_path / "strict.xsc").exists()
+
+
+def rgb48_png(width: int, height: int) -> bytes:
+    """A 16-bit RGB PNG (Pillow writes none): a horizontal ramp."""
+    import struct
+    import zlib
+
+    import numpy as np
+
+    row = np.repeat(np.linspace(0, 65535, width).astype(">u2")[:, None], 3, axis=1).tobytes()
+    raw = b"".join(b"\0" + row for _ in range(height))
+    return b"\x89PNG\r\n\x1a\n" + b"".join(
+        struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        for kind, data in ((b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)),
+                           (b"IDAT", zlib.compress(raw)), (b"IEND", b"")))
+
+
+@pytest.mark.parametrize("mode", ["I;16", "RGB;16"])
+def test_warnings_are_one_plain_line(run_cli, tmp_path, mode):
+    import numpy as np
+
+    if mode == "I;16":
+        Image.fromarray(np.asarray(make_photo(40, 30).convert("L")).astype(np.uint16) * 257).save(tmp_path / "deep.png")
+    else:
+        (tmp_path / "deep.png").write_bytes(rgb48_png(40, 30))
+    result = run_cli("encode", "deep.png")
+    assert result.returncode == 0, result.stderr.decode()
+    assert stderr_lines(result)[0] == f"warning: deep.png: {mode} input has more than 8 bits per sample; coding it at 8 bits"
+    assert len(stderr_lines(result)) == 2 and "UserWarning" not in result.stderr.decode()
+
+
+# --- refusals answer at once, without torch (fresh processes) --------------------------------------
+
+PROBE = """
+import sys
+sys.argv = ["xcodec", *sys.argv[1:]]
+try:
+    from xcodec.cli import main
+    main()
+finally:
+    print("torch loaded" if "torch" in sys.modules else "no torch", file=sys.stderr)
+"""
+
+
+def huge_png(width: int, height: int) -> bytes:
+    """A PNG header that claims ``width`` x ``height`` pixels, and no pixels."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)) + chunk(b"IEND", b"")
+
+
+def claiming(data: bytes, width: int, height: int) -> bytes:
+    """A real one-tile file whose header claims another size, its streams repeated for every tile."""
+    import dataclasses
+
+    bitstream = container.unpack(data)
+    header = dataclasses.replace(bitstream.header, width=width, height=height, tile=1024,
+                                 pad_bottom=-height % 64, pad_right=-width % 64)
+    coded = [s for s in bitstream.streams if s[0] == container.StreamKind.CODED]
+    other = [s for s in bitstream.streams if s[0] != container.StreamKind.CODED]
+    rows, cols = header.tile_grid
+    return container.pack(dataclasses.replace(bitstream, header=header, streams=coded * (rows * cols) + other))
+
+
+REFUSALS = {  # name: (arguments, exit code, text in the message)
+    "help": (["--help"], 0, "Usage"),
+    "info": (["info", "photo.xsc"], 0, "bpp"),
+    "output-exists": (["encode", "photo.png"], 1, "exists"),
+    "quality-and-bpp": (["encode", "photo.png", "-q", "2", "--bpp", "1"], 2, "either --quality or --bpp"),
+    "tile-100": (["encode", "photo.png", "--tile", "100"], 2, "multiple of 64"),
+    "device-foo": (["encode", "photo.png", "--device", "foo"], 2, "auto, cpu, cuda"),
+    "decode-to-gif": (["decode", "photo.xsc", "-o", "x.gif"], 2, ".gif"),
+    "image-too-large": (["encode", "huge.png"], 1, "100000x100000 is 10,000,000,000 pixels, above the limit"),
+    "file-too-large": (["decode", "claims.xsc"], 1, "5000x4000 is 20,000,000 pixels, above the limit"),
+    "above-pillows-limit": (["encode", "big.png", "--max-pixels", "300000000"], 1, "cannot read the input image"),
+}
+
+
+@pytest.mark.parametrize("case", REFUSALS.values(), ids=REFUSALS.keys())
+def test_refusals_are_quick_and_torch_free(tmp_path, photo_png, photo_xsc, case):
+    import subprocess
+    import sys
+    import time
+
+    from tests.conftest import REPO_ROOT
+
+    args, code, text = case
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    (tmp_path / "photo.xsc").write_bytes(photo_xsc)
+    (tmp_path / "huge.png").write_bytes(huge_png(100_000, 100_000))
+    (tmp_path / "claims.xsc").write_bytes(claiming(photo_xsc, 5000, 4000))
+    (tmp_path / "big.png").write_bytes(huge_png(20_000, 10_000))  # 200 Mpixel: Pillow alone would refuse it
+    start = time.perf_counter()
+    result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp_path, capture_output=True, text=True,
+                            env={**__import__("os").environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    elapsed = time.perf_counter() - start
+    assert result.returncode == code, result.stderr
+    assert text in words(result.stdout + result.stderr)
+    assert result.stderr.splitlines()[-1] == "no torch"
+    assert "Traceback" not in result.stderr and "decompression bomb" not in result.stderr.lower()
+    assert elapsed < 5, f"{elapsed:.1f} s"  # about 0.3 s on an idle machine; torch alone takes several
+
+
+@pytest.mark.parametrize("stream", ["stdin", "stdout"])
+def test_binary_data_and_a_terminal(tmp_path, photo_png, stream):
+    """`-o -` with stdout on a terminal, or `-` with stdin on one, is refused with a hint."""
+    import os
+    import pty
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    master, terminal = pty.openpty()
+    args = ["encode", "-", "-o", "out.xsc"] if stream == "stdin" else ["encode", "photo.png", "-o", "-"]
+    try:
+        result = subprocess.run([sys.executable, "-m", "xcodec.cli", *args], cwd=tmp_path, stderr=subprocess.PIPE,
+                                timeout=60, env={**os.environ, "PYTHONPATH": str(REPO_ROOT)},
+                                **({"stdin": terminal} if stream == "stdin" else {"stdout": terminal}))
+    finally:
+        os.close(terminal)
+        os.close(master)
+    message = words(result.stderr.decode())
+    assert result.returncode == 2, message
+    assert "which is a terminal" in message and ("< FILE" in message or "> FILE" in message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["photo.png"]

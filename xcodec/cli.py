@@ -1,8 +1,11 @@
 """The ``xcodec`` command line.
 
 Data goes to stdout only when an output is ``-``; messages, progress and errors go to stderr.
-Exit codes: 0 success, 1 bad input or a bad/corrupted file (one-line message), 2 usage error,
-130 interrupted.
+Exit codes: 0 success, 1 bad input, a bad/corrupted file or an output that cannot be written
+(one-line message), 2 usage error, 130 interrupted.
+
+Torch loads only once there is work to do: ``--help``, ``info``, and the refusals of arguments,
+outputs, headers and sizes answer without it.
 """
 
 from __future__ import annotations
@@ -10,7 +13,9 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Optional
@@ -21,16 +26,32 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE
+from . import container
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE, TILE_ALIGN, check_pixels
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="xcodec: learned image compression.")
 err = Console(stderr=True, highlight=False)
 
-DeviceOpt = Annotated[str, typer.Option("--device", help="auto (GPU when there is one), cpu or cuda.")]
+DEVICES = ("auto", "cpu", "cuda")
+
+
+def check_device(value: str) -> str:
+    if value not in DEVICES:
+        raise typer.BadParameter(f"{value!r} is not one of {', '.join(DEVICES)}")
+    return value
+
+
+def check_tile(value: int) -> int:
+    if value % TILE_ALIGN:
+        raise typer.BadParameter(f"{value} is not 0 or a multiple of {TILE_ALIGN}")
+    return value
+
+
+DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help="auto (GPU when there is one), cpu or cuda.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
-MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", help="Refuse images with more pixels than this.")]
+MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this.")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
 
@@ -49,6 +70,18 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+@contextmanager
+def plain_warnings(source: str) -> Iterator[None]:
+    """Warnings as one line each on stderr, naming the file (not Python's two lines with a source path)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            yield
+        finally:
+            for warning in caught:
+                say(f"warning: {source}: {warning.message}")
+
+
 def read_input(path: str) -> bytes:
     if path == "-":
         return sys.stdin.buffer.read()
@@ -56,6 +89,19 @@ def read_input(path: str) -> bytes:
         return Path(path).read_bytes()
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def load_image(path: str, max_pixels: int):
+    """Open an input image under ``--max-pixels`` (which replaces Pillow's own limit and its warning)."""
+    from PIL import Image
+
+    from .image import open_image
+
+    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    try:
+        return open_image(read_input(path), max_pixels)
+    finally:
+        Image.MAX_IMAGE_PIXELS = saved
 
 
 def check_target(path: str, inputs: frozenset[Path], force: bool) -> None:
@@ -107,6 +153,14 @@ def plan_jobs(sources: list[str], output: Optional[str], out_dir: Optional[Path]
         raise typer.BadParameter("--output takes a single input file; use --out-dir for several", param_hint="--output")
     if "-" in files and (len(files) > 1 or out_dir is not None):
         raise typer.BadParameter("- (stdin) must be the only input, written with --output")
+    if "-" in files and sys.stdin.isatty():
+        raise typer.BadParameter("- reads stdin, which is a terminal: pipe the input in (... - < FILE) or name the file")
+    if output == "-" and sys.stdout.isatty():
+        raise typer.BadParameter("- writes binary data to stdout, which is a terminal: redirect it (> FILE) or name a file",
+                                 param_hint="--output")
+    if output not in (None, "-") and Path(output).is_dir():
+        raise typer.BadParameter(f"{output} is a folder: name a file, or write into the folder with --out-dir",
+                                 param_hint="--output")
     if out_dir is not None:
         targets = [str(out_dir / Path(f).with_suffix(suffix).name) for f in files]
     else:
@@ -120,7 +174,7 @@ def plan_jobs(sources: list[str], output: Optional[str], out_dir: Optional[Path]
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise typer.BadParameter(f"cannot create the folder {out_dir}: {exc.strerror}", param_hint="--out-dir") from None
+            raise fail(f"cannot create the folder {out_dir}: {exc.strerror}") from None
     return [Job(source, target) for source, target in zip(files, targets)]
 
 
@@ -140,7 +194,8 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[bytes, str]], force: b
             start = time.perf_counter()
             try:
                 check_target(job.target, inputs, force)  # before the work, not only at the end of it
-                data, summary = work(job)
+                with plain_warnings(job.source):
+                    data, summary = work(job)
                 write_output(data, job.target, force, inputs)
                 say(f"{job.source} -> {job.target}: {summary}, {time.perf_counter() - start:.2f} s")
             except XcodecError as exc:
@@ -170,30 +225,37 @@ def encode(
     out_dir: OutDirOpt = None,
     quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help="Quality 1 (smallest) .. 8 (best); fractions allowed.")] = None,
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
+    strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model from weights/.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
-    tile: Annotated[int, typer.Option("--tile", min=0, help="Code the image in independent tiles of this many pixels (a multiple of 64; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
+    tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Compress images into .xsc files."""
-    from . import api
-    from .image import open_image
-    from .models import zoo
-
     if quality is not None and bpp is not None:
         raise typer.BadParameter("give either --quality or --bpp, not both")
+    if strict and bpp is None:
+        raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
     jobs = plan_jobs(sources, output, out_dir, ".xsc", is_image)
-    kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile)
 
     def work(job: Job) -> tuple[bytes, str]:
-        image = open_image(read_input(job.source), max_pixels)
-        if bpp is not None:
-            data = api.encode_to_bpp(image, bpp, **kwargs)
-        else:
+        image = load_image(job.source, max_pixels)
+        from . import api  # torch: only now that there is work
+        from .models import zoo
+
+        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile)
+        if bpp is None:
             data = api.encode(image, api.DEFAULT_QUALITY if quality is None else quality, **kwargs)
+        else:
+            data = api.encode_to_bpp(image, bpp, **kwargs)
         summary = api.info(data)
+        if bpp is not None and summary.bpp > bpp:
+            message = f"{bpp:g} bpp is out of reach: the smallest file, at quality 1, has {summary.bpp:.4f} bpp"
+            if strict:
+                raise InputError(message)
+            warnings.warn(message)
         return data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}"
 
     run_jobs(jobs, work, force)
@@ -209,14 +271,23 @@ def decode(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
     """Decompress .xsc files into images (PNG unless --output names another format)."""
-    from . import api
     from .image import output_format, save_bytes
 
+    if output not in (None, "-"):
+        try:
+            output_format(Path(output).suffix)
+        except InputError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--output") from None
     jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc")
 
     def work(job: Job) -> tuple[bytes, str]:
+        data = read_input(job.source)
+        header = container.unpack(data).header  # a bad file or size is refused before torch loads
+        check_pixels(header.width, header.height, max_pixels)
+        from . import api
+
+        image = api.decode(data, device=device, max_pixels=max_pixels)
         fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
-        image = api.decode(read_input(job.source), device=device, max_pixels=max_pixels)
         return save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}"
 
     run_jobs(jobs, work, force)
@@ -228,18 +299,18 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
 ) -> None:
     """Show the header, streams and bit rate of an .xsc file (without decoding it)."""
-    from . import api
-
     try:
-        summary = api.info(read_input(source))
+        data = read_input(source)
+        bitstream = container.unpack(data)
     except XcodecError as exc:
         raise fail(str(exc)) from None
-    h = summary.header
+    h = bitstream.header
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
         "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
-        "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": summary.size, "bpp": round(summary.bpp, 6),
-        "streams": [{"kind": kind.name.lower(), "bytes": size} for kind, size in summary.streams],
+        "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": len(data),
+        "bpp": round(8 * len(data) / (h.width * h.height), 6),
+        "streams": [{"kind": kind.name.lower(), "bytes": len(payload)} for kind, payload in bitstream.streams],
     }
     if as_json:
         typer.echo(json.dumps(fields, indent=2))
@@ -262,13 +333,16 @@ def compare(
     """Print the PSNR (8-bit RGB) between two images."""
     import numpy as np
 
-    from .image import open_image
     from .metrics import psnr
 
+    images = []
     try:
-        a, b = (np.asarray(open_image(read_input(str(p)), max_pixels).convert("RGB")) for p in (reference, distorted))
+        for path in (reference, distorted):
+            with plain_warnings(str(path)):
+                images.append(np.asarray(load_image(str(path), max_pixels).convert("RGB")))
     except XcodecError as exc:
         raise fail(str(exc)) from None
+    a, b = images
     if a.shape != b.shape:
         raise fail(f"the images differ in size: {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
     typer.echo(f"PSNR {psnr(a, b):.2f} dB")
