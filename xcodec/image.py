@@ -4,7 +4,7 @@
 - Grayscale, bilevel and palette images are coded as RGB and decoded back to their channel count.
 - An alpha channel that is fully opaque is dropped; real transparency is refused unless the caller
   asks to drop it (the codec has no alpha plane, and silently flattening would lose data).
-- 16-bit and 32-bit integer images are reduced to 8 bits with a warning.
+- 16-bit and 32-bit integer images (grayscale, RGB, RGBA) are reduced to 8 bits with a warning.
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
 """
 
@@ -37,11 +37,9 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     """Decode an image file, refusing one of more than ``max_pixels`` before decoding its pixels."""
     try:
         image = Image.open(io.BytesIO(data))
-        if image.width * image.height > max_pixels:
-            raise InputError(
-                f"{image.width}x{image.height} is {image.width * image.height:,} pixels, above the limit of "
-                f"{max_pixels:,} (raise it with --max-pixels)"
-            )
+        check_pixels(image.width, image.height, max_pixels)
+        if image.mode in ("RGB", "RGBA") and any(";16" in str(tile[3]) for tile in image.tile):  # Pillow reads 8 of 16 bits
+            warnings.warn(f"{image.mode};16 input has more than 8 bits per sample; coding it at 8 bits", stacklevel=2)
         image.load()
     except UnidentifiedImageError:
         raise InputError("the input is not an image format that Pillow can read") from None
