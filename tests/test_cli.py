@@ -151,6 +151,7 @@ USAGE_ERRORS = {
     "strict-without-bpp": ["encode", "photo.png", "--strict"],
     "tile-100": ["encode", "photo.png", "--tile", "100"],
     "device-foo": ["encode", "photo.png", "--device", "foo"],
+    "model-is-a-path": ["encode", "photo.png", "--model", "../weights/transformer"],
     "max-pixels-negative": ["encode", "photo.png", "--max-pixels", "-5"],
     "output-is-a-folder": ["encode", "photo.png", "-o", "folder", "--force"],
     "decode-to-gif": ["decode", "photo.xsc", "-o", "x.gif"],

@@ -43,6 +43,12 @@ def check_device(value: str) -> str:
     return value
 
 
+def check_model(value: Optional[str]) -> Optional[str]:
+    if value is not None and not container.valid_model_name(value):
+        raise typer.BadParameter(f"{value!r} is not a model name (a-z, 0-9, _ and -; not a path)")
+    return value
+
+
 def check_tile(value: int) -> int:
     if value % TILE_ALIGN:
         raise typer.BadParameter(f"{value} is not 0 or a multiple of {TILE_ALIGN}")
@@ -226,7 +232,7 @@ def encode(
     quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help="Quality 1 (smallest) .. 8 (best); fractions allowed.")] = None,
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Model from weights/.")] = None,
+    model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     device: DeviceOpt = "auto",
