@@ -7,7 +7,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -49,9 +50,16 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
     """
-    if not MIN_QUALITY <= quality <= MAX_QUALITY:
-        raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
-    quality = container.quantize_quality(quality)
+    return _encoder(image, model, device, drop_alpha, max_pixels, tile, keep=False)(quality)
+
+
+def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_pixels: int, tile: int,
+             keep: bool) -> Callable[[float], bytes]:
+    """Check and convert ``image`` once; return a function from quality to the bytes of its file.
+
+    With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
+    coding at several qualities); without, tiles are cut and analysed per call, one at a time.
+    """
     source = prepare(image, drop_alpha=drop_alpha)
     height, width = source.rgb.shape[:2]
     _check_pixels(width, height, max_pixels)
@@ -63,23 +71,36 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     pad_bottom, pad_right = -height % stride, -width % stride
     if tile >= max(height + pad_bottom, width + pad_right):
         tile = 0  # one tile: a single representation for it
-    header = Header(model, manifest.model_hash, quality, width, height, source.channels, 8, pad_bottom, pad_right, tile,
-                    net.streams_per_tile)
+    header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
+                    pad_right, tile, net.streams_per_tile)
     if max(header.tile_size) > container.MAX_TILE:
         raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
                          f"code this image in tiles (--tile {DEFAULT_TILE})")
-    streams = []
-    with torch.inference_mode():
-        net = net.to(dev)
+    net = net.to(dev)
+
+    def compressors() -> Iterator[Callable[[float], list[bytes]]]:
         for top, left, tile_height, tile_width in header.tile_boxes():
-            x = to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride)
-            payloads = net.compress(x.to(dev), quality)
-            if len(payloads) != net.streams_per_tile:
-                raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
-            streams += [(StreamKind.CODED, payload) for payload in payloads]
-    if source.icc_profile:
-        streams.append((StreamKind.ICC, source.icc_profile))
-    return container.pack(Bitstream(header, streams))
+            yield net.compressor(to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev))
+
+    with torch.inference_mode():
+        kept = list(compressors()) if keep else None
+
+    def encode_at(quality: float) -> bytes:
+        if not MIN_QUALITY <= quality <= MAX_QUALITY:
+            raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
+        quality = container.quantize_quality(quality)
+        streams = []
+        with torch.inference_mode():
+            for compress in kept if keep else compressors():
+                payloads = compress(quality)
+                if len(payloads) != net.streams_per_tile:
+                    raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
+                streams += [(StreamKind.CODED, payload) for payload in payloads]
+        if source.icc_profile:
+            streams.append((StreamKind.ICC, source.icc_profile))
+        return container.pack(Bitstream(replace(header, quality=quality), streams))
+
+    return encode_at
 
 
 def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
@@ -132,21 +153,24 @@ def info(data: bytes) -> FileInfo:
     return FileInfo(bitstream.header, [(kind, len(payload)) for kind, payload in bitstream.streams], len(data))
 
 
-def encode_to_bpp(image: Image.Image, bpp: float, **kwargs) -> bytes:
+def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
+                  drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
-    If even quality 1 is larger than the target, the quality-1 file is returned.
+    If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
+    transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
+    encode_at = _encoder(image, model, device, drop_alpha, max_pixels, tile, keep=True)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY
-    best = encode(image, low, **kwargs)
-    top = encode(image, high, **kwargs)
+    best = encode_at(low)
+    top = encode_at(high)
     if 8 * len(top) / pixels <= bpp:
         return top
     for _ in range(8):
         mid = (low + high) / 2
-        data = encode(image, mid, **kwargs)
+        data = encode_at(mid)
         if 8 * len(data) / pixels <= bpp:
             low, best = mid, data
         else:

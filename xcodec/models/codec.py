@@ -8,7 +8,8 @@ container, so a model knows nothing of files:
 - ``streams_per_tile``: how many byte strings ``compress`` returns for every tile; the container
   checks a file's stream table against it before anything is decoded.
 - ``compress(x, quality) -> list[bytes]``: ``x`` is (1, 3, H, W) in [0, 1], H and W multiples of
-  ``stride``; the payloads are opaque to the container.
+  ``stride``; the payloads are opaque to the container. ``compressor(x)`` gives a function from
+  quality to payloads, for coding a tile at several qualities (the default calls ``compress``).
 - ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1].
   It raises ``FormatError`` for payloads it cannot decode.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
@@ -24,8 +25,9 @@ Register a model with one entry in ``zoo.ARCHITECTURES``.
 from __future__ import annotations
 
 import contextlib
+import functools
 from abc import ABCMeta, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import ClassVar
 
 import numpy as np
@@ -104,6 +106,13 @@ class Codec(CompressionModel, metaclass=ABCMeta):
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
                    device: torch.device) -> Tensor:
         """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
+
+    def compressor(self, x: Tensor) -> Callable[[float], list[bytes]]:
+        """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
+
+        A model whose analysis does not depend on the quality overrides this to run it once.
+        """
+        return functools.partial(self.compress, x)
 
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """The model's own rate estimate (eval-mode likelihoods), to check real files against."""

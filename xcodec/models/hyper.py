@@ -148,15 +148,23 @@ class HyperpriorCodec(Codec):
         self.register_load_state_dict_pre_hook(_nest_hyperprior_keys)
 
     def analysis(self, x: Tensor, quality: float) -> tuple[Tensor, Tensor]:
-        """The gained latent ``y`` and the hyper-latent ``z`` (encoder only).
+        """The gained latent ``y`` and the hyper-latent ``z`` (encoder only)."""
+        return self._latents(self._transform(x), quality)
 
-        On the CPU this runs on one thread (``one_thread``): the rounding of a few latents per image
-        would otherwise change with the thread count, and so would the file. On two cores this is
-        also faster than a float64 analysis on both, which kept files identical before.
+    def _transform(self, x: Tensor) -> Tensor:
+        """``g_a(x)``, the same for every quality.
+
+        On the CPU this runs on one thread (``one_thread``), as ``_latents`` does: the rounding of a
+        few latents per image would otherwise change with the thread count, and so would the file.
+        On two cores this is also faster than a float64 analysis on both, which kept files identical.
         """
         with one_thread(x.device):
-            g, _ = self.hyper.gains(torch.tensor([quality], device=x.device))
-            y = self.g_a(x) * g
+            return self.g_a(x)
+
+    def _latents(self, transformed: Tensor, quality: float) -> tuple[Tensor, Tensor]:
+        with one_thread(transformed.device):
+            g, _ = self.hyper.gains(torch.tensor([quality], device=transformed.device))
+            y = transformed * g
             return y, self.h_a(y)
 
     def synthesis(self, y_hat: Tensor, quality: float) -> Tensor:
@@ -167,10 +175,19 @@ class HyperpriorCodec(Codec):
             return self.g_s(y_hat * ig).clamp(0, 1)
 
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
-        y, z = self.analysis(x, quality)
-        z_data, z_fixed = self.hyper.encode(z)
-        symbols, indexes = self.latent_symbols(y.double().cpu(), z_fixed)
-        return [z_data, encode_gaussian(symbols.int().numpy(), indexes.numpy(), scales())]
+        return self.compressor(x)(quality)
+
+    def compressor(self, x: Tensor) -> Callable[[float], list[bytes]]:
+        """The analysis transform runs once; only the gains, ``h_a`` and the coding per quality."""
+        transformed = self._transform(x)
+
+        def compress(quality: float) -> list[bytes]:
+            y, z = self._latents(transformed, quality)
+            z_data, z_fixed = self.hyper.encode(z)
+            symbols, indexes = self.latent_symbols(y.double().cpu(), z_fixed)
+            return [z_data, encode_gaussian(symbols.int().numpy(), indexes.numpy(), scales())]
+
+        return compress
 
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
                    device: torch.device) -> Tensor:
