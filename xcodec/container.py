@@ -32,7 +32,8 @@ VERSION = 3
 READABLE_VERSIONS = (2, 3)
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 # The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
-# memory it needs grows with its area (about 1.5 GiB for 1024 x 1024 with the transformer).
+# memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
+# for 2048 x 2048).
 MAX_TILE = 2048
 QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
