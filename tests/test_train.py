@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from tests.conftest import make_photo
+from xcodec.files import sha256
 from xcodec.models import zoo
 from xcodec.train.loop import TrainConfig, train
 
@@ -168,7 +169,7 @@ def test_export_with_bench_records_measured_results(photos, tmp_path):
     assert measured["images"] == 3 and measured["quality"] == [float(q) for q in range(1, 9)]
     rows = (tmp_path / "bench" / "rows.csv").read_text().splitlines()
     assert len(rows) == 1 + 3 * 8  # the bench's own per-image rows, cached for a later `xcodec bench`
-    assert zoo.file_sha256(weights / "tiny.safetensors") == manifest.sha256
+    assert sha256(weights / "tiny.safetensors") == manifest.sha256
 
 
 def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):

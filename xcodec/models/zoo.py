@@ -8,7 +8,6 @@ manifest's.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
@@ -20,13 +19,12 @@ from safetensors.torch import load_file, save_file
 
 from ..container import valid_model_name
 from ..errors import ModelError
+from ..files import sha256
 from .codec import Codec
 from .hyperprior import GainHyperprior
 from .transformer import CrossScaleTransformer
-from .wavelet import WaveletCodec
 
-ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer,
-                                         "wavelet": WaveletCodec}
+ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
 _PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
 SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
 WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)
@@ -53,10 +51,6 @@ def build(arch: str, config: dict) -> Codec:
     return ARCHITECTURES[arch](**config)
 
 
-def file_sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
 def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
     return sorted(p.stem for p in weights_dir.glob("*.json"))
 
@@ -76,7 +70,7 @@ def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
     tensors_path = weights_dir / f"{name}.safetensors"
     if not tensors_path.exists():
         raise ModelError(f"weights file {tensors_path} is missing")
-    if file_sha256(tensors_path) != manifest.sha256:
+    if sha256(tensors_path) != manifest.sha256:
         raise ModelError(f"{tensors_path} does not match the sha256 in its manifest; refusing to load it")
     return load_file(tensors_path), manifest
 
@@ -112,7 +106,7 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     save_file(tensors, tensors_path)
     earlier = state.get("earlier", {"steps": 0, "minutes": 0.0})  # training behind the run's --init weights
     info = {"steps": earlier["steps"] + state["step"], "train_minutes": round(earlier["minutes"] + state["elapsed"] / 60, 1), **info}
-    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": file_sha256(tensors_path), "info": info}
+    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path), "info": info}
     (weights_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
     load.cache_clear()
     return read_manifest(name, weights_dir)
