@@ -333,14 +333,16 @@ def test_max_pixels_in_decode(encoded_97x61):
     assert api.decode(encoded_97x61, max_pixels=97 * 61).size == (97, 61)
 
 
-def test_huge_claimed_size_is_refused_quickly_without_allocating(encoded_97x61, forbid_decompress):
-    side = container.MAX_SIDE
-    data = reencode(encoded_97x61, width=side, height=side, pad_bottom=0, pad_right=0)
-    assert api.info(data).header.width == side  # a well-formed file: only the size is outrageous
+@pytest.mark.parametrize("side,tile,error", [(container.MAX_SIDE, 0, FormatError), (8192, 2048, InputError)])
+def test_huge_claimed_size_is_refused_quickly_without_allocating(encoded_97x61, forbid_decompress, side, tile, error):
+    # one tile of 2^20 x 2^20 is more than a decoder takes; 16 tiles of 2048 are more pixels than allowed
+    data = hostile(encoded_97x61, side, side, tile)
+    if tile:
+        assert api.info(data).header.width == side  # a well-formed file: only the size is outrageous
     tracemalloc.start()
     start = time.perf_counter()
     try:
-        with pytest.raises(InputError, match="pixels") as info:
+        with pytest.raises(error, match="pixels") as info:
             api.decode(data)
         elapsed = time.perf_counter() - start
         peak = tracemalloc.get_traced_memory()[1]
