@@ -11,7 +11,8 @@ container, so a model knows nothing of files:
   ``stride``; the payloads are opaque to the container. ``compressor(x)`` gives a function from
   quality to payloads, for coding a tile at several qualities (the default calls ``compress``).
 - ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1].
-  It raises ``FormatError`` for payloads it cannot decode.
+  It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
+  (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
 - ``aux_loss()``, ``export_tensors()``, ``prepare_inference(tensors)`` and ``inference_tensors``
@@ -110,7 +111,7 @@ class Codec(CompressionModel, metaclass=ABCMeta):
     def compressor(self, x: Tensor) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
 
-        A model whose analysis does not depend on the quality overrides this to run it once.
+        A model whose analysis transform is the same at every quality overrides this to run it once.
         """
         return functools.partial(self.compress, x)
 
