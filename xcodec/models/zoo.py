@@ -23,8 +23,10 @@ from ..files import sha256
 from .codec import Codec
 from .hyperprior import GainHyperprior
 from .transformer import CrossScaleTransformer
+from .wavelet import WaveletCodec
 
-ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer}
+ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer,
+                                         "wavelet": WaveletCodec}
 _PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
 SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
 WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)

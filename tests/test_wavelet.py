@@ -1,0 +1,176 @@
+"""The ``wavelet`` model: invertible lifting, exact coding at any size, tiles, corrupted streams.
+
+Most tests use a freshly initialised model (the context networks' random weights code as
+correctly as trained ones, only with more bits), so they do not depend on ``weights/``; the last
+ones check the shipped checkpoint when it is installed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from tests.conftest import make_photo
+from xcodec import api
+from xcodec.errors import FormatError
+from xcodec.models import zoo
+from xcodec.models.exact import ExactConvNet
+from xcodec.models.lifting import Wavelet2D, level_count
+from xcodec.models.wavelet import (
+    ACT_BITS, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, WaveletCodec, lg,
+)
+
+ODD_SIZES = [(1, 1), (2, 3), (7, 5), (1, 40), (33, 17), (61, 97)]
+
+
+def to_tensor(image) -> torch.Tensor:
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1)[None].float() / 255
+
+
+@pytest.fixture(scope="module")
+def codec() -> WaveletCodec:
+    torch.manual_seed(0)
+    model = WaveletCodec(lifting_hidden=0).eval()
+    model.prepare_inference({})
+    return model
+
+
+@pytest.mark.parametrize("height,width", ODD_SIZES)
+def test_lifting_is_invertible_for_any_weights(height, width):
+    torch.manual_seed(1)
+    wavelet = Wavelet2D(levels=5, hidden=4).double()
+    for p in wavelet.parameters():
+        p.data.normal_(0, 0.05)  # learned residuals that are far from zero
+    x = torch.rand(2, 3, height, width, dtype=torch.float64) * 255
+    low, bands = wavelet(x)
+    assert len(bands) == level_count(height, width, 5)
+    assert torch.allclose(wavelet.inverse(low, bands), x, atol=1e-9)
+
+
+def test_learned_lifting_starts_as_cdf97():
+    x = torch.rand(1, 3, 45, 38, dtype=torch.float64) * 255
+    fixed, learned = Wavelet2D(hidden=0).double(), Wavelet2D(hidden=8).double()
+    (low_a, bands_a), (low_b, bands_b) = fixed(x), learned(x)
+    assert torch.equal(low_a, low_b)
+    assert all(torch.equal(a, b) for ta, tb in zip(bands_a, bands_b) for a, b in zip(ta, tb))
+
+
+def test_cdf97_low_band_keeps_the_pixel_range():
+    """Unit DC gain: a flat image stays flat at its value in the low band, with empty details."""
+    low, bands = Wavelet2D(hidden=0).double()(torch.full((1, 1, 64, 96), 100.0, dtype=torch.float64))
+    assert torch.allclose(low, torch.tensor(100.0, dtype=torch.float64))
+    assert max(float(b.abs().max()) for triple in bands for b in triple) < 1e-9
+
+
+@pytest.mark.parametrize("height,width", ODD_SIZES)
+def test_round_trip_is_exact_at_any_size(codec, height, width):
+    """The decoder gets the encoder's symbols: its pixels equal the encoder's own reconstruction."""
+    x = to_tensor(make_photo(width, height, seed=height))
+    with torch.inference_mode():
+        low_q, planes = codec.quantise(x, torch.tensor([3.5]))
+        expected = codec.dequantise(low_q, planes, 3.5, torch.device("cpu"))
+        payloads = codec.compress(x, 3.5, effort=0)
+        decoded = codec.decompress(payloads, height, width, 3.5, torch.device("cpu"))
+    assert decoded.shape == x.shape
+    assert torch.equal(decoded, expected)
+
+
+def test_quality_orders_rate_and_distortion(codec):
+    x = to_tensor(make_photo(96, 64))
+    sizes, errors = [], []
+    with torch.inference_mode():
+        for quality in (1.0, 4.0, 8.0):
+            data = codec.compress(x, quality)[0]
+            sizes.append(len(data))
+            errors.append(float((codec.decompress([data], 64, 96, quality, torch.device("cpu")) - x).square().mean()))
+    assert sizes[0] < sizes[1] < sizes[2]
+    assert errors[0] > errors[1] > errors[2]
+
+
+def test_coding_does_not_depend_on_thread_count(codec):
+    x = to_tensor(make_photo(130, 70, seed=3))
+    threads = torch.get_num_threads()
+    results = []
+    try:
+        for count in (1, 2):
+            torch.set_num_threads(count)
+            with torch.inference_mode():
+                data = codec.compress(x, 5.25)
+                results.append((data, codec.decompress(data, 70, 130, 5.25, torch.device("cpu"))))
+    finally:
+        torch.set_num_threads(threads)
+    assert results[0][0] == results[1][0]
+    assert torch.equal(results[0][1], results[1][1])
+
+
+def test_float32_exact_networks_match_float64(codec):
+    """Every partial sum is an integer below 2**24, so float32 gives the float64 result exactly,
+    whatever the summation order (here: one position at a time against the whole map)."""
+    torch.manual_seed(2)
+    net = BandContext(12)
+    exact = ExactBandContext(net)
+    reference = ExactConvNet(net.support, WEIGHT_BITS, ACT_BITS, torch.float64)
+    top = MAGNITUDE_CAP
+    inputs = lg(torch.randint(-top, top + 1, (1, SUPPORT, 40, 30))) * 2**ACT_BITS
+    whole = exact.support(inputs)
+    assert torch.equal(whole.double(), reference(inputs))
+    assert torch.equal(exact.support(inputs[..., 10:13, 7:10])[..., 1, 1], whole[..., 11, 8])
+
+
+def test_corrupted_stream_is_refused(codec):
+    x = to_tensor(make_photo(48, 40))
+    with torch.inference_mode():
+        data = codec.compress(x, 4.0)[0]
+        for bad in (data[:-1], data + b"\x00\x00\x00\x00"):
+            with pytest.raises(FormatError):
+                codec.decompress([bad], 40, 48, 4.0, torch.device("cpu"))
+
+
+# --- the shipped checkpoint --------------------------------------------------------------------
+
+shipped = pytest.mark.skipif("wavelet" not in zoo.available(), reason="no wavelet weights installed")
+
+
+@shipped
+@pytest.mark.parametrize("tile", [0, 64])
+def test_shipped_model_round_trips_through_the_api(tile):
+    image = make_photo(150, 101, seed=7)
+    data = api.encode(image, quality=6.5, model="wavelet", tile=tile, device="cpu")
+    decoded = api.decode(data, device="cpu")
+    assert decoded.size == image.size
+    error = np.asarray(decoded, dtype=np.float64) - np.asarray(image, dtype=np.float64)
+    assert 10 * np.log10(255**2 / np.mean(error**2)) > 30
+
+
+@shipped
+def test_shipped_networks_stay_in_the_exact_range():
+    """The largest context inputs (capped magnitudes, quality 8) pass every layer's bound check."""
+    model, _ = zoo.load("wavelet")
+    worst = torch.full((1, SUPPORT, 3, 3), float(lg(torch.tensor(MAGNITUDE_CAP))) * 2**ACT_BITS)
+    for net in model.context.exact.values():
+        features = net.support(worst) + net.anchors(worst[:, :1])
+        for head in (0, 1):
+            net.index(features, head, torch.ones(3, 3, dtype=torch.bool))
+
+
+@shipped
+def test_shipped_model_files_match_its_estimate():
+    model, _ = zoo.load("wavelet")
+    image = make_photo(256, 192, seed=5)
+    x = to_tensor(image)
+    for quality in (1.0, 8.0):
+        size = len(model.compress(x, quality)[0]) * 8
+        assert abs(size / model.estimate_bits(x, quality) - 1) < 0.02
+
+
+@shipped
+def test_rdo_quantisation_trades_error_for_bits():
+    """Effort 1 codes fewer bits than plain dead-zone rounding at about the same error."""
+    codec, _ = zoo.load("wavelet")
+    x = to_tensor(make_photo(128, 96, seed=4))
+    with torch.inference_mode():
+        coded = [codec.compress(x, 4.0, effort=effort)[0] for effort in (0, 1)]
+        errors = [float((codec.decompress([data], 96, 128, 4.0, torch.device("cpu")) - x).square().mean()) for data in coded]
+    assert len(coded[1]) < len(coded[0])
+    assert errors[1] < 1.2 * errors[0]

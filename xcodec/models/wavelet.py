@@ -1,0 +1,525 @@
+"""The ``wavelet`` model: learned lifting from CDF 9/7, dead-zone quantisation, a cross-scale context model.
+
+Pipeline (one tile; any size, no padding)::
+
+    RGB - 128 -> colour matrix (JPEG 2000 ICT at initialisation) -> L-level lifting wavelet
+    -> per-band dead-zone quantiser -> integer coefficients -> ANS with context Laplacians
+
+Coding order (one walk shared by encoder and decoder, ``ContextModel.walk``): the coarsest low band
+first (2D-difference DPCM, one Laplacian scale per channel sent in the stream), then level by
+level from coarse to fine; inside a level channel by channel (Y, Cb, Cr), inside a channel the
+bands HL, LH, HH; each band in two checkerboard passes (anchors, then the rest), each pass decoded
+at once. A coefficient's Laplacian scale comes from a small convolutional network (one per level,
+channel, band and pass) of the magnitudes already decoded: the parent band one level coarser
+(cross-scale), the sibling bands of the same level, the same band of the earlier colour channels,
+the band's own anchors (second pass), and the quality. The networks run in integer-exact
+arithmetic (``ExactConvNet``) on integer inputs, and the scale index is an integer function of
+their output, so the decoder selects the same probabilities as the encoder on any machine.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+
+import constriction
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from ..entropy import SYMBOL_LIMIT
+from ..errors import FormatError
+from .codec import Codec, one_thread
+from .exact import ExactConvNet
+from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
+
+LEVELS = 5
+CHANNELS = 3
+# Global quantiser step (8-bit pixel units) at quality 1 and 8, log-linear in between.
+STEP_Q1, STEP_Q8 = 120.0, 6.0
+DEADZONE = 0.3  # encoder rounding at effort 0: q = sign(x) floor(|x| / step + DEADZONE)
+RDO_LAMBDA = 0.12  # effort 1: squared error (in steps) per bit; about ln(2) / 6, the high-rate slope
+RECON = 0.1  # initial decoder offset: x = sign(q) (|q| + RECON) step
+ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
+
+# Fixed point of the exact context networks (float32): weights in 1/256, activations in 1/16.
+WEIGHT_BITS, ACT_BITS = 8, 4
+# Laplacian scales (in quantiser steps) the coder may use: SCALE_MIN * SCALE_RATIO**i. The table
+# is built by repeated float64 multiplication of two literals (no libm), so it is identical on
+# every machine; entry i stands for the natural log  (SCALE_LOG_MIN + i * SCALE_LOG_STEP) / 2**SCALE_BITS.
+SCALE_MIN, SCALE_RATIO = 0.011108996538242306, 1.0098134643159469  # exp(-4.5), exp(10 / 1024)
+SCALE_BITS, SCALE_LOG_MIN, SCALE_LOG_STEP, SCALE_COUNT = 10, -4.5 * 2**10, 10, 1200
+MAGNITUDE_CAP = 1023  # context inputs see min(|q|, cap)
+FRACTION = 2**ACT_BITS  # context inputs are multiples of 1/16, so that the exact networks can run in float32
+LOW_LIMIT = (1 << 15) - 1  # low-band DPCM residuals: a wider range (few symbols, negligible cost)
+SUPPORT = 6  # context inputs shared by both passes: parent, 2 siblings, 2 earlier colours, quality
+
+
+def scale_table() -> np.ndarray:
+    table = np.empty(SCALE_COUNT)
+    value = SCALE_MIN
+    for i in range(SCALE_COUNT):
+        table[i] = value
+        value *= SCALE_RATIO
+    return table
+
+
+SCALES = scale_table()
+
+
+def scale_index(log_scale_fixed: Tensor) -> Tensor:
+    """Table index of fixed-point natural-log scales: an exact integer floor, clamped to the table."""
+    return torch.floor((log_scale_fixed - SCALE_LOG_MIN) / SCALE_LOG_STEP).clamp(0, SCALE_COUNT - 1).long()
+
+
+def step_for(quality: Tensor) -> Tensor:
+    """Global quantiser step for (fractional) qualities in [1, 8]."""
+    t = (quality - 1) / 7
+    return torch.exp(math.log(STEP_Q1) + t * (math.log(STEP_Q8) - math.log(STEP_Q1)))
+
+
+def lg(q: Tensor) -> Tensor:
+    """A piecewise-linear log2(1 + |q|) of integers in 1/16 steps: 0, 1, 2, 2.5, 3, ... for 0, 1, 2, 3, 4.
+
+    ``frexp``, products by powers of two and ``floor`` are exact, so the encoder and the decoder
+    compute the same context inputs on any machine.
+    """
+    mantissa, exponent = torch.frexp(q.detach().abs().clamp(max=MAGNITUDE_CAP).double())
+    return torch.where(q == 0, 0.0, torch.floor((exponent + 2 * mantissa - 1) * FRACTION + 0.5) / FRACTION)
+
+
+def quality_feature(quality: Tensor) -> Tensor:
+    """The quality as a context input, in the same 1/16 steps."""
+    return torch.floor(quality.double() * FRACTION + 0.5) / FRACTION
+
+
+def laplace_bits(q: Tensor, log_scale: Tensor) -> Tensor:
+    """Bits of integer ``q`` under a zero-mean Laplacian quantised to unit bins (what the coder uses)."""
+    b = torch.exp(log_scale.clamp(SCALE_LOG_MIN / 2**SCALE_BITS, math.log(SCALES[-1])))
+    a = q.abs()
+    log_zero = torch.log(-torch.expm1(-0.5 / b))
+    log_other = math.log(0.5) - (a - 0.5) / b + torch.log(-torch.expm1(-1 / b))
+    return -torch.where(a == 0, log_zero, log_other) / math.log(2)
+
+
+def ste(x: Tensor, offset: float) -> Tensor:
+    """Dead-zone rounding sign(x) floor(|x| + offset) forward, identity gradient backward."""
+    return x + (torch.sign(x) * torch.floor(x.abs() + offset) - x).detach()
+
+
+def rdo_symbols(ratio: Tensor, index: Tensor, recon: float) -> Tensor:
+    """Rate-distortion optimised quantisation of one pass: per coefficient, the nearest level, the
+    one below it or zero, whichever minimises error**2 + RDO_LAMBDA * bits.
+
+    Inside a pass the Laplacian scales are already fixed (they depend on earlier passes only), so
+    the choices are independent and exact; their effect on later contexts is not counted.
+    ``ratio`` is in quantiser steps, where a step's squared error costs the same in every band.
+    """
+    magnitude = ratio.abs()
+    log_scale = torch.from_numpy(np.log(SCALES[index.numpy()]))
+    top = torch.floor(magnitude - recon + 0.5).clamp(0, SYMBOL_LIMIT)
+    candidates = torch.stack([top, (top - 1).clamp_min(0), torch.zeros_like(top)])
+    error = torch.where(candidates > 0, magnitude - candidates - recon, magnitude)
+    cost = error.square() + RDO_LAMBDA * laplace_bits(candidates, log_scale)
+    best = candidates.gather(0, cost.argmin(0, keepdim=True))[0]
+    return torch.sign(ratio) * best
+
+
+def checkerboard(h: int, w: int, device=None) -> Tensor:
+    """(h, w) bool mask of the anchors, (row + col) even: the first pass."""
+    return (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]) % 2 == 0
+
+
+def fit(plane: Tensor, h: int, w: int) -> Tensor:
+    """Crop or zero-pad the last two dimensions to (h, w) (bands of one level differ by at most 1)."""
+    plane = plane[..., :h, :w]
+    return nn.functional.pad(plane, (0, w - plane.shape[-1], 0, h - plane.shape[-2]))
+
+
+# A band in the walk: (level, channel, orientation); level 0 is the finest.
+Band = tuple[int, int, int]
+
+
+def coding_order(levels: int) -> list[Band]:
+    return [(level, c, o) for level in reversed(range(levels)) for c in range(CHANNELS) for o in range(3)]
+
+
+def support_inputs(magnitudes: dict[Band, Tensor], band: Band, shape: tuple[int, int], quality: Tensor) -> Tensor:
+    """The context of ``band`` that both passes share, (N, SUPPORT, h, w), from decoded magnitudes.
+
+    Reads only complete bands, all decoded before ``band``: its parent one level coarser
+    (upsampled), its earlier siblings and the same band of the earlier colour channels.
+    ``magnitudes`` hold ``lg`` of the symbols (N, h, w); ``quality`` is (N,).
+    """
+    level, c, o = band
+    h, w = shape
+    n = quality.shape[0]
+    zeros = quality.new_zeros(n, h, w, dtype=torch.float64)
+    parent = magnitudes.get((level + 1, c, o))
+    parent = zeros if parent is None else fit(parent.repeat_interleave(2, -2).repeat_interleave(2, -1), h, w)
+    siblings = [fit(magnitudes[(level, c, s)], h, w) if s < o else zeros for s in range(2)]
+    colours = [fit(magnitudes[(level, s, o)], h, w) if s < c else zeros for s in range(2)]
+    return torch.stack([parent, *siblings, *colours, quality_feature(quality).view(n, 1, 1).expand(n, h, w)], 1)
+
+
+def band_key(band: Band) -> str:
+    level, c, o = band
+    return f"l{level}c{c}{ORIENTATIONS[o]}"
+
+
+# What the walk does with a pass: given the band, the pass mask and the scale indices of its
+# coefficients, return their symbols (the encoder takes them from the image, the decoder reads them).
+TakeSymbols = Callable[[Band, Tensor, Tensor], Tensor]
+
+
+class BandContext(nn.Module):
+    """Log-scales of one band's coefficients: a shared support feature map, the band's own anchors
+    (second pass only) added through a 3x3 convolution, then a per-pass head of 1x1 convolutions.
+
+    The heads are per position, so the coder evaluates them only where the pass codes.
+    """
+
+    def __init__(self, hidden: int):
+        super().__init__()
+        self.support = nn.Conv2d(SUPPORT, hidden, 3, padding=1)
+        self.anchors = nn.Conv2d(1, hidden, 3, padding=1, bias=False)
+        self.heads = nn.ModuleList(
+            nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1)) for _ in range(2)
+        )
+
+    def forward(self, support: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
+        """Training: log-scales (N, h, w) for the first and the second pass at every position."""
+        features = self.support(support)
+        return self.heads[0](features)[:, 0], self.heads[1](features + self.anchors(anchors[:, None]))[:, 0]
+
+
+class ExactBandContext:
+    """Integer-exact twin of ``BandContext`` in float32: fixed-point in, scale indices out.
+
+    Inputs are multiples of 1/16 below 12 and weights are rounded to 1/256, so every partial sum
+    is an integer far below 2**24 (``ExactConvNet`` checks it before each layer).
+    """
+
+    def __init__(self, net: BandContext):
+        exact = functools.partial(ExactConvNet, weight_bits=WEIGHT_BITS, act_bits=ACT_BITS, dtype=torch.float32)
+        self.support, self.anchors = exact(net.support), exact(net.anchors)
+        self.heads = [exact(head) for head in net.heads]
+
+    def index(self, features: Tensor, head: int, mask: Tensor) -> Tensor:
+        """Scale indices at the ``mask`` positions of a (1, hidden, h, w) fixed-point feature map."""
+        picked = features[:, :, mask][..., None]  # (1, hidden, n, 1): the heads are 1x1
+        if picked.numel() == 0:
+            return torch.zeros(0, dtype=torch.long)
+        return scale_index(self.heads[head](picked)[0, 0, :, 0].double() * 2 ** (SCALE_BITS - ACT_BITS))
+
+
+class ContextModel(nn.Module):
+    """One ``BandContext`` per (level, channel, band)."""
+
+    def __init__(self, levels: int = LEVELS, hidden: int = 12):
+        super().__init__()
+        self.levels = levels
+        self.nets = nn.ModuleDict({band_key(band): BandContext(hidden) for band in coding_order(levels)})
+        self.exact: dict[str, ExactBandContext] = {}
+
+    def prepare_inference(self) -> None:
+        self.exact = {key: ExactBandContext(net) for key, net in self.nets.items()}
+
+    def bits(self, planes: dict[Band, Tensor], quality: Tensor) -> Tensor:
+        """Training: the code length of every detail coefficient, (N, count), both passes.
+
+        ``planes`` are complete; gradients flow into the networks and into the symbols' values
+        (straight-through rounding), not through the context inputs.
+        """
+        magnitudes = {band: lg(q) for band, q in planes.items()}
+        bits = []
+        for band, q in planes.items():
+            anchors = checkerboard(*q.shape[-2:], q.device)
+            support = support_inputs(magnitudes, band, q.shape[-2:], quality).float()
+            first, second = self.nets[band_key(band)](support, (magnitudes[band] * anchors).float())
+            bits.append(torch.where(anchors, laplace_bits(q, first), laplace_bits(q, second)).flatten(1))
+        return torch.cat(bits, 1)
+
+    def walk(self, shapes: list[list[tuple[int, int]]], quality: float, take: TakeSymbols) -> dict[Band, Tensor]:
+        """The one walk of the coding order, shared by the encoder and the decoder.
+
+        ``shapes[level][o]`` is each band's size. For each pass, the exact networks give the scale
+        indices from what is decoded so far, and ``take`` supplies the symbols.
+        """
+        planes: dict[Band, Tensor] = {}
+        magnitudes: dict[Band, Tensor] = {}
+        q = torch.tensor([quality], dtype=torch.float64)
+        for band in coding_order(len(shapes)):
+            shape = shapes[band[0]][band[2]]
+            net = self.exact[band_key(band)]
+            plane = torch.zeros(shape, dtype=torch.float64)
+            anchors = checkerboard(*shape)
+            features = net.support(support_inputs(magnitudes, band, shape, q) * 2**ACT_BITS)
+            plane[anchors] = take(band, anchors, net.index(features, 0, anchors)).double()
+            features = features + net.anchors((lg(plane) * anchors * 2**ACT_BITS)[None, None])
+            plane[~anchors] = take(band, ~anchors, net.index(features, 1, ~anchors)).double()
+            planes[band], magnitudes[band] = plane[None], lg(plane)[None]
+        return planes
+
+
+class WaveletCodec(Codec):
+    """Colour transform, learned lifting wavelet, dead-zone quantiser and the context model."""
+
+    stride = 1
+    streams_per_tile = 1
+
+    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12):
+        super().__init__()
+        self.levels = levels
+        self.colour = nn.Parameter(torch.tensor(ICT))
+        self.wavelet = Wavelet2D(levels, lifting_hidden)
+        self.context = ContextModel(levels, context_hidden)
+        low, high = synthesis_norms(levels)
+        column_norms = torch.linalg.inv(torch.tensor(ICT, dtype=torch.float64)).norm(dim=0)
+        band_norms = torch.tensor([[high[i] * low[i], low[i] * high[i], high[i] ** 2] for i in range(levels)])
+        # log of each detail band's step relative to the global step: (level, orientation, channel)
+        init = -torch.log(band_norms.double()[:, :, None] * column_norms[None, None, :])
+        self.log_steps = nn.Parameter(init.float())
+        self.register_buffer("low_norms", torch.tensor((1.0, *low)) ** 2, persistent=False)
+        self.register_buffer("column_norms", column_norms.float(), persistent=False)
+        self.recon = nn.Parameter(torch.full((levels, 3, CHANNELS), RECON))
+
+    # --- transform and quantiser -------------------------------------------------------------------
+
+    def analysis(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
+        """Image (N, 3, H, W) in [0, 1] -> low band and detail bands (pixel units)."""
+        ycc = torch.einsum("ij,njhw->nihw", self.colour, x * 255 - 128)
+        return self.wavelet(ycc)
+
+    def synthesis(self, low: Tensor, bands: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+        ycc = self.wavelet.inverse(low, bands)
+        return (torch.einsum("ij,njhw->nihw", torch.linalg.inv(self.colour), ycc) + 128) / 255
+
+    def steps(self, quality: Tensor, levels: int) -> tuple[Tensor, Tensor]:
+        """Quantiser steps (N, 3) of the low band and (N, levels, 3, 3) of the detail bands."""
+        step = step_for(quality.float())[:, None]
+        low = step / (self.low_norms[levels] * self.column_norms)[None]
+        detail = step[:, :, None, None] * torch.exp(self.log_steps[:levels])[None]
+        return low, detail
+
+    # --- coding ------------------------------------------------------------------------------------
+
+    def scaled(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
+        """The low band and the detail planes {band: (N, h, w)} in units of their quantiser steps."""
+        with one_thread(x.device):
+            low, bands = self.analysis(x)
+        low_step, steps = self.steps(quality, len(bands))
+        planes = {}
+        for level, triple in enumerate(bands):
+            for o, band in enumerate(triple):
+                ratio = band / steps[:, level, o, :, None, None]
+                for c in range(CHANNELS):
+                    planes[(level, c, o)] = ratio[:, c]
+        return low / low_step[:, :, None, None], planes
+
+    def quantise(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
+        """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
+        low, planes = self.scaled(x, quality)
+        planes = {band: ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) for band, ratio in planes.items()}
+        return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
+
+    def dequantise(self, low_q: Tensor, planes: dict[Band, Tensor], quality: float, device) -> Tensor:
+        levels = len({band[0] for band in planes})
+        low_step, steps = self.steps(torch.tensor([quality], device=device), levels)
+        low = low_q.float().to(device) * low_step[:, :, None, None]
+        bands = []
+        for level in range(levels):
+            triple = []
+            for o in range(3):
+                q = torch.stack([planes[(level, c, o)].float().to(device) for c in range(CHANNELS)], 1)
+                offset = self.recon[level, o][None, :, None, None]
+                triple.append(torch.sign(q) * (q.abs() + offset) * steps[:, level, o, :, None, None])
+            bands.append(tuple(triple))
+        with one_thread(device):
+            return self.synthesis(low, bands).clamp(0, 1)
+
+    def compress(self, x: Tensor, quality: float, effort: int = 1) -> list[bytes]:
+        """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream.
+
+        ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
+        optimisation against the context model (``rdo_symbols``). The decoder is the same.
+        """
+        low, ratios = self.scaled(x, torch.tensor([quality], device=x.device))
+        low_q = torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu()
+        ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
+        writer = LaplaceWriter()
+        write_low(writer, low_q[0])
+
+        def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+            ratio = ratios[band][mask]
+            if effort == 0:
+                symbols = ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+            else:
+                symbols = rdo_symbols(ratio, index, float(self.recon[band[0], band[2], band[1]]))
+            writer.laplace(symbols, index)
+            return symbols
+
+        height, width = x.shape[-2:]
+        self.context.walk(subband_shapes(height, width, level_count(height, width, self.levels)), quality, take)
+        return [writer.finish()]
+
+    def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device) -> Tensor:
+        """Decode one tile's stream into (1, 3, height, width) in [0, 1]."""
+        levels = level_count(height, width, self.levels)
+        shapes = subband_shapes(height, width, levels)
+        reader = LaplaceReader(payloads[0])
+        low_q = read_low(reader, low_shape(height, width, levels))
+        planes = self.context.walk(shapes, quality, lambda band, mask, index: reader.laplace(index))
+        reader.finish()
+        return self.dequantise(low_q[None], planes, quality, device)
+
+    def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
+        self.context.prepare_inference()
+
+    def forward(self, x: Tensor, quality: Tensor) -> dict:
+        """Training: reconstruction through straight-through dead-zone rounding, and the
+        likelihoods of every detail coefficient under the context model (the low band is a few
+        hundred DPCM symbols per image and has no trained parameters)."""
+        low, bands = self.analysis(x)
+        low_step, steps = self.steps(quality, len(bands))
+        low_hat = ste(low / low_step[:, :, None, None], 0.5) * low_step[:, :, None, None]
+        planes, hat = {}, []
+        for level, triple in enumerate(bands):
+            hats = []
+            for o, band in enumerate(triple):
+                step = steps[:, level, o, :, None, None]
+                q = ste(band / step, DEADZONE)
+                for c in range(CHANNELS):
+                    planes[(level, c, o)] = q[:, c]
+                offset = self.recon[level, o][None, :, None, None] * torch.sign(q.detach())
+                hats.append((q + offset) * step)
+            hat.append(tuple(hats))
+        bits = self.context.bits(planes, quality)
+        return {"x_hat": self.synthesis(low_hat, hat), "likelihoods": {"coefficients": torch.exp2(-bits)}}
+
+    def estimate_bits(self, x: Tensor, quality: float) -> float:
+        """Ideal code length of the coefficients (float context networks), to check files against."""
+        q = torch.tensor([quality])
+        with torch.no_grad():
+            low_q, planes = self.quantise(x, q)
+            return float(self.context.bits(planes, q).sum()) + low_bits(low_q[0])
+
+
+# --- shapes ----------------------------------------------------------------------------------------
+
+def subband_shapes(height: int, width: int, levels: int) -> list[list[tuple[int, int]]]:
+    """Sizes of (HL, LH, HH) per level, finest first, for an image of this size."""
+    shapes = []
+    for _ in range(levels):
+        low_h, low_w = -(-height // 2), -(-width // 2)
+        high_h, high_w = height // 2, width // 2
+        shapes.append([(low_h, high_w), (high_h, low_w), (high_h, high_w)])
+        height, width = low_h, low_w
+    return shapes
+
+
+def low_shape(height: int, width: int, levels: int) -> tuple[int, int]:
+    for _ in range(levels):
+        height, width = -(-height // 2), -(-width // 2)
+    return height, width
+
+
+# --- the low band: 2D-difference DPCM ----------------------------------------------------------------
+
+def low_residuals(low_q: Tensor) -> Tensor:
+    """r = q - (left + up - up-left): the planar predictor; the decoder inverts it by two cumsums."""
+    padded = nn.functional.pad(low_q, (1, 0, 1, 0))
+    return padded.diff(dim=-1).diff(dim=-2)
+
+
+def low_scale_index(residuals: Tensor) -> int:
+    """Encoder's choice of the Laplacian scale of one channel's residuals (maximum likelihood)."""
+    b = max(float(residuals.abs().mean()), SCALES[0])
+    return int(np.clip(np.searchsorted(SCALES, b), 0, SCALE_COUNT - 1))
+
+
+def write_low(writer: LaplaceWriter, low_q: Tensor) -> None:
+    residuals = low_residuals(low_q)
+    for c in range(CHANNELS):
+        index = low_scale_index(residuals[c])
+        writer.uniform(index)
+        writer.laplace(residuals[c].flatten(), torch.full((residuals[c].numel(),), index), wide=True)
+
+
+def read_low(reader: LaplaceReader, shape: tuple[int, int]) -> Tensor:
+    channels = []
+    for _ in range(CHANNELS):
+        index = reader.uniform()
+        if not 0 <= index < SCALE_COUNT:
+            raise FormatError("corrupted entropy-coded stream (low band scale)")
+        residuals = reader.laplace(torch.full((shape[0] * shape[1],), index), wide=True).view(shape)
+        channels.append(residuals.double().cumsum(-1).cumsum(-2))
+    return torch.stack(channels)
+
+
+def low_bits(low_q: Tensor) -> float:
+    residuals = low_residuals(low_q)
+    bits = math.log2(SCALE_COUNT) * CHANNELS
+    for c in range(CHANNELS):
+        index = low_scale_index(residuals[c])
+        bits += float(laplace_bits(residuals[c], torch.tensor(math.log(SCALES[index]))).sum())
+    return bits
+
+
+# --- ANS streams of Laplacians ---------------------------------------------------------------------
+
+_LAPLACE = constriction.stream.model.QuantizedLaplace(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+_LAPLACE_WIDE = constriction.stream.model.QuantizedLaplace(-LOW_LIMIT, LOW_LIMIT)
+_UNIFORM = constriction.stream.model.Uniform(SCALE_COUNT)
+
+
+class LaplaceWriter:
+    """Collects symbols in decoding order, then encodes them backwards (ANS is a stack)."""
+
+    def __init__(self):
+        self.chunks: list[tuple] = []
+
+    def laplace(self, symbols: Tensor, index: Tensor, wide: bool = False) -> None:
+        scales = SCALES[index.numpy().reshape(-1)]
+        model = _LAPLACE_WIDE if wide else _LAPLACE
+        self.chunks.append((symbols.numpy().astype(np.int32).reshape(-1), model, np.zeros_like(scales), scales))
+
+    def uniform(self, value: int) -> None:
+        self.chunks.append((np.array([value], dtype=np.int32), _UNIFORM))
+
+    def finish(self) -> bytes:
+        coder = constriction.stream.stack.AnsCoder()
+        for chunk in reversed(self.chunks):
+            coder.encode_reverse(*chunk)
+        return coder.get_compressed().astype("<u4").tobytes()
+
+
+class LaplaceReader:
+    """Decodes what ``LaplaceWriter`` wrote, in the same order."""
+
+    def __init__(self, data: bytes):
+        if len(data) % 4:
+            raise FormatError("corrupted entropy-coded stream (length is not a multiple of 4)")
+        try:
+            self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
+        except ValueError:
+            raise FormatError("corrupted entropy-coded stream") from None
+
+    def laplace(self, index: Tensor, wide: bool = False) -> Tensor:
+        scales = SCALES[index.numpy().reshape(-1)]
+        try:
+            symbols = self.coder.decode(_LAPLACE_WIDE if wide else _LAPLACE, np.zeros_like(scales), scales)
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
+        return torch.from_numpy(symbols.astype(np.int64))
+
+    def uniform(self) -> int:
+        try:
+            return int(self.coder.decode(_UNIFORM, 1)[0])
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
+
+    def finish(self) -> None:
+        if not self.coder.is_empty():
+            raise FormatError("corrupted entropy-coded stream (data left over)")
