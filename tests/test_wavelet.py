@@ -13,7 +13,7 @@ import torch
 
 from tests.conftest import make_photo
 from xcodec import api
-from xcodec.errors import FormatError
+from xcodec.errors import FormatError, InputError
 from xcodec.models import zoo
 from xcodec.models.exact import ExactConvNet
 from xcodec.models.lifting import Wavelet2D, level_count
@@ -70,7 +70,7 @@ def test_round_trip_is_exact_at_any_size(codec, height, width):
     with torch.inference_mode():
         low_q, planes = codec.quantise(x, torch.tensor([3.5]))
         expected = codec.dequantise(low_q, planes, 3.5, torch.device("cpu"))
-        payloads = codec.compress(x, 3.5, effort=0)
+        payloads = codec.compressor(x, effort=0)(3.5)
         decoded = codec.decompress(payloads, height, width, 3.5, torch.device("cpu"))
     assert decoded.shape == x.shape
     assert torch.equal(decoded, expected)
@@ -118,11 +118,16 @@ def test_float32_exact_networks_match_float64(codec):
     assert torch.equal(exact.support(inputs[..., 10:13, 7:10])[..., 1, 1], whole[..., 11, 8])
 
 
+def test_effort_outside_the_models_levels_is_refused():
+    with pytest.raises(InputError, match="effort"):
+        api.encode(make_photo(16, 16), model="hyperprior", effort=1)
+
+
 def test_corrupted_stream_is_refused(codec):
     x = to_tensor(make_photo(48, 40))
     with torch.inference_mode():
         data = codec.compress(x, 4.0)[0]
-        for bad in (data[:-1], data + b"\x00\x00\x00\x00"):
+        for bad in (b"", data[:-1], data[:-4], data[: len(data) // 2], data + b"\x01\x00\x00\x00"):
             with pytest.raises(FormatError):
                 codec.decompress([bad], 40, 48, 4.0, torch.device("cpu"))
 
@@ -160,7 +165,7 @@ def test_shipped_model_files_match_its_estimate():
     image = make_photo(256, 192, seed=5)
     x = to_tensor(image)
     for quality in (1.0, 8.0):
-        size = len(model.compress(x, quality)[0]) * 8
+        size = len(model.compressor(x, effort=0)(quality)[0]) * 8  # the estimate rounds as effort 0 does
         assert abs(size / model.estimate_bits(x, quality) - 1) < 0.02
 
 
@@ -170,7 +175,7 @@ def test_rdo_quantisation_trades_error_for_bits():
     codec, _ = zoo.load("wavelet")
     x = to_tensor(make_photo(128, 96, seed=4))
     with torch.inference_mode():
-        coded = [codec.compress(x, 4.0, effort=effort)[0] for effort in (0, 1)]
+        coded = [codec.compressor(x, effort)(4.0)[0] for effort in (0, 1)]
         errors = [float((codec.decompress([data], 96, 128, 4.0, torch.device("cpu")) - x).square().mean()) for data in coded]
     assert len(coded[1]) < len(coded[0])
     assert errors[1] < 1.2 * errors[0]

@@ -44,17 +44,18 @@ def _check_pixels(width: int, height: int, max_pixels: int) -> None:
 
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tile: int = DEFAULT_TILE) -> bytes:
+           tile: int = DEFAULT_TILE, effort: int | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
+    ``effort`` is one of the model's encoder levels (None: its default).
     """
-    return _encoder(image, model, device, drop_alpha, max_pixels, tile, keep=False)(quality)
+    return _encoder(image, model, device, drop_alpha, max_pixels, tile, effort, keep=False)(quality)
 
 
 def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_pixels: int, tile: int,
-             keep: bool) -> Callable[[float], bytes]:
+             effort: int | None, keep: bool) -> Callable[[float], bytes]:
     """Check and convert ``image`` once; return a function from quality to the bytes of its file.
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
@@ -76,11 +77,16 @@ def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_
     if max(header.tile_size) > container.MAX_TILE:
         raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
                          f"code this image in tiles (--tile {DEFAULT_TILE})")
+    if effort is None:
+        effort = net.default_effort
+    if not 0 <= effort < net.efforts:
+        raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
     net = net.to(dev)
 
     def compressors() -> Iterator[Callable[[float], list[bytes]]]:
         for top, left, tile_height, tile_width in header.tile_boxes():
-            yield net.compressor(to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev))
+            pixels = source.rgb[top : top + tile_height, left : left + tile_width]
+            yield net.compressor(to_tensor(pixels, stride).to(dev), effort)
 
     with torch.inference_mode():
         kept = list(compressors()) if keep else None
@@ -154,14 +160,15 @@ def info(data: bytes) -> FileInfo:
 
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
-                  drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE) -> bytes:
+                  drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
+                  effort: int | None = None) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
-    encode_at = _encoder(image, model, device, drop_alpha, max_pixels, tile, keep=True)
+    encode_at = _encoder(image, model, device, drop_alpha, max_pixels, tile, effort, keep=True)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY
     best = encode_at(low)

@@ -1,11 +1,14 @@
 """ANS entropy coding through constriction.
 
-Two kinds of streams:
+Three kinds of streams:
 - *categorical*: symbols of one channel share a fixed probability table (the factorized prior of
   the hyper-latent). Tables come from the checkpoint, so they are identical everywhere.
 - *gaussian*: each symbol has its own zero-mean quantized Gaussian whose standard deviation is an
   entry of a fixed scale table, selected by an integer index (the model computes those indices in
   exact integer arithmetic). Symbols are residuals ``round(y - mean)``.
+- *laplacian* (``StreamWriter``/``StreamReader``): the ``wavelet`` model's single stream per tile,
+  a sequence of zero-mean quantized Laplacians with per-symbol scales (entries of the model's
+  fixed table) and a few uniform symbols, written in decoding order and encoded backwards.
 
 A stream is constriction's ANS output: little-endian uint32 words. The decoder refuses a stream
 with data left over after its last symbol, and one that runs dry: a read from an empty coder.
@@ -31,6 +34,11 @@ from .errors import FormatError
 SYMBOL_LIMIT = (1 << 12) - 1
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-SYMBOL_LIMIT, SYMBOL_LIMIT)
 PIECE = 1 << 12
+# Laplacian streams: detail coefficients in the same range as Gaussian symbols; low-band residuals
+# in a wider one (a few hundred symbols per tile, so its rate cost is negligible).
+WIDE_LIMIT = (1 << 15) - 1
+_LAPLACE = constriction.stream.model.QuantizedLaplace(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+_LAPLACE_WIDE = constriction.stream.model.QuantizedLaplace(-WIDE_LIMIT, WIDE_LIMIT)
 
 
 def _to_bytes(coder: constriction.stream.stack.AnsCoder) -> bytes:
@@ -80,18 +88,68 @@ class GaussianReader:
     def read(self, scale_index: np.ndarray) -> np.ndarray:
         """The next ``scale_index.size`` symbols (int32), shaped like ``scale_index``."""
         stds = self.scales[scale_index.reshape(-1)].astype(np.float64)
-        pieces = []
-        for start in range(0, stds.size, PIECE):
-            piece = stds[start : start + PIECE]
-            _check_not_dry(self.coder, piece.size)
-            try:
-                pieces.append(self.coder.decode(_GAUSSIAN, np.zeros_like(piece), piece))
-            except (ValueError, RuntimeError):
-                raise FormatError("corrupted entropy-coded stream") from None
-        return np.concatenate(pieces or [np.zeros(0, np.int32)]).reshape(scale_index.shape)
+        return _decode_pieces(self.coder, _GAUSSIAN, stds).reshape(scale_index.shape)
 
     def finish(self) -> None:
         """Call after the last ``read``: refuses a stream with data left over."""
+        _check_finished(self.coder)
+
+
+def _decode_pieces(coder: constriction.stream.stack.AnsCoder, model, scales: np.ndarray) -> np.ndarray:
+    """Zero-mean symbols with the given scales, read in pieces of ``PIECE``, refusing a dry stream."""
+    pieces = []
+    for start in range(0, scales.size, PIECE):
+        piece = scales[start : start + PIECE]
+        _check_not_dry(coder, piece.size)
+        try:
+            pieces.append(coder.decode(model, np.zeros_like(piece), piece))
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
+    return np.concatenate(pieces or [np.zeros(0, np.int32)])
+
+
+class StreamWriter:
+    """A laplacian stream: symbols collected in decoding order, encoded backwards (ANS is a stack)."""
+
+    def __init__(self):
+        self.chunks: list[tuple] = []
+
+    def laplace(self, symbols: np.ndarray, scales: np.ndarray, wide: bool = False) -> None:
+        """Integer ``symbols`` (clamped to the range) with zero-mean Laplacians of ``scales``."""
+        limit = WIDE_LIMIT if wide else SYMBOL_LIMIT
+        symbols = np.clip(symbols.reshape(-1), -limit, limit).astype(np.int32)
+        scales = scales.reshape(-1).astype(np.float64)
+        self.chunks.append((symbols, _LAPLACE_WIDE if wide else _LAPLACE, np.zeros_like(scales), scales))
+
+    def uniform(self, value: int, size: int) -> None:
+        """One symbol in 0..size-1, all equally likely."""
+        self.chunks.append((np.array([value], dtype=np.int32), constriction.stream.model.Uniform(size)))
+
+    def finish(self) -> bytes:
+        coder = constriction.stream.stack.AnsCoder()
+        for chunk in reversed(self.chunks):
+            coder.encode_reverse(*chunk)
+        return _to_bytes(coder)
+
+
+class StreamReader:
+    """Reads a laplacian stream in the order ``StreamWriter`` collected it."""
+
+    def __init__(self, data: bytes):
+        self.coder = _from_bytes(data)
+
+    def laplace(self, scales: np.ndarray, wide: bool = False) -> np.ndarray:
+        return _decode_pieces(self.coder, _LAPLACE_WIDE if wide else _LAPLACE, scales.reshape(-1).astype(np.float64))
+
+    def uniform(self, size: int) -> int:
+        _check_not_dry(self.coder, 1)
+        try:
+            return int(self.coder.decode(constriction.stream.model.Uniform(size), 1)[0])
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
+
+    def finish(self) -> None:
+        """Call after the last read: refuses a stream with data left over."""
         _check_finished(self.coder)
 
 

@@ -8,8 +8,10 @@ container, so a model knows nothing of files:
 - ``streams_per_tile``: how many byte strings ``compress`` returns for every tile; the container
   checks a file's stream table against it before anything is decoded.
 - ``compress(x, quality) -> list[bytes]``: ``x`` is (1, 3, H, W) in [0, 1], H and W multiples of
-  ``stride``; the payloads are opaque to the container. ``compressor(x)`` gives a function from
-  quality to payloads, for coding a tile at several qualities (the default calls ``compress``).
+  ``stride``; the payloads are opaque to the container. ``compressor(x, effort)`` gives a function
+  from quality to payloads, for coding a tile at several qualities (the default calls
+  ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
+  fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
 - ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1].
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
@@ -94,6 +96,9 @@ class Codec(CompressionModel, metaclass=ABCMeta):
     streams_per_tile: ClassVar[int]
     # Names of the tensors that ``export_tensors`` adds to the shipped weights file.
     inference_tensors: ClassVar[tuple[str, ...]] = ()
+    # Encoder effort levels 0 .. efforts - 1, and the one used when the caller names none.
+    efforts: ClassVar[int] = 1
+    default_effort: ClassVar[int] = 0
 
     @abstractmethod
     def forward(self, x: Tensor, quality: Tensor) -> dict:
@@ -108,10 +113,11 @@ class Codec(CompressionModel, metaclass=ABCMeta):
                    device: torch.device) -> Tensor:
         """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
 
-    def compressor(self, x: Tensor) -> Callable[[float], list[bytes]]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
 
-        A model whose analysis transform is the same at every quality overrides this to run it once.
+        A model whose analysis transform is the same at every quality overrides this to run it
+        once; a model with several ``efforts`` overrides it to use ``effort``.
         """
         return functools.partial(self.compress, x)
 

@@ -177,7 +177,7 @@ class HyperpriorCodec(Codec):
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x)(quality)
 
-    def compressor(self, x: Tensor) -> Callable[[float], list[bytes]]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """The analysis transform runs once; only the gains, ``h_a`` and the coding per quality."""
         transformed = self._transform(x)
 

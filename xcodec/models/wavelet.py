@@ -23,13 +23,11 @@ import functools
 import math
 from collections.abc import Callable
 
-import constriction
 import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..entropy import SYMBOL_LIMIT
-from ..errors import FormatError
+from ..entropy import SYMBOL_LIMIT, WIDE_LIMIT, StreamReader, StreamWriter
 from .codec import Codec, one_thread
 from .exact import ExactConvNet
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
@@ -39,7 +37,7 @@ CHANNELS = 3
 # Global quantiser step (8-bit pixel units) at quality 1 and 8, log-linear in between.
 STEP_Q1, STEP_Q8 = 120.0, 6.0
 DEADZONE = 0.3  # encoder rounding at effort 0: q = sign(x) floor(|x| / step + DEADZONE)
-RDO_LAMBDA = 0.12  # effort 1: squared error (in steps) per bit; about ln(2) / 6, the high-rate slope
+RDO_LAMBDA = 0.15  # effort 1: squared error (in steps) per bit (measured best of 0.08, 0.15, 0.25)
 RECON = 0.1  # initial decoder offset: x = sign(q) (|q| + RECON) step
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 
@@ -52,7 +50,6 @@ SCALE_MIN, SCALE_RATIO = 0.011108996538242306, 1.0098134643159469  # exp(-4.5), 
 SCALE_BITS, SCALE_LOG_MIN, SCALE_LOG_STEP, SCALE_COUNT = 10, -4.5 * 2**10, 10, 1200
 MAGNITUDE_CAP = 1023  # context inputs see min(|q|, cap)
 FRACTION = 2**ACT_BITS  # context inputs are multiples of 1/16, so that the exact networks can run in float32
-LOW_LIMIT = (1 << 15) - 1  # low-band DPCM residuals: a wider range (few symbols, negligible cost)
 SUPPORT = 6  # context inputs shared by both passes: parent, 2 siblings, 2 earlier colours, quality
 
 
@@ -268,6 +265,8 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
+    efforts = 2
+    default_effort = 1
 
     def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12):
         super().__init__()
@@ -305,10 +304,15 @@ class WaveletCodec(Codec):
 
     # --- coding ------------------------------------------------------------------------------------
 
-    def scaled(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
-        """The low band and the detail planes {band: (N, h, w)} in units of their quantiser steps."""
+    def analyse(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
+        """``analysis`` on one CPU thread: the coefficients, and so the file, do not depend on the
+        caller's thread count."""
         with one_thread(x.device):
-            low, bands = self.analysis(x)
+            return self.analysis(x)
+
+    def scale(self, coefficients: tuple[Tensor, list], quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
+        """The low band and the detail planes {band: (N, h, w)} in units of their quantiser steps."""
+        low, bands = coefficients
         low_step, steps = self.steps(quality, len(bands))
         planes = {}
         for level, triple in enumerate(bands):
@@ -320,9 +324,9 @@ class WaveletCodec(Codec):
 
     def quantise(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
         """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
-        low, planes = self.scaled(x, quality)
+        low, planes = self.scale(self.analyse(x), quality)
         planes = {band: ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) for band, ratio in planes.items()}
-        return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
+        return torch.round(low).clamp(-WIDE_LIMIT, WIDE_LIMIT), planes
 
     def dequantise(self, low_q: Tensor, planes: dict[Band, Tensor], quality: float, device) -> Tensor:
         levels = len({band[0] for band in planes})
@@ -339,38 +343,50 @@ class WaveletCodec(Codec):
         with one_thread(device):
             return self.synthesis(low, bands).clamp(0, 1)
 
-    def compress(self, x: Tensor, quality: float, effort: int = 1) -> list[bytes]:
-        """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream.
+    def compress(self, x: Tensor, quality: float) -> list[bytes]:
+        return self.compressor(x, self.default_effort)(quality)
+
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
+        """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream; the analysis runs once.
 
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``). The decoder is the same.
         """
-        low, ratios = self.scaled(x, torch.tensor([quality], device=x.device))
-        low_q = torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu()
-        ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
-        writer = LaplaceWriter()
-        write_low(writer, low_q[0])
-
-        def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
-            ratio = ratios[band][mask]
-            if effort == 0:
-                symbols = ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
-            else:
-                symbols = rdo_symbols(ratio, index, float(self.recon[band[0], band[2], band[1]]))
-            writer.laplace(symbols, index)
-            return symbols
-
+        coefficients = self.analyse(x)
         height, width = x.shape[-2:]
-        self.context.walk(subband_shapes(height, width, level_count(height, width, self.levels)), quality, take)
-        return [writer.finish()]
+        shapes = subband_shapes(height, width, level_count(height, width, self.levels))
+
+        def compress(quality: float) -> list[bytes]:
+            low, ratios = self.scale(coefficients, torch.tensor([quality], device=x.device))
+            ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
+            writer = StreamWriter()
+            write_low(writer, torch.round(low[0]).clamp(-WIDE_LIMIT, WIDE_LIMIT).double().cpu())
+
+            def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+                ratio = ratios[band][mask]
+                if effort == 0:
+                    symbols = ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+                else:
+                    symbols = rdo_symbols(ratio, index, float(self.recon[band[0], band[2], band[1]]))
+                writer.laplace(symbols.numpy(), SCALES[index.numpy()])
+                return symbols
+
+            self.context.walk(shapes, quality, take)
+            return [writer.finish()]
+
+        return compress
 
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device) -> Tensor:
         """Decode one tile's stream into (1, 3, height, width) in [0, 1]."""
         levels = level_count(height, width, self.levels)
         shapes = subband_shapes(height, width, levels)
-        reader = LaplaceReader(payloads[0])
+        reader = StreamReader(payloads[0])
+
+        def read(index: Tensor) -> Tensor:
+            return torch.from_numpy(reader.laplace(SCALES[index.numpy()]).astype(np.float64))
+
         low_q = read_low(reader, low_shape(height, width, levels))
-        planes = self.context.walk(shapes, quality, lambda band, mask, index: reader.laplace(index))
+        planes = self.context.walk(shapes, quality, lambda band, mask, index: read(index))
         reader.finish()
         return self.dequantise(low_q[None], planes, quality, device)
 
@@ -439,22 +455,20 @@ def low_scale_index(residuals: Tensor) -> int:
     return int(np.clip(np.searchsorted(SCALES, b), 0, SCALE_COUNT - 1))
 
 
-def write_low(writer: LaplaceWriter, low_q: Tensor) -> None:
+def write_low(writer: StreamWriter, low_q: Tensor) -> None:
     residuals = low_residuals(low_q)
     for c in range(CHANNELS):
         index = low_scale_index(residuals[c])
-        writer.uniform(index)
-        writer.laplace(residuals[c].flatten(), torch.full((residuals[c].numel(),), index), wide=True)
+        writer.uniform(index, SCALE_COUNT)
+        writer.laplace(residuals[c].numpy(), np.full(residuals[c].numel(), SCALES[index]), wide=True)
 
 
-def read_low(reader: LaplaceReader, shape: tuple[int, int]) -> Tensor:
+def read_low(reader: StreamReader, shape: tuple[int, int]) -> Tensor:
     channels = []
     for _ in range(CHANNELS):
-        index = reader.uniform()
-        if not 0 <= index < SCALE_COUNT:
-            raise FormatError("corrupted entropy-coded stream (low band scale)")
-        residuals = reader.laplace(torch.full((shape[0] * shape[1],), index), wide=True).view(shape)
-        channels.append(residuals.double().cumsum(-1).cumsum(-2))
+        scales = np.full(shape[0] * shape[1], SCALES[reader.uniform(SCALE_COUNT)])
+        residuals = torch.from_numpy(reader.laplace(scales, wide=True).astype(np.float64)).view(shape)
+        channels.append(residuals.cumsum(-1).cumsum(-2))
     return torch.stack(channels)
 
 
@@ -465,61 +479,3 @@ def low_bits(low_q: Tensor) -> float:
         index = low_scale_index(residuals[c])
         bits += float(laplace_bits(residuals[c], torch.tensor(math.log(SCALES[index]))).sum())
     return bits
-
-
-# --- ANS streams of Laplacians ---------------------------------------------------------------------
-
-_LAPLACE = constriction.stream.model.QuantizedLaplace(-SYMBOL_LIMIT, SYMBOL_LIMIT)
-_LAPLACE_WIDE = constriction.stream.model.QuantizedLaplace(-LOW_LIMIT, LOW_LIMIT)
-_UNIFORM = constriction.stream.model.Uniform(SCALE_COUNT)
-
-
-class LaplaceWriter:
-    """Collects symbols in decoding order, then encodes them backwards (ANS is a stack)."""
-
-    def __init__(self):
-        self.chunks: list[tuple] = []
-
-    def laplace(self, symbols: Tensor, index: Tensor, wide: bool = False) -> None:
-        scales = SCALES[index.numpy().reshape(-1)]
-        model = _LAPLACE_WIDE if wide else _LAPLACE
-        self.chunks.append((symbols.numpy().astype(np.int32).reshape(-1), model, np.zeros_like(scales), scales))
-
-    def uniform(self, value: int) -> None:
-        self.chunks.append((np.array([value], dtype=np.int32), _UNIFORM))
-
-    def finish(self) -> bytes:
-        coder = constriction.stream.stack.AnsCoder()
-        for chunk in reversed(self.chunks):
-            coder.encode_reverse(*chunk)
-        return coder.get_compressed().astype("<u4").tobytes()
-
-
-class LaplaceReader:
-    """Decodes what ``LaplaceWriter`` wrote, in the same order."""
-
-    def __init__(self, data: bytes):
-        if len(data) % 4:
-            raise FormatError("corrupted entropy-coded stream (length is not a multiple of 4)")
-        try:
-            self.coder = constriction.stream.stack.AnsCoder(np.frombuffer(data, dtype="<u4").astype(np.uint32))
-        except ValueError:
-            raise FormatError("corrupted entropy-coded stream") from None
-
-    def laplace(self, index: Tensor, wide: bool = False) -> Tensor:
-        scales = SCALES[index.numpy().reshape(-1)]
-        try:
-            symbols = self.coder.decode(_LAPLACE_WIDE if wide else _LAPLACE, np.zeros_like(scales), scales)
-        except (ValueError, RuntimeError):
-            raise FormatError("corrupted entropy-coded stream") from None
-        return torch.from_numpy(symbols.astype(np.int64))
-
-    def uniform(self) -> int:
-        try:
-            return int(self.coder.decode(_UNIFORM, 1)[0])
-        except (ValueError, RuntimeError):
-            raise FormatError("corrupted entropy-coded stream") from None
-
-    def finish(self) -> None:
-        if not self.coder.is_empty():
-            raise FormatError("corrupted entropy-coded stream (data left over)")
