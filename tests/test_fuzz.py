@@ -43,6 +43,20 @@ def test_decoder_never_crashes_or_hangs(seeds, rng):
     assert time.perf_counter() - start < 30
 
 
+@pytest.mark.parametrize("kind", [*fuzz.CRAFTED, "raw model name"])
+def test_crafted_files_are_decoded_or_refused(seeds, kind):
+    """Each kind of valid-structure mutation, on a tiled seed and on the grayscale one with an ICC
+    profile: a decoded image or a one-line error, quickly."""
+    import random
+
+    for i, seed in enumerate(seeds[1::3]):
+        _, data = fuzz.craft(seed, random.Random(i), kind)
+        start = time.perf_counter()
+        result = fuzz.outcome(data, decode=True)
+        assert not result.startswith("crash"), f"{result}: {data.hex()}"
+        assert time.perf_counter() - start < 10
+
+
 @pytest.mark.parametrize("path", sorted(fuzz.CORPUS.glob("*.xsc")), ids=lambda p: p.name)
 def test_regression_corpus(path):
     assert not fuzz.outcome(path.read_bytes(), decode=True).startswith("crash")

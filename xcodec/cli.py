@@ -18,7 +18,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Optional
 
 import typer
 from rich.console import Console
@@ -30,6 +30,9 @@ from . import container
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE, TILE_ALIGN, check_pixels
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
+
+if TYPE_CHECKING:
+    from PIL.Image import Image
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="xcodec: learned image compression.")
 err = Console(stderr=True, highlight=False)
@@ -97,17 +100,17 @@ def read_input(path: str) -> bytes:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def load_image(path: str, max_pixels: int):
+def load_image(path: str, max_pixels: int) -> Image:
     """Open an input image under ``--max-pixels`` (which replaces Pillow's own limit and its warning)."""
-    from PIL import Image
+    from PIL import Image as pillow
 
     from .image import open_image
 
-    saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+    saved, pillow.MAX_IMAGE_PIXELS = pillow.MAX_IMAGE_PIXELS, None
     try:
         return open_image(read_input(path), max_pixels)
     finally:
-        Image.MAX_IMAGE_PIXELS = saved
+        pillow.MAX_IMAGE_PIXELS = saved
 
 
 def check_target(path: str, inputs: frozenset[Path], force: bool) -> None:
