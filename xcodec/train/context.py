@@ -2,7 +2,7 @@
 
 The transform stays fixed (CDF 9/7 at initialisation), so every step is: random crops, a random
 quality per crop, the integer coefficients, and the code length the context networks give them;
-the loss is bits per pixel. This is cheap next to rate-distortion training (no synthesis, no
+the loss is the mean over crops of log2(bits), the relative rate at every quality alike. This is cheap next to rate-distortion training (no synthesis, no
 distortion), which is why it comes first on two CPU cores.
 
 A run lives in ``runs/NAME``: ``last.pt`` (model, optimizer, step, RNG; written atomically every
@@ -111,9 +111,12 @@ def train(args: argparse.Namespace) -> None:
         quality = MIN_QUALITY + (MAX_QUALITY - MIN_QUALITY) * torch.rand(args.batch_size, generator=generator)
         with torch.no_grad():
             _, planes = model.quantise(x, quality)
-        loss = model.context.bits(planes, quality).sum() / x[:, 0].numel()
+        bits = model.context.bits(planes, quality).sum(1)
+        # Relative rate: log2 of each crop's bits, so that a crop at quality 1 (a few hundred bits)
+        # weighs as much as one at quality 8 (tens of thousands): BD-rate counts percentages.
         optimizer.zero_grad()
-        loss.backward()
+        torch.log2(bits).mean().backward()
+        loss = bits.sum() / x[:, 0].numel()
         torch.nn.utils.clip_grad_norm_(model.context.parameters(), 1.0)
         optimizer.step()
         step += 1
