@@ -179,3 +179,21 @@ def test_rdo_quantisation_trades_error_for_bits():
         errors = [float((codec.decompress([data], 96, 128, 4.0, torch.device("cpu")) - x).square().mean()) for data in coded]
     assert len(coded[1]) < len(coded[0])
     assert errors[1] < 1.2 * errors[0]
+
+
+@shipped
+def test_cli_encodes_with_wavelet_at_each_effort_and_by_bpp(run_cli, tmp_path):
+    make_photo(90, 70, seed=9).save(tmp_path / "photo.png")
+    sizes = {}
+    for effort in ("0", "1"):
+        enc = run_cli("encode", "photo.png", "-m", "wavelet", "-q", "2.75", "--effort", effort, "-o", f"e{effort}.xsc")
+        assert enc.returncode == 0, enc.stderr.decode()
+        sizes[effort] = (tmp_path / f"e{effort}.xsc").stat().st_size
+        dec = run_cli("decode", f"e{effort}.xsc", "-o", f"e{effort}.png")
+        assert dec.returncode == 0, dec.stderr.decode()
+    assert sizes["0"] != sizes["1"]
+    enc = run_cli("encode", "photo.png", "-m", "wavelet", "--bpp", "1.0", "-o", "bpp.xsc")
+    assert enc.returncode == 0, enc.stderr.decode()
+    assert 8 * (tmp_path / "bpp.xsc").stat().st_size / (90 * 70) <= 1.0
+    bad = run_cli("encode", "photo.png", "-m", "hyperprior", "--effort", "1", "-o", "bad.xsc")
+    assert bad.returncode == 1 and b"effort" in bad.stderr

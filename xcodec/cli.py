@@ -236,6 +236,7 @@ def encode(
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
+    effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     device: DeviceOpt = "auto",
@@ -254,7 +255,8 @@ def encode(
         from . import api  # torch: only now that there is work
         from .models import zoo
 
-        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile)
+        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile,
+                      effort=effort)
         if bpp is None:
             data = api.encode(image, api.DEFAULT_QUALITY if quality is None else quality, **kwargs)
         else:
