@@ -248,7 +248,7 @@ def encode(
         raise typer.BadParameter("give either --quality or --bpp, not both")
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
-    jobs = plan_jobs(sources, output, out_dir, ".xsc", is_image)
+    jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc")  # xcodec.pillow reads .xsc
 
     def work(job: Job) -> tuple[bytes, str]:
         image = load_image(job.source, max_pixels)
