@@ -22,7 +22,7 @@ from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
 
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE  # torch-free, for the command line
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels  # torch-free, for the command line
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -33,13 +33,6 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device not in ("cpu", "cuda"):
         raise InputError(f"unknown device {device!r} (use auto, cpu or cuda)")
     return torch.device(device)
-
-
-def _check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width * height > max_pixels:
-        raise InputError(
-            f"{width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,} (raise it with --max-pixels)"
-        )
 
 
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
@@ -63,7 +56,7 @@ def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_
     """
     source = prepare(image, drop_alpha=drop_alpha)
     height, width = source.rgb.shape[:2]
-    _check_pixels(width, height, max_pixels)
+    check_pixels(width, height, max_pixels)
     net, manifest = zoo.load(model)
     dev = resolve_device(device)
     stride = net.stride
@@ -116,7 +109,7 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     """
     bitstream = container.unpack(data)
     h = bitstream.header
-    _check_pixels(h.width, h.height, max_pixels)
+    check_pixels(h.width, h.height, max_pixels)
     net, manifest = zoo.load(h.model)
     if manifest.model_hash != h.model_hash:
         raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")

@@ -19,19 +19,18 @@ from __future__ import annotations
 import argparse
 import csv
 import math
-import os
 import signal
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from ..models import zoo
-from ..models.codec import MAX_QUALITY, MIN_QUALITY
-from .data import CropSampler, build_pack, list_images
-from .loop import nice_session
+from ..models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
+from .data import CropSampler, build_pack
+from ..files import write_atomic
+from .loop import nice_session, validation_images
 
 VAL_QUALITIES = (1.0, 4.0, 8.0)
 
@@ -45,17 +44,6 @@ def val_bpp(model, images: list[torch.Tensor]) -> list[float]:
             out.append(float(np.mean([model.estimate_bits(x, quality) / x[0, 0].numel() for x in images])))
     model.train()
     return out
-
-
-def load_images(folder: Path, count: int) -> list[torch.Tensor]:
-    arrays = [np.asarray(Image.open(p).convert("RGB")) for p in list_images(folder)[:count]]
-    return [torch.from_numpy(a.copy()).permute(2, 0, 1)[None].float() / 255 for a in arrays]
-
-
-def save(state: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
 
 
 def train(args: argparse.Namespace) -> None:
@@ -84,7 +72,7 @@ def train(args: argparse.Namespace) -> None:
         optimizer.load_state_dict(state["optimizer"])
         step, elapsed, earlier = state["step"], state["elapsed"], state["earlier"]
         generator.set_state(state["rng"])
-    val_images = load_images(Path(args.val), args.val_images) if args.val else []
+    val_images = [to_tensor(rgb, 1) for rgb in validation_images(Path(args.val) if args.val else None, args.val_images, 1)]
 
     stop = False
 
@@ -96,8 +84,9 @@ def train(args: argparse.Namespace) -> None:
     signal.signal(signal.SIGINT, on_signal)
 
     def checkpoint() -> None:
-        save({"arch": "wavelet", "arch_config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-              "step": step, "elapsed": elapsed, "earlier": earlier, "rng": generator.get_state()}, last)
+        state = {"arch": "wavelet", "arch_config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                 "step": step, "elapsed": elapsed, "earlier": earlier, "rng": generator.get_state()}
+        write_atomic(last, lambda f: torch.save(state, f))
 
     log = open(run / "log.csv", "a", newline="")
     writer = csv.writer(log)

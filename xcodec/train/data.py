@@ -13,12 +13,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".webp", ".bmp", ".tif", ".tiff"}
+from ..files import list_images, write_atomic
+
 PACK_SHORT_SIDE = 384  # photos whose short side is at least twice this are downscaled
-
-
-def list_images(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 def _load_for_training(path: Path, crop: int) -> np.ndarray | None:
@@ -38,9 +35,7 @@ def build_pack(folder: Path, pack_path: Path, crop: int) -> None:
     if not arrays:
         raise FileNotFoundError(f"no usable training images under {folder}")
     pack_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pack_path.with_suffix(".tmp.npz")
-    np.savez(tmp, *arrays)
-    tmp.replace(pack_path)
+    write_atomic(pack_path, lambda f: np.savez(f, *arrays))
 
 
 class CropSampler:

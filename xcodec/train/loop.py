@@ -33,7 +33,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..models import zoo
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, lambda_for, to_tensor
-from .data import CropSampler, build_pack, list_images
+from ..files import list_images, write_atomic
+from .data import CropSampler, build_pack
 
 console = Console(stderr=True)
 VAL_QUALITIES = (1.0, 4.0, 8.0)
@@ -119,9 +120,7 @@ def validation_images(folder: Path | None, count: int, stride: int) -> list[np.n
 
 
 def _save_atomic(obj: dict, path: Path) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
+    write_atomic(path, lambda f: torch.save(obj, f))
 
 
 def _raise_interrupt(signum, frame) -> None:
