@@ -352,29 +352,38 @@ class WaveletCodec(Codec):
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``). The decoder is the same.
         """
+        code = self._coder(x, effort)
+        return lambda quality: [code(quality)[0].finish()]
+
+    def _coder(self, x: Tensor, effort: int) -> Callable[[float], tuple[StreamWriter, float]]:
+        """The encoder's walk: a function from quality to the filled stream writer and the ideal
+        code length (bits) of the symbols it holds under the exact probabilities."""
         coefficients = self.analyse(x)
         height, width = x.shape[-2:]
         shapes = subband_shapes(height, width, level_count(height, width, self.levels))
 
-        def compress(quality: float) -> list[bytes]:
+        def code(quality: float) -> tuple[StreamWriter, float]:
             low, ratios = self.scale(coefficients, torch.tensor([quality], device=x.device))
             ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
             writer = StreamWriter()
-            write_low(writer, torch.round(low[0]).clamp(-WIDE_LIMIT, WIDE_LIMIT).double().cpu())
+            bits = write_low(writer, torch.round(low[0]).clamp(-WIDE_LIMIT, WIDE_LIMIT).double().cpu())
 
             def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+                nonlocal bits
                 ratio = ratios[band][mask]
                 if effort == 0:
                     symbols = ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
                 else:
                     symbols = rdo_symbols(ratio, index, float(self.recon[band[0], band[2], band[1]]))
-                writer.laplace(symbols.numpy(), SCALES[index.numpy()])
+                scales = SCALES[index.numpy()]
+                writer.laplace(symbols.numpy(), scales)
+                bits += float(laplace_bits(symbols, torch.from_numpy(np.log(scales))).sum())
                 return symbols
 
             self.context.walk(shapes, quality, take)
-            return [writer.finish()]
+            return writer, bits
 
-        return compress
+        return code
 
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device) -> Tensor:
         """Decode one tile's stream into (1, 3, height, width) in [0, 1]."""
@@ -415,11 +424,9 @@ class WaveletCodec(Codec):
         return {"x_hat": self.synthesis(low_hat, hat), "likelihoods": {"coefficients": torch.exp2(-bits)}}
 
     def estimate_bits(self, x: Tensor, quality: float) -> float:
-        """Ideal code length of the coefficients (float context networks), to check files against."""
-        q = torch.tensor([quality])
-        with torch.no_grad():
-            low_q, planes = self.quantise(x, q)
-            return float(self.context.bits(planes, q).sum()) + low_bits(low_q[0])
+        """Ideal code length of what the default effort codes, under the coder's own probabilities
+        (so a file's size checks the ANS coder and the container, not the float networks)."""
+        return self._coder(x, self.default_effort)(quality)[1]
 
 
 # --- shapes ----------------------------------------------------------------------------------------
@@ -455,12 +462,16 @@ def low_scale_index(residuals: Tensor) -> int:
     return int(np.clip(np.searchsorted(SCALES, b), 0, SCALE_COUNT - 1))
 
 
-def write_low(writer: StreamWriter, low_q: Tensor) -> None:
+def write_low(writer: StreamWriter, low_q: Tensor) -> float:
+    """Code the low band's residuals; returns their ideal code length in bits."""
     residuals = low_residuals(low_q)
+    bits = math.log2(SCALE_COUNT) * CHANNELS
     for c in range(CHANNELS):
         index = low_scale_index(residuals[c])
         writer.uniform(index, SCALE_COUNT)
         writer.laplace(residuals[c].numpy(), np.full(residuals[c].numel(), SCALES[index]), wide=True)
+        bits += float(laplace_bits(residuals[c], torch.tensor(math.log(SCALES[index]))).sum())
+    return bits
 
 
 def read_low(reader: StreamReader, shape: tuple[int, int]) -> Tensor:
@@ -470,12 +481,3 @@ def read_low(reader: StreamReader, shape: tuple[int, int]) -> Tensor:
         residuals = torch.from_numpy(reader.laplace(scales, wide=True).astype(np.float64)).view(shape)
         channels.append(residuals.cumsum(-1).cumsum(-2))
     return torch.stack(channels)
-
-
-def low_bits(low_q: Tensor) -> float:
-    residuals = low_residuals(low_q)
-    bits = math.log2(SCALE_COUNT) * CHANNELS
-    for c in range(CHANNELS):
-        index = low_scale_index(residuals[c])
-        bits += float(laplace_bits(residuals[c], torch.tensor(math.log(SCALES[index]))).sum())
-    return bits
