@@ -25,6 +25,9 @@ from .models.exact import ExactError
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels  # torch-free, for the command line
 
 
+TileCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -37,18 +40,19 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tile: int = DEFAULT_TILE, effort: int | None = None) -> bytes:
+           tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
-    ``effort`` is one of the model's encoder levels (None: its default).
+    ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
+    is called after each tile (progress).
     """
-    return _encoder(image, model, device, drop_alpha, max_pixels, tile, effort, keep=False)(quality)
+    return _encoder(image, model, device, drop_alpha, max_pixels, tile, effort, keep=False, on_tile=on_tile)(quality)
 
 
 def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_pixels: int, tile: int,
-             effort: int | None, keep: bool) -> Callable[[float], bytes]:
+             effort: int | None, keep: bool, on_tile: TileCallback | None = None) -> Callable[[float], bytes]:
     """Check and convert ``image`` once; return a function from quality to the bytes of its file.
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
@@ -90,11 +94,13 @@ def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_
         quality = container.quantize_quality(quality)
         streams = []
         with torch.inference_mode():
-            for compress in kept if keep else compressors():
+            for done, compress in enumerate(kept if keep else compressors(), 1):
                 payloads = compress(quality)
                 if len(payloads) != net.streams_per_tile:
                     raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
+                if on_tile:
+                    on_tile(done, header.tiles)
         if source.icc_profile:
             streams.append((StreamKind.ICC, source.icc_profile))
         return container.pack(Bitstream(replace(header, quality=quality), streams))
@@ -102,10 +108,12 @@ def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_
     return encode_at
 
 
-def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS) -> Image.Image:
+def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
+           on_tile: TileCallback | None = None) -> Image.Image:
     """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
 
     Tiles are decoded one at a time into the 8-bit output, so memory depends on the tile size.
+    ``on_tile(done, total)`` is called after each tile (progress).
     """
     bitstream = container.unpack(data)
     h = bitstream.header
@@ -124,7 +132,8 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
     with torch.inference_mode():
         net = net.to(dev)
-        for (top, left, tile_height, tile_width), payloads in zip(h.tile_boxes(), container.tile_streams(bitstream)):
+        boxes = zip(h.tile_boxes(), container.tile_streams(bitstream))
+        for done, ((top, left, tile_height, tile_width), payloads) in enumerate(boxes, 1):
             try:
                 x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
             except ExactError:
@@ -132,6 +141,8 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
             rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
             pixels = x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0)
             rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
+            if on_tile:
+                on_tile(done, h.tiles)
     return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC))
 
 

@@ -16,7 +16,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
 
@@ -26,18 +26,34 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from . import container
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_TILE, TILE_ALIGN, check_pixels
+from . import __version__, container
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_pixels
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
 
 if TYPE_CHECKING:
     from PIL.Image import Image
 
+    from .api import FileInfo, TileCallback
+
 app = typer.Typer(add_completion=False, no_args_is_help=True, help="xcodec: learned image compression.")
 err = Console(stderr=True, highlight=False)
 
 DEVICES = ("auto", "cpu", "cuda")
+QUIET, NORMAL, VERBOSE = 0, 1, 2  # how much a command says on stderr (errors always)
+
+
+def show_version(value: bool) -> None:
+    if value:
+        typer.echo(f"xcodec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def options(
+    version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True, help="Print the version and exit.")] = False,
+) -> None:
+    """xcodec: learned image compression."""
 
 
 def check_device(value: str) -> str:
@@ -61,6 +77,9 @@ def check_tile(value: int) -> int:
 DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help="auto (GPU when there is one), cpu or cuda.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this.")]
+QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print errors only.")]
+VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the model, tiles, stream sizes and times of each file.")]
+RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Take the files of folders' subfolders too (mirrored under --out-dir).")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
 
@@ -79,15 +98,21 @@ def fail(message: str) -> typer.Exit:
     return typer.Exit(1)
 
 
+def verbosity(quiet: bool, verbose: bool) -> int:
+    if quiet and verbose:
+        raise typer.BadParameter("give either --quiet or --verbose, not both")
+    return QUIET if quiet else VERBOSE if verbose else NORMAL
+
+
 @contextmanager
-def plain_warnings(source: str) -> Iterator[None]:
+def plain_warnings(source: str, show: bool = True) -> Iterator[None]:
     """Warnings as one line each on stderr, naming the file (not Python's two lines with a source path)."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
             yield
         finally:
-            for warning in caught:
+            for warning in caught if show else ():
                 say(f"warning: {source}: {warning.message}")
 
 
@@ -143,19 +168,35 @@ class Job:
     target: str
 
 
+@dataclass
+class Done:
+    """What a job made: the output's bytes, the summary on its line, and what ``--verbose`` adds."""
+
+    data: bytes
+    summary: str
+    details: list[str] = field(default_factory=list)
+    setup: float = 0.0  # seconds spent loading a model, which the file's time leaves out
+
+
 def plan_jobs(sources: list[str], output: Optional[str], out_dir: Optional[Path], suffix: str,
-              wanted: Callable[[Path], bool]) -> list[Job]:
-    """Expand folders into their files and name each output; refuse what cannot work as a whole."""
-    files = []
+              wanted: Callable[[Path], bool], recursive: bool = False) -> list[Job]:
+    """Expand folders into their files (``recursive``: and their subfolders') and name each output.
+
+    Refuse what cannot work as a whole. Under ``out_dir``, a file keeps its path within its folder.
+    """
+    files, names = [], []  # inputs, and their paths under --out-dir
     for source in sources:
         folder = Path(source)
         if source != "-" and folder.is_dir():
-            found = sorted(str(p) for p in folder.iterdir() if p.is_file() and wanted(p))
+            found = sorted(p for p in (folder.rglob("*") if recursive else folder.iterdir()) if p.is_file() and wanted(p))
             if not found:
-                raise typer.BadParameter(f"no input files in the folder {source}")
-            files += found
+                hint = "" if recursive else " (--recursive looks into its subfolders)"
+                raise typer.BadParameter(f"no input files in the folder {source}{hint}")
+            files += [str(p) for p in found]
+            names += [p.relative_to(folder) for p in found]
         else:
             files.append(source)
+            names.append(Path(folder.name))
     if output is not None and out_dir is not None:
         raise typer.BadParameter("give either --output or --out-dir, not both")
     if output is not None and files != sources[:1]:
@@ -171,7 +212,7 @@ def plan_jobs(sources: list[str], output: Optional[str], out_dir: Optional[Path]
         raise typer.BadParameter(f"{output} is a folder: name a file, or write into the folder with --out-dir",
                                  param_hint="--output")
     if out_dir is not None:
-        targets = [str(out_dir / Path(f).with_suffix(suffix).name) for f in files]
+        targets = [str(out_dir / name.with_suffix(suffix)) for name in names]
     else:
         targets = [output or ("-" if f == "-" else str(Path(f).with_suffix(suffix))) for f in files]
     first: dict[Path, str] = {}
@@ -179,34 +220,73 @@ def plan_jobs(sources: list[str], output: Optional[str], out_dir: Optional[Path]
         other = first.setdefault(Path(target).resolve(), source)
         if other != source:
             raise typer.BadParameter(f"{other} and {source} would both be written to {target}")
-    if out_dir is not None:
+    for folder in sorted({Path(t).parent for t in targets}) if out_dir is not None else ():
         try:
-            out_dir.mkdir(parents=True, exist_ok=True)
+            folder.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise fail(f"cannot create the folder {out_dir}: {exc.strerror}") from None
+            raise fail(f"cannot create the folder {folder}: {exc.strerror}") from None
     return [Job(source, target) for source, target in zip(files, targets)]
 
 
-def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[bytes, str]], force: bool) -> None:
+def load_model(name: Optional[str]) -> tuple[str, float]:
+    """Import torch and load a model (None: the default) now, as ``zoo.load`` keeps it.
+
+    Returns its name and the seconds that took, which per-file times leave out.
+    """
+    start = time.perf_counter()
+    from .models import zoo
+
+    name = name or zoo.DEFAULT_MODEL
+    zoo.load(name)
+    return name, time.perf_counter() - start
+
+
+def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
+    """The ``--verbose`` lines of a file: its model, tiles, streams and times."""
+    h = info.header
+    rows, cols = h.tile_grid
+    coded = [size for kind, size in info.streams if kind == container.StreamKind.CODED]
+    streams = [f"{len(coded)} coded ({sum(coded):,} bytes)"]
+    streams += [f"{kind.name.lower()} ({size:,} bytes)" for kind, size in info.streams if kind != container.StreamKind.CODED]
+    loaded = f"loaded in {setup:.2f} s" if setup else "already loaded"
+    return [
+        f"model {h.model} (weights {h.model_hash.hex()}, {loaded}), quality {h.quality:g}",
+        f"{h.width}x{h.height}, {'grayscale' if h.channels == 1 else 'RGB'}, {rows}x{cols} tiles of {h.tile_size[1]}x{h.tile_size[0]}",
+        f"streams: {', '.join(streams)}; {info.size:,} bytes in all",
+        f"coding {seconds:.2f} s",
+    ]
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job, TileCallback], Done], force: bool, level: int = NORMAL) -> None:
     """Run ``work`` on each job and write its output; in a batch, report failures and go on.
 
-    One input fails as before: a one-line error, exit 1. Several inputs: a progress bar, one line
-    per file (done or failed), a summary, and exit 1 at the end if any failed.
+    One input fails as before: a one-line error, exit 1. Several inputs: one line per file (done
+    or failed), a summary, and exit 1 at the end if any failed. On a terminal, progress bars show
+    the files of a batch and the tiles of a large image.
     """
     batch = len(jobs) > 1
     inputs = frozenset(Path(job.source).resolve() for job in jobs if job.source != "-")
     failed = 0
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=err, transient=True, disable=not (batch and err.is_terminal)) as progress:
-        task = progress.add_task("files", total=len(jobs))
+    with Progress(*columns, console=err, transient=True, disable=level == QUIET or not err.is_terminal) as progress:
+        task = progress.add_task("files", total=len(jobs), visible=batch)
+        tiles = progress.add_task("tiles", visible=False)
+
+        def on_tile(done: int, total: int) -> None:
+            progress.update(tiles, completed=done, total=total, visible=total > 1)
+
         for job in jobs:
             start = time.perf_counter()
+            progress.reset(tiles, visible=False)
             try:
                 check_target(job.target, inputs, force)  # before the work, not only at the end of it
-                with plain_warnings(job.source):
-                    data, summary = work(job)
-                write_output(data, job.target, force, inputs)
-                say(f"{job.source} -> {job.target}: {summary}, {time.perf_counter() - start:.2f} s")
+                with plain_warnings(job.source, level > QUIET):
+                    done = work(job, on_tile)
+                write_output(done.data, job.target, force, inputs)
+                if level > QUIET:
+                    say(f"{job.source} -> {job.target}: {done.summary}, {time.perf_counter() - start - done.setup:.2f} s")
+                for line in done.details if level == VERBOSE else ():
+                    say(f"  {line}")
             except XcodecError as exc:
                 if not batch:
                     raise fail(str(exc)) from None
@@ -218,7 +298,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job], tuple[bytes, str]], force: b
                 failed += 1
                 report(f"{job.source}: unexpected {type(exc).__name__}: {exc} (a bug in xcodec; please report it)")
             progress.advance(task)
-    if batch:
+    if batch and level > QUIET:
         say(f"{len(jobs) - failed} of {len(jobs)} files done, {failed} failed")
     if failed:
         raise typer.Exit(1)
@@ -232,44 +312,51 @@ def encode(
     sources: Annotated[list[str], typer.Argument(metavar="IN", help="Images to compress (any format Pillow reads), folders of images, or - for stdin.")],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output .xsc file (one input only), or - for stdout. Default: IN with .xsc.")] = None,
     out_dir: OutDirOpt = None,
-    quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help="Quality 1 (smallest) .. 8 (best); fractions allowed.")] = None,
+    quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help=f"Quality 1 (smallest) .. 8 (best); fractions allowed. Default: {DEFAULT_QUALITY:g}.")] = None,
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
+    recursive: RecursiveOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Compress images into .xsc files."""
     if quality is not None and bpp is not None:
         raise typer.BadParameter("give either --quality or --bpp, not both")
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
-    jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc")  # xcodec.pillow reads .xsc
+    level = verbosity(quiet, verbose)
+    jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
+                     recursive)
 
-    def work(job: Job) -> tuple[bytes, str]:
+    def work(job: Job, on_tile: TileCallback) -> Done:
         image = load_image(job.source, max_pixels)
-        from . import api  # torch: only now that there is work
-        from .models import zoo
+        name, setup = load_model(model)  # torch: only now that there is work
+        from . import api
 
-        kwargs = dict(model=model or zoo.DEFAULT_MODEL, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile,
-                      effort=effort)
+        start = time.perf_counter()
+        kwargs = dict(model=name, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, effort=effort)
         if bpp is None:
-            data = api.encode(image, api.DEFAULT_QUALITY if quality is None else quality, **kwargs)
+            data = api.encode(image, DEFAULT_QUALITY if quality is None else quality, on_tile=on_tile, **kwargs)
         else:
             data = api.encode_to_bpp(image, bpp, **kwargs)
+        seconds = time.perf_counter() - start
         summary = api.info(data)
         if bpp is not None and summary.bpp > bpp:
             message = f"{bpp:g} bpp is out of reach: the smallest file, at quality 1, has {summary.bpp:.4f} bpp"
             if strict:
                 raise InputError(message)
             warnings.warn(message)
-        return data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}"
+        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}",
+                    describe(summary, setup, seconds), setup)
 
-    run_jobs(jobs, work, force)
+    run_jobs(jobs, work, force, level)
 
 
 @app.command()
@@ -277,31 +364,40 @@ def decode(
     sources: Annotated[list[str], typer.Argument(metavar="IN", help=".xsc files, folders of them, or - for stdin.")],
     output: Annotated[Optional[str], typer.Option("--output", "-o", help="Output image (one input only; format from the extension), or - for PNG on stdout. Default: IN with .png.")] = None,
     out_dir: OutDirOpt = None,
+    recursive: RecursiveOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    quiet: QuietOpt = False,
+    verbose: VerboseOpt = False,
 ) -> None:
-    """Decompress .xsc files into images (PNG unless --output names another format)."""
-    from .image import output_format, save_bytes
+    """Decompress .xsc files into images (PNG unless --output names another format; .pgm for grayscale only)."""
+    from .image import check_format, output_format, save_bytes
 
     if output not in (None, "-"):
         try:
             output_format(Path(output).suffix)
         except InputError as exc:
             raise typer.BadParameter(str(exc), param_hint="--output") from None
-    jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc")
+    level = verbosity(quiet, verbose)
+    jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc", recursive)
 
-    def work(job: Job) -> tuple[bytes, str]:
+    def work(job: Job, on_tile: TileCallback) -> Done:
         data = read_input(job.source)
         header = container.unpack(data).header  # a bad file or size is refused before torch loads
         check_pixels(header.width, header.height, max_pixels)
+        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
+        check_format(fmt, header.channels)
+        _, setup = load_model(header.model)
         from . import api
 
-        image = api.decode(data, device=device, max_pixels=max_pixels)
-        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
-        return save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}"
+        start = time.perf_counter()
+        image = api.decode(data, device=device, max_pixels=max_pixels, on_tile=on_tile)
+        seconds = time.perf_counter() - start
+        return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
+                    describe(api.info(data), setup, seconds), setup)
 
-    run_jobs(jobs, work, force)
+    run_jobs(jobs, work, force, level)
 
 
 @app.command()
@@ -359,10 +455,17 @@ def compare(
     typer.echo(f"PSNR {psnr(a, b):.2f} dB")
 
 
+BENCH_CODECS_HELP = """Codecs to run, comma-separated (default: all of them):
+xcodec (the models of --models),
+jpeg (JPEG 4:2:0), jpeg444 (JPEG 4:4:4), webp (WebP),
+avif (AVIF 4:4:4), avif420 (AVIF 4:2:0),
+jp2 (JPEG 2000), jxl (JPEG XL), heic (HEIC 4:4:4)."""
+
+
 @app.command()
 def bench(
     folder: Annotated[Path, typer.Argument(help="Folder of images (e.g. ../shared/data/kodak), searched recursively.")],
-    codecs: Annotated[str, typer.Option("--codecs", help="Comma-separated: xcodec,jpeg,jpeg444,webp,avif,avif420,jp2,jxl,heic.")] = "xcodec,jpeg,jpeg444,webp,avif,avif420,jp2,jxl,heic",
+    codecs: Annotated[Optional[str], typer.Option("--codecs", help=BENCH_CODECS_HELP)] = None,
     models: Annotated[Optional[str], typer.Option("--models", "--model", "-m", help="xcodec models from weights/ (default: all).")] = None,
     qualities: Annotated[Optional[str], typer.Option("--qualities", help="xcodec qualities, comma-separated (default 1..8).")] = None,
     settings: Annotated[Optional[list[str]], typer.Option("--settings", help="Sweep of one codec, CODEC=V1,V2,... (repeatable).")] = None,
@@ -390,7 +493,7 @@ def bench(
         return [x.strip() for x in text.split(",") if x.strip()] if text else None
 
     try:
-        names = split(codecs) or []
+        names = split(codecs) or list(ALL_CODECS)
         unknown = [n for n in names if n not in ALL_CODECS]
         if unknown:
             raise typer.BadParameter(f"unknown codec(s) {', '.join(unknown)} (known: {', '.join(ALL_CODECS)})", param_hint="--codecs")

@@ -6,6 +6,7 @@
   asks to drop it (the codec has no alpha plane, and silently flattening would lose data).
 - 16-bit and 32-bit integer images (grayscale, RGB, RGBA) are reduced to 8 bits with a warning.
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
+- Of an animated image (GIF, APNG, WebP), the first frame is coded, with a warning.
 """
 
 from __future__ import annotations
@@ -22,8 +23,9 @@ from .errors import InputError
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
+# PGM and PPM are Pillow's PPM writer, made to write the type that the extension names.
 OUTPUT_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF", ".webp": "WEBP",
-                  ".ppm": "PPM", ".pgm": "PPM", ".jpg": "JPEG", ".jpeg": "JPEG"}
+                  ".ppm": "PPM", ".pgm": "PGM", ".jpg": "JPEG", ".jpeg": "JPEG"}
 
 
 @dataclass
@@ -40,6 +42,8 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
         check_pixels(image.width, image.height, max_pixels)
         if image.mode in ("RGB", "RGBA") and any(";16" in str(tile[3]) for tile in image.tile):  # Pillow reads 8 of 16 bits
             warnings.warn(f"{image.mode};16 input has more than 8 bits per sample; coding it at 8 bits", stacklevel=2)
+        if getattr(image, "n_frames", 1) > 1:
+            warnings.warn(f"animated image of {image.n_frames} frames: coding the first frame only", stacklevel=2)
         image.load()
     except UnidentifiedImageError:
         raise InputError("the input is not an image format that Pillow can read") from None
@@ -93,12 +97,21 @@ def output_format(suffix: str) -> str:
     return fmt
 
 
+def check_format(fmt: str, channels: int) -> None:
+    """Refuse an output format that cannot hold the image (before it is decoded)."""
+    if fmt == "PGM" and channels != 1:
+        raise InputError("PGM holds grayscale only and this image is RGB: write .ppm or .png")
+
+
 def save_bytes(image: Image.Image, fmt: str) -> bytes:
+    check_format(fmt, len(image.getbands()))
+    if fmt == "PPM" and image.mode == "L":
+        image = image.convert("RGB")  # Pillow would write a PGM
     out = io.BytesIO()
     kwargs = {"icc_profile": image.info["icc_profile"]} if image.info.get("icc_profile") and fmt in ("PNG", "TIFF", "WEBP", "JPEG") else {}
     if fmt == "JPEG":
         kwargs["quality"] = 95
     if fmt == "WEBP":
         kwargs["lossless"] = True
-    image.save(out, fmt, **kwargs)
+    image.save(out, "PPM" if fmt == "PGM" else fmt, **kwargs)
     return out.getvalue()
