@@ -15,11 +15,11 @@ from functools import cache
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load_file, save
 
 from ..container import valid_model_name
 from ..errors import ModelError
-from ..files import sha256
+from ..files import sha256, write_atomic
 from .codec import Codec
 from .hyperprior import GainHyperprior
 from .transformer import CrossScaleTransformer
@@ -30,7 +30,7 @@ ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transfor
 _PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
 SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
 WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)
-DEFAULT_MODEL = "transformer"
+DEFAULT_MODEL = "wavelet"
 
 
 @dataclass(frozen=True)
@@ -105,11 +105,11 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     tensors = {**{k: v.contiguous() for k, v in model.state_dict().items()}, **extra}
     weights_dir.mkdir(parents=True, exist_ok=True)
     tensors_path = weights_dir / f"{name}.safetensors"
-    save_file(tensors, tensors_path)
+    write_atomic(tensors_path, save(tensors))  # atomic, with the umask's mode (save_file gives 0600)
     earlier = state.get("earlier", {"steps": 0, "minutes": 0.0})  # training behind the run's --init weights
     info = {"steps": earlier["steps"] + state["step"], "train_minutes": round(earlier["minutes"] + state["elapsed"] / 60, 1), **info}
     manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path), "info": info}
-    (weights_dir / f"{name}.json").write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(weights_dir / f"{name}.json", (json.dumps(manifest, indent=2) + "\n").encode())
     load.cache_clear()
     return read_manifest(name, weights_dir)
 
@@ -125,4 +125,4 @@ def record_results(name: str, dataset: str, results: dict, weights_dir: Path = W
     measured = {"images": results["meta"]["images"], "quality": r["quality"], "bpp": r["bpp"], "psnr": r["psnr-rgb"],
                 "source": results["description"]}
     manifest["info"].setdefault("results", {})[dataset] = measured
-    path.write_text(json.dumps(manifest, indent=2) + "\n")
+    write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
