@@ -39,6 +39,7 @@ from PIL import ImageCms
 from xcodec import api, container
 from xcodec.container import Bitstream, StreamKind
 from xcodec.errors import XcodecError
+from xcodec.models import zoo
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 MAX_PIXELS = 512 * 512  # decodes of mutated sizes stay small and quick
@@ -58,8 +59,9 @@ def make_seeds() -> list[bytes]:
     gray.info["icc_profile"] = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
     images = [(make_photo(64, 64), 0), (make_photo(97, 61, seed=2), 64), (make_photo(130, 70, seed=3), 64),
               (make_photo(1, 1), 0), (gray, 0)]
-    return [api.encode(image, quality=q, tile=tile, device="cpu")
-            for (image, tile), q in zip(images, (1, 4, 8, 2, 6))]
+    seeds = [api.encode(image, quality=q, tile=tile, device="cpu") for (image, tile), q in zip(images, (1, 4, 8, 2, 6))]
+    # the default model's files, and one of a stride-64, two-stream model
+    return seeds + [api.encode(make_photo(97, 61, seed=4), quality=3, tile=64, model="hyperprior", device="cpu")]
 
 
 def corpus_files() -> list[bytes]:
@@ -181,7 +183,8 @@ def _with_tiles(b: Bitstream, tiles: list[list[bytes]], **header) -> Bitstream:
 def _fit(b: Bitstream, rng: random.Random, **header) -> Bitstream:
     """Header fields changed, and the seed's tiles repeated (or cut) to fill the new tile grid."""
     h = dataclasses.replace(b.header, **header)
-    h = dataclasses.replace(h, pad_bottom=-h.height % 64, pad_right=-h.width % 64)
+    stride = zoo.load(h.model)[0].stride if h.model in zoo.available() else 64
+    h = dataclasses.replace(h, pad_bottom=-h.height % stride, pad_right=-h.width % stride)
     tiles = _tiles(b)
     return _with_tiles(b, [tiles[i % len(tiles)] for i in range(min(h.tiles, 4096))], **dataclasses.asdict(h))
 
