@@ -11,6 +11,7 @@ outputs, headers and sizes answer without it.
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 import warnings
@@ -32,6 +33,7 @@ from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
 
 if TYPE_CHECKING:
+    import numpy as np
     from PIL.Image import Image
 
     from .api import FileInfo, TileCallback
@@ -431,28 +433,103 @@ def info(
     Console().print(table)
 
 
+def read_rgb(path: Path, max_pixels: int, device: str) -> tuple[np.ndarray, Optional[FileInfo]]:
+    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file decoded with its info."""
+    import numpy as np
+
+    data = read_input(str(path))
+    if data.startswith(container.MAGIC):
+        header = container.unpack(data).header
+        check_pixels(header.width, header.height, max_pixels)
+        from . import api
+
+        return np.asarray(api.decode(data, device=device, max_pixels=max_pixels).convert("RGB")), api.info(data)
+    from .image import prepare
+
+    return prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb, None
+
+
 @app.command()
 def compare(
     reference: Annotated[Path, typer.Argument(help="Original image.")],
-    distorted: Annotated[Path, typer.Argument(help="Decoded image of the same size.")],
+    distorted: Annotated[Path, typer.Argument(help="Decoded image of the same size, or the .xsc file itself (decoded here; its bpp shown).")],
+    crops: Annotated[Optional[str], typer.Option("--crops", help="Write a picture of the same crops of the original, the decoded image and AVIF at the same file size, labelled with bpp and PSNR (DISTORTED must be the .xsc file).")] = None,
+    crop_size: Annotated[int, typer.Option("--crop-size", min=16, help="Side of each crop in pixels (shown enlarged 2x).")] = 128,
+    crop_count: Annotated[int, typer.Option("--crop-count", min=1, help="Number of crops: the most detailed regions, not overlapping.")] = 3,
+    lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
+    device: DeviceOpt = "auto",
+    force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Print the PSNR (8-bit RGB) between two images."""
-    import numpy as np
+    """Print PSNR, MS-SSIM and LPIPS between an original and its decoded image (8-bit RGB, as coded)."""
+    inputs = frozenset({reference.resolve(), distorted.resolve()})
+    if crops is not None:  # refused before any work
+        from .image import output_format
 
-    from .metrics import psnr
-
-    images = []
+        try:
+            output_format(Path(crops).suffix)
+            check_target(crops, inputs, force)
+        except XcodecError as exc:
+            raise fail(str(exc)) from None
     try:
-        for path in (reference, distorted):
-            with plain_warnings(str(path)):
-                images.append(np.asarray(load_image(str(path), max_pixels).convert("RGB")))
+        with plain_warnings(str(reference)):
+            a, _ = read_rgb(reference, max_pixels, device)
+        with plain_warnings(str(distorted)):
+            b, coded = read_rgb(distorted, max_pixels, device)
     except XcodecError as exc:
         raise fail(str(exc)) from None
-    a, b = images
     if a.shape != b.shape:
         raise fail(f"the images differ in size: {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
-    typer.echo(f"PSNR {psnr(a, b):.2f} dB")
+    if crops is not None and coded is None:
+        raise fail("--crops needs the .xsc file as DISTORTED (its size sets the AVIF reference's)")
+    from .api import resolve_device
+    from .bench.metrics import MS_SSIM_MIN_SIDE
+    from .compare import scores
+
+    dev = str(resolve_device(device))
+    result = scores(a, b, dev, lpips)
+    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips}
+    if coded is not None:
+        fields |= {"bytes": coded.size, "bpp": coded.bpp}
+    if as_json:
+        typer.echo(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in fields.items()}, indent=2))
+    else:
+        typer.echo(f"PSNR {result.psnr:.2f} dB")
+        typer.echo(f"MS-SSIM {result.ms_ssim:.5f} ({result.ms_ssim_db:.2f} dB)" if not math.isnan(result.ms_ssim)
+                   else f"MS-SSIM n/a (it needs both sides of at least {MS_SSIM_MIN_SIDE} pixels, and pytorch-msssim)")
+        if lpips:
+            typer.echo(f"LPIPS {result.lpips:.4f}")
+        if coded is not None:
+            typer.echo(f"{coded.bpp:.4f} bpp ({coded.size:,} bytes)")
+    if crops is not None:
+        write_crops(crops, a, b, coded, crop_size, crop_count, force, inputs)
+
+
+def write_crops(path: str, a: np.ndarray, b: np.ndarray, coded: FileInfo, size: int, count: int, force: bool,
+                inputs: frozenset[Path]) -> None:
+    """The crops picture of ``compare --crops``: original, xcodec, and AVIF at the same file size."""
+    from . import compare as cmp
+    from .image import output_format, save_bytes
+    from .metrics import psnr
+
+    pixels = a.shape[0] * a.shape[1]
+    h = coded.header
+    columns = [("original", a), (f"xcodec {h.model} q{h.quality:g}\n{coded.bpp:.3f} bpp, {psnr(a, b):.2f} dB", b)]
+    avif = cmp.avif_at_size(a, coded.size)
+    if avif is None:
+        say("warning: this Pillow has no AVIF; the crops show no AVIF reference")
+    else:
+        quality, data, decoded = avif
+        columns.append((f"AVIF 4:4:4 q{quality}\n{8 * len(data) / pixels:.3f} bpp, {psnr(a, decoded):.2f} dB", decoded))
+    size = min(size, a.shape[0], a.shape[1])
+    corners = cmp.pick_crops(a, count, size)
+    picture = cmp.crops_picture(columns, corners, size)
+    try:
+        write_output(save_bytes(picture, output_format(Path(path).suffix)), path, force, inputs)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
+    say(f"wrote {path}: {len(corners)} crops of {size}x{size}, {', '.join(label.splitlines()[0] for label, _ in columns)}")
 
 
 BENCH_CODECS_HELP = """Codecs to run, comma-separated (default: all of them):
