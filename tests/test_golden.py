@@ -70,7 +70,7 @@ def test_decoded_pixels_do_not_depend_on_the_thread_count(tmp_path):
     # OMP_NUM_THREADS=2 than with 1, for both models.
     image = Image.open(SAMPLE).convert("RGB")
     paths = []
-    for model in ("hyperprior", "transformer"):
+    for model in ("hyperprior", "transformer", "wavelet"):
         paths.append(tmp_path / f"{model}.xsc")
         paths[-1].write_bytes(api.encode(image, quality=6, model=model, device="cpu"))
     hashes = []
