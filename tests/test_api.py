@@ -141,25 +141,23 @@ def transparent(image: Image.Image) -> Image.Image:
     return rgba
 
 
-def test_transparency_is_refused_unless_dropped(photo):
+def test_transparency_is_coded_unless_dropped(photo):
     rgba = transparent(photo(97, 61))
-    with pytest.raises(InputError, match="transparen") as info:
-        api.encode(rgba, quality=4)
-    one_line(info.value)
-    data = api.encode(rgba, quality=4, drop_alpha=True)
-    assert data == api.encode(rgba.convert("RGB"), quality=4)
-    assert api.decode(data).size == rgba.size
+    data = api.encode(rgba, quality=4)
+    decoded = api.decode(data)
+    assert decoded.mode == "RGBA" and decoded.getchannel("A").tobytes() == rgba.getchannel("A").tobytes()
+    dropped = api.encode(rgba, quality=4, drop_alpha=True)
+    assert dropped == api.encode(rgba.convert("RGB"), quality=4)
+    assert api.decode(dropped).mode == "RGB"
 
 
-def test_transparent_palette_and_gray_alpha_are_refused(photo):
+def test_transparent_palette_and_gray_alpha_are_coded(photo):
     palette = photo(32, 32).convert("P", palette=Image.Palette.ADAPTIVE, colors=16)
     palette.info["transparency"] = 3
-    with pytest.raises(InputError):
-        api.encode(palette, quality=4)
-    assert api.decode(api.encode(palette, quality=4, drop_alpha=True)).size == (32, 32)
+    assert api.decode(api.encode(palette, quality=4)).mode == "RGBA"
+    assert api.decode(api.encode(palette, quality=4, drop_alpha=True)).mode == "RGB"
     la = transparent(photo(32, 32)).convert("LA")
-    with pytest.raises(InputError):
-        api.encode(la, quality=4)
+    assert api.decode(api.encode(la, quality=4)).mode == "LA"
     assert api.decode(api.encode(la, quality=4, drop_alpha=True)).mode == "L"
 
 

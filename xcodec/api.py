@@ -17,7 +17,7 @@ from PIL import Image
 from . import container
 from .container import Bitstream, Header, StreamKind
 from .errors import FormatError, InputError, ModelError
-from .image import prepare, to_pil
+from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
@@ -40,25 +40,27 @@ def resolve_device(device: str = "auto") -> torch.device:
 
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
-           tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None) -> bytes:
+           tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
+           strip: bool = False) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
     ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
-    is called after each tile (progress).
+    is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
+    ``drop_alpha``; EXIF and XMP as streams unless ``strip``.
     """
-    return _encoder(image, model, device, drop_alpha, max_pixels, tile, effort, keep=False, on_tile=on_tile)(quality)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
+    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile)(quality)
 
 
-def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_pixels: int, tile: int,
+def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
              effort: int | None, keep: bool, on_tile: TileCallback | None = None) -> Callable[[float], bytes]:
-    """Check and convert ``image`` once; return a function from quality to the bytes of its file.
+    """Check ``source`` once; return a function from quality to the bytes of its file.
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
     coding at several qualities); without, tiles are cut and analysed per call, one at a time.
     """
-    source = prepare(image, drop_alpha=drop_alpha)
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
     net, manifest = zoo.load(model)
@@ -79,6 +81,9 @@ def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_
     if not 0 <= effort < net.efforts:
         raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
     net = net.to(dev)
+    alpha = None if source.alpha is None else encode_alpha(source.alpha)  # once, whatever the quality
+    metadata = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
+                (StreamKind.ALPHA, alpha)]
 
     def compressors() -> Iterator[Callable[[float], list[bytes]]]:
         for top, left, tile_height, tile_width in header.tile_boxes():
@@ -101,8 +106,7 @@ def _encoder(image: Image.Image, model: str, device: str, drop_alpha: bool, max_
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
                 if on_tile:
                     on_tile(done, header.tiles)
-        if source.icc_profile:
-            streams.append((StreamKind.ICC, source.icc_profile))
+        streams += [(kind, data) for kind, data in metadata if data]
         return container.pack(Bitstream(replace(header, quality=quality), streams))
 
     return encode_at
@@ -143,7 +147,9 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
             rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
             if on_tile:
                 on_tile(done, h.tiles)
-    return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC))
+    alpha = bitstream.stream(StreamKind.ALPHA)
+    return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC), bitstream.stream(StreamKind.EXIF),
+                  bitstream.stream(StreamKind.XMP), None if alpha is None else decode_alpha(alpha, h.width, h.height))
 
 
 @dataclass
@@ -165,14 +171,15 @@ def info(data: bytes) -> FileInfo:
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
                   drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                  effort: int | None = None) -> bytes:
+                  effort: int | None = None, strip: bool = False) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
-    encode_at = _encoder(image, model, device, drop_alpha, max_pixels, tile, effort, keep=True)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
+    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY
     best = encode_at(low)

@@ -319,7 +319,8 @@ def encode(
     strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
     model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
-    drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Code images with transparency by dropping the alpha channel.")] = False,
+    drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
+    strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF and XMP metadata (kept by default; the ICC profile is always kept).")] = False,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     recursive: RecursiveOpt = False,
     device: DeviceOpt = "auto",
@@ -343,7 +344,8 @@ def encode(
         from . import api
 
         start = time.perf_counter()
-        kwargs = dict(model=name, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, effort=effort)
+        kwargs = dict(model=name, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, effort=effort,
+                      strip=strip)
         if bpp is None:
             data = api.encode(image, DEFAULT_QUALITY if quality is None else quality, on_tile=on_tile, **kwargs)
         else:

@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format version 3. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 and 4. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -10,9 +10,11 @@ Layout (all integers little-endian)::
 
 The padded image is coded as independent square tiles in raster order, each as ``streams per
 tile`` ``coded`` streams whose contents the model defines; metadata streams (``icc``) follow the
-last tile. Every field is validated before it is used, and the stream table against the tile grid,
-before any model is loaded or anything the size of the image is allocated; any inconsistency
-raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
+last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xmp``, ``alpha``);
+an encoder writes version 3 when a file has none of them, so that such files stay readable by
+decoders that know only version 3. Every field is validated before it is used, and the stream
+table against the tile grid, before any model is loaded or anything the size of the image is
+allocated; any inconsistency raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
 stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
 """
 
@@ -28,8 +30,9 @@ from enum import IntEnum
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
-VERSION = 3
-READABLE_VERSIONS = (2, 3)
+VERSION = 3  # what ``pack`` writes for a file of coded and icc streams
+METADATA_VERSION = 4  # what it writes for a file with exif, xmp or alpha streams too
+READABLE_VERSIONS = (2, 3, 4)
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 # The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
 # memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
@@ -39,7 +42,7 @@ QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
-_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI")}  # (streams per tile,) stream count
+_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI")}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -47,12 +50,12 @@ _CRC = struct.Struct("<I")
 class StreamKind(IntEnum):
     CODED = 1  # a model's payload; its meaning is the model's (its position within the tile)
     ICC = 16  # ICC colour profile of the source image, copied verbatim
-    EXIF = 17  # reserved
-    XMP = 18  # reserved
-    ALPHA = 19  # reserved
+    EXIF = 17  # EXIF block ("Exif\0\0", TIFF header, IFDs), orientation 1 (version 4)
+    XMP = 18  # XMP packet, UTF-8 (version 4)
+    ALPHA = 19  # the alpha plane, a grayscale 8-bit PNG of the image's size (version 4)
 
 
-METADATA = (StreamKind.ICC,)  # the metadata kinds this version reads; the others are refused
+METADATA = {3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
 _V2_KINDS = {1: StreamKind.CODED, 2: StreamKind.CODED, 16: StreamKind.ICC}  # hyper, latent, icc
 
 
@@ -74,7 +77,7 @@ class Header:
     pad_right: int = 0
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
-    version: int = VERSION  # of the file it was read from; ``pack`` writes ``VERSION``
+    version: int = VERSION  # of the file it was read from; ``pack`` writes the lowest that holds the streams
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -129,11 +132,13 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
+    plain = all(kind == StreamKind.CODED or kind in METADATA[VERSION] for kind, _ in bitstream.streams)
+    version = VERSION if plain else METADATA_VERSION
     parts = [
-        MAGIC, bytes([VERSION, len(name)]), name,
+        MAGIC, bytes([version, len(name)]), name,
         _HEAD.pack(h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels,
                    h.bit_depth, h.pad_bottom, h.pad_right, h.tile),
-        _COUNTS[VERSION].pack(h.streams_per_tile, len(bitstream.streams)),
+        _COUNTS[version].pack(h.streams_per_tile, len(bitstream.streams)),
     ]
     parts += [_ENTRY.pack(int(kind), len(data)) for kind, data in bitstream.streams]
     parts += [data for _, data in bitstream.streams]
@@ -149,7 +154,7 @@ def unpack(data: bytes) -> Bitstream:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 and 3)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 4)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -167,7 +172,7 @@ def unpack(data: bytes) -> Bitstream:
     pos += name_len
     model_hash, q, *sizes = _HEAD.unpack_from(body, pos)
     pos += _HEAD.size
-    per_tile, count = counts.unpack_from(body, pos) if version == 3 else (2, *counts.unpack_from(body, pos))
+    per_tile, count = (2, *counts.unpack_from(body, pos)) if version == 2 else counts.unpack_from(body, pos)
     pos += counts.size
     header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version)
     _validate(header)
@@ -195,8 +200,8 @@ def _stream_kind(kind: int, version: int) -> StreamKind:
         known = StreamKind(kind)
     except ValueError:
         raise FormatError(f"unknown .xsc stream kind {kind}") from None
-    if known != StreamKind.CODED and known not in METADATA:
-        raise FormatError(f"the .xsc file has a {known.name} stream, which this xcodec does not read")
+    if known != StreamKind.CODED and known not in METADATA[version]:
+        raise FormatError(f"the .xsc file has a {known.name} stream, which this xcodec does not read in version {version}")
     return known
 
 

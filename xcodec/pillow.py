@@ -2,7 +2,7 @@
 
 >>> import xcodec.pillow
 >>> image = Image.open("photo.xsc")       # size and mode from the header; pixels on load()
->>> image.save("copy.xsc", quality=4)     # also model=, bpp=, effort=, tile=, device=, drop_alpha=
+>>> image.save("copy.xsc", quality=4)     # also model=, bpp=, effort=, tile=, device=, drop_alpha=, strip=
 
 Opening parses and validates the container (checksum, header, stream table) without torch or a
 model, so ``Image.open`` and ``verify()`` are cheap; the model runs when the pixels are needed.
@@ -19,7 +19,7 @@ from .container import StreamKind
 from .errors import XcodecError
 
 FORMAT = "XSC"
-MODES = {1: "L", 3: "RGB"}
+MODES = {1: "L", 3: "RGB"}  # channels in the header; an alpha stream adds "A"
 
 
 def _accept(prefix: bytes) -> bool:
@@ -37,13 +37,13 @@ class XSCImageFile(ImageFile.ImageFile):
         except XcodecError as exc:
             raise SyntaxError(str(exc)) from None  # Pillow's signal for "not this format"
         header = bitstream.header
-        icc = bitstream.stream(StreamKind.ICC)
-        if icc:
-            self.info["icc_profile"] = icc
+        for key, kind in (("icc_profile", StreamKind.ICC), ("exif", StreamKind.EXIF), ("xmp", StreamKind.XMP)):
+            if bitstream.stream(kind):
+                self.info[key] = bitstream.stream(kind)
         self.info["quality"] = header.quality
         self.info["model"] = header.model
         self._size = header.width, header.height
-        self._mode = MODES[header.channels]
+        self._mode = MODES[header.channels] + ("A" if bitstream.stream(StreamKind.ALPHA) is not None else "")
         self.tile = []
 
     def load(self) -> Image.core.PixelAccess | None:
@@ -79,7 +79,7 @@ def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality, bpp = options.pop("quality", None), options.pop("bpp", None)
     if quality is not None and bpp is not None:
         raise ValueError("give either quality or bpp, not both")
-    kwargs = {key: options[key] for key in ("model", "effort", "tile", "device", "drop_alpha", "max_pixels") if key in options}
+    kwargs = {key: options[key] for key in ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels") if key in options}
     kwargs.setdefault("model", zoo.DEFAULT_MODEL)
     kwargs.setdefault("max_pixels", max(1, image.width * image.height))  # the caller already holds the pixels
     try:
