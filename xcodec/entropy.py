@@ -23,6 +23,8 @@ priors make vanishingly unlikely.
 
 from __future__ import annotations
 
+import functools
+
 import constriction
 import numpy as np
 
@@ -34,11 +36,6 @@ from .errors import FormatError
 SYMBOL_LIMIT = (1 << 12) - 1
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-SYMBOL_LIMIT, SYMBOL_LIMIT)
 PIECE = 1 << 12
-# Laplacian streams: detail coefficients in the same range as Gaussian symbols; low-band residuals
-# in a wider one (a few hundred symbols per tile, so its rate cost is negligible).
-WIDE_LIMIT = (1 << 15) - 1
-_LAPLACE = constriction.stream.model.QuantizedLaplace(-SYMBOL_LIMIT, SYMBOL_LIMIT)
-_LAPLACE_WIDE = constriction.stream.model.QuantizedLaplace(-WIDE_LIMIT, WIDE_LIMIT)
 
 
 def _to_bytes(coder: constriction.stream.stack.AnsCoder) -> bytes:
@@ -108,18 +105,26 @@ def _decode_pieces(coder: constriction.stream.stack.AnsCoder, model, scales: np.
     return np.concatenate(pieces or [np.zeros(0, np.int32)])
 
 
+@functools.cache
+def _laplace(limit: int) -> constriction.stream.model.QuantizedLaplace:
+    return constriction.stream.model.QuantizedLaplace(-limit, limit)
+
+
 class StreamWriter:
     """A laplacian stream: symbols collected in decoding order, encoded backwards (ANS is a stack)."""
 
     def __init__(self):
         self.chunks: list[tuple] = []
 
-    def laplace(self, symbols: np.ndarray, scales: np.ndarray, wide: bool = False) -> None:
-        """Integer ``symbols`` (clamped to the range) with zero-mean Laplacians of ``scales``."""
-        limit = WIDE_LIMIT if wide else SYMBOL_LIMIT
+    def laplace(self, symbols: np.ndarray, scales: np.ndarray, limit: int) -> None:
+        """Integer ``symbols`` in [-limit, limit] (clamped) with zero-mean Laplacians of ``scales``.
+
+        Every symbol of the range gets a minimal probability, so a range no wider than the symbols
+        need saves rate: about (2 limit + 1) / 2**24 of a bit per symbol.
+        """
         symbols = np.clip(symbols.reshape(-1), -limit, limit).astype(np.int32)
         scales = scales.reshape(-1).astype(np.float64)
-        self.chunks.append((symbols, _LAPLACE_WIDE if wide else _LAPLACE, np.zeros_like(scales), scales))
+        self.chunks.append((symbols, _laplace(limit), np.zeros_like(scales), scales))
 
     def uniform(self, value: int, size: int) -> None:
         """One symbol in 0..size-1, all equally likely."""
@@ -138,8 +143,8 @@ class StreamReader:
     def __init__(self, data: bytes):
         self.coder = _from_bytes(data)
 
-    def laplace(self, scales: np.ndarray, wide: bool = False) -> np.ndarray:
-        return _decode_pieces(self.coder, _LAPLACE_WIDE if wide else _LAPLACE, scales.reshape(-1).astype(np.float64))
+    def laplace(self, scales: np.ndarray, limit: int) -> np.ndarray:
+        return _decode_pieces(self.coder, _laplace(limit), scales.reshape(-1).astype(np.float64))
 
     def uniform(self, size: int) -> int:
         _check_not_dry(self.coder, 1)

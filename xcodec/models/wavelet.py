@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..entropy import SYMBOL_LIMIT, WIDE_LIMIT, StreamReader, StreamWriter
+from ..entropy import SYMBOL_LIMIT, StreamReader, StreamWriter
 from .codec import Codec, one_thread
 from .exact import ExactConvNet
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
@@ -49,6 +49,9 @@ WEIGHT_BITS, ACT_BITS = 8, 4
 SCALE_MIN, SCALE_RATIO = 0.011108996538242306, 1.0098134643159469  # exp(-4.5), exp(10 / 1024)
 SCALE_BITS, SCALE_LOG_MIN, SCALE_LOG_STEP, SCALE_COUNT = 10, -4.5 * 2**10, 10, 1200
 MAGNITUDE_CAP = 1023  # context inputs see min(|q|, cap)
+# Symbol ranges: the finest level's coefficients stay far inside +-511 at every quality (its steps
+# are the largest), the other levels inside +-4095; the low band's DPCM residuals need more.
+FINEST_LIMIT, LOW_LIMIT = 511, (1 << 15) - 1
 FRACTION = 2**ACT_BITS  # context inputs are multiples of 1/16, so that the exact networks can run in float32
 SUPPORT = 6  # context inputs shared by both passes: parent, 2 siblings, 2 earlier colours, quality
 
@@ -105,7 +108,11 @@ def ste(x: Tensor, offset: float) -> Tensor:
     return x + (torch.sign(x) * torch.floor(x.abs() + offset) - x).detach()
 
 
-def rdo_symbols(ratio: Tensor, index: Tensor, recon: float) -> Tensor:
+def symbol_limit(level: int) -> int:
+    return FINEST_LIMIT if level == 0 else SYMBOL_LIMIT
+
+
+def rdo_symbols(ratio: Tensor, index: Tensor, recon: float, limit: int) -> Tensor:
     """Rate-distortion optimised quantisation of one pass: per coefficient, the nearest level, the
     one below it or zero, whichever minimises error**2 + RDO_LAMBDA * bits.
 
@@ -115,7 +122,7 @@ def rdo_symbols(ratio: Tensor, index: Tensor, recon: float) -> Tensor:
     """
     magnitude = ratio.abs()
     log_scale = torch.from_numpy(np.log(SCALES[index.numpy()]))
-    top = torch.floor(magnitude - recon + 0.5).clamp(0, SYMBOL_LIMIT)
+    top = torch.floor(magnitude - recon + 0.5).clamp(0, limit)
     candidates = torch.stack([top, (top - 1).clamp_min(0), torch.zeros_like(top)])
     error = torch.where(candidates > 0, magnitude - candidates - recon, magnitude)
     cost = error.square() + RDO_LAMBDA * laplace_bits(candidates, log_scale)
@@ -325,8 +332,9 @@ class WaveletCodec(Codec):
     def quantise(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
         """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
         low, planes = self.scale(self.analyse(x), quality)
-        planes = {band: ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT) for band, ratio in planes.items()}
-        return torch.round(low).clamp(-WIDE_LIMIT, WIDE_LIMIT), planes
+        planes = {band: ste(ratio, DEADZONE).clamp(-symbol_limit(band[0]), symbol_limit(band[0]))
+                  for band, ratio in planes.items()}
+        return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
 
     def dequantise(self, low_q: Tensor, planes: dict[Band, Tensor], quality: float, device) -> Tensor:
         levels = len({band[0] for band in planes})
@@ -358,25 +366,27 @@ class WaveletCodec(Codec):
     def _coder(self, x: Tensor, effort: int) -> Callable[[float], tuple[StreamWriter, float]]:
         """The encoder's walk: a function from quality to the filled stream writer and the ideal
         code length (bits) of the symbols it holds under the exact probabilities."""
-        coefficients = self.analyse(x)
+        with torch.inference_mode():
+            coefficients = self.analyse(x)
         height, width = x.shape[-2:]
         shapes = subband_shapes(height, width, level_count(height, width, self.levels))
 
+        @torch.inference_mode()
         def code(quality: float) -> tuple[StreamWriter, float]:
             low, ratios = self.scale(coefficients, torch.tensor([quality], device=x.device))
             ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
             writer = StreamWriter()
-            bits = write_low(writer, torch.round(low[0]).clamp(-WIDE_LIMIT, WIDE_LIMIT).double().cpu())
+            bits = write_low(writer, torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu())
 
             def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
                 nonlocal bits
-                ratio = ratios[band][mask]
+                ratio, limit = ratios[band][mask], symbol_limit(band[0])
                 if effort == 0:
-                    symbols = ste(ratio, DEADZONE).clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT)
+                    symbols = ste(ratio, DEADZONE).clamp(-limit, limit)
                 else:
-                    symbols = rdo_symbols(ratio, index, float(self.recon[band[0], band[2], band[1]]))
+                    symbols = rdo_symbols(ratio, index, float(self.recon[band[0], band[2], band[1]]), limit)
                 scales = SCALES[index.numpy()]
-                writer.laplace(symbols.numpy(), scales)
+                writer.laplace(symbols.numpy(), scales, limit)
                 bits += float(laplace_bits(symbols, torch.from_numpy(np.log(scales))).sum())
                 return symbols
 
@@ -391,11 +401,11 @@ class WaveletCodec(Codec):
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
 
-        def read(index: Tensor) -> Tensor:
-            return torch.from_numpy(reader.laplace(SCALES[index.numpy()]).astype(np.float64))
+        def read(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+            return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float64))
 
         low_q = read_low(reader, low_shape(height, width, levels))
-        planes = self.context.walk(shapes, quality, lambda band, mask, index: read(index))
+        planes = self.context.walk(shapes, quality, read)
         reader.finish()
         return self.dequantise(low_q[None], planes, quality, device)
 
@@ -469,7 +479,7 @@ def write_low(writer: StreamWriter, low_q: Tensor) -> float:
     for c in range(CHANNELS):
         index = low_scale_index(residuals[c])
         writer.uniform(index, SCALE_COUNT)
-        writer.laplace(residuals[c].numpy(), np.full(residuals[c].numel(), SCALES[index]), wide=True)
+        writer.laplace(residuals[c].numpy(), np.full(residuals[c].numel(), SCALES[index]), LOW_LIMIT)
         bits += float(laplace_bits(residuals[c], torch.tensor(math.log(SCALES[index]))).sum())
     return bits
 
@@ -478,6 +488,6 @@ def read_low(reader: StreamReader, shape: tuple[int, int]) -> Tensor:
     channels = []
     for _ in range(CHANNELS):
         scales = np.full(shape[0] * shape[1], SCALES[reader.uniform(SCALE_COUNT)])
-        residuals = torch.from_numpy(reader.laplace(scales, wide=True).astype(np.float64)).view(shape)
+        residuals = torch.from_numpy(reader.laplace(scales, LOW_LIMIT).astype(np.float64)).view(shape)
         channels.append(residuals.cumsum(-1).cumsum(-2))
     return torch.stack(channels)
