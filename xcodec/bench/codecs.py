@@ -152,6 +152,15 @@ class AVIF(PillowCodec):
         return {**super().save_options(setting), "max_threads": self.threads}
 
 
+class AVIFBest(AVIF):
+    """AVIF 4:4:4 at its best for PSNR: the slowest speed and libaom's PSNR tuning (the next anchor)."""
+
+    name, description = "avif-best", "AVIF 4:4:4 (libavif, speed 0, tune=psnr)"
+
+    def default_options(self):
+        return {"subsampling": "4:4:4", "speed": 0, "advanced": {"tune": "psnr"}}
+
+
 class AVIF420(AVIF):
     name, description = "avif420", "AVIF 4:2:0 (libavif, speed 6)"
 
@@ -232,7 +241,7 @@ class HEIC(PillowCodec):
 
 
 CONVENTIONAL: dict[str, type[PillowCodec]] = {
-    c.name: c for c in (JPEG, JPEG444, WebP, AVIF, AVIF420, JPEG2000, JPEGXL, HEIC)
+    c.name: c for c in (JPEG, JPEG444, WebP, AVIF, AVIFBest, AVIF420, JPEG2000, JPEGXL, HEIC)
 }
 ALL_CODECS = ("xcodec", *CONVENTIONAL)
 
