@@ -537,7 +537,7 @@ def write_crops(path: str, a: np.ndarray, b: np.ndarray, coded: FileInfo, size: 
 BENCH_CODECS_HELP = """Codecs to run, comma-separated (default: all of them):
 xcodec (the models of --models),
 jpeg (JPEG 4:2:0), jpeg444 (JPEG 4:4:4), webp (WebP),
-avif (AVIF 4:4:4), avif420 (AVIF 4:2:0),
+avif (AVIF 4:4:4), avif-best (AVIF 4:4:4, speed 0, tune=psnr: slow), avif420 (AVIF 4:2:0),
 jp2 (JPEG 2000), jxl (JPEG XL), heic (HEIC 4:4:4)."""
 
 
