@@ -10,7 +10,7 @@ first (2D-difference DPCM, one Laplacian scale per channel sent in the stream), 
 level from coarse to fine; inside a level channel by channel (Y, Cb, Cr), inside a channel the
 bands HL, LH, HH; each band in two checkerboard passes (anchors, then the rest), each pass decoded
 at once. A coefficient's Laplacian scale comes from a small convolutional network (one per level,
-channel, band and pass) of the magnitudes already decoded: the parent band one level coarser
+channel and band, with a head per pass) of the magnitudes already decoded: the parent band one level coarser
 (cross-scale), the sibling bands of the same level, the same band of the earlier colour channels,
 the band's own anchors (second pass), and the quality. The networks run in integer-exact
 arithmetic (``ExactConvNet``) on integer inputs, and the scale index is an integer function of
@@ -95,7 +95,8 @@ def quality_feature(quality: Tensor) -> Tensor:
 
 
 def laplace_bits(q: Tensor, log_scale: Tensor) -> Tensor:
-    """Bits of integer ``q`` under a zero-mean Laplacian quantised to unit bins (what the coder uses)."""
+    """Bits of integer ``q`` under a zero-mean Laplacian quantised to unit bins: the coder's model,
+    less the minimal probability constriction gives every symbol of the range."""
     b = torch.exp(log_scale.clamp(SCALE_LOG_MIN / 2**SCALE_BITS, math.log(SCALES[-1])))
     a = q.abs()
     log_zero = torch.log(-torch.expm1(-0.5 / b))
