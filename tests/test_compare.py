@@ -11,7 +11,6 @@ from PIL import Image, ImageOps
 
 from xcodec import api, compare
 from xcodec.bench.metrics import MS_SSIM_MIN_SIDE
-from xcodec.image import prepare
 from xcodec.metrics import psnr
 
 from tests.conftest import make_photo
