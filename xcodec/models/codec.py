@@ -66,6 +66,11 @@ def to_tensor(rgb: np.ndarray, stride: int = 1) -> Tensor:
     return F.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
 
 
+def checkerboard(h: int, w: int, device=None) -> Tensor:
+    """(h, w) bool mask of the anchors, (row + col) even: the first of two checkerboard passes."""
+    return (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]) % 2 == 0
+
+
 def ste_round(x: Tensor) -> Tensor:
     """Round in the forward pass, identity gradient in the backward pass."""
     return x + (torch.round(x) - x).detach()

@@ -26,16 +26,9 @@ from torch import Tensor, nn
 
 from ..entropy import SYMBOL_LIMIT
 from .blocks import CrossScaleAttention, HybridBlock
-from .codec import ste_round
+from .codec import checkerboard, ste_round
 from .exact import ACT_BITS, ExactConvNet
 from .hyper import HyperpriorCodec, ReadSymbols, scale_index
-
-
-def checkerboard(h: int, w: int, anchor: bool, device=None) -> Tensor:
-    """(1, 1, h, w) mask of the anchor positions ((row + col) even) or of the others."""
-    rows = torch.arange(h, device=device)[:, None]
-    cols = torch.arange(w, device=device)[None, :]
-    return (((rows + cols) % 2 == 0) == anchor).to(torch.float32)[None, None]
 
 
 class SliceParameters(nn.Module):
@@ -152,7 +145,7 @@ class CrossScaleTransformer(HyperpriorCodec):
         y = self.g_a(x) * g
         z_likelihoods, z_hat = self.hyper(self.h_a(y))
         hyper = self.h_s(z_hat)
-        anchor = checkerboard(*y.shape[2:], anchor=True, device=y.device)
+        anchor = checkerboard(*y.shape[2:], device=y.device).float()[None, None]
         done, likelihoods = [], []
         for s, y_s in enumerate(y.chunk(self.slices, dim=1)):
             support = self._support(hyper, done)
@@ -179,7 +172,7 @@ class CrossScaleTransformer(HyperpriorCodec):
         """Walk the groups and checkerboard passes in decoding order, in fixed point; return ŷ (float64)."""
         hyper = self.exact_h_s(z_fixed)
         h, w = hyper.shape[2:]
-        anchor = checkerboard(h, w, anchor=True).bool()
+        anchor = checkerboard(h, w)[None, None]
         half = 2 ** (ACT_BITS - 1)
         done = []
         for s in range(self.slices):

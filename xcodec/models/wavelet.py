@@ -28,7 +28,7 @@ import torch
 from torch import Tensor, nn
 
 from ..entropy import SYMBOL_LIMIT, StreamReader, StreamWriter
-from .codec import Codec, one_thread
+from .codec import Codec, checkerboard, one_thread
 from .exact import ExactConvNet
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
 
@@ -129,11 +129,6 @@ def rdo_symbols(ratio: Tensor, index: Tensor, recon: float, limit: int) -> Tenso
     cost = error.square() + RDO_LAMBDA * laplace_bits(candidates, log_scale)
     best = candidates.gather(0, cost.argmin(0, keepdim=True))[0]
     return torch.sign(ratio) * best
-
-
-def checkerboard(h: int, w: int, device=None) -> Tensor:
-    """(h, w) bool mask of the anchors, (row + col) even: the first pass."""
-    return (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]) % 2 == 0
 
 
 def fit(plane: Tensor, h: int, w: int) -> Tensor:
