@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import math
 import signal
 import time
 from pathlib import Path
@@ -29,10 +28,7 @@ import torch
 from ..models import zoo
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .data import CropSampler, build_pack
-from ..files import write_atomic
-from .loop import nice_session, validation_images
-
-VAL_QUALITIES = (1.0, 4.0, 8.0)
+from .loop import VAL_QUALITIES, cosine, nice_session, save_atomic, validation_images
 
 
 def val_bpp(model, images: list[torch.Tensor]) -> list[float]:
@@ -86,14 +82,14 @@ def train(args: argparse.Namespace) -> None:
     def checkpoint() -> None:
         state = {"arch": "wavelet", "arch_config": config, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                  "step": step, "elapsed": elapsed, "earlier": earlier, "rng": generator.get_state()}
-        write_atomic(last, lambda f: torch.save(state, f))
+        save_atomic(state, last)
 
     log = open(run / "log.csv", "a", newline="")
     writer = csv.writer(log)
     start, last_save, last_val = time.time() - elapsed, time.time(), time.time()
     losses = []
     while step < args.max_steps and not stop:
-        lr = args.lr_end + 0.5 * (args.lr - args.lr_end) * (1 + math.cos(math.pi * min(1.0, step / args.max_steps)))
+        lr = cosine(args.lr, args.lr_end, step / args.max_steps)
         for group in optimizer.param_groups:
             group["lr"] = lr
         x = sampler.batch(args.batch_size)

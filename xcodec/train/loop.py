@@ -65,12 +65,16 @@ class TrainConfig:
     device: str = "cpu"
 
 
+def cosine(lr: float, lr_end: float, t: float) -> float:
+    """A cosine from ``lr`` at ``t = 0`` down to ``lr_end`` at ``t = 1`` (and after)."""
+    return lr_end + (lr - lr_end) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
 def learning_rate(cfg: TrainConfig, step: int) -> float:
     """Linear warm-up over ``warmup_steps``, constant, then a cosine from ``decay_start`` to ``max_steps``."""
     if cfg.decay_start is None or step < cfg.decay_start:
         return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-    t = min(1.0, (step - cfg.decay_start) / max(1, cfg.max_steps - cfg.decay_start))
-    return cfg.lr_end + (cfg.lr - cfg.lr_end) * 0.5 * (1 + math.cos(math.pi * t))
+    return cosine(cfg.lr, cfg.lr_end, (step - cfg.decay_start) / max(1, cfg.max_steps - cfg.decay_start))
 
 
 def rd_loss(model: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor) -> dict:
@@ -119,7 +123,7 @@ def validation_images(folder: Path | None, count: int, stride: int) -> list[np.n
     return images
 
 
-def _save_atomic(obj: dict, path: Path) -> None:
+def save_atomic(obj: dict, path: Path) -> None:
     write_atomic(path, lambda f: torch.save(obj, f))
 
 
@@ -224,7 +228,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         else:
             generators[0] = generator.get_state()  # rank 0's, which saves; the others' as last gathered
         if main:
-            _save_atomic(
+            save_atomic(
                 {
                     "model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "aux_optimizer": aux_optimizer and aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
