@@ -27,8 +27,8 @@ ENCODED = {  # (model, quality, tile): SHA-256 of the .xsc file of the 96x80 cro
     ("hyperprior", 7.5, 0): "b0b7d8d40cfb6a16b2761369961af576d4590abbe91db14fd194c4dc9b6df657",
     ("transformer", 2.0, 64): "c314fa41fdfb036b0a4163c9dd8435e126b4ed290ea2b78e28738820929c0c86",
     ("transformer", 7.5, 0): "f76795e177dab0f05a5890ea2966ae2660e2ba417d70a3f735aa35f85b533537",
-    ("wavelet", 2.0, 64): "e603da4a403213a70e9c18766956a23d848f33977bbdda45e0a8c48e34314e5a",
-    ("wavelet", 7.5, 0): "b0f8a05f3a2e33bdda61bb964b009018b3bd1d43c6b59c7dbb64061361f33f3f",
+    ("wavelet", 2.0, 64): "f4495b1adfd964415e01d919601a1cf3f26236edfa9ad1cd6fe38bf9b9603e10",
+    ("wavelet", 7.5, 0): "8bb898aa401580b00c0a7e2d39a3740f03f0d84110dbdefbd332ac9319cef7ed",
 }
 DECODED = {  # committed version-2 files (the crop, quality 4, 2x2 tiles of 64): SHA-256 of the RGB pixels
     "version-2-hyperprior.xsc": "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c",

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from tests.conftest import make_photo
 from xcodec import api
@@ -17,6 +18,7 @@ from xcodec.errors import FormatError, InputError
 from xcodec.models import zoo
 from xcodec.models.exact import ExactConvNet
 from xcodec.models.lifting import Wavelet2D, level_count
+from xcodec.models.postfilter import PostFilter
 from xcodec.models.wavelet import (
     ACT_BITS, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, WaveletCodec, lg,
 )
@@ -69,7 +71,7 @@ def test_round_trip_is_exact_at_any_size(codec, height, width):
     x = to_tensor(make_photo(width, height, seed=height))
     with torch.inference_mode():
         low_q, planes = codec.quantise(x, torch.tensor([3.5]))
-        expected = codec.dequantise(low_q, planes, 3.5, torch.device("cpu"))
+        expected = codec.dequantise(low_q, planes, torch.tensor([3.5]))
         payloads = codec.compressor(x, effort=0)(3.5)
         decoded = codec.decompress(payloads, height, width, 3.5, torch.device("cpu"))
     assert decoded.shape == x.shape
@@ -197,3 +199,68 @@ def test_cli_encodes_with_wavelet_at_each_effort_and_by_bpp(run_cli, tmp_path):
     assert 8 * (tmp_path / "bpp.xsc").stat().st_size / (90 * 70) <= 1.0
     bad = run_cli("encode", "photo.png", "-m", "hyperprior", "--effort", "1", "-o", "bad.xsc")
     assert bad.returncode == 1 and b"effort" in bad.stderr
+
+
+@pytest.mark.parametrize("height,width", ODD_SIZES)
+def test_untrained_postfilter_is_the_identity_at_any_size(height, width):
+    x = torch.rand(2, 3, height, width)
+    assert torch.equal(PostFilter(16, 1)(x, torch.tensor([1.0, 8.0])), x)
+
+
+@pytest.mark.parametrize("height,width", [(7, 5), (33, 17), (61, 97)])
+def test_postfilter_keeps_the_size_and_sees_the_quality(height, width):
+    torch.manual_seed(1)
+    net = PostFilter(16, 1)
+    torch.nn.init.normal_(net.tail.weight, std=0.1)
+    x = torch.rand(1, 3, height, width)
+    low, high = net(x, torch.tensor([1.0])), net(x, torch.tensor([8.0]))
+    assert low.shape == x.shape
+    assert not torch.equal(low, high)
+
+
+def test_training_reconstruction_is_close_to_the_files(codec):
+    """``decoded`` (the post-filter's training input) approximates the effort-1 decoder's image:
+    its RDO uses the float scales of the dead-zone symbols, the coder the exact ones of its own."""
+    x = to_tensor(make_photo(128, 96, seed=3))
+    with torch.inference_mode():
+        for quality in (1.0, 4.0, 8.0):
+            filed = codec.decompress(codec.compressor(x, effort=1)(quality), 96, 128, quality, torch.device("cpu"))
+            approx = codec.decoded(x, torch.tensor([quality]))
+            psnr = [float(-10 * torch.log10((y - x).square().mean())) for y in (filed, approx)]
+            assert abs(psnr[0] - psnr[1]) < 0.3, (quality, psnr)
+
+
+def test_decoding_with_and_without_the_postfilter(torch_threads):
+    """The post-filter runs after the exact decoding: switched off, the pixels are the decoder's;
+    on, they are the filter's output on them (one thread: the same for any thread count)."""
+    torch.manual_seed(2)
+    model = WaveletCodec(lifting_hidden=0, postfilter=16).eval()
+    torch.nn.init.normal_(model.postfilter.tail.weight, std=0.05)
+    model.prepare_inference({})
+    x = to_tensor(make_photo(40, 30, seed=8))
+    with torch.inference_mode():
+        plain = model.decompress(model.compress(x, 3.0), 30, 40, 3.0, torch.device("cpu"))
+        filtered = model.postprocess(plain, 3.0)
+        torch.set_num_threads(1)
+        again = model.postprocess(plain, 3.0)
+    assert not torch.equal(plain, filtered)
+    assert torch.equal(filtered, again)
+    assert float(filtered.min()) >= 0 and float(filtered.max()) <= 1
+
+
+@shipped
+def test_cli_decodes_with_and_without_the_postfilter(run_cli, tmp_path):
+    """The shipped model has a post-filter; --no-postfilter gives the decoder's own pixels, which
+    equal ``decompress``, and the default gives the filtered ones."""
+    make_photo(90, 70, seed=11).save(tmp_path / "photo.png")
+    assert run_cli("encode", "photo.png", "-q", "2", "-o", "photo.xsc").returncode == 0
+    for args, name in ((("--no-postfilter",), "plain.png"), ((), "filtered.png")):
+        dec = run_cli("decode", "photo.xsc", *args, "-o", name)
+        assert dec.returncode == 0, dec.stderr.decode()
+    plain, filtered = (np.asarray(Image.open(tmp_path / name)) for name in ("plain.png", "filtered.png"))
+    model, _ = zoo.load("wavelet")
+    assert model.postfilter is not None
+    data = (tmp_path / "photo.xsc").read_bytes()
+    assert np.array_equal(np.asarray(api.decode(data, postfilter=False)), plain)
+    assert np.array_equal(np.asarray(api.decode(data)), filtered)
+    assert not np.array_equal(plain, filtered)

@@ -113,11 +113,13 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
 
 
 def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-           on_tile: TileCallback | None = None) -> Image.Image:
+           on_tile: TileCallback | None = None, postfilter: bool = True) -> Image.Image:
     """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
 
     Tiles are decoded one at a time into the 8-bit output, so memory depends on the tile size.
-    ``on_tile(done, total)`` is called after each tile (progress).
+    ``on_tile(done, total)`` is called after each tile (progress). ``postfilter=False`` skips the
+    model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
+    depends on.
     """
     bitstream = container.unpack(data)
     h = bitstream.header
@@ -140,6 +142,8 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
         for done, ((top, left, tile_height, tile_width), payloads) in enumerate(boxes, 1):
             try:
                 x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
+                if postfilter:
+                    x_hat = net.postprocess(x_hat, h.quality)
             except ExactError:
                 raise FormatError("corrupted .xsc file (side information out of range)") from None
             rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)

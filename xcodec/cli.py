@@ -372,6 +372,7 @@ def decode(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="Apply the model's decoder-side post-filter (wavelet), which the file does not depend on.")] = True,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -396,7 +397,7 @@ def decode(
         from . import api
 
         start = time.perf_counter()
-        image = api.decode(data, device=device, max_pixels=max_pixels, on_tile=on_tile)
+        image = api.decode(data, device=device, max_pixels=max_pixels, on_tile=on_tile, postfilter=postfilter)
         seconds = time.perf_counter() - start
         return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
                     describe(api.info(data), setup, seconds), setup)
@@ -560,6 +561,7 @@ def bench(
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
+    postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
@@ -590,7 +592,7 @@ def bench(
             folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
-            device=device, lpips=lpips, plots=plots,
+            device=device, lpips=lpips, plots=plots, postfilter=postfilter,
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:

@@ -40,6 +40,7 @@ class BenchConfig:
     device: str = "auto"
     lpips: bool = True
     plots: bool = True
+    postfilter: bool = True  # False: xcodec files decoded without the post-filter
     command: str = "xcodec bench"
 
 
@@ -77,7 +78,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     dataset = cfg.folder.name or str(cfg.folder)
 
     threads = cfg.threads or default_threads(cfg.jobs)
-    codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads)
+    codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads, cfg.postfilter)
     for message in skipped:
         err.print(f"[yellow]{message}[/]")
     if not codecs:

@@ -12,7 +12,8 @@ container, so a model knows nothing of files:
   from quality to payloads, for coding a tile at several qualities (the default calls
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
-- ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1].
+- ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1];
+  ``postprocess(x_hat, quality)`` then applies the model's post-filter, if it has one.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
@@ -117,6 +118,13 @@ class Codec(CompressionModel, metaclass=ABCMeta):
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
                    device: torch.device) -> Tensor:
         """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
+
+    def postprocess(self, x_hat: Tensor, quality: float) -> Tensor:
+        """The decoder-side post-filter of one decoded tile (identity for a model without one).
+
+        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it.
+        """
+        return x_hat
 
     def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).

@@ -1,0 +1,82 @@
+"""Staged training of the wavelet model (``xcodec.train.wavelet``): runs, resumes, exports."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from tests.conftest import REPO_ROOT, make_photo
+from xcodec.models import zoo
+
+
+def run(*args: str, weights=None) -> None:
+    env = {**os.environ, "XCODEC_WEIGHTS": str(weights)} if weights else None
+    subprocess.run([sys.executable, "-m", "xcodec.train.wavelet", *args], cwd=REPO_ROOT, check=True,
+                   capture_output=True, timeout=300, env=env)
+
+
+@pytest.mark.slow
+def test_context_training_resumes_and_exports(tmp_path):
+    data = tmp_path / "photos"
+    data.mkdir()
+    for seed in range(3):
+        make_photo(96, 80, seed=seed).save(data / f"{seed}.png")
+    common = ["--data", str(data), "--run-dir", str(tmp_path / "run"), "--crop", "64", "--batch-size", "2",
+              "--log-every", "1"]
+    run(*common, "--max-steps", "2")
+    first = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    run(*common, "--max-steps", "3", "--resume")
+    state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
+    assert (first["step"], state["step"]) == (2, 3)
+    rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
+    assert [row.split(",")[0] for row in rows] == ["1", "2", "3"]
+    # only the context networks learn in stage (i): the transform stays CDF 9/7
+    assert torch.equal(state["model"]["log_steps"], first["model"]["log_steps"])
+    assert not all(torch.equal(state["model"][k], first["model"][k]) for k in state["model"] if k.startswith("context."))
+
+    manifest = zoo.export(tmp_path / "run" / "last.pt", "wavelet", {}, tmp_path / "weights")
+    assert (manifest.arch, manifest.info["steps"]) == ("wavelet", 3)
+    model, _ = zoo.load("wavelet", tmp_path / "weights")
+    x = torch.rand(1, 3, 20, 30)
+    decoded = model.decompress(model.compress(x, 3.0), 20, 30, 3.0, torch.device("cpu"))
+    assert decoded.shape == x.shape
+
+
+@pytest.mark.slow
+def test_postfilter_then_joint_stage(tmp_path):
+    """Stage (ii) adds a post-filter to the --init model and trains only it; stage (iii) trains
+    everything; the result exports and decodes with its post-filter on or off."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for seed in range(3):
+        make_photo(96, 80, seed=seed).save(data / f"{seed}.png")
+    weights = tmp_path / "weights"
+    common = ["--data", str(data), "--crop", "64", "--batch-size", "2", "--log-every", "1"]
+    run(*common, "--run-dir", str(tmp_path / "i"), "--max-steps", "1")
+    zoo.export(tmp_path / "i" / "last.pt", "wavelet", {}, weights)
+    base = zoo.load_training_weights("wavelet", weights)
+
+    run(*common, "--run-dir", str(tmp_path / "ii"), "--stage", "postfilter", "--init", "wavelet",
+        "--postfilter", "8", "--max-steps", "2", weights=weights)
+    state = torch.load(tmp_path / "ii" / "last.pt", weights_only=False)
+    assert state["arch_config"]["postfilter"] == 8
+    assert all(torch.equal(state["model"][k], v) for k, v in base.items())
+    assert bool(state["model"]["postfilter.tail.weight"].any())  # it left the identity
+    zoo.export(tmp_path / "ii" / "last.pt", "wavelet", {}, weights)
+
+    run(*common, "--run-dir", str(tmp_path / "iii"), "--stage", "joint", "--init", "wavelet",
+        "--lifting-hidden", "0", "--max-steps", "2", weights=weights)
+    joint = torch.load(tmp_path / "iii" / "last.pt", weights_only=False)
+    for key in ("log_steps", "recon", "postfilter.tail.weight"):
+        assert not torch.equal(joint["model"][key], state["model"][key]), key
+    manifest = zoo.export(tmp_path / "iii" / "last.pt", "wavelet", {}, weights)
+    assert manifest.info["steps"] == 1 + 2 + 2
+    model, _ = zoo.load("wavelet", weights)
+    x = torch.rand(1, 3, 20, 30)
+    with torch.inference_mode():
+        decoded = model.decompress(model.compress(x, 3.0), 20, 30, 3.0, torch.device("cpu"))
+        assert not torch.equal(model.postprocess(decoded, 3.0), decoded)

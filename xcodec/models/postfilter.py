@@ -1,0 +1,53 @@
+"""The ``wavelet`` model's post-filter: a decoder-side network that restores the reconstructed image.
+
+It sees only what the decoder has (the decoded RGB image and the quality), so it changes no bit
+of the file and can be switched off at decode time. The image is folded 2x2 into channels
+(pixel unshuffle) so that every convolution runs on a quarter of the positions; a convolutional
+path at 1/2 resolution removes local ringing and blocking of the wavelet's quantisation, and a
+coarse path at 1/4 (a ``HybridBlock``: window attention, pooled global attention, channel
+attention, mixed FFN) gathers wider context that the fine path reads back through
+``CrossScaleAttention``. The last convolution starts at zero: an untrained filter is the identity.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import CrossScaleAttention, HybridBlock
+from .codec import MAX_QUALITY, MIN_QUALITY
+
+
+class ResidualBlock(nn.Module):
+    def __init__(self, width: int):
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(width, width, 3, padding=1), nn.ReLU(), nn.Conv2d(width, width, 3, padding=1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x + self.body(x)
+
+
+class PostFilter(nn.Module):
+    """x_hat (N, 3, H, W) in [0, 1] and quality (N,) -> the restored image, any H and W."""
+
+    def __init__(self, width: int = 32, blocks: int = 4):
+        super().__init__()
+        self.head = nn.Conv2d(12 + 1, width, 3, padding=1)  # 2x2-folded RGB and the quality
+        self.fine = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
+        self.down = nn.Conv2d(width, width, 2, stride=2)
+        self.coarse = HybridBlock(width, heads=4, window=8, pool=4)
+        self.link = CrossScaleAttention(width, width, ratio=0.5, heads=4, window=8)
+        self.tail = nn.Conv2d(width, 12, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def forward(self, x: Tensor, quality: Tensor) -> Tensor:
+        n, _, h, w = x.shape
+        folded = F.pixel_unshuffle(F.pad(x, (0, w % 2, 0, h % 2), mode="replicate"), 2)
+        level = ((quality.to(x.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
+        features = self.head(torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:])], 1))
+        features = self.fine(features)
+        even = F.pad(features, (0, features.shape[-1] % 2, 0, features.shape[-2] % 2), mode="replicate")
+        features = self.link(features, self.coarse(self.down(even)))
+        return x + F.pixel_shuffle(self.tail(features), 2)[..., :h, :w]
