@@ -69,7 +69,8 @@ def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
 
 
 def stage_loss(model, stage: str, x: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, float]:
-    """The loss to minimise and the number to log: bpp in stage (i), PSNR gain (dB) in stage (ii)."""
+    """The loss to minimise and the number to log (``LOGGED``): bpp in stage (i), the PSNR gain (dB)
+    in stage (ii), the rate-distortion cost per pixel in stage (iii)."""
     if stage == "context":
         with torch.no_grad():
             _, planes = model.quantise(x, quality)
