@@ -4,6 +4,7 @@ Pipeline (one tile; any size, no padding)::
 
     RGB - 128 -> colour matrix (JPEG 2000 ICT at initialisation) -> L-level lifting wavelet
     -> per-band dead-zone quantiser -> integer coefficients -> ANS with context Laplacians
+    decoder: the same in reverse, then an optional post-filter (``postfilter.py``) on the image
 
 Coding order (one walk shared by encoder and decoder, ``ContextModel.walk``): the coarsest low band
 first (2D-difference DPCM, one Laplacian scale per channel sent in the stream), then level by
@@ -444,9 +445,10 @@ class WaveletCodec(Codec):
         self.context.prepare_inference()
 
     def forward(self, x: Tensor, quality: Tensor) -> dict:
-        """Training: the reconstruction of effort 1's symbols (``symbols``, straight-through) and
-        the likelihoods of every coefficient: the detail bands under the context model, the low
-        band under its DPCM Laplacian (5-15% of a Kodak file at quality 1)."""
+        """Training: the decoder's image of effort 1's symbols (``symbols``, straight-through),
+        post-filtered when the model has a post-filter, and the likelihoods of every coefficient:
+        the detail bands under the context model, the low band under its DPCM Laplacian (5-15% of
+        a Kodak file at quality 1)."""
         low, ratios = self.scale(self.analysis(x), quality)
         low = ste(low, 0.5)
         planes = self.symbols(ratios, quality)
@@ -454,7 +456,10 @@ class WaveletCodec(Codec):
         # capped so that the likelihood stays a float32 normal number (2**-149 is its smallest
         # subnormal): an outlier of 150+ bits would otherwise give an infinite rate and a NaN step
         likelihoods = torch.exp2(-bits.clamp(max=MAX_TRAINING_BITS))
-        return {"x_hat": self.dequantise(low, planes, quality), "likelihoods": {"coefficients": likelihoods}}
+        x_hat = self.dequantise(low, planes, quality)
+        if self.postfilter is not None:
+            x_hat = self.postfilter(x_hat, quality)
+        return {"x_hat": x_hat, "likelihoods": {"coefficients": likelihoods}}
 
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """Ideal code length of what the default effort codes, under the coder's own probabilities

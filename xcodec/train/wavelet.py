@@ -87,9 +87,8 @@ def stage_loss(model, stage: str, x: torch.Tensor, quality: torch.Tensor) -> tup
     # the trade-off the encoder's RDO makes at that quality's global step (so the learned band
     # steps do not move the quality scale); log J weighs the crops' relative costs alike.
     out = model(x, quality)
-    x_hat = model.postfilter(out["x_hat"], quality) if model.postfilter is not None else out["x_hat"]
     bits = -torch.log2(out["likelihoods"]["coefficients"]).sum(1)
-    sse = ((x_hat - x) * 255).square().flatten(1).sum(1)
+    sse = ((out["x_hat"] - x) * 255).square().flatten(1).sum(1)
     cost = bits + sse / (RDO_LAMBDA * step_for(quality) ** 2)
     return torch.log(cost).mean(), float(cost.detach().sum() / x[:, 0].numel())
 
