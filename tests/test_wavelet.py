@@ -14,13 +14,15 @@ from PIL import Image
 
 from tests.conftest import make_photo
 from xcodec import api
+from xcodec.entropy import SYMBOL_LIMIT, StreamWriter
 from xcodec.errors import FormatError, InputError
 from xcodec.models import zoo
 from xcodec.models.exact import ExactConvNet
 from xcodec.models.lifting import Wavelet2D, level_count
 from xcodec.models.postfilter import PostFilter
 from xcodec.models.wavelet import (
-    ACT_BITS, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, WaveletCodec, lg,
+    ACT_BITS, FINEST_LIMIT, MAGNITUDE_CAP, SCALES, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, WaveletCodec,
+    coded_bits, lg,
 )
 
 ODD_SIZES = [(1, 1), (2, 3), (7, 5), (1, 40), (33, 17), (61, 97)]
@@ -264,3 +266,15 @@ def test_cli_decodes_with_and_without_the_postfilter(run_cli, tmp_path):
     assert np.array_equal(np.asarray(api.decode(data, postfilter=False)), plain)
     assert np.array_equal(np.asarray(api.decode(data)), filtered)
     assert not np.array_equal(plain, filtered)
+
+
+@pytest.mark.parametrize("symbol,scale_index,limit", [(5, 0, FINEST_LIMIT), (0, 0, SYMBOL_LIMIT), (3, 600, FINEST_LIMIT)])
+def test_estimate_counts_what_the_coder_spends(symbol, scale_index, limit):
+    """A surprising symbol at a tiny scale costs the coder 24 bits (its minimal probability), not
+    the Laplacian's 60 or more; ``coded_bits`` follows the coder, at any scale."""
+    count = 4000
+    writer = StreamWriter()
+    writer.laplace(np.full(count, symbol), np.full(count, SCALES[scale_index]), limit)
+    spent = len(writer.finish()) * 8
+    estimate = float(coded_bits(torch.full((count,), float(symbol)), torch.full((count,), float(np.log(SCALES[scale_index]))), limit).sum())
+    assert abs(spent - estimate) <= max(0.005 * estimate, 64)  # the stream is whole 32-bit words

@@ -107,6 +107,19 @@ def laplace_bits(q: Tensor, log_scale: Tensor) -> Tensor:
     return -torch.where(a == 0, log_zero, log_other) / math.log(2)
 
 
+CODER_PRECISION = 24  # constriction quantises probabilities to multiples of 2**-24, none below one
+
+
+def coded_bits(q: Tensor, log_scale: Tensor, limit: int) -> Tensor:
+    """Bits of integer ``q`` as the coder spends them: ``laplace_bits``, with every symbol of the
+    range +-``limit`` given at least constriction's minimal probability. A surprising symbol at a
+    tiny scale costs 24 bits, not the Laplacian's 60 or more; the floors' total mass is taken from
+    the others (about 1% of a Kodak file at quality 1, mostly zeros). The estimate of a file's size."""
+    floor = 2.0**-CODER_PRECISION
+    p = torch.exp2(-laplace_bits(q, log_scale)) * (1 - (2 * limit + 1) * floor)
+    return -torch.log2(torch.clamp(p, min=floor))
+
+
 def ste(x: Tensor, offset: float) -> Tensor:
     """Dead-zone rounding sign(x) floor(|x| + offset) forward, identity gradient backward."""
     return x + (torch.sign(x) * torch.floor(x.abs() + offset) - x).detach()
@@ -413,7 +426,7 @@ class WaveletCodec(Codec):
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
                 writer.laplace(symbols.numpy(), scales, limit)
-                bits += float(laplace_bits(symbols, log_scale).sum())
+                bits += float(coded_bits(symbols, log_scale, limit).sum())
                 return symbols
 
             self.context.walk(shapes, quality, take)
@@ -516,7 +529,7 @@ def write_low(writer: StreamWriter, low_q: Tensor) -> float:
         index = low_scale_index(residuals[c])
         writer.uniform(index, SCALE_COUNT)
         writer.laplace(residuals[c].numpy(), np.full(residuals[c].numel(), SCALES[index]), LOW_LIMIT)
-        bits += float(laplace_bits(residuals[c], torch.tensor(math.log(SCALES[index]))).sum())
+        bits += float(coded_bits(residuals[c], torch.tensor(math.log(SCALES[index])), LOW_LIMIT).sum())
     return bits
 
 
