@@ -34,6 +34,7 @@ from .errors import FormatError
 # constriction's quantizer gives every symbol of that range a minimal probability, so a wider range
 # costs rate: [-32768, 32768] cost 0.0056 bits per symbol, 0.7% of a Kodak file at quality 1.
 SYMBOL_LIMIT = (1 << 12) - 1
+PRECISION = 24  # constriction's stream models: probabilities in multiples of 2**-PRECISION, none below one
 _GAUSSIAN = constriction.stream.model.QuantizedGaussian(-SYMBOL_LIMIT, SYMBOL_LIMIT)
 PIECE = 1 << 12
 

@@ -27,8 +27,9 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
-def _pad_to(x: Tensor, multiple: int) -> Tensor:
-    return F.pad(x, (0, -x.shape[3] % multiple, 0, -x.shape[2] % multiple))
+def pad_to(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
+    """Pad the bottom and right of an NCHW map to multiples of ``multiple``."""
+    return F.pad(x, (0, -x.shape[3] % multiple, 0, -x.shape[2] % multiple), mode=mode)
 
 
 def windows(x: Tensor, size: int, heads: int) -> Tensor:
@@ -74,7 +75,7 @@ class HybridAttention(nn.Module):
         B, _, H, W = x.shape
         w = min(self.window, H, W)
         offset = w // 2 if self.shift else 0
-        xp = _pad_to(x, w)
+        xp = pad_to(x, w)
         if offset:
             xp = torch.roll(xp, (-offset, -offset), dims=(2, 3))
         q, k, v = self.local_qkv(xp).chunk(3, dim=1)
@@ -176,7 +177,7 @@ class CrossScaleAttention(nn.Module):
         if self.ratio < 1:  # the context window must be a whole number of coarse pixels
             w = max(w, round(1 / self.ratio))
         wc = max(1, round(w * self.ratio))
-        q = _pad_to(self.q(self.norm_q(x)), w)
+        q = pad_to(self.q(self.norm_q(x)), w)
         k, v = self.kv(self.norm_kv(context)).chunk(2, dim=1)
         Hp, Wp = q.shape[2:]
         k, v = (F.pad(t, (0, Wp // w * wc - t.shape[3], 0, Hp // w * wc - t.shape[2])) for t in (k, v))

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import CrossScaleAttention, HybridBlock
+from .blocks import CrossScaleAttention, HybridBlock, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
 
 
@@ -44,10 +44,9 @@ class PostFilter(nn.Module):
 
     def forward(self, x: Tensor, quality: Tensor) -> Tensor:
         n, _, h, w = x.shape
-        folded = F.pixel_unshuffle(F.pad(x, (0, w % 2, 0, h % 2), mode="replicate"), 2)
+        folded = F.pixel_unshuffle(pad_to(x, 2, "replicate"), 2)
         level = ((quality.to(x.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
         features = self.head(torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:])], 1))
         features = self.fine(features)
-        even = F.pad(features, (0, features.shape[-1] % 2, 0, features.shape[-2] % 2), mode="replicate")
-        features = self.link(features, self.coarse(self.down(even)))
+        features = self.link(features, self.coarse(self.down(pad_to(features, 2, "replicate"))))
         return x + F.pixel_shuffle(self.tail(features), 2)[..., :h, :w]

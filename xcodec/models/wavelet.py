@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ..entropy import SYMBOL_LIMIT, StreamReader, StreamWriter
+from ..entropy import PRECISION, SYMBOL_LIMIT, StreamReader, StreamWriter
 from .codec import Codec, checkerboard, one_thread
 from .exact import ExactConvNet
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
@@ -107,15 +107,12 @@ def laplace_bits(q: Tensor, log_scale: Tensor) -> Tensor:
     return -torch.where(a == 0, log_zero, log_other) / math.log(2)
 
 
-CODER_PRECISION = 24  # constriction quantises probabilities to multiples of 2**-24, none below one
-
-
 def coded_bits(q: Tensor, log_scale: Tensor, limit: int) -> Tensor:
     """Bits of integer ``q`` as the coder spends them: ``laplace_bits``, with every symbol of the
     range +-``limit`` given at least constriction's minimal probability. A surprising symbol at a
     tiny scale costs 24 bits, not the Laplacian's 60 or more; the floors' total mass is taken from
     the others (about 1% of a Kodak file at quality 1, mostly zeros). The estimate of a file's size."""
-    floor = 2.0**-CODER_PRECISION
+    floor = 2.0**-PRECISION
     p = torch.exp2(-laplace_bits(q, log_scale)) * (1 - (2 * limit + 1) * floor)
     return -torch.log2(torch.clamp(p, min=floor))
 
@@ -127,6 +124,11 @@ def ste(x: Tensor, offset: float) -> Tensor:
 
 def symbol_limit(level: int) -> int:
     return FINEST_LIMIT if level == 0 else SYMBOL_LIMIT
+
+
+def dead_zone(ratio: Tensor, limit: int) -> Tensor:
+    """Effort 0's symbols: dead-zone rounding (straight-through), clamped to the range +-``limit``."""
+    return ste(ratio, DEADZONE).clamp(-limit, limit)
 
 
 def rdo_symbols(ratio: Tensor, log_scale: Tensor, recon: Tensor | float, limit: int) -> Tensor:
@@ -348,8 +350,7 @@ class WaveletCodec(Codec):
     def quantise(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
         """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
         low, planes = self.scale(self.analyse(x), quality)
-        planes = {band: ste(ratio, DEADZONE).clamp(-symbol_limit(band[0]), symbol_limit(band[0]))
-                  for band, ratio in planes.items()}
+        planes = {band: dead_zone(ratio, symbol_limit(band[0])) for band, ratio in planes.items()}
         return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
 
     def dequantise(self, low_q: Tensor, planes: dict[Band, Tensor], quality: Tensor) -> Tensor:
@@ -377,7 +378,7 @@ class WaveletCodec(Codec):
         a file holds.
         """
         with torch.no_grad():
-            dead = {band: ste(r, DEADZONE).clamp(-symbol_limit(band[0]), symbol_limit(band[0])) for band, r in ratios.items()}
+            dead = {band: dead_zone(r, symbol_limit(band[0])) for band, r in ratios.items()}
             scales = self.context.log_scales(dead, quality)
             chosen = {(level, c, o): rdo_symbols(r, scales[(level, c, o)], self.recon[level, o, c], symbol_limit(level))
                       for (level, c, o), r in ratios.items()}
@@ -402,8 +403,8 @@ class WaveletCodec(Codec):
         return lambda quality: [code(quality)[0].finish()]
 
     def _coder(self, x: Tensor, effort: int) -> Callable[[float], tuple[StreamWriter, float]]:
-        """The encoder's walk: a function from quality to the filled stream writer and the ideal
-        code length (bits) of the symbols it holds under the exact probabilities."""
+        """The encoder's walk: a function from quality to the filled stream writer and the code
+        length (bits, ``coded_bits``) of the symbols it holds under the exact probabilities."""
         with torch.inference_mode():
             coefficients = self.analyse(x)
         height, width = x.shape[-2:]
@@ -422,7 +423,7 @@ class WaveletCodec(Codec):
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
                 if effort == 0:
-                    symbols = ste(ratio, DEADZONE).clamp(-limit, limit)
+                    symbols = dead_zone(ratio, limit)
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
                 writer.laplace(symbols.numpy(), scales, limit)
@@ -475,8 +476,8 @@ class WaveletCodec(Codec):
         return {"x_hat": x_hat, "likelihoods": {"coefficients": likelihoods}}
 
     def estimate_bits(self, x: Tensor, quality: float) -> float:
-        """Ideal code length of what the default effort codes, under the coder's own probabilities
-        (so a file's size checks the ANS coder and the container, not the float networks)."""
+        """Code length (``coded_bits``) of what the default effort codes, under the coder's own
+        probabilities (so a file's size checks the ANS coder and the container, not the float networks)."""
         return self._coder(x, self.default_effort)(quality)[1]
 
 
@@ -522,7 +523,7 @@ def low_bits(low_q: Tensor) -> Tensor:
 
 
 def write_low(writer: StreamWriter, low_q: Tensor) -> float:
-    """Code the low band's residuals; returns their ideal code length in bits."""
+    """Code the low band's residuals; returns their code length in bits (``coded_bits``)."""
     residuals = low_residuals(low_q)
     bits = math.log2(SCALE_COUNT) * CHANNELS
     for c in range(CHANNELS):

@@ -63,9 +63,9 @@ def validate(model, images: list[torch.Tensor], stage: str) -> list[float]:
 
 
 def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """PSNR (dB) per image of a batch, on the 8-bit scale."""
+    """PSNR (dB) per image of a batch (N, 3, H, W) in [0, 1]."""
     mse = (x_hat - x).square().flatten(1).mean(1).clamp_min(1e-10)  # a flat crop can decode exactly
-    return -10 * torch.log10(mse) if x_hat.dim() == 4 else psnr(x_hat[None], x[None])
+    return -10 * torch.log10(mse)
 
 
 def stage_loss(model, stage: str, x: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, float]:
