@@ -33,7 +33,7 @@ import torch
 
 from ..models import zoo
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
-from ..models.wavelet import RDO_LAMBDA, step_for
+from ..models.wavelet.quantise import RDO_LAMBDA, step_for
 from .data import CropSampler, build_pack
 from .loop import VAL_QUALITIES, cosine, nice_session, save_atomic, validation_images
 
