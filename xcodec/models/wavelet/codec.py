@@ -12,12 +12,14 @@ from torch import Tensor, nn
 from ...entropy import StreamReader, StreamWriter
 from ..codec import Codec, one_thread
 from ..postfilter import PostFilter
+from ..stages import Stage
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
 from .context import ContextModel
 from .lifting import Wavelet2D, level_count, synthesis_norms
 from .low import low_bits, read_low, write_low
 from .quantise import LOW_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
+from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 MAX_TRAINING_BITS = 100.0  # per coefficient, in the training forward's likelihoods
@@ -48,6 +50,10 @@ class WaveletCodec(Codec):
         self.register_buffer("low_norms", torch.tensor((1.0, *low)) ** 2, persistent=False)
         self.register_buffer("column_norms", column_norms.float(), persistent=False)
         self.recon = nn.Parameter(torch.full((levels, 3, CHANNELS), RECON))
+
+    @classmethod
+    def training_stages(cls) -> tuple[Stage, ...]:
+        return STAGES
 
     # --- transform and quantiser -------------------------------------------------------------------
 
