@@ -475,12 +475,13 @@ def compare(
     crop_count: Annotated[int, typer.Option("--crop-count", min=1, help="Number of crops: the most detailed regions, not overlapping.")] = 3,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="Decode the .xsc file at this realism (0 fidelity .. 1 perceptual; default: the file's suggestion, else 0); --crops then shows the fidelity output beside it.")] = None,
+    dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Print PSNR, MS-SSIM and LPIPS between an original and its decoded image (8-bit RGB, as coded)."""
+    """Print PSNR, MS-SSIM, LPIPS and DISTS between an original and its decoded image (8-bit RGB, as coded)."""
     inputs = frozenset({reference.resolve(), distorted.resolve()})
     if crops is not None:  # refused before any work
         from .image import output_format
@@ -507,8 +508,9 @@ def compare(
     from .compare import scores
 
     dev = str(resolve_device(device))
-    result = scores(a, b, dev, lpips)
-    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips}
+    result = scores(a, b, dev, lpips, dists)
+    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips,
+              "dists": result.dists}
     if coded is not None:
         fields |= {"bytes": coded.size, "bpp": coded.bpp, "realism": realism}
     if as_json:
@@ -519,6 +521,8 @@ def compare(
                    else f"MS-SSIM n/a (it needs both sides of at least {MS_SSIM_MIN_SIDE} pixels, and pytorch-msssim)")
         if lpips:
             typer.echo(f"LPIPS {result.lpips:.4f}")
+        if dists:
+            typer.echo(f"DISTS {result.dists:.4f}")
         if coded is not None:
             typer.echo(f"{coded.bpp:.4f} bpp ({coded.size:,} bytes)")
     if crops is not None:
@@ -582,6 +586,7 @@ def bench(
     compute: Annotated[bool, typer.Option("--compute/--no-compute", help="--no-compute: report from the cache only.")] = True,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
     realism: Annotated[Optional[str], typer.Option("--realism", help="Decode xcodec files at these realisms, comma-separated, e.g. 0,0.5,1 (curves named xcodec-MODEL-rR for R > 0; default 0).")] = None,
@@ -621,7 +626,7 @@ def bench(
             folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
-            device=device, lpips=lpips, plots=plots, postfilter=postfilter, realisms=realisms,
+            device=device, lpips=lpips, dists=dists, plots=plots, postfilter=postfilter, realisms=realisms,
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:
