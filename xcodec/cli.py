@@ -487,7 +487,7 @@ def compare(
     if crops is not None and coded is None:
         raise fail("--crops needs the .xsc file as DISTORTED (its size sets the AVIF reference's)")
     from .api import resolve_device
-    from .bench.metrics import MS_SSIM_MIN_SIDE
+    from .metrics import MS_SSIM_MIN_SIDE
     from .compare import scores
 
     dev = str(resolve_device(device))

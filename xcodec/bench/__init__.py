@@ -1,7 +1,8 @@
 """Rate-distortion benchmarks on real files (``xcodec bench``; docs/benchmarks.md).
 
 - ``codecs``: one adapter class per codec (xcodec models, JPEG, WebP, AVIF, JPEG 2000, JPEG XL, HEIC).
-- ``metrics`` and ``lpips``: PSNR, MS-SSIM, LPIPS-Alex (weights in weights/lpips-alex.safetensors).
+- ``lpips``: LPIPS-Alex (weights in weights/lpips-alex.safetensors); the metrics themselves
+  (PSNR, MS-SSIM, LPIPS) are :mod:`xcodec.metrics`.
 - ``run``: the result cache (a JSON-lines file per codec), worker processes, shards and merging.
 - ``bdrate`` and ``curves``: Bjontegaard delta rate (PCHIP) and published anchor curves.
 - ``report`` and ``benchmark``: tables, CompressAI-format JSON, CSV, plots, the Markdown report.

@@ -1,4 +1,4 @@
-"""The hyperprior component, and the codec skeleton that the CNN and the transformer share.
+"""The latent models' shared parts: the hyperprior component, and the codec skeleton of the CNN and the transformer.
 
 ``Hyperprior`` holds what a variable-rate hyperprior model needs beside its transforms:
 
@@ -25,14 +25,10 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
 from ..entropy import GaussianReader, decode_categorical, encode_categorical, encode_gaussian
-from .codec import LAMBDAS, Codec, interpolate_quality, one_thread, ste_round
+from .codec import LAMBDAS, Codec, TakeSymbols, interpolate_quality, one_thread, ste_round
 from .exact import ACT_BITS, to_fixed
 
 SCALE_MIN = 0.11
-
-# The decoder of a latent: given scale indices (any shape), returns that many decoded symbols.
-ReadSymbols = Callable[[Tensor], Tensor]
-
 
 def scale_table_fixed() -> Tensor:
     """The Gaussian scales the coder may use, in fixed point (``ACT_BITS``), about 1% apart.
@@ -215,7 +211,7 @@ class HyperpriorCodec(Codec):
         """Encoder: all symbols of ``y`` and their scale indices, flattened in decoding order."""
         raise NotImplementedError
 
-    def decode_latent(self, z_fixed: Tensor, read: ReadSymbols) -> Tensor:
+    def decode_latent(self, z_fixed: Tensor, take: TakeSymbols) -> Tensor:
         """Decoder: ŷ (float64), reading symbols in the order ``latent_symbols`` produced them."""
         raise NotImplementedError
 
