@@ -214,3 +214,35 @@ def test_a_niced_run_in_its_own_session_renices_only_that_session():
     in_ours = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert in_ours.stdout.strip() == before.strip()
     assert Path("/proc/self/autogroup").read_text() == before
+
+
+def test_a_stage_with_its_own_module_and_optimizer_resumes_exactly(photos, tmp_path, monkeypatch):
+    """A stage declared as data, as a GAN stage would be: an extra module (a critic) that only
+    training has, trained by a second objective; both checkpointed, and resuming is exact."""
+    from torch import nn
+
+    from xcodec.models.hyperprior import GainHyperprior
+    from xcodec.models.stages import Objective, Stage, parts, rate_distortion_loss
+
+    def critic_loss(batch):
+        with torch.no_grad():
+            x_hat = batch.model(batch.x, batch.quality)["x_hat"]
+        critic = batch.extras["critic"]
+        return critic(x_hat).mean() - critic(batch.x).mean() + batch.options["weight"] * critic[0].weight.square().sum(), {}
+
+    stage = Stage(name="toy", summary="a model and a critic", logged=("loss",), measures=("bpp", "psnr"),
+                  objectives=(Objective(parts("g_a", "g_s"), rate_distortion_loss),
+                              Objective(parts("extras.critic"), critic_loss, lr=1e-3, clip=None)),
+                  validate=lambda model, images, q: {"bpp": 0.0, "psnr": 0.0},
+                  extras=lambda: {"critic": nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 1, 3))},
+                  options={"weight": 0.1})
+    monkeypatch.setattr(GainHyperprior, "training_stages", classmethod(lambda cls: (stage,)))
+    straight = torch.load(train(_config(photos, tmp_path / "a", 3)), weights_only=False)
+    train(_config(photos, tmp_path / "b", 1))
+    resumed = torch.load(train(_config(photos, tmp_path / "b", 3), resume=True), weights_only=False)
+    for part in ("model", "extras"):
+        for name, value in straight[part].items():
+            assert torch.equal(value, resumed[part][name]), name
+    first = torch.load(train(_config(photos, tmp_path / "c", 1)), weights_only=False)
+    assert not torch.equal(first["extras"]["critic.0.weight"], straight["extras"]["critic.0.weight"])
+    assert torch.equal(first["model"]["h_a.0.weight"], straight["model"]["h_a.0.weight"])  # not a part that learns

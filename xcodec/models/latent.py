@@ -30,6 +30,7 @@ from .exact import ACT_BITS, to_fixed
 
 SCALE_MIN = 0.11
 
+
 def scale_table_fixed() -> Tensor:
     """The Gaussian scales the coder may use, in fixed point (``ACT_BITS``), about 1% apart.
 
@@ -217,8 +218,9 @@ class HyperpriorCodec(Codec):
 
 
 def _nest_hyperprior_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Accept weights saved before ``Hyperprior`` was a component (the shipped files, older training
-    runs): they hold its tensors at the model's level, ``log_gain`` for ``hyper.log_gain``."""
+    """Load the shipped ``hyperprior`` and ``transformer`` weights, which hold the component's tensors
+    at the model's level (``log_gain`` for ``hyper.log_gain``), so that those files, and the
+    bitstreams that name their hash, stay valid."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
         name = key[len(prefix) :]
         if name in ("log_gain", "log_inv_gain") or name.startswith("entropy_bottleneck."):
