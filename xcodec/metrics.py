@@ -9,7 +9,7 @@ the benchmark and training.
 - ``lpips``: LPIPS v0.1, AlexNet (see :mod:`xcodec.bench.lpips`); lower is better.
 - ``dists``: DISTS, VGG16 (see :mod:`xcodec.bench.dists`); lower is better. Never a training loss.
 
-Torch loads only when MS-SSIM or LPIPS is computed, so ``psnr`` stays cheap to import.
+Torch loads only when MS-SSIM, LPIPS or DISTS is computed, so ``psnr`` stays cheap to import.
 """
 
 from __future__ import annotations
