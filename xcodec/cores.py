@@ -31,3 +31,12 @@ def usable_cores() -> int:
         cores = os.cpu_count() or 1
     quota = cgroup_cpus()
     return max(1, min(cores, quota) if quota else cores)
+
+
+def limit_threads(threads: int) -> None:
+    """Give torch ``threads`` threads in this process, now if it is loaded, else when it is (a worker's setup)."""
+    import sys
+
+    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when it is first imported
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)

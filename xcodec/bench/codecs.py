@@ -15,11 +15,12 @@ To add a codec, write a class like :class:`PillowCodec` (or subclass it) and reg
 from __future__ import annotations
 
 import io
-import os
 from importlib import metadata
 
 import numpy as np
 from PIL import Image, features
+
+from ..cores import usable_cores
 
 
 class Codec:
@@ -281,12 +282,12 @@ class XcodecCodec(Codec):
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api
 
-        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device)
+        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device, threads=self.threads)
 
     def decode(self, data: bytes) -> np.ndarray:
         from .. import api
 
-        return np.asarray(api.decode(data, device=self.device, postfilter=self.postfilter).convert("RGB"))
+        return np.asarray(api.decode(data, device=self.device, postfilter=self.postfilter, threads=self.threads).convert("RGB"))
 
     @staticmethod
     def payload_bytes(data: bytes) -> int:
@@ -366,4 +367,4 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
 
 
 def default_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))
