@@ -144,7 +144,10 @@ def rdo_symbols(ratio: Tensor, log_scale: Tensor, recon: Tensor | float, limit: 
     candidates = torch.stack([top, (top - 1).clamp_min(0), torch.zeros_like(top)])
     error = torch.where(candidates > 0, magnitude - candidates - recon, magnitude)
     cost = error.square() + RDO_LAMBDA * laplace_bits(candidates, log_scale)
-    best = candidates.gather(0, cost.argmin(0, keepdim=True))[0]
+    # the first of the cheapest, as argmin over the three would pick (which runs 10x slower on a CPU)
+    lower = cost[1] < cost[0]
+    best = torch.where(lower, candidates[1], candidates[0])
+    best = torch.where(cost[2] < torch.where(lower, cost[1], cost[0]), candidates[2], best)
     return torch.sign(ratio) * best
 
 
@@ -185,9 +188,23 @@ def band_key(band: Band) -> str:
     return f"l{level}c{c}{ORIENTATIONS[o]}"
 
 
-# What the walk does with a pass: given the band, the pass mask and the scale indices of its
-# coefficients, return their symbols (the encoder takes them from the image, the decoder reads them).
+# What the walk does with a pass: given the band, the flat positions of the pass's coefficients in
+# raster order and their scale indices, return their symbols (the encoder takes them from the
+# image, the decoder reads them).
 TakeSymbols = Callable[[Band, Tensor, Tensor], Tensor]
+
+
+def pass_grid(x: Tensor, step: int) -> Tensor:
+    """(..., h, w) -> (..., n): the coefficients of checkerboard pass ``step`` (0: the anchors),
+    those of the even rows, then those of the odd rows: strided slices, 5x faster than a gather."""
+    return torch.cat([x[..., 0::2, step::2].flatten(-2), x[..., 1::2, 1 - step::2].flatten(-2)], -1)
+
+
+@functools.cache
+def passes(h: int, w: int) -> tuple[tuple[Tensor, Tensor], ...]:
+    """Per pass of an (h, w) band: the flat positions of its coefficients in raster order (the
+    coding order), and where each of them is in ``pass_grid``'s order."""
+    return tuple(pass_grid(torch.arange(h * w).view(h, w), step).sort() for step in range(2))
 
 
 class BandContext(nn.Module):
@@ -223,12 +240,13 @@ class ExactBandContext:
         self.support, self.anchors = exact(net.support), exact(net.anchors)
         self.heads = [exact(head) for head in net.heads]
 
-    def index(self, features: Tensor, head: int, mask: Tensor) -> Tensor:
-        """Scale indices at the ``mask`` positions of a (1, hidden, h, w) fixed-point feature map."""
-        picked = features[:, :, mask][..., None]  # (1, hidden, n, 1): the heads are 1x1
-        if picked.numel() == 0:
+    def index(self, features: Tensor, step: int, order: Tensor) -> Tensor:
+        """Scale indices of checkerboard pass ``step`` of a (1, hidden, h, w) fixed-point feature map,
+        in raster order (``order``: from ``passes``)."""
+        if order.numel() == 0:
             return torch.zeros(0, dtype=torch.long)
-        return scale_index(self.heads[head](picked)[0, 0, :, 0].double() * 2 ** (SCALE_BITS - ACT_BITS))
+        picked = pass_grid(features, step)[..., None]  # (1, hidden, n, 1): the heads are 1x1
+        return scale_index(self.heads[step](picked)[0, 0, :, 0][order].double() * 2 ** (SCALE_BITS - ACT_BITS))
 
 
 class ContextModel(nn.Module):
@@ -274,11 +292,12 @@ class ContextModel(nn.Module):
             shape = shapes[band[0]][band[2]]
             net = self.exact[band_key(band)]
             plane = torch.zeros(shape, dtype=torch.float64)
-            anchors = checkerboard(*shape)
+            (anchors, anchor_order), (others, other_order) = passes(*shape)
             features = net.support(support_inputs(magnitudes, band, shape, q) * 2**ACT_BITS)
-            plane[anchors] = take(band, anchors, net.index(features, 0, anchors)).double()
-            features = features + net.anchors((lg(plane) * anchors * 2**ACT_BITS)[None, None])
-            plane[~anchors] = take(band, ~anchors, net.index(features, 1, ~anchors)).double()
+            plane.view(-1)[anchors] = take(band, anchors, net.index(features, 0, anchor_order)).double()
+            # the plane holds the anchors alone (lg(0) = 0 elsewhere)
+            features += net.anchors((lg(plane) * 2**ACT_BITS)[None, None])
+            plane.view(-1)[others] = take(band, others, net.index(features, 1, other_order)).double()
             planes[band], magnitudes[band] = plane[None], lg(plane)[None]
         return planes
 
@@ -417,9 +436,9 @@ class WaveletCodec(Codec):
             writer = StreamWriter()
             bits = write_low(writer, torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu())
 
-            def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+            def take(band: Band, positions: Tensor, index: Tensor) -> Tensor:
                 nonlocal bits
-                ratio, limit = ratios[band][mask], symbol_limit(band[0])
+                ratio, limit = ratios[band].reshape(-1)[positions], symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
                 if effort == 0:
@@ -441,7 +460,7 @@ class WaveletCodec(Codec):
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
 
-        def read(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+        def read(band: Band, positions: Tensor, index: Tensor) -> Tensor:
             return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float64))
 
         low_q = read_low(reader, low_shape(height, width, levels))
