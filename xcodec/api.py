@@ -16,6 +16,7 @@ from PIL import Image
 
 from . import container
 from .container import Bitstream, Header, StreamKind
+from .cores import usable_cores
 from .errors import FormatError, InputError, ModelError
 from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
@@ -23,8 +24,8 @@ from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
 from .models.threads import map_ordered, threads as thread_budget
 
-from .cores import usable_cores
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels  # torch-free, for the command line
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels, check_realism  # torch-free, for the command line
+from .models.perceptual import noise_seed
 
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
@@ -43,19 +44,22 @@ def resolve_device(device: str = "auto") -> torch.device:
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
-           strip: bool = False, threads: int | None = None) -> bytes:
+           strip: bool = False, realism: float | None = None, threads: int | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
     ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
     is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
-    ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``threads``: how many threads code
-    tiles at once (None: the cores this process may use, ``cores.usable_cores``); every torch
-    kernel runs on one thread (``models.threads``), and the file does not depend on the count.
+    ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``realism`` is stored as the
+    realism the decoder uses when its caller gives none (models with a perceptual head only).
+    ``threads``: how many threads code tiles at once (None: the cores this process may use,
+    ``cores.usable_cores``); every torch kernel runs on one thread (``models.threads``), and the
+    file does not depend on the count.
     """
     source = prepare(image, drop_alpha=drop_alpha, strip=strip)
-    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, threads=threads)(quality)
+    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
+                    threads=threads)(quality)
 
 
 def thread_count(threads: int | None) -> int:
@@ -68,7 +72,7 @@ def thread_count(threads: int | None) -> int:
 
 def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
              effort: int | None, keep: bool, on_tile: TileCallback | None = None,
-             threads: int | None = None) -> Callable[[float], bytes]:
+             realism: float | None = None, threads: int | None = None) -> Callable[[float], bytes]:
     """Check ``source`` once; return a function from quality to the bytes of its file.
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
@@ -94,12 +98,14 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
         effort = net.default_effort
     if not 0 <= effort < net.efforts:
         raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
+    if realism is not None:
+        check_model_realism(net, model, check_realism(realism))
     net = net.to(dev)
     count = thread_count(threads)
     boxes = list(header.tile_boxes())
     alpha = None if source.alpha is None else encode_alpha(source.alpha)  # once, whatever the quality
     metadata = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
-                (StreamKind.ALPHA, alpha)]
+                (StreamKind.ALPHA, alpha), (StreamKind.REALISM, None if realism is None else container.realism_stream(realism))]
 
     def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
         top, left, tile_height, tile_width = box
@@ -131,8 +137,14 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     return encode_at
 
 
+def check_model_realism(net, model: str, realism: float) -> None:
+    if realism > 0 and not net.realistic:
+        raise InputError(f"model {model!r} has no perceptual decoder: realism must be 0, got {realism}")
+
+
 def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-           on_tile: TileCallback | None = None, postfilter: bool = True, threads: int | None = None) -> Image.Image:
+           on_tile: TileCallback | None = None, postfilter: bool = True, realism: float | None = None,
+           threads: int | None = None) -> Image.Image:
     """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
 
     Tiles are decoded into the 8-bit output by ``threads`` threads (None: the cores this process
@@ -140,11 +152,18 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     uses them for its post-filter's stripes. The pixels do not depend on the count.
     ``on_tile(done, total)`` is called after each tile (progress). ``postfilter=False`` skips the
     model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
-    depends on.
+    depends on. ``realism`` in [0, 1] goes from that fidelity output (0) to the perceptual
+    decoder's (1), for models with a perceptual head; None takes the file's suggestion, else 0.
+    Its noise is seeded by each tile's bytes: a file and a realism always give the same pixels.
     """
     bitstream = container.unpack(data)
     h = bitstream.header
     check_pixels(h.width, h.height, max_pixels)
+    if realism is None:  # the file's suggestion applies to the post-filtered output only
+        realism = (container.realism_hint(bitstream) or 0.0) if postfilter else 0.0
+    check_realism(realism)
+    if realism > 0 and not postfilter:
+        raise InputError("a realism above 0 needs the post-filter (it adds detail to the post-filtered image)")
     net, manifest = zoo.load(h.model)
     if manifest.model_hash != h.model_hash:
         raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
@@ -155,6 +174,7 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
         raise FormatError("invalid .xsc header (padding does not match the image size and model)")
     if h.tile % stride:
         raise FormatError(f"invalid .xsc header (tile size {h.tile} is not a multiple of the model's stride {stride})")
+    check_model_realism(net, h.model, realism)
     dev = resolve_device(device)
     count = thread_count(threads)
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
@@ -165,7 +185,7 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
         try:
             x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
             if postfilter:
-                x_hat = net.postprocess(x_hat, h.quality)
+                x_hat = net.postprocess(x_hat, h.quality, realism, noise_seed(payloads))
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None
         rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
@@ -201,7 +221,8 @@ def info(data: bytes) -> FileInfo:
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
                   drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                  effort: int | None = None, strip: bool = False, threads: int | None = None) -> bytes:
+                  effort: int | None = None, strip: bool = False, realism: float | None = None,
+                  threads: int | None = None) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
@@ -209,7 +230,7 @@ def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
     source = prepare(image, drop_alpha=drop_alpha, strip=strip)
-    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, threads=threads)
+    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism, threads=threads)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY
     best = encode_at(low)

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__, container
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_pixels
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_pixels, check_realism
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
 
@@ -73,6 +73,15 @@ def check_model(value: Optional[str]) -> Optional[str]:
 def check_tile(value: int) -> int:
     if value % TILE_ALIGN:
         raise typer.BadParameter(f"{value} is not 0 or a multiple of {TILE_ALIGN}")
+    return value
+
+
+def check_realism_option(value: Optional[float]) -> Optional[float]:
+    if value is not None:
+        try:
+            check_realism(value)
+        except InputError as exc:
+            raise typer.BadParameter(str(exc)) from None
     return value
 
 
@@ -422,6 +431,7 @@ class EncodeWork:
     tile: int
     effort: Optional[int]
     max_pixels: int
+    realism: Optional[float]
     threads: Optional[int]
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
@@ -431,7 +441,7 @@ class EncodeWork:
 
         start = time.perf_counter()
         kwargs = dict(model=name, device=self.device, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels,
-                      tile=self.tile, effort=self.effort, strip=self.strip, threads=self.threads)
+                      tile=self.tile, effort=self.effort, strip=self.strip, realism=self.realism, threads=self.threads)
         if self.bpp is None:
             data = api.encode(image, DEFAULT_QUALITY if self.quality is None else self.quality, on_tile=on_tile, **kwargs)
         else:
@@ -453,6 +463,7 @@ class DecodeWork:
 
     device: str
     postfilter: bool
+    realism: Optional[float]
     max_pixels: int
     threads: Optional[int]
 
@@ -469,7 +480,7 @@ class DecodeWork:
 
         start = time.perf_counter()
         image = api.decode(data, device=self.device, max_pixels=self.max_pixels, on_tile=on_tile,
-                           postfilter=self.postfilter, threads=self.threads)
+                           postfilter=self.postfilter, realism=self.realism, threads=self.threads)
         seconds = time.perf_counter() - start
         return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
                     describe(api.info(data), setup, seconds), setup)
@@ -490,6 +501,7 @@ def encode(
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
     strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF and XMP metadata (kept by default; the ICC profile is always kept).")] = False,
+    realism: Annotated[Optional[float], typer.Option("--realism", callback=check_realism_option, help="Store a suggested realism 0..1 for decoders that are given none (wavelet: 0 fidelity .. 1 perceptual detail). The coded image is the same.")] = None,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     recursive: RecursiveOpt = False,
     device: DeviceOpt = "auto",
@@ -509,7 +521,7 @@ def encode(
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
     workers, threads = parallelism(len(jobs), workers, threads)
-    work = EncodeWork(model, quality, bpp, strict, device, drop_alpha, strip, tile, effort, max_pixels, threads)
+    work = EncodeWork(model, quality, bpp, strict, device, drop_alpha, strip, tile, effort, max_pixels, realism, threads)
     run_jobs(jobs, work, force, level, workers, threads)
 
 
@@ -523,6 +535,7 @@ def decode(
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="Apply the model's decoder-side post-filter (wavelet), which the file does not depend on.")] = True,
+    realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="0 (default): the fidelity output; 1: the perceptual decoder's sharp detail; between: a blend. Default: the file's suggestion, else 0. Same file, any look (wavelet).")] = None,
     workers: JobsOpt = None,
     threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
@@ -539,7 +552,7 @@ def decode(
     level = verbosity(quiet, verbose)
     jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc", recursive)
     workers, threads = parallelism(len(jobs), workers, threads)
-    run_jobs(jobs, DecodeWork(device, postfilter, max_pixels, threads), force, level, workers, threads)
+    run_jobs(jobs, DecodeWork(device, postfilter, realism, max_pixels, threads), force, level, workers, threads)
 
 
 @app.command()
@@ -573,8 +586,10 @@ def info(
     Console().print(table)
 
 
-def read_rgb(path: Path, max_pixels: int, device: str) -> tuple[np.ndarray, Optional[FileInfo]]:
-    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file decoded with its info."""
+def read_rgb(path: Path, max_pixels: int, device: str,
+             realism: Optional[float] = None) -> tuple[np.ndarray, Optional[FileInfo]]:
+    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file
+    decoded (at ``realism``) with its info."""
     import numpy as np
 
     data = read_input(str(path))
@@ -583,7 +598,8 @@ def read_rgb(path: Path, max_pixels: int, device: str) -> tuple[np.ndarray, Opti
         check_pixels(header.width, header.height, max_pixels)
         from . import api
 
-        return np.asarray(api.decode(data, device=device, max_pixels=max_pixels).convert("RGB")), api.info(data)
+        image = api.decode(data, device=device, max_pixels=max_pixels, realism=realism)
+        return np.asarray(image.convert("RGB")), api.info(data)
     from .image import prepare
 
     return prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb, None
@@ -597,6 +613,7 @@ def compare(
     crop_size: Annotated[int, typer.Option("--crop-size", min=16, help="Side of each crop in pixels (shown enlarged 2x).")] = 128,
     crop_count: Annotated[int, typer.Option("--crop-count", min=1, help="Number of crops: the most detailed regions, not overlapping.")] = 3,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="Decode the .xsc file at this realism (0 fidelity .. 1 perceptual; default: the file's suggestion, else 0); --crops then shows the fidelity output beside it.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
@@ -616,7 +633,8 @@ def compare(
         with plain_warnings(str(reference)):
             a, _ = read_rgb(reference, max_pixels, device)
         with plain_warnings(str(distorted)):
-            b, coded = read_rgb(distorted, max_pixels, device)
+            b, coded = read_rgb(distorted, max_pixels, device, realism)
+            fidelity = read_rgb(distorted, max_pixels, device, 0.0)[0] if crops and coded and realism else None
     except XcodecError as exc:
         raise fail(str(exc)) from None
     if a.shape != b.shape:
@@ -631,7 +649,7 @@ def compare(
     result = scores(a, b, dev, lpips)
     fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips}
     if coded is not None:
-        fields |= {"bytes": coded.size, "bpp": coded.bpp}
+        fields |= {"bytes": coded.size, "bpp": coded.bpp, "realism": realism}
     if as_json:
         typer.echo(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in fields.items()}, indent=2))
     else:
@@ -643,25 +661,31 @@ def compare(
         if coded is not None:
             typer.echo(f"{coded.bpp:.4f} bpp ({coded.size:,} bytes)")
     if crops is not None:
-        write_crops(crops, a, b, coded, crop_size, crop_count, force, inputs)
+        write_crops(crops, a, b, coded, crop_size, crop_count, force, inputs, realism, fidelity)
 
 
 def write_crops(path: str, a: np.ndarray, b: np.ndarray, coded: FileInfo, size: int, count: int, force: bool,
-                inputs: frozenset[Path]) -> None:
-    """The crops picture of ``compare --crops``: original, xcodec, and AVIF at the same file size."""
+                inputs: frozenset[Path], realism: Optional[float] = None, fidelity: Optional[np.ndarray] = None) -> None:
+    """The crops picture of ``compare --crops``: original, AVIF at the same file size, and xcodec
+    (its fidelity output too when ``b`` was decoded at a realism above 0)."""
     from . import compare as cmp
     from .image import output_format, save_bytes
     from .metrics import psnr
 
     pixels = a.shape[0] * a.shape[1]
     h = coded.header
-    columns = [("original", a), (f"xcodec {h.model} q{h.quality:g}\n{coded.bpp:.3f} bpp, {psnr(a, b):.2f} dB", b)]
+    columns = [("original", a)]
     avif = cmp.avif_at_size(a, coded.size)
     if avif is None:
         say("warning: this Pillow has no AVIF; the crops show no AVIF reference")
     else:
         quality, data, decoded = avif
         columns.append((f"AVIF 4:4:4 q{quality}\n{8 * len(data) / pixels:.3f} bpp, {psnr(a, decoded):.2f} dB", decoded))
+    label = f"xcodec {h.model} q{h.quality:g}"
+    if fidelity is not None:
+        columns.append((f"{label} fidelity\n{coded.bpp:.3f} bpp, {psnr(a, fidelity):.2f} dB", fidelity))
+        label += f" realism {realism:g}"
+    columns.append((f"{label}\n{coded.bpp:.3f} bpp, {psnr(a, b):.2f} dB", b))
     size = min(size, a.shape[0], a.shape[1])
     corners = cmp.pick_crops(a, count, size)
     picture = cmp.crops_picture(columns, corners, size)
@@ -699,6 +723,7 @@ def bench(
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
+    realism: Annotated[Optional[str], typer.Option("--realism", help="Decode xcodec files at these realisms, comma-separated, e.g. 0,0.5,1 (curves named xcodec-MODEL-rR for R > 0; default 0).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
@@ -725,11 +750,17 @@ def bench(
             sweeps[name.strip()] = parse_settings(values)
         if qualities:
             sweeps["xcodec"] = tuple(float(q) for q in parse_settings(qualities))
+        try:
+            realisms = tuple(check_realism(float(r)) for r in split(realism) or ["0"])
+        except (ValueError, InputError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--realism") from None
+        if not postfilter and any(realisms):
+            raise typer.BadParameter("a realism above 0 needs the post-filter", param_hint="--realism")
         cfg = BenchConfig(
             folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
-            device=device, lpips=lpips, plots=plots, postfilter=postfilter,
+            device=device, lpips=lpips, plots=plots, postfilter=postfilter, realisms=realisms,
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:
@@ -786,13 +817,23 @@ def export(
     bench_images: Annotated[Optional[Path], typer.Option("--bench", help="Then benchmark the exported model on this folder (real files) and record bpp/PSNR per quality in its manifest.")] = None,
     bench_out: Annotated[Path, typer.Option(help="Output folder (and result cache) of that benchmark, shared with `xcodec bench --out`.")] = Path("bench-results"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for the benchmark (one thread each).")] = 1,
+    head: Annotated[Optional[str], typer.Option("--head", help="Export only this decoder head (e.g. perceptual) as weights/NAME.HEAD.safetensors; the model's own weights, and the files made with them, stay.")] = None,
 ) -> None:
     """Export a training checkpoint into weights/ with its manifest."""
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
     run = run or Path("runs") / name
-    manifest = zoo.export(run / "last.pt", name, {"note": note} if note else {})
+    info = {"note": note} if note else {}
+    try:
+        if head:
+            manifest = zoo.export_head(run / "last.pt", name, head, info)
+            say(f"wrote weights/{name}.{head}.safetensors ({manifest.heads[head]['info']['steps']} steps, "
+                f"sha256 {manifest.heads[head]['sha256'][:16]}...)")
+            return
+        manifest = zoo.export(run / "last.pt", name, info)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     say(f"wrote weights/{name}.safetensors ({manifest.info['steps']} steps, sha256 {manifest.sha256[:16]}...)")
     if bench_images is None:
         return

@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 and 4. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3, 4 and 5. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -12,7 +12,9 @@ The padded image is coded as independent square tiles in raster order, each as `
 tile`` ``coded`` streams whose contents the model defines; metadata streams (``icc``) follow the
 last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xmp``, ``alpha``);
 an encoder writes version 3 when a file has none of them, so that such files stay readable by
-decoders that know only version 3. Every field is validated before it is used, and the stream
+decoders that know only version 3. Version 5 adds a ``realism`` stream (the encoder's suggested
+realism for the perceptual decoder, one byte in percent), written only when the user chose one.
+Every field is validated before it is used, and the stream
 table against the tile grid, before any model is loaded or anything the size of the image is
 allocated; any inconsistency raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
 stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
@@ -30,9 +32,8 @@ from enum import IntEnum
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
-VERSION = 3  # what ``pack`` writes for a file of coded and icc streams
-METADATA_VERSION = 4  # what it writes for a file with exif, xmp or alpha streams too
-READABLE_VERSIONS = (2, 3, 4)
+VERSION = 3  # the lowest version ``pack`` writes: coded and icc streams only
+READABLE_VERSIONS = (2, 3, 4, 5)
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 # The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
 # memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
@@ -42,7 +43,7 @@ QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
-_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI")}  # (streams per tile,) stream count
+_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI"), 5: struct.Struct("<BI")}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -53,9 +54,11 @@ class StreamKind(IntEnum):
     EXIF = 17  # EXIF block ("Exif\0\0", TIFF header, IFDs), orientation 1 (version 4)
     XMP = 18  # XMP packet, UTF-8 (version 4)
     ALPHA = 19  # the alpha plane, a grayscale 8-bit PNG of the image's size (version 4)
+    REALISM = 20  # the suggested realism for the perceptual decoder, u8 percent 0..100 (version 5)
 
 
 METADATA = {3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
+METADATA[5] = (*METADATA[4], StreamKind.REALISM)
 _V2_KINDS = {1: StreamKind.CODED, 2: StreamKind.CODED, 16: StreamKind.ICC}  # hyper, latent, icc
 
 
@@ -132,8 +135,8 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
-    plain = all(kind == StreamKind.CODED or kind in METADATA[VERSION] for kind, _ in bitstream.streams)
-    version = VERSION if plain else METADATA_VERSION
+    version = min(v for v, kinds in METADATA.items()
+                  if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
     parts = [
         MAGIC, bytes([version, len(name)]), name,
         _HEAD.pack(h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels,
@@ -154,7 +157,7 @@ def unpack(data: bytes) -> Bitstream:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 4)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 5)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -190,7 +193,24 @@ def unpack(data: bytes) -> Bitstream:
         streams.append((_stream_kind(kind, version), body[pos : pos + length]))
         pos += length
     _validate_streams(header, [kind for kind, _ in streams])
-    return Bitstream(header, streams)
+    bitstream = Bitstream(header, streams)
+    realism_hint(bitstream)
+    return bitstream
+
+
+def realism_stream(realism: float) -> bytes:
+    """The ``realism`` stream of a suggested realism in [0, 1] (kept in percent)."""
+    return bytes([round(realism * 100)])
+
+
+def realism_hint(bitstream: Bitstream) -> float | None:
+    """The realism the file's encoder suggested, or None; ``FormatError`` for a malformed stream."""
+    data = bitstream.stream(StreamKind.REALISM)
+    if data is None:
+        return None
+    if len(data) != 1 or data[0] > 100:
+        raise FormatError("invalid .xsc realism stream (expected one byte, 0..100 percent)")
+    return data[0] / 100
 
 
 def _stream_kind(kind: int, version: int) -> StreamKind:

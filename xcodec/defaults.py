@@ -17,3 +17,10 @@ def check_pixels(width: int, height: int, max_pixels: int) -> None:
         raise InputError(
             f"{width}x{height} is {width * height:,} pixels, above the limit of {max_pixels:,} (raise it with --max-pixels)"
         )
+
+
+def check_realism(realism: float) -> float:
+    """Refuse a realism outside [0, 1] (NaN included): 0 is the fidelity output, 1 the perceptual one."""
+    if not 0.0 <= realism <= 1.0:  # False for NaN
+        raise InputError(f"realism must be between 0 and 1, got {realism}")
+    return realism

@@ -2,7 +2,11 @@
 
 >>> import xcodec.pillow
 >>> image = Image.open("photo.xsc")       # size and mode from the header; pixels on load()
->>> image.save("copy.xsc", quality=4)     # also model=, bpp=, effort=, tile=, device=, drop_alpha=, strip=
+>>> image.save("copy.xsc", quality=4)     # also model=, bpp=, effort=, tile=, device=, drop_alpha=, strip=, realism=
+
+The realism of the decoded pixels (0: fidelity .. 1: the perceptual decoder's detail) is the
+module default ``xcodec.pillow.REALISM`` (None: the file's suggestion, else 0), or set per image
+before the pixels are loaded: ``image = Image.open(path); image.realism = 1.0; image.load()``.
 
 Opening parses and validates the container (checksum, header, stream table) without torch or a
 model, so ``Image.open`` and ``verify()`` are cheap; the model runs when the pixels are needed.
@@ -20,6 +24,7 @@ from .errors import XcodecError
 
 FORMAT = "XSC"
 MODES = {1: "L", 3: "RGB"}  # channels in the header; an alpha stream adds "A"
+REALISM: float | None = None  # the realism of images opened from now on (None: the file's suggestion)
 
 
 def _accept(prefix: bytes) -> bool:
@@ -42,6 +47,9 @@ class XSCImageFile(ImageFile.ImageFile):
                 self.info[key] = bitstream.stream(kind)
         self.info["quality"] = header.quality
         self.info["model"] = header.model
+        if bitstream.stream(StreamKind.REALISM) is not None:
+            self.info["realism"] = container.realism_hint(bitstream)
+        self.realism = REALISM
         self._size = header.width, header.height
         self._mode = MODES[header.channels] + ("A" if bitstream.stream(StreamKind.ALPHA) is not None else "")
         self.tile = []
@@ -52,7 +60,7 @@ class XSCImageFile(ImageFile.ImageFile):
 
             try:
                 # Image.open has applied Pillow's own limit (MAX_IMAGE_PIXELS) to this size.
-                decoded = api.decode(self._data, max_pixels=self.width * self.height)
+                decoded = api.decode(self._data, max_pixels=self.width * self.height, realism=self.realism)
             except XcodecError as exc:
                 raise OSError(str(exc)) from None
             self.im = decoded.im
@@ -79,7 +87,7 @@ def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality, bpp = options.pop("quality", None), options.pop("bpp", None)
     if quality is not None and bpp is not None:
         raise ValueError("give either quality or bpp, not both")
-    kwargs = {key: options[key] for key in ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels") if key in options}
+    kwargs = {key: options[key] for key in ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels", "realism") if key in options}
     kwargs.setdefault("model", zoo.DEFAULT_MODEL)
     kwargs.setdefault("max_pixels", max(1, image.width * image.height))  # the caller already holds the pixels
     try:

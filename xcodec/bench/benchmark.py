@@ -41,6 +41,7 @@ class BenchConfig:
     lpips: bool = True
     plots: bool = True
     postfilter: bool = True  # False: xcodec files decoded without the post-filter
+    realisms: tuple[float, ...] = (0.0,)  # xcodec files decoded at each of these realisms
     command: str = "xcodec bench"
 
 
@@ -78,7 +79,8 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     dataset = cfg.folder.name or str(cfg.folder)
 
     threads = cfg.threads or default_threads(cfg.jobs)
-    codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads, cfg.postfilter)
+    codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads, cfg.postfilter,
+                                   cfg.realisms)
     for message in skipped:
         err.print(f"[yellow]{message}[/]")
     if not codecs:

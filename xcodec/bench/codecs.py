@@ -253,14 +253,16 @@ class XcodecCodec(Codec):
     setting_label = "quality"
 
     def __init__(self, model: str | None = None, qualities: tuple[float, ...] | None = None, device: str = "auto",
-                 threads: int = 1, estimate: bool = True, postfilter: bool = True):
+                 threads: int = 1, estimate: bool = True, postfilter: bool = True, realism: float = 0.0):
         from ..models import zoo
 
         self.model = model or zoo.DEFAULT_MODEL
         self.settings = tuple(qualities) if qualities else tuple(float(q) for q in range(1, 9))
         self.device, self.threads, self.estimate, self.postfilter = device, threads, estimate, postfilter
-        self.name = f"xcodec-{self.model}" + ("" if postfilter else "-unfiltered")
-        self.description = f"xcodec model {self.model!r} (.xsc files)" + ("" if postfilter else ", decoded without its post-filter")
+        self.realism = realism
+        self.name = f"xcodec-{self.model}" + ("" if postfilter else "-unfiltered") + (f"-r{realism:g}" if realism else "")
+        self.description = (f"xcodec model {self.model!r} (.xsc files)" + ("" if postfilter else ", decoded without its post-filter")
+                            + (f", decoded at realism {realism:g}" if realism else ""))
 
     def unavailable(self) -> str | None:
         from ..errors import XcodecError
@@ -287,7 +289,8 @@ class XcodecCodec(Codec):
     def decode(self, data: bytes) -> np.ndarray:
         from .. import api
 
-        return np.asarray(api.decode(data, device=self.device, postfilter=self.postfilter, threads=self.threads).convert("RGB"))
+        image = api.decode(data, device=self.device, postfilter=self.postfilter, realism=self.realism, threads=self.threads)
+        return np.asarray(image.convert("RGB"))
 
     @staticmethod
     def payload_bytes(data: bytes) -> int:
@@ -332,9 +335,10 @@ def parse_settings(text: str) -> tuple:
 
 
 def build_codecs(names: list[str], models: list[str] | None = None, settings: dict[str, tuple] | None = None,
-                 device: str = "auto", threads: int = 1, postfilter: bool = True) -> tuple[list[Codec], list[str]]:
-    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``; ``postfilter``
-    False decodes them without their post-filters).
+                 device: str = "auto", threads: int = 1, postfilter: bool = True,
+                 realisms: tuple[float, ...] = (0.0,)) -> tuple[list[Codec], list[str]]:
+    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``, once per realism
+    in ``realisms``; ``postfilter`` False decodes them without their post-filters).
 
     Returns the runnable codecs and one message per codec that was skipped, with the reason.
     """
@@ -349,9 +353,9 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
             if not chosen:
                 skipped.append(f"xcodec: no models installed in {zoo.WEIGHTS_DIR}")
             for model in chosen:
-                codec = XcodecCodec(model, settings.get(f"xcodec-{model}") or settings.get("xcodec"), device, threads,
-                                    postfilter=postfilter)
-                codecs.append(codec)
+                qualities = settings.get(f"xcodec-{model}") or settings.get("xcodec")
+                codecs += [XcodecCodec(model, qualities, device, threads, postfilter=postfilter, realism=realism)
+                           for realism in realisms]
         elif name in CONVENTIONAL:
             codecs.append(CONVENTIONAL[name](settings.get(name), threads=threads))
         else:

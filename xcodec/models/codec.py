@@ -13,7 +13,9 @@ container, so a model knows nothing of files:
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
 - ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1];
-  ``postprocess(x_hat, quality)`` then applies the model's post-filter, if it has one.
+  ``postprocess(x_hat, quality, realism, seed)`` then applies the model's post-filter, if it has
+  one, and for ``realism`` > 0 its perceptual head (``realistic`` models only), whose noise is
+  drawn from ``seed``.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
@@ -119,10 +121,16 @@ class Codec(CompressionModel, metaclass=ABCMeta):
                    device: torch.device) -> Tensor:
         """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
 
-    def postprocess(self, x_hat: Tensor, quality: float) -> Tensor:
+    @property
+    def realistic(self) -> bool:
+        """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
+        return False
+
+    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
         """The decoder-side post-filter of one decoded tile (identity for a model without one).
 
-        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it.
+        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. ``realism`` in
+        [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its noise.
         """
         return x_hat
 

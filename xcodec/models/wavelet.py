@@ -32,6 +32,7 @@ from ..entropy import PRECISION, SYMBOL_LIMIT, StreamReader, StreamWriter
 from .codec import Codec, checkerboard, one_thread
 from .exact import ExactConvNet
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
+from .perceptual import PerceptualHead, draw_noise
 from .postfilter import PostFilter
 
 LEVELS = 5
@@ -310,11 +311,13 @@ class WaveletCodec(Codec):
     efforts = 2
     default_effort = 1
 
-    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0):
+    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0,
+                 perceptual: int = 0):
         super().__init__()
         self.levels = levels
-        # ``postfilter``: the width of the decoder-side post-filter, 0 for none.
+        # ``postfilter``, ``perceptual``: the widths of the decoder-side heads, 0 for none.
         self.postfilter = PostFilter(postfilter) if postfilter else None
+        self.perceptual = PerceptualHead(perceptual) if perceptual else None
         self.colour = nn.Parameter(torch.tensor(ICT))
         self.wavelet = Wavelet2D(levels, lifting_hidden)
         self.context = ContextModel(levels, context_hidden)
@@ -468,11 +471,20 @@ class WaveletCodec(Codec):
         reader.finish()
         return self.dequantise(low_q[None], planes, torch.tensor([quality], device=device))
 
-    def postprocess(self, x_hat: Tensor, quality: float) -> Tensor:
+    @property
+    def realistic(self) -> bool:
+        return self.perceptual is not None and self.postfilter is not None
+
+    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
         if self.postfilter is None:
             return x_hat
+        q = torch.tensor([quality], device=x_hat.device)
         with one_thread(x_hat.device):
-            return self.postfilter(x_hat, torch.tensor([quality], device=x_hat.device)).clamp(0, 1)
+            y = self.postfilter(x_hat, q).clamp(0, 1)
+            if realism == 0:
+                return y
+            noise = draw_noise(self.perceptual.noise_shape(*y.shape[-2:]), seed).to(y.device)
+            return (y + realism * self.perceptual(y, q, noise)).clamp(0, 1)
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()

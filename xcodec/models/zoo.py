@@ -4,6 +4,12 @@ A shipped model is two files: ``weights/NAME.safetensors`` (tensors only, so loa
 code) and ``weights/NAME.json`` (the manifest: architecture, config, training budget, results and
 the sha256 of the tensors file). ``XCODEC_WEIGHTS`` points elsewhere. Loading refuses a tensors file whose hash differs from the
 manifest's.
+
+A model may also ship decoder heads in files of their own, ``weights/NAME.HEAD.safetensors``
+(the ``wavelet`` model's ``perceptual`` head), listed under ``heads`` in the manifest with their
+width and sha256. No bit of a file depends on a head, and the 8 bytes that files store to name
+their weights are those of ``NAME.safetensors`` alone: adding or retraining a head leaves every
+file made with the model decodable.
 """
 
 from __future__ import annotations
@@ -40,11 +46,17 @@ class Manifest:
     config: dict
     sha256: str
     info: dict
+    heads: dict  # head name -> {"width": int, "sha256": str, "info": dict}
 
     @property
     def model_hash(self) -> bytes:
         """The 8 bytes a bitstream stores to name the exact weights it needs."""
         return bytes.fromhex(self.sha256)[:8]
+
+    @property
+    def build_config(self) -> dict:
+        """The architecture's arguments, the shipped heads' widths included."""
+        return {**self.config, **{head: entry["width"] for head, entry in self.heads.items()}}
 
 
 def build(arch: str, config: dict) -> Codec:
@@ -64,17 +76,24 @@ def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
         known = ", ".join(available(weights_dir)) or "none"
         raise ModelError(f"unknown model {name!r} (installed in {weights_dir}: {known})")
     data = json.loads(path.read_text())
-    return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}))
+    return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}), data.get("heads", {}))
+
+
+def _verified_file(path: Path, digest: str) -> dict:
+    if not path.exists():
+        raise ModelError(f"weights file {path} is missing")
+    if sha256(path) != digest:
+        raise ModelError(f"{path} does not match the sha256 in its manifest; refusing to load it")
+    return load_file(path)
 
 
 def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
+    """The model's tensors, its heads' included, each file checked against the manifest."""
     manifest = read_manifest(name, weights_dir)
-    tensors_path = weights_dir / f"{name}.safetensors"
-    if not tensors_path.exists():
-        raise ModelError(f"weights file {tensors_path} is missing")
-    if sha256(tensors_path) != manifest.sha256:
-        raise ModelError(f"{tensors_path} does not match the sha256 in its manifest; refusing to load it")
-    return load_file(tensors_path), manifest
+    state = _verified_file(weights_dir / f"{name}.safetensors", manifest.sha256)
+    for head, entry in manifest.heads.items():
+        state |= _verified_file(weights_dir / f"{name}.{head}.safetensors", entry["sha256"])
+    return state, manifest
 
 
 def load_training_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -89,7 +108,7 @@ def load_training_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
 def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Codec, Manifest]:
     """Load a shipped model for inference (CPU, eval mode), verifying its hash."""
     state, manifest = _verified_tensors(name, weights_dir)
-    model = build(manifest.arch, manifest.config)
+    model = build(manifest.arch, manifest.build_config)
     tensors = {key: state.pop(key) for key in model.inference_tensors}
     model.load_state_dict(state)
     model.prepare_inference(tensors)
@@ -110,6 +129,35 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     info = {"steps": earlier["steps"] + state["step"], "train_minutes": round(earlier["minutes"] + state["elapsed"] / 60, 1), **info}
     manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path), "info": info}
     write_atomic(weights_dir / f"{name}.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    load.cache_clear()
+    return read_manifest(name, weights_dir)
+
+
+def export_head(checkpoint: Path, name: str, head: str, info: dict, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+    """Write the ``head`` part of a checkpoint as ``weights/NAME.HEAD.safetensors`` and list it in
+    the manifest; the model's own tensors file stays as it is, so do the files made with it.
+
+    The checkpoint's other tensors must equal the shipped model's: a head is trained on the decoded
+    images of exactly that codec.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    shipped = load_training_weights(name, weights_dir)
+    prefix = f"{head}."
+    codec = {k: v for k, v in state["model"].items() if not k.startswith(prefix)}
+    if codec.keys() != {k for k in shipped if not k.startswith(prefix)} or any(
+            not torch.equal(codec[k], shipped[k]) for k in codec):
+        raise ModelError(f"{checkpoint} was not trained on the shipped {name!r} model; its {head} head does not fit it")
+    tensors = {k: v.contiguous() for k, v in state["model"].items() if k.startswith(prefix)}
+    if not tensors:
+        raise ModelError(f"{checkpoint} has no {head} head")
+    head_path = weights_dir / f"{name}.{head}.safetensors"
+    write_atomic(head_path, save(tensors))
+    path = weights_dir / f"{name}.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("heads", {})[head] = {
+        "width": state["arch_config"][head], "sha256": sha256(head_path),
+        "info": {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1), **info}}
+    write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     load.cache_clear()
     return read_manifest(name, weights_dir)
 

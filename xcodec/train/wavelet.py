@@ -10,6 +10,12 @@ step decodes crops without entropy coding (``WaveletCodec.decoded``) and the los
 crops of 10 log10(MSE), i.e. minus the PSNR, so every quality's dB count alike, as in BD-rate.
 The post-filter is added to the ``--init`` model (``--postfilter WIDTH``).
 
+``--stage perceptual``: the codec and its post-filter stay fixed and only the perceptual head
+(``models/perceptual.py``) learns, on the post-filtered decoded crops with fresh noise each step.
+The loss per crop is LPIPS (AlexNet, the offline weights of ``xcodec.bench.lpips``) plus
+``--fidelity`` times the dB the head loses against the fidelity output, so that colours and
+structure stay put. DISTS is never trained on: it is the held-out judge.
+
 A run lives in ``runs/NAME``: ``last.pt`` (model, optimizer, step, RNG; written atomically every
 few minutes and on SIGTERM, resumed with ``--resume``), ``log.csv`` and ``val.csv`` (the first
 validation images at qualities 1, 4, 8: estimated bpp in stage (i), PSNR without and with the
@@ -31,6 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..bench import lpips
 from ..models import zoo
 from ..models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from ..models.wavelet import RDO_LAMBDA, step_for
@@ -38,26 +45,34 @@ from .data import CropSampler, build_pack
 from .loop import VAL_QUALITIES, cosine, nice_session, save_atomic, validation_images
 
 
-LOGGED = {"context": "bpp", "postfilter": "dB gain", "joint": "cost per pixel"}  # what a stage's log shows
+LOGGED = {"context": "bpp", "postfilter": "dB gain", "joint": "cost per pixel", "perceptual": "LPIPS"}  # what a stage's log shows
 
 
 def validate(model, images: list[torch.Tensor], stage: str) -> list[float]:
-    """Per quality, averaged over ``images``: the estimated bpp (ideal code length of the exact
-    coder) unless the stage is ``postfilter``, then the PSNR of the decoded image (``postfilter``
-    stage only) and of the post-filtered one (unless the stage is ``context``)."""
+    """Per quality, averaged over ``images``: the estimated bpp (code length of the exact coder)
+    in stages context and joint, the PSNR of the decoded image (stage postfilter) and of the
+    post-filtered one (all but context); stage perceptual adds the LPIPS of the fidelity output and
+    the PSNR and LPIPS at realism 1."""
     model.eval()
     model.prepare_inference({})  # the exact context networks of the current weights
     out = []
     with torch.no_grad():
         for quality in VAL_QUALITIES:
-            if stage != "postfilter":
+            if stage in ("context", "joint"):
                 out.append(float(np.mean([model.estimate_bits(x, quality) / x[0, 0].numel() for x in images])))
             if stage == "context":
                 continue
             decoded = [model.decoded(x, torch.tensor([quality])) for x in images]
             if stage == "postfilter":
                 out.append(float(np.mean([psnr(d, x) for d, x in zip(decoded, images)])))
-            out.append(float(np.mean([psnr(model.postprocess(d, quality), x) for d, x in zip(decoded, images)])))
+            fidelity = [model.postprocess(d, quality) for d in decoded]
+            out.append(float(np.mean([psnr(y, x) for y, x in zip(fidelity, images)])))
+            if stage == "perceptual":
+                net = lpips.load()
+                sharp = [model.postprocess(d, quality, realism=1.0) for d in decoded]
+                out.append(float(np.mean([net(y * 2 - 1, x * 2 - 1) for y, x in zip(fidelity, images)])))
+                out.append(float(np.mean([psnr(y, x) for y, x in zip(sharp, images)])))
+                out.append(float(np.mean([net(y * 2 - 1, x * 2 - 1) for y, x in zip(sharp, images)])))
     model.train()
     return out
 
@@ -68,9 +83,10 @@ def psnr(x_hat: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return -10 * torch.log10(mse)
 
 
-def stage_loss(model, stage: str, x: torch.Tensor, quality: torch.Tensor) -> tuple[torch.Tensor, float]:
+def stage_loss(model, stage: str, x: torch.Tensor, quality: torch.Tensor, generator: torch.Generator,
+               fidelity_weight: float) -> tuple[torch.Tensor, float]:
     """The loss to minimise and the number to log (``LOGGED``): bpp in stage (i), the PSNR gain (dB)
-    in stage (ii), the rate-distortion cost per pixel in stage (iii)."""
+    in stage (ii), the rate-distortion cost per pixel in stage (iii), LPIPS in stage perceptual."""
     if stage == "context":
         with torch.no_grad():
             _, planes = model.quantise(x, quality)
@@ -83,6 +99,14 @@ def stage_loss(model, stage: str, x: torch.Tensor, quality: torch.Tensor) -> tup
             decoded = model.decoded(x, quality)
         restored = psnr(model.postfilter(decoded, quality), x)
         return -restored.mean(), float((restored.detach() - psnr(decoded, x)).mean())
+    if stage == "perceptual":
+        with torch.no_grad():
+            fidelity = model.postfilter(model.decoded(x, quality), quality).clamp(0, 1)
+        noise = torch.randn(len(x), *model.perceptual.noise_shape(*x.shape[-2:]), generator=generator)
+        sharp = (fidelity + model.perceptual(fidelity, quality, noise)).clamp(0, 1)
+        distance = lpips.load()(sharp * 2 - 1, x * 2 - 1)
+        lost_db = psnr(fidelity, x) - psnr(sharp, x)
+        return (distance + fidelity_weight * lost_db).mean(), float(distance.detach().mean())
     # joint: each crop's rate-distortion cost J = bits + SSE / (RDO_LAMBDA step**2) in 8-bit units,
     # the trade-off the encoder's RDO makes at that quality's global step (so the learned band
     # steps do not move the quality scale); log J weighs the crops' relative costs alike.
@@ -106,20 +130,23 @@ def train(args: argparse.Namespace) -> None:
     config = {"levels": 5, "lifting_hidden": 0}  # stages (i) and (ii): the fixed CDF 9/7 transform
     earlier = {"steps": 0, "minutes": 0.0}
     if args.init:
-        config = {**zoo.read_manifest(args.init).config}
+        config = zoo.read_manifest(args.init).build_config
     if args.stage == "postfilter":
         config["postfilter"] = args.postfilter
     if args.stage == "joint":
         config["lifting_hidden"] = args.lifting_hidden
+    if args.stage == "perceptual":
+        config["perceptual"] = args.perceptual
     model = zoo.build("wavelet", config)
     if args.init:
         # parts this stage adds to the --init model start fresh (the post-filter, the lifting residuals)
         missing, unexpected = model.load_state_dict(zoo.load_training_weights(args.init), strict=False)
-        if unexpected or any(not key.startswith(("postfilter.", "wavelet.")) for key in missing):
+        if unexpected or any(not key.startswith(("postfilter.", "wavelet.", "perceptual.")) for key in missing):
             raise SystemExit(f"--init {args.init} does not fit this stage (missing {missing}, unexpected {unexpected})")
         info = zoo.read_manifest(args.init).info
         earlier = {"steps": info.get("steps", 0), "minutes": info.get("train_minutes", 0.0)}
-    parts = {"context": ["context"], "postfilter": ["postfilter"], "joint": args.parts.split(",")}[args.stage]
+    parts = {"context": ["context"], "postfilter": ["postfilter"], "perceptual": ["perceptual"],
+             "joint": args.parts.split(",")}[args.stage]
     trained = [p for name, p in model.named_parameters() if name.split(".")[0] in parts]
     if not trained:
         raise SystemExit(f"--parts {args.parts} names no parameters of the model")
@@ -158,7 +185,7 @@ def train(args: argparse.Namespace) -> None:
             group["lr"] = lr
         x = sampler.batch(args.batch_size)
         quality = MIN_QUALITY + (MAX_QUALITY - MIN_QUALITY) * torch.rand(args.batch_size, generator=generator)
-        loss, logged = stage_loss(model, args.stage, x, quality)
+        loss, logged = stage_loss(model, args.stage, x, quality, generator, args.fidelity)
         optimizer.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trained, 1.0)
@@ -184,8 +211,11 @@ def train(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--stage", choices=("context", "postfilter", "joint"), default="context")
+    parser.add_argument("--stage", choices=("context", "postfilter", "joint", "perceptual"), default="context")
     parser.add_argument("--postfilter", type=int, default=32, help="stage postfilter: its width")
+    parser.add_argument("--perceptual", type=int, default=32, help="stage perceptual: the head's width")
+    parser.add_argument("--fidelity", type=float, default=0.025,
+                        help="stage perceptual: weight of the dB lost against the fidelity output")
     parser.add_argument("--lifting-hidden", type=int, default=8, help="stage joint: width of the lifting residuals")
     parser.add_argument("--parts", default="colour,wavelet,log_steps,recon,context,postfilter",
                         help="stage joint: the parts that learn, comma-separated")
