@@ -386,7 +386,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job, Optional[TileCallback]], Done
                 yield attempt(work, job, inputs, force, batch, on_tile)
 
         outcomes = outcomes_in_workers(jobs, work, inputs, force, workers, threads) if batch and workers > 1 else here()
-        for job, outcome in zip(jobs, outcomes):
+        for outcome, job in zip(outcomes, jobs):  # the outcomes first: their workers end with the last
             for message in outcome.warnings if level > QUIET else ():
                 say(f"warning: {job.source}: {message}")
             if outcome.error is not None:
