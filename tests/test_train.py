@@ -31,7 +31,7 @@ def photos(tmp_path_factory) -> Path:
 
 
 def _config(photos: Path, run: Path, steps: int) -> TrainConfig:
-    return TrainConfig(data=photos, run_dir=run, arch="hyperprior", arch_config=TINY, batch_size=2, crop=64, max_steps=steps,
+    return TrainConfig(data=photos, run_dir=run, model="hyperprior", model_config=TINY, batch_size=2, crop=64, max_steps=steps,
                        warmup_steps=2, log_every=1, threads=1)
 
 
@@ -42,7 +42,8 @@ def test_resume_continues_exactly(photos, tmp_path):
     assert straight["step"] == resumed["step"] == 4
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
-    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 1 + 4
+    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,minutes,lr,loss,bpp,psnr" and [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
 
 
 def test_weights_saved_before_the_hyperprior_component_load():
@@ -76,7 +77,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def _run_args(photos: Path, run: Path) -> list[str]:
-    return ["--data", str(photos), "--run-dir", str(run), "--arch", "hyperprior", "--arch-config", json.dumps(TINY),
+    return ["--data", str(photos), "--run-dir", str(run), "--model", "hyperprior", "--model-config", json.dumps(TINY),
             "--batch-size", "2", "--crop", "64", "--threads", "1"]
 
 
@@ -144,7 +145,7 @@ def test_a_single_process_run_resumed_on_two_ranks_draws_different_crops_on_each
 
 
 def test_learning_rate_warms_up_holds_then_decays_to_the_end_value(tmp_path):
-    from xcodec.train.loop import learning_rate
+    from xcodec.train.loop import find_stage, learning_rate, settle
 
     cfg = TrainConfig(data=tmp_path, run_dir=tmp_path, lr=2e-4, warmup_steps=10, decay_start=100, lr_end=1e-5, max_steps=200)
     assert learning_rate(cfg, 0) == pytest.approx(2e-5)
@@ -154,6 +155,10 @@ def test_learning_rate_warms_up_holds_then_decays_to_the_end_value(tmp_path):
     rates = [learning_rate(cfg, s) for s in range(100, 201)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     assert learning_rate(TrainConfig(data=tmp_path, run_dir=tmp_path, lr=1e-4, warmup_steps=1), 10**6) == 1e-4
+    # the wavelet stages' schedule: a cosine over the whole run, from the first step
+    wavelet = settle(TrainConfig(data=tmp_path, run_dir=tmp_path, model="wavelet"), find_stage("wavelet", None))
+    assert (wavelet.lr, wavelet.crop, wavelet.decay_start) == (1e-3, 256, 0)
+    assert learning_rate(wavelet, 0) == 1e-3 and learning_rate(wavelet, wavelet.max_steps) == pytest.approx(1e-5)
 
 
 def test_export_with_bench_records_measured_results(photos, tmp_path):
@@ -183,14 +188,15 @@ def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):
 
 
 def test_ceiling_separates_the_transforms_loss_from_the_quantizations():
+    from xcodec.models.codec import to_tensor
     from xcodec.tools.ceiling import ceiling_psnr
     from xcodec.train.loop import validate
 
     model, _ = zoo.load("hyperprior")
-    rgb = np.asarray(make_photo(128, 128), dtype=np.uint8).copy()
-    coded = {q: psnr for q, _, psnr in validate(model, [rgb], "cpu")}
+    x = to_tensor(np.asarray(make_photo(128, 128), dtype=np.uint8))
+    coded = {row["quality"]: row["psnr"] for row in validate(model, model.training_stages()[0], [x])}
     model.eval()
-    top = {q: ceiling_psnr(model, rgb, q) for q in coded}
+    top = {q: ceiling_psnr(model, x, q) for q in coded}
     assert coded[1.0] < top[1.0] - 1  # coarse rounding at the lowest quality costs quality
     assert coded[1.0] < coded[8.0]
     assert abs(top[1.0] - top[8.0]) < 1  # unquantized, the gains cancel: the ceiling hardly moves

@@ -614,12 +614,13 @@ def compare(
     crop_count: Annotated[int, typer.Option("--crop-count", min=1, help="Number of crops: the most detailed regions, not overlapping.")] = 3,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="Decode the .xsc file at this realism (0 fidelity .. 1 perceptual; default: the file's suggestion, else 0); --crops then shows the fidelity output beside it.")] = None,
+    dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Print PSNR, MS-SSIM and LPIPS between an original and its decoded image (8-bit RGB, as coded)."""
+    """Print PSNR, MS-SSIM, LPIPS and DISTS between an original and its decoded image (8-bit RGB, as coded)."""
     inputs = frozenset({reference.resolve(), distorted.resolve()})
     if crops is not None:  # refused before any work
         from .image import output_format
@@ -646,8 +647,9 @@ def compare(
     from .compare import scores
 
     dev = str(resolve_device(device))
-    result = scores(a, b, dev, lpips)
-    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips}
+    result = scores(a, b, dev, lpips, dists)
+    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips,
+              "dists": result.dists}
     if coded is not None:
         fields |= {"bytes": coded.size, "bpp": coded.bpp, "realism": realism}
     if as_json:
@@ -658,6 +660,8 @@ def compare(
                    else f"MS-SSIM n/a (it needs both sides of at least {MS_SSIM_MIN_SIDE} pixels, and pytorch-msssim)")
         if lpips:
             typer.echo(f"LPIPS {result.lpips:.4f}")
+        if dists:
+            typer.echo(f"DISTS {result.dists:.4f}")
         if coded is not None:
             typer.echo(f"{coded.bpp:.4f} bpp ({coded.size:,} bytes)")
     if crops is not None:
@@ -721,6 +725,7 @@ def bench(
     compute: Annotated[bool, typer.Option("--compute/--no-compute", help="--no-compute: report from the cache only.")] = True,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
     realism: Annotated[Optional[str], typer.Option("--realism", help="Decode xcodec files at these realisms, comma-separated, e.g. 0,0.5,1 (curves named xcodec-MODEL-rR for R > 0; default 0).")] = None,
@@ -760,7 +765,7 @@ def bench(
             folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
-            device=device, lpips=lpips, plots=plots, postfilter=postfilter, realisms=realisms,
+            device=device, lpips=lpips, dists=dists, plots=plots, postfilter=postfilter, realisms=realisms,
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:
@@ -773,40 +778,78 @@ def bench(
         raise typer.Exit(code)
 
 
-@app.command()
+class StagesHelp(typer.core.TyperCommand):
+    """``train --help`` ends with the stages each model declares (this loads the models, and torch)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from .models import zoo
+
+        self.epilog = "\n\n".join(
+            f"--model {name} --stage {stage.name}{' (default)' if i == 0 else ''}: {stage.summary}"
+            + (f"; options: {', '.join(f'{k}={v:g}' for k, v in stage.options.items())}" if stage.options else "")
+            for name, codec in zoo.ARCHITECTURES.items() for i, stage in enumerate(codec.training_stages())
+        )
+        super().format_help(ctx, formatter)
+
+
+def parse_options(values: Optional[list[str]]) -> dict[str, float]:
+    options = {}
+    for value in values or []:
+        name, _, number = value.partition("=")
+        try:
+            options[name] = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not NAME=NUMBER") from None
+    return options
+
+
+StageDefault = "Default: the stage's."
+
+
+@app.command(cls=StagesHelp)
 def train(
+    model: Annotated[Optional[str], typer.Option(help=f"Architecture from the zoo (hyperprior, transformer, wavelet). Default: {DEFAULT_MODEL_HELP}.")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="A stage the model declares (listed below). Default: its first.")] = None,
     data: Annotated[Path, typer.Option(help="Folder of training photos (searched recursively).")] = Path("../shared/data/train"),
-    run: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs. Default: runs/ARCH.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help=f"Architecture from the zoo (hyperprior, transformer). Default: {DEFAULT_MODEL_HELP}.")] = None,
-    arch_config: Annotated[str, typer.Option(help='Architecture options as JSON, e.g. \'{"M": 192}\'.')] = "{}",
-    init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizer).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs. Default: runs/MODEL.")] = None,
+    model_config: Annotated[str, typer.Option(help='Constructor arguments as JSON, over --init\'s and the stage\'s, e.g. \'{"M": 192}\'.')] = "{}",
+    init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizers; parts the stage adds start fresh).")] = None,
+    parts: Annotated[Optional[str], typer.Option(help="The model's parts that learn, comma-separated. Default: the stage's.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(help="A loss setting of the stage, NAME=NUMBER (repeatable).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Folder of validation images (e.g. ../shared/data/kodak).")] = None,
-    val_minutes: Annotated[float, typer.Option(help="Minutes between validations.")] = 20.0,
-    resume: Annotated[bool, typer.Option(help="Continue from RUN/last.pt (model, optimizer, step, RNG).")] = False,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
-    decay_start: Annotated[Optional[int], typer.Option(help="Step from which the learning rate decays (cosine) to --lr-end at --max-steps.")] = None,
-    lr_end: Annotated[float, typer.Option(help="Learning rate at --max-steps when --decay-start is given.")] = 1e-5,
-    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 8,
-    crop: Annotated[int, typer.Option(help="Crop size in pixels.")] = 128,
-    max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total.")] = 1_000_000,
+    val_images: Annotated[int, typer.Option(help="How many of them (the first).")] = 4,
+    val_minutes: Annotated[Optional[float], typer.Option(help=f"Minutes between validations. {StageDefault}")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN/last.pt (model, optimizers, step, RNG).")] = False,
+    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate. {StageDefault}")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help=f"Steps of linear warm-up. {StageDefault}")] = None,
+    decay_start: Annotated[Optional[int], typer.Option(help=f"Step from which the learning rate decays (cosine) to --lr-end at --max-steps. {StageDefault}")] = None,
+    lr_end: Annotated[Optional[float], typer.Option(help=f"Learning rate at --max-steps when it decays. {StageDefault}")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Crops per step (per process). {StageDefault}")] = None,
+    crop: Annotated[Optional[int], typer.Option(help=f"Crop size in pixels. {StageDefault}")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=f"Stop after this many steps in total. {StageDefault}")] = None,
     max_minutes: Annotated[float, typer.Option(help="Stop after this many minutes in this process.")] = float("inf"),
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between checkpoints.")] = 5.0,
-    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 50,
+    log_every: Annotated[Optional[int], typer.Option(help=f"Steps between log lines. {StageDefault}")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the crops.")] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (0: default).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Train a variable-rate model (resumable)."""
+    """Train a model, one stage at a time (resumable); the stages come from the models."""
     from .models import zoo
     from .train.loop import TrainConfig, train as run_training
 
-    arch = arch or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
-    run = run or Path("runs") / arch
+    model = model or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
     cfg = TrainConfig(
-        data=data, run_dir=run, arch=arch, arch_config=json.loads(arch_config), init=init, val_dir=val,
-        val_minutes=val_minutes, lr=lr, decay_start=decay_start, lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps,
-        max_minutes=max_minutes, checkpoint_minutes=checkpoint_minutes, log_every=log_every, threads=threads, device=device,
+        data=data, run_dir=run or Path("runs") / model, model=model, stage=stage, model_config=json.loads(model_config),
+        init=init, parts=tuple(parts.split(",")) if parts else None, options=parse_options(option), val_dir=val,
+        val_images=val_images, val_minutes=val_minutes, lr=lr, warmup_steps=warmup_steps, decay_start=decay_start,
+        lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps, max_minutes=max_minutes,
+        checkpoint_minutes=checkpoint_minutes, log_every=log_every, seed=seed, threads=threads, device=device,
     )
-    run_training(cfg, resume=resume)
+    try:
+        run_training(cfg, resume=resume)
+    except (XcodecError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()

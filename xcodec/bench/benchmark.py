@@ -39,6 +39,7 @@ class BenchConfig:
     limit: int | None = None
     device: str = "auto"
     lpips: bool = True
+    dists: bool = True
     plots: bool = True
     postfilter: bool = True  # False: xcodec files decoded without the post-filter
     realisms: tuple[float, ...] = (0.0,)  # xcodec files decoded at each of these realisms
@@ -91,7 +92,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
         err.print(f"merged {added} new results from {', '.join(map(str, cfg.merge))}")
 
     device = _metric_device(cfg.device)
-    tasks, cached, total = plan(codecs, images, cache, device, cfg.lpips)
+    tasks, cached, total = plan(codecs, images, cache, device, cfg.lpips, cfg.dists)
     todo = sum(len(t.settings) for t in tasks)
     err.print(f"{len(images)} images x {len(codecs)} codecs: {total} results, {cached} cached, {todo} to compute"
               + (f" with {cfg.jobs} processes x {threads} threads" if todo and cfg.compute else ""))
@@ -111,7 +112,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     elif tasks:
         notes.append(f"--no-compute: {todo} of {total} results were not in the cache and are missing.")
 
-    rows = collect(codecs, images, cache, cfg.lpips)
+    rows = collect(codecs, images, cache, cfg.lpips, cfg.dists)
     if not rows:
         raise ValueError("no results (nothing cached, and nothing computed)")
     small = {r["image"] for r in rows if min(int(r["width"]), int(r["height"])) < MS_SSIM_MIN_SIDE}

@@ -279,7 +279,10 @@ class XcodecCodec(Codec):
         from ..models import zoo
 
         manifest = zoo.read_manifest(self.model)
-        return f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+        version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+        if self.realism:  # the decoded pixels depend on the head's weights too
+            version += f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
+        return version
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api

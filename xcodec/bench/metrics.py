@@ -5,6 +5,7 @@
   window, sigma 1.5, the standard weights; as CompressAI's ``eval_model``). Needs both sides longer
   than 160 pixels; smaller images get NaN. ``ms_ssim_db`` = -10 log10(1 - MS-SSIM).
 - ``lpips``: LPIPS v0.1, AlexNet (see :mod:`xcodec.bench.lpips`); lower is better.
+- ``dists``: DISTS, VGG16 (see :mod:`xcodec.bench.dists`); lower is better. Never a training loss.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ def lpips(a: np.ndarray, b: np.ndarray, device: str = "cpu") -> float:
     return _lpips(a, b, device)
 
 
-def all_metrics(a: np.ndarray, b: np.ndarray, device: str = "cpu", with_lpips: bool = True) -> dict:
+def dists(a: np.ndarray, b: np.ndarray, device: str = "cpu") -> float:
+    from .dists import dists as _dists
+
+    return _dists(a, b, device)
+
+
+def all_metrics(a: np.ndarray, b: np.ndarray, device: str = "cpu", with_lpips: bool = True, with_dists: bool = True) -> dict:
     m = ms_ssim(a, b, device)
     return {"psnr": psnr(a, b), "ms_ssim": m, "ms_ssim_db": to_db(m),
-            "lpips": lpips(a, b, device) if with_lpips else math.nan}
+            "lpips": lpips(a, b, device) if with_lpips else math.nan,
+            "dists": dists(a, b, device) if with_dists else math.nan}

@@ -20,6 +20,8 @@ container, so a model knows nothing of files:
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
+- ``training_stages()``: how the model learns (``stages.Stage``), run by ``xcodec train``; by
+  default the rate-distortion loss of ``forward``.
 - ``aux_loss()``, ``export_tensors()``, ``prepare_inference(tensors)`` and ``inference_tensors``
   have defaults for a model with nothing to add (no entropy bottleneck, no tables computed at
   export).
@@ -34,13 +36,16 @@ import contextlib
 import functools
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .stages import Stage
 
 # CompressAI's MSE lambda ladder (8-bit RGB scale) for qualities 1..8.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
@@ -120,6 +125,16 @@ class Codec(CompressionModel, metaclass=ABCMeta):
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
                    device: torch.device) -> Tensor:
         """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
+
+    @classmethod
+    def training_stages(cls) -> tuple[Stage, ...]:
+        """How the model learns, the first stage being the default (``xcodec train --stage``).
+
+        By default one stage: every part learns the rate-distortion loss of ``forward``.
+        """
+        from .stages import RATE_DISTORTION  # stages.py builds on this module
+
+        return (RATE_DISTORTION,)
 
     @property
     def realistic(self) -> bool:

@@ -6,4 +6,5 @@
 - ``scale``: peak memory and time of ``xcodec encode``/``decode`` against image size.
 - ``lightfield``: light-field readers; cuts sub-aperture views into patches for ``xcodec bench``.
 - ``lpips_weights``: converts the LPIPS-Alex weights that the benchmark's LPIPS uses.
+- ``dists_weights``: converts the DISTS weights (VGG16, alpha, beta) that the benchmark's DISTS uses.
 """
