@@ -4,7 +4,10 @@
 
 - Single image (the folder's first, quality 4, each codec at its defaults): a fresh process per
   codec and condition warms up on a 64x64 crop, then times ``--repeat`` encodes and decodes; the
-  median is shown. "busy": one ``while True: pass`` process per usable core runs meanwhile.
+  median is shown, in seconds of wall time and of CPU time (all the process's threads: the work
+  done, which other programs' load changes little). "busy": one ``while True: pass`` process per
+  usable core runs meanwhile ("+N busy"); the machine's other load is whatever it was (the load
+  average before and after the run is printed).
 - ``--baseline CHECKOUT``: the same xcodec measurements with another checkout's code (e.g. a
   worktree of the commit before the thread policy), in the same run.
 - Batch: ``xcodec encode`` and ``xcodec decode`` of the folder's first ``--batch`` images with
@@ -46,10 +49,12 @@ else:
     encode = lambda pixels: impl.encode(pixels, setting)
     decode = impl.decode
 decode(encode(np.ascontiguousarray(rgb[:64, :64])))  # warm-up: imports, model, lazy initialisation
-times = {"encode": [], "decode": []}
+times = {"encode": [], "decode": [], "encode_cpu": [], "decode_cpu": []}
 for _ in range(repeat):
-    start = time.perf_counter(); data = encode(rgb); times["encode"].append(time.perf_counter() - start)
-    start = time.perf_counter(); decode(data); times["decode"].append(time.perf_counter() - start)
+    start, cpu = time.perf_counter(), time.process_time(); data = encode(rgb)
+    times["encode"].append(time.perf_counter() - start); times["encode_cpu"].append(time.process_time() - cpu)
+    start, cpu = time.perf_counter(), time.process_time(); decode(data)
+    times["decode"].append(time.perf_counter() - start); times["decode_cpu"].append(time.process_time() - cpu)
 print(json.dumps({**times, "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1])}))
 """
 
@@ -99,15 +104,15 @@ def main() -> None:
     cores = usable_cores()
     print(f"{cores} usable cores, load average {os.getloadavg()[0]:.1f} before the run, image {images[0].name}, "
           f"{args.repeat} calls each (median)\n")
-    print("| codec | condition | encode s | decode s | bpp |\n|---|---|---:|---:|---:|")
+    print("| codec | condition | encode s | decode s | encode CPU s | decode CPU s | bpp |\n|---|---|---:|---:|---:|---:|---:|")
     runs = [("xcodec", REPO, "xcodec")] + ([("xcodec", args.baseline, "xcodec (baseline)")] if args.baseline else [])
     runs += [("avif", REPO, "AVIF 4:4:4 q60 speed 6"), ("jxl", REPO, "JPEG XL q80 effort 7")]
-    for condition in ("idle", "busy"):
+    for condition, spinners in (("no added load", 0), (f"+{cores} busy", cores)):
         for codec, checkout, label in runs:
-            with busy(cores if condition == "busy" else 0):
+            with busy(spinners):
                 result = single(codec, images[0], args.repeat, checkout)
-            print(f"| {label} | {condition} | {statistics.median(result['encode']):.2f} | "
-                  f"{statistics.median(result['decode']):.2f} | {result['bpp']:.3f} |", flush=True)
+            times = " | ".join(f"{statistics.median(result[key]):.2f}" for key in ("encode", "decode", "encode_cpu", "decode_cpu"))
+            print(f"| {label} | {condition} | {times} | {result['bpp']:.3f} |", flush=True)
     inputs = [str(p) for p in images[: args.batch]]
     print(f"\n| batch of {len(inputs)} | -j 1 s | -j 2 s | speed-up |\n|---|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
@@ -117,6 +122,7 @@ def main() -> None:
         files = sorted(str(p) for p in coded[1].iterdir())
         decode = {jobs: batch("decode", files, Path(tmp) / f"decoded{jobs}", jobs) for jobs in (1, 2)}
         print(f"| decode | {decode[1]:.1f} | {decode[2]:.1f} | {decode[1] / decode[2]:.2f}x |")
+    print(f"\nload average {os.getloadavg()[0]:.1f} after the run")
 
 
 if __name__ == "__main__":

@@ -63,6 +63,7 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
 
 
 def thread_count(threads: int | None) -> int:
+    """The API's ``threads`` argument checked, None standing for the usable cores."""
     if threads is None:
         return usable_cores()
     if threads < 1:
