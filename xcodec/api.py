@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -16,11 +16,13 @@ from PIL import Image
 
 from . import container
 from .container import Bitstream, Header, StreamKind
+from .cores import usable_cores
 from .errors import FormatError, InputError, ModelError
 from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
+from .models.threads import map_ordered, threads as thread_budget
 
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels, check_realism  # torch-free, for the command line
 from .models.perceptual import noise_seed
@@ -42,7 +44,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
-           strip: bool = False, realism: float | None = None) -> bytes:
+           strip: bool = False, realism: float | None = None, threads: int | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
@@ -51,18 +53,32 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
     ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``realism`` is stored as the
     realism the decoder uses when its caller gives none (models with a perceptual head only).
+    ``threads``: how many threads code tiles at once (None: the cores this process may use,
+    ``cores.usable_cores``); every torch kernel runs on one thread (``models.threads``), and the
+    file does not depend on the count.
     """
     source = prepare(image, drop_alpha=drop_alpha, strip=strip)
-    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism)(quality)
+    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
+                    threads=threads)(quality)
+
+
+def thread_count(threads: int | None) -> int:
+    """The API's ``threads`` argument checked, None standing for the usable cores."""
+    if threads is None:
+        return usable_cores()
+    if threads < 1:
+        raise InputError(f"the thread count must be at least 1, got {threads}")
+    return threads
 
 
 def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
              effort: int | None, keep: bool, on_tile: TileCallback | None = None,
-             realism: float | None = None) -> Callable[[float], bytes]:
+             realism: float | None = None, threads: int | None = None) -> Callable[[float], bytes]:
     """Check ``source`` once; return a function from quality to the bytes of its file.
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
-    coding at several qualities); without, tiles are cut and analysed per call, one at a time.
+    coding at several qualities); without, tiles are cut and analysed per call. Tiles are coded
+    by ``threads`` threads, at most two per thread in flight.
     """
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
@@ -86,26 +102,31 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     if realism is not None:
         check_model_realism(net, model, check_realism(realism))
     net = net.to(dev)
+    count = thread_count(threads)
+    boxes = list(header.tile_boxes())
     alpha = None if source.alpha is None else encode_alpha(source.alpha)  # once, whatever the quality
     metadata = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
                 (StreamKind.ALPHA, alpha), (StreamKind.REALISM, None if realism is None else container.realism_stream(realism))]
 
-    def compressors() -> Iterator[Callable[[float], list[bytes]]]:
-        for top, left, tile_height, tile_width in header.tile_boxes():
-            pixels = source.rgb[top : top + tile_height, left : left + tile_width]
-            yield net.compressor(to_tensor(pixels, stride).to(dev), effort)
+    def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
+        top, left, tile_height, tile_width = box
+        pixels = source.rgb[top : top + tile_height, left : left + tile_width]
+        return net.compressor(to_tensor(pixels, stride).to(dev), effort)
 
-    with torch.inference_mode():
-        kept = list(compressors()) if keep else None
+    with torch.inference_mode(), thread_budget(count):
+        kept = list(map_ordered(analyse, boxes)) if keep else None
 
     def encode_at(quality: float) -> bytes:
         if not MIN_QUALITY <= quality <= MAX_QUALITY:
             raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
         quality = container.quantize_quality(quality)
         streams = []
-        with torch.inference_mode():
-            for done, compress in enumerate(kept if keep else compressors(), 1):
-                payloads = compress(quality)
+
+        def code(item) -> list[bytes]:
+            return (item if keep else analyse(item))(quality)
+
+        with torch.inference_mode(), thread_budget(count):
+            for done, payloads in enumerate(map_ordered(code, kept if keep else boxes), 1):
                 if len(payloads) != net.streams_per_tile:
                     raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
@@ -123,10 +144,13 @@ def check_model_realism(net, model: str, realism: float) -> None:
 
 
 def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-           on_tile: TileCallback | None = None, postfilter: bool = True, realism: float | None = None) -> Image.Image:
+           on_tile: TileCallback | None = None, postfilter: bool = True, realism: float | None = None,
+           threads: int | None = None) -> Image.Image:
     """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
 
-    Tiles are decoded one at a time into the 8-bit output, so memory depends on the tile size.
+    Tiles are decoded into the 8-bit output by ``threads`` threads (None: the cores this process
+    may use), at most two per thread at a time, so memory depends on the tile size; a single tile
+    uses them for its post-filter's stripes. The pixels do not depend on the count.
     ``on_tile(done, total)`` is called after each tile (progress). ``postfilter=False`` skips the
     model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
     depends on. ``realism`` in [0, 1] goes from that fidelity output (0) to the perceptual
@@ -153,20 +177,25 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
         raise FormatError(f"invalid .xsc header (tile size {h.tile} is not a multiple of the model's stride {stride})")
     check_model_realism(net, h.model, realism)
     dev = resolve_device(device)
+    count = thread_count(threads)
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
-    with torch.inference_mode():
-        net = net.to(dev)
-        boxes = zip(h.tile_boxes(), container.tile_streams(bitstream))
-        for done, ((top, left, tile_height, tile_width), payloads) in enumerate(boxes, 1):
-            try:
-                x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
-                if postfilter:
-                    x_hat = net.postprocess(x_hat, h.quality, realism, noise_seed(payloads))
-            except ExactError:
-                raise FormatError("corrupted .xsc file (side information out of range)") from None
-            rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
-            pixels = x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0)
-            rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
+    net = net.to(dev)
+
+    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
+        (top, left, tile_height, tile_width), payloads = item
+        try:
+            x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
+            if postfilter:
+                x_hat = net.postprocess(x_hat, h.quality, realism, noise_seed(payloads))
+        except ExactError:
+            raise FormatError("corrupted .xsc file (side information out of range)") from None
+        rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
+        return x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+    items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
+    with torch.inference_mode(), thread_budget(count):
+        for done, (((top, left, _, _), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
+            rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
     alpha = bitstream.stream(StreamKind.ALPHA)
@@ -193,7 +222,8 @@ def info(data: bytes) -> FileInfo:
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
                   drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                  effort: int | None = None, strip: bool = False, realism: float | None = None) -> bytes:
+                  effort: int | None = None, strip: bool = False, realism: float | None = None,
+                  threads: int | None = None) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
@@ -201,7 +231,7 @@ def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
     source = prepare(image, drop_alpha=drop_alpha, strip=strip)
-    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism)
+    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism, threads=threads)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY
     best = encode_at(low)

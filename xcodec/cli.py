@@ -16,7 +16,7 @@ import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -91,6 +91,8 @@ MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse i
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print errors only.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the model, tiles, stream sizes and times of each file.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Take the files of folders' subfolders too (mirrored under --out-dir).")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files, each loading the model once (default: the cores this process may use).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per process for the tiles of a large image and the post-filter's stripes (default: the usable cores, shared among --jobs). The output does not depend on it.")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
 
@@ -268,12 +270,104 @@ def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
     ]
 
 
-def run_jobs(jobs: list[Job], work: Callable[[Job, TileCallback], Done], force: bool, level: int = NORMAL) -> None:
+@dataclass
+class Outcome:
+    """What became of a job: its ``Done`` (the output already written) or its error, and warnings."""
+
+    done: Optional[Done] = None
+    error: Optional[str] = None
+    seconds: float = 0.0  # the job's time, less the model's loading
+    warnings: list[str] = field(default_factory=list)
+
+
+def attempt(work: Callable[[Job, Optional[TileCallback]], Done], job: Job, inputs: frozenset[Path], force: bool,
+            batch: bool, on_tile: Optional[TileCallback] = None) -> Outcome:
+    """Check the target, do the work and write the output, here or in a worker process.
+
+    An ``XcodecError`` becomes the outcome's error; so does any other exception in a batch (a bug
+    must not stop a batch of a million files), which a single job raises as it is.
+    """
+    outcome = Outcome()
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_target(job.target, inputs, force)  # before the work, not only at the end of it
+            done = work(job, on_tile)
+            write_output(done.data, job.target, force, inputs)
+            outcome.done, done.data = done, b""  # written: a worker need not send it back
+            outcome.seconds = time.perf_counter() - start - done.setup
+        except XcodecError as exc:
+            outcome.error = str(exc)
+        except Exception as exc:
+            if not batch:
+                raise
+            outcome.error = f"unexpected {type(exc).__name__}: {exc} (a bug in xcodec; please report it)"
+        finally:
+            outcome.warnings = [str(warning.message) for warning in caught]
+    return outcome
+
+
+def init_worker(threads: int) -> None:
+    """A batch worker: ``threads`` torch threads; Ctrl-C is the parent's to handle (``attempt_in_worker``)."""
+    import signal
+
+    from .cores import limit_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads(threads)
+
+
+def attempt_in_worker(*args) -> Outcome:
+    """``attempt`` in a worker process, interruptible (the parent forwards Ctrl-C) only while it works,
+    so that an interrupted write removes its temporary file and an idle worker ignores the signal."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return attempt(*args)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def outcomes_in_workers(jobs: list[Job], work: Callable, inputs: frozenset[Path], force: bool, workers: int,
+                        threads: Optional[int]) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in their order, computed by ``workers`` processes (each loads the
+    model once, on its first job); Ctrl-C stops them all and leaves no partial output."""
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork of a torch process
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload(["xcodec.api"])  # torch imported once, in the server that forks the workers
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads or 1,))
+    try:
+        futures = [pool.submit(attempt_in_worker, work, job, inputs, force, True) for job in jobs]
+        for future in futures:
+            try:
+                yield future.result()
+            except Exception as exc:  # a worker that died (killed, out of memory): its job failed
+                yield Outcome(error=f"the worker process failed ({type(exc).__name__}: {exc})")
+    except BaseException:
+        for pid in list(getattr(pool, "_processes", None) or {}):  # the live workers
+            with suppress(OSError):
+                os.kill(pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job, Optional[TileCallback]], Done], force: bool, level: int = NORMAL,
+             workers: int = 1, threads: Optional[int] = None) -> None:
     """Run ``work`` on each job and write its output; in a batch, report failures and go on.
 
     One input fails as before: a one-line error, exit 1. Several inputs: one line per file (done
-    or failed), a summary, and exit 1 at the end if any failed. On a terminal, progress bars show
-    the files of a batch and the tiles of a large image.
+    or failed) in the inputs' order, a summary, and exit 1 at the end if any failed; ``workers``
+    processes (``threads`` torch threads each) work on them at once. On a terminal, progress bars
+    show the files of a batch and, in this process, the tiles of a large image.
     """
     batch = len(jobs) > 1
     inputs = frozenset(Path(job.source).resolve() for job in jobs if job.source != "-")
@@ -286,33 +380,110 @@ def run_jobs(jobs: list[Job], work: Callable[[Job, TileCallback], Done], force: 
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total, visible=total > 1)
 
-        for job in jobs:
-            start = time.perf_counter()
-            progress.reset(tiles, visible=False)
-            try:
-                check_target(job.target, inputs, force)  # before the work, not only at the end of it
-                with plain_warnings(job.source, level > QUIET):
-                    done = work(job, on_tile)
-                write_output(done.data, job.target, force, inputs)
+        def here() -> Iterator[Outcome]:
+            for job in jobs:
+                progress.reset(tiles, visible=False)
+                yield attempt(work, job, inputs, force, batch, on_tile)
+
+        outcomes = outcomes_in_workers(jobs, work, inputs, force, workers, threads) if batch and workers > 1 else here()
+        for outcome, job in zip(outcomes, jobs):  # the outcomes first: their workers end with the last
+            for message in outcome.warnings if level > QUIET else ():
+                say(f"warning: {job.source}: {message}")
+            if outcome.error is not None:
+                if not batch:
+                    raise fail(outcome.error)
+                failed += 1
+                report(f"{job.source}: {outcome.error}")
+            else:
                 if level > QUIET:
-                    say(f"{job.source} -> {job.target}: {done.summary}, {time.perf_counter() - start - done.setup:.2f} s")
-                for line in done.details if level == VERBOSE else ():
+                    say(f"{job.source} -> {job.target}: {outcome.done.summary}, {outcome.seconds:.2f} s")
+                for line in outcome.done.details if level == VERBOSE else ():
                     say(f"  {line}")
-            except XcodecError as exc:
-                if not batch:
-                    raise fail(str(exc)) from None
-                failed += 1
-                report(f"{job.source}: {exc}")
-            except Exception as exc:  # a bug must not stop a batch of a million files
-                if not batch:
-                    raise
-                failed += 1
-                report(f"{job.source}: unexpected {type(exc).__name__}: {exc} (a bug in xcodec; please report it)")
             progress.advance(task)
     if batch and level > QUIET:
         say(f"{len(jobs) - failed} of {len(jobs)} files done, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+def parallelism(files: int, jobs: Optional[int], threads: Optional[int]) -> tuple[int, Optional[int]]:
+    """Worker processes for a batch (default: the usable cores, no more than the files) and torch
+    threads per worker (default: the cores shared among the workers; None for the API's own default)."""
+    from .cores import usable_cores
+
+    workers = min(jobs or usable_cores(), files)
+    if workers > 1 and threads is None:
+        threads = max(1, usable_cores() // workers)
+    return workers, threads
+
+
+@dataclass(frozen=True)
+class EncodeWork:
+    """``encode``'s work on one file (a picklable object: batch workers receive it)."""
+
+    model: Optional[str]
+    quality: Optional[float]
+    bpp: Optional[float]
+    strict: bool
+    device: str
+    drop_alpha: bool
+    strip: bool
+    tile: int
+    effort: Optional[int]
+    max_pixels: int
+    realism: Optional[float]
+    threads: Optional[int]
+
+    def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
+        image = load_image(job.source, self.max_pixels)
+        name, setup = load_model(self.model)  # torch: only now that there is work
+        from . import api
+
+        start = time.perf_counter()
+        kwargs = dict(model=name, device=self.device, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels,
+                      tile=self.tile, effort=self.effort, strip=self.strip, realism=self.realism, threads=self.threads)
+        if self.bpp is None:
+            data = api.encode(image, DEFAULT_QUALITY if self.quality is None else self.quality, on_tile=on_tile, **kwargs)
+        else:
+            data = api.encode_to_bpp(image, self.bpp, **kwargs)
+        seconds = time.perf_counter() - start
+        summary = api.info(data)
+        if self.bpp is not None and summary.bpp > self.bpp:
+            message = f"{self.bpp:g} bpp is out of reach: the smallest file, at quality 1, has {summary.bpp:.4f} bpp"
+            if self.strict:
+                raise InputError(message)
+            warnings.warn(message)
+        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}",
+                    describe(summary, setup, seconds), setup)
+
+
+@dataclass(frozen=True)
+class DecodeWork:
+    """``decode``'s work on one file (picklable, as ``EncodeWork``)."""
+
+    device: str
+    postfilter: bool
+    realism: Optional[float]
+    max_pixels: int
+    threads: Optional[int]
+
+    def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
+        from .image import check_format, output_format, save_bytes
+
+        data = read_input(job.source)
+        header = container.unpack(data).header  # a bad file or size is refused before torch loads
+        check_pixels(header.width, header.height, self.max_pixels)
+        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
+        check_format(fmt, header.channels)
+        _, setup = load_model(header.model)
+        from . import api
+
+        start = time.perf_counter()
+        image = api.decode(data, device=self.device, max_pixels=self.max_pixels, on_tile=on_tile,
+                           postfilter=self.postfilter, realism=self.realism, threads=self.threads)
+        seconds = time.perf_counter() - start
+        return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
+                    describe(api.info(data), setup, seconds), setup)
 
 
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", "-d", help="Write the outputs into this folder (created if needed), named after the inputs.")]
@@ -336,6 +507,8 @@ def encode(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    workers: JobsOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -347,30 +520,9 @@ def encode(
     level = verbosity(quiet, verbose)
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
-
-    def work(job: Job, on_tile: TileCallback) -> Done:
-        image = load_image(job.source, max_pixels)
-        name, setup = load_model(model)  # torch: only now that there is work
-        from . import api
-
-        start = time.perf_counter()
-        kwargs = dict(model=name, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, effort=effort,
-                      strip=strip, realism=realism)
-        if bpp is None:
-            data = api.encode(image, DEFAULT_QUALITY if quality is None else quality, on_tile=on_tile, **kwargs)
-        else:
-            data = api.encode_to_bpp(image, bpp, **kwargs)
-        seconds = time.perf_counter() - start
-        summary = api.info(data)
-        if bpp is not None and summary.bpp > bpp:
-            message = f"{bpp:g} bpp is out of reach: the smallest file, at quality 1, has {summary.bpp:.4f} bpp"
-            if strict:
-                raise InputError(message)
-            warnings.warn(message)
-        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}",
-                    describe(summary, setup, seconds), setup)
-
-    run_jobs(jobs, work, force, level)
+    workers, threads = parallelism(len(jobs), workers, threads)
+    work = EncodeWork(model, quality, bpp, strict, device, drop_alpha, strip, tile, effort, max_pixels, realism, threads)
+    run_jobs(jobs, work, force, level, workers, threads)
 
 
 @app.command()
@@ -384,11 +536,13 @@ def decode(
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="Apply the model's decoder-side post-filter (wavelet), which the file does not depend on.")] = True,
     realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="0 (default): the fidelity output; 1: the perceptual decoder's sharp detail; between: a blend. Default: the file's suggestion, else 0. Same file, any look (wavelet).")] = None,
+    workers: JobsOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Decompress .xsc files into images (PNG unless --output names another format; .pgm for grayscale only)."""
-    from .image import check_format, output_format, save_bytes
+    from .image import output_format
 
     if output not in (None, "-"):
         try:
@@ -397,23 +551,8 @@ def decode(
             raise typer.BadParameter(str(exc), param_hint="--output") from None
     level = verbosity(quiet, verbose)
     jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc", recursive)
-
-    def work(job: Job, on_tile: TileCallback) -> Done:
-        data = read_input(job.source)
-        header = container.unpack(data).header  # a bad file or size is refused before torch loads
-        check_pixels(header.width, header.height, max_pixels)
-        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
-        check_format(fmt, header.channels)
-        _, setup = load_model(header.model)
-        from . import api
-
-        start = time.perf_counter()
-        image = api.decode(data, device=device, max_pixels=max_pixels, on_tile=on_tile, postfilter=postfilter, realism=realism)
-        seconds = time.perf_counter() - start
-        return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
-                    describe(api.info(data), setup, seconds), setup)
-
-    run_jobs(jobs, work, force, level)
+    workers, threads = parallelism(len(jobs), workers, threads)
+    run_jobs(jobs, DecodeWork(device, postfilter, realism, max_pixels, threads), force, level, workers, threads)
 
 
 @app.command()

@@ -15,11 +15,12 @@ To add a codec, write a class like :class:`PillowCodec` (or subclass it) and reg
 from __future__ import annotations
 
 import io
-import os
 from importlib import metadata
 
 import numpy as np
 from PIL import Image, features
+
+from ..cores import usable_cores
 
 
 class BenchCodec:
@@ -288,12 +289,12 @@ class XcodecCodec(BenchCodec):
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api
 
-        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device)
+        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device, threads=self.threads)
 
     def decode(self, data: bytes) -> np.ndarray:
         from .. import api
 
-        image = api.decode(data, device=self.device, postfilter=self.postfilter, realism=self.realism)
+        image = api.decode(data, device=self.device, postfilter=self.postfilter, realism=self.realism, threads=self.threads)
         return np.asarray(image.convert("RGB"))
 
     @staticmethod
@@ -374,4 +375,4 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
 
 
 def default_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))

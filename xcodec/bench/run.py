@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cores import limit_threads
 from ..files import sha256
 from .codecs import BenchCodec
 from ..metrics import METRICS_VERSION, all_metrics
@@ -264,15 +265,6 @@ def run_task(task: Task) -> Outcome:
     return outcome
 
 
-def _init_worker(threads: int) -> None:
-    """Thread count for torch (set now if torch is loaded, else when it is) and for the codecs."""
-    import sys
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when it is first imported
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
 def plan(codecs: list[BenchCodec], images: list[BenchImage], cache: Cache, device: str, lpips: bool,
          dists: bool = True) -> tuple[list[Task], int, int]:
     """Tasks for the (codec, image) pairs with missing settings; also (cached, total) triple counts."""
@@ -303,7 +295,7 @@ def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome
 
         saved_env = os.environ.get("OMP_NUM_THREADS")
         saved_torch = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-        _init_worker(threads)
+        limit_threads(threads)
         try:
             for task in tasks:
                 done(run_task(task), task)
@@ -316,7 +308,7 @@ def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome
                 sys.modules["torch"].set_num_threads(saved_torch)
         return outcomes
     ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=limit_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(run_task, t): t for t in tasks}
         try:
             for future in cf.as_completed(futures):

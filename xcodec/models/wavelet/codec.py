@@ -166,9 +166,9 @@ class WaveletCodec(Codec):
             writer = StreamWriter()
             bits = write_low(writer, torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu())
 
-            def take(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+            def take(band: Band, positions: Tensor, index: Tensor) -> Tensor:
                 nonlocal bits
-                ratio, limit = ratios[band][mask], symbol_limit(band[0])
+                ratio, limit = ratios[band].reshape(-1)[positions], symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
                 if effort == 0:
@@ -190,7 +190,7 @@ class WaveletCodec(Codec):
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
 
-        def read(band: Band, mask: Tensor, index: Tensor) -> Tensor:
+        def read(band: Band, positions: Tensor, index: Tensor) -> Tensor:
             return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float64))
 
         low_q = read_low(reader, low_shape(height, width, levels))

@@ -54,6 +54,19 @@ def support_inputs(magnitudes: dict[Band, Tensor], band: Band, shape: tuple[int,
     return torch.stack([parent, *siblings, *colours, quality_feature(quality).view(n, 1, 1).expand(n, h, w)], 1)
 
 
+def pass_grid(x: Tensor, step: int) -> Tensor:
+    """(..., h, w) -> (..., n): the coefficients of checkerboard pass ``step`` (0: the anchors),
+    those of the even rows, then those of the odd rows: strided slices, 5x faster than a gather."""
+    return torch.cat([x[..., 0::2, step::2].flatten(-2), x[..., 1::2, 1 - step::2].flatten(-2)], -1)
+
+
+@functools.cache
+def passes(h: int, w: int) -> tuple[tuple[Tensor, Tensor], ...]:
+    """Per pass of an (h, w) band: the flat positions of its coefficients in raster order (the
+    coding order), and where each of them is in ``pass_grid``'s order."""
+    return tuple(pass_grid(torch.arange(h * w).view(h, w), step).sort() for step in range(2))
+
+
 class BandContext(nn.Module):
     """Log-scales of one band's coefficients: a shared support feature map, the band's own anchors
     (second pass only) added through a 3x3 convolution, then a per-pass head of 1x1 convolutions.
@@ -87,12 +100,13 @@ class ExactBandContext:
         self.support, self.anchors = exact(net.support), exact(net.anchors)
         self.heads = [exact(head) for head in net.heads]
 
-    def index(self, features: Tensor, head: int, mask: Tensor) -> Tensor:
-        """Scale indices at the ``mask`` positions of a (1, hidden, h, w) fixed-point feature map."""
-        picked = features[:, :, mask][..., None]  # (1, hidden, n, 1): the heads are 1x1
-        if picked.numel() == 0:
+    def index(self, features: Tensor, step: int, order: Tensor) -> Tensor:
+        """Scale indices of checkerboard pass ``step`` of a (1, hidden, h, w) fixed-point feature map,
+        in raster order (``order``: from ``passes``)."""
+        if order.numel() == 0:
             return torch.zeros(0, dtype=torch.long)
-        return scale_index(self.heads[head](picked)[0, 0, :, 0].double() * 2 ** (SCALE_BITS - ACT_BITS))
+        picked = pass_grid(features, step)[..., None]  # (1, hidden, n, 1): the heads are 1x1
+        return scale_index(self.heads[step](picked)[0, 0, :, 0][order].double() * 2 ** (SCALE_BITS - ACT_BITS))
 
 
 class ContextModel(nn.Module):
@@ -139,11 +153,12 @@ class ContextModel(nn.Module):
             shape = shapes[band[0]][band[2]]
             net = self.exact[band_key(band)]
             plane = torch.zeros(shape, dtype=torch.float64)
-            anchors = checkerboard(*shape)
+            (anchors, anchor_order), (others, other_order) = passes(*shape)
             features = net.support(support_inputs(magnitudes, band, shape, q) * 2**ACT_BITS)
-            plane[anchors] = take(band, anchors, net.index(features, 0, anchors)).double()
-            features = features + net.anchors((lg(plane) * anchors * 2**ACT_BITS)[None, None])
-            plane[~anchors] = take(band, ~anchors, net.index(features, 1, ~anchors)).double()
+            plane.view(-1)[anchors] = take(band, anchors, net.index(features, 0, anchor_order)).double()
+            # the plane holds the anchors alone (lg(0) = 0 elsewhere)
+            features += net.anchors((lg(plane) * 2**ACT_BITS)[None, None])
+            plane.view(-1)[others] = take(band, others, net.index(features, 1, other_order)).double()
             planes[band], magnitudes[band] = plane[None], lg(plane)[None]
         return planes
 

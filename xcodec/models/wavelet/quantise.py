@@ -54,5 +54,8 @@ def rdo_symbols(ratio: Tensor, log_scale: Tensor, recon: Tensor | float, limit: 
     candidates = torch.stack([top, (top - 1).clamp_min(0), torch.zeros_like(top)])
     error = torch.where(candidates > 0, magnitude - candidates - recon, magnitude)
     cost = error.square() + RDO_LAMBDA * laplace_bits(candidates, log_scale)
-    best = candidates.gather(0, cost.argmin(0, keepdim=True))[0]
+    # the first of the cheapest, as argmin over the three would pick (which runs 10x slower on a CPU)
+    lower = cost[1] < cost[0]
+    best = torch.where(lower, candidates[1], candidates[0])
+    best = torch.where(cost[2] < torch.where(lower, cost[1], cost[0]), candidates[2], best)
     return torch.sign(ratio) * best
