@@ -16,11 +16,12 @@ from PIL import Image
 
 from . import container
 from .container import Bitstream, Header, StreamKind
-from .errors import FormatError, InputError, ModelError
+from .errors import FormatError, InputError
 from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
+from .models.manifest import Layout, check_effort, check_header
 
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels  # torch-free, for the command line
 
@@ -41,16 +42,17 @@ def resolve_device(device: str = "auto") -> torch.device:
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
-           strip: bool = False) -> bytes:
+           strip: bool = False, metadata: dict[str, bytes | None] | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
     ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
     is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
-    ``drop_alpha``; EXIF and XMP as streams unless ``strip``.
+    ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``metadata`` (``icc_profile``, ``exif``,
+    ``xmp``) replaces the image's own (``image.prepare``).
     """
-    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile)(quality)
 
 
@@ -71,15 +73,14 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     pad_bottom, pad_right = -height % stride, -width % stride
     if tile >= max(height + pad_bottom, width + pad_right):
         tile = 0  # one tile: a single representation for it
+    if 0 < tile < container.MIN_TILE:
+        raise InputError(f"tiles are at least {container.MIN_TILE} pixels a side (decoders refuse smaller ones), got {tile}")
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
                     pad_right, tile, net.streams_per_tile)
     if max(header.tile_size) > container.MAX_TILE:
         raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
                          f"code this image in tiles (--tile {DEFAULT_TILE})")
-    if effort is None:
-        effort = net.default_effort
-    if not 0 <= effort < net.efforts:
-        raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
+    effort = check_effort(model, Layout.of(net), effort)
     net = net.to(dev)
     alpha = None if source.alpha is None else encode_alpha(source.alpha)  # once, whatever the quality
     metadata = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
@@ -121,20 +122,15 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
     depends on.
     """
-    bitstream = container.unpack(data)
-    h = bitstream.header
+    table = container.read_table(data)
+    h = table.header
     check_pixels(h.width, h.height, max_pixels)
     net, manifest = zoo.load(h.model)
-    if manifest.model_hash != h.model_hash:
-        raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
-    if h.streams_per_tile != net.streams_per_tile:
-        raise FormatError(f"invalid .xsc header ({h.streams_per_tile} streams per tile; model {h.model!r} codes {net.streams_per_tile})")
-    stride = net.stride
-    if (h.pad_bottom, h.pad_right) != (-h.height % stride, -h.width % stride):
-        raise FormatError("invalid .xsc header (padding does not match the image size and model)")
-    if h.tile % stride:
-        raise FormatError(f"invalid .xsc header (tile size {h.tile} is not a multiple of the model's stride {stride})")
+    check_header(h, manifest, Layout.of(net))
+    bitstream = table.bitstream()  # the payloads, once the header is known to be the model's
     dev = resolve_device(device)
+    alpha = bitstream.stream(StreamKind.ALPHA)
+    alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
     with torch.inference_mode():
         net = net.to(dev)
@@ -151,9 +147,8 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
             rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
             if on_tile:
                 on_tile(done, h.tiles)
-    alpha = bitstream.stream(StreamKind.ALPHA)
     return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC), bitstream.stream(StreamKind.EXIF),
-                  bitstream.stream(StreamKind.XMP), None if alpha is None else decode_alpha(alpha, h.width, h.height))
+                  bitstream.stream(StreamKind.XMP), alpha)
 
 
 @dataclass
@@ -169,20 +164,20 @@ class FileInfo:
 
 def info(data: bytes) -> FileInfo:
     """Header fields and stream sizes of an ``.xsc`` file (no decoding)."""
-    bitstream = container.unpack(data)
-    return FileInfo(bitstream.header, [(kind, len(payload)) for kind, payload in bitstream.streams], len(data))
+    table = container.read_table(data)
+    return FileInfo(table.header, [(StreamKind(kind), length) for kind, length in zip(table.kinds, table.lengths)], len(data))
 
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
                   drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                  effort: int | None = None, strip: bool = False) -> bytes:
+                  effort: int | None = None, strip: bool = False, metadata: dict[str, bytes | None] | None = None) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
-    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY

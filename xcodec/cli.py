@@ -10,6 +10,7 @@ outputs, headers and sizes answer without it.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import sys
@@ -26,11 +27,13 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, container
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_pixels
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_gpu, check_pixels
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
+from .models.manifest import check_file, find_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -335,6 +338,11 @@ def encode(
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
     level = verbosity(quiet, verbose)
+    try:  # what every file would meet, refused once and before torch loads
+        check_gpu(device)
+        find_model(model or DEFAULT_MODEL, effort)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
 
@@ -385,12 +393,17 @@ def decode(
         except InputError as exc:
             raise typer.BadParameter(str(exc), param_hint="--output") from None
     level = verbosity(quiet, verbose)
+    try:
+        check_gpu(device)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc", recursive)
 
     def work(job: Job, on_tile: TileCallback) -> Done:
         data = read_input(job.source)
-        header = container.unpack(data).header  # a bad file or size is refused before torch loads
+        header = container.read_table(data).header  # a bad file, model or size is refused before torch loads
         check_pixels(header.width, header.height, max_pixels)
+        check_file(header)
         fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
         check_format(fmt, header.channels)
         _, setup = load_model(header.model)
@@ -405,35 +418,44 @@ def decode(
     run_jobs(jobs, work, force, level)
 
 
+INFO_LARGEST = 3  # streams of a kind that ``info`` lists by size; --json lists them all
+
+
 @app.command()
 def info(
     source: Annotated[str, typer.Argument(metavar="IN", help="An .xsc file, or - for stdin.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table, with every stream.")] = False,
 ) -> None:
-    """Show the header, streams and bit rate of an .xsc file (without decoding it)."""
+    """Show the header, a summary of the streams and the bit rate of an .xsc file (without decoding it)."""
     try:
         data = read_input(source)
-        bitstream = container.unpack(data)
+        table = container.read_table(data)
     except XcodecError as exc:
         raise fail(str(exc)) from None
-    h = bitstream.header
+    h = table.header
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
         "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
         "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": len(data),
         "bpp": round(8 * len(data) / (h.width * h.height), 6),
-        "streams": [{"kind": kind.name.lower(), "bytes": len(payload)} for kind, payload in bitstream.streams],
     }
-    if as_json:
-        typer.echo(json.dumps(fields, indent=2))
+    if as_json:  # a stream per line, written directly: json.dumps's indented encoder is slow for millions
+        names = {int(kind): kind.name.lower() for kind in container.StreamKind}
+        streams = ",\n".join(f'    {{"kind": "{names[kind]}", "bytes": {length}}}' for kind, length in zip(table.kinds, table.lengths))
+        typer.echo(f'{json.dumps(fields, indent=2)[:-2]},\n  "streams": [\n{streams}\n  ]\n}}')
         return
-    table = Table(title=source, show_header=False)
+    rows = Table(title=Text(source), show_header=False)  # a file name is text, never markup
     for key, value in fields.items():
-        if key != "streams":
-            table.add_row(key, str(value))
-    for i, stream in enumerate(fields["streams"]):
-        table.add_row(f"stream {i}", f"{stream['kind']}: {stream['bytes']:,} bytes")
-    Console().print(table)
+        rows.add_row(key, Text(str(value)))
+    for kind in container.StreamKind:
+        lengths = table.sizes(kind)
+        summary = f"{sum(lengths):,} bytes"
+        if len(lengths) > 1:
+            largest = ", ".join(f"{n:,}" for n in heapq.nlargest(INFO_LARGEST, lengths))
+            summary = f"{len(lengths):,} streams, {summary} (largest {largest}{', ...' if len(lengths) > INFO_LARGEST else ''})"
+        if lengths:
+            rows.add_row(f"{kind.name.lower()} streams" if len(lengths) > 1 else kind.name.lower(), summary)
+    Console().print(rows)
 
 
 def read_rgb(path: Path, max_pixels: int, device: str) -> tuple[np.ndarray, Optional[FileInfo]]:
@@ -442,8 +464,9 @@ def read_rgb(path: Path, max_pixels: int, device: str) -> tuple[np.ndarray, Opti
 
     data = read_input(str(path))
     if data.startswith(container.MAGIC):
-        header = container.unpack(data).header
+        header = container.read_table(data).header
         check_pixels(header.width, header.height, max_pixels)
+        check_file(header)
         from . import api
 
         return np.asarray(api.decode(data, device=device, max_pixels=max_pixels).convert("RGB")), api.info(data)
