@@ -14,6 +14,7 @@ import dataclasses
 import io
 import struct
 import time
+import warnings
 import zlib
 from dataclasses import dataclass
 
@@ -171,10 +172,11 @@ def main() -> None:
     api.decode(seed, device="cpu")  # the model loads outside the measured cases
     for name, case in cases(seed).items():
         start = time.perf_counter()
-        with PeakMemory() as memory:
+        with PeakMemory() as memory, warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
             try:
                 api.decode(case.data, device="cpu", max_pixels=DEFAULT_MAX_PIXELS)
-                outcome = "decoded"
+                outcome = "decoded" + "".join(f"; warning: {w.message}" for w in caught)
             except XcodecError as exc:
                 outcome = f"{type(exc).__name__}: {exc}"
         print(f"{name}: {len(case.data):,} bytes, {time.perf_counter() - start:.3f} s, +{memory.extra:.0f} MiB: {outcome}")

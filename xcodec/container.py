@@ -12,9 +12,12 @@ The padded image is coded as independent square tiles in raster order, each as `
 tile`` ``coded`` streams whose contents the model defines; metadata streams (``icc``) follow the
 last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xmp``, ``alpha``);
 an encoder writes version 3 when a file has none of them, so that such files stay readable by
-decoders that know only version 3. Every field is validated before it is used, and the stream
-table against the tile grid, before any model is loaded or anything the size of the image is
-allocated; any inconsistency raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
+decoders that know only version 3. Every field is validated before it is used, the stream table
+against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
+before any model is loaded or anything the size of the image is allocated; any inconsistency
+raises ``FormatError`` with a one-line message. ``read_table`` does this without cutting the
+payloads out of the file (a table of millions of streams costs no million objects); ``unpack``
+cuts them out too. Version-2 files (a ``hyper`` and a ``latent``
 stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
 """
 
@@ -246,7 +249,7 @@ def _split_table(entries: bytes) -> tuple[bytes, array.array]:
     lengths = bytearray(4 * (len(entries) // _ENTRY.size))
     for i in range(4):
         lengths[i::4] = entries[i + 1 :: _ENTRY.size]
-    values = array.array("I" if array.array("I").itemsize == 4 else "L", lengths)
+    values = array.array("I", lengths)  # 4 bytes wherever CPython runs
     if sys.byteorder == "big":
         values.byteswap()
     return entries[:: _ENTRY.size], values
