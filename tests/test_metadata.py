@@ -150,3 +150,11 @@ def _xmp_text(xmp: bytes):
     text = PngInfo()
     text.add_itxt("XML:com.adobe.xmp", xmp.decode())
     return text
+
+
+def test_an_output_without_metadata_says_what_it_leaves_out(run_cli, tagged, tmp_path):
+    assert run_cli("encode", tagged, "-o", "tagged.xsc").returncode == 0
+    result = run_cli("decode", "tagged.xsc", "-o", "out.bmp")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 0 and lines[0] == ("warning: tagged.xsc: BMP holds no EXIF or XMP: written without them "
+                                                   "(write .png, .jpg, .webp or .tif to keep them)"), lines

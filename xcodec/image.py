@@ -33,6 +33,7 @@ OUTPUT_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
 
 
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}  # outputs that hold an alpha channel
+METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}  # outputs that hold an ICC profile, EXIF and XMP
 METADATA_NAMES = {"icc_profile": "ICC profile", "exif": "EXIF", "xmp": "XMP"}
 # The largest metadata block (bytes) each output holds, where Pillow's writer has a limit: a JPEG
 # segment holds 65,533 bytes (XMP: less its 29-byte name), and an ICC profile spans 255 segments.
@@ -157,7 +158,7 @@ def read_metadata(icc_profile: bytes | None, exif: bytes | None, xmp: bytes | No
 def _icc_problem(data: bytes) -> str | None:
     if len(data) < 128 or data[36:40] != b"acsp":
         return "no ICC profile header"
-    if int.from_bytes(data[:4], "big") != len(data):
+    if int.from_bytes(data[:4], "big") > len(data):
         return f"its header says {int.from_bytes(data[:4], 'big'):,} bytes, the stream has {len(data):,}"
     return None
 
@@ -257,7 +258,7 @@ def save_bytes(image: Image.Image, fmt: str) -> bytes:
     out = io.BytesIO()
     info = _fitting(info, fmt)
     kwargs = _metadata(info, fmt)
-    if info.get("icc_profile") and fmt in ("PNG", "TIFF", "WEBP", "JPEG"):
+    if info.get("icc_profile") and fmt in METADATA_FORMATS:
         kwargs["icc_profile"] = info["icc_profile"]
     if fmt == "JPEG":
         kwargs["quality"] = 95
@@ -268,8 +269,14 @@ def save_bytes(image: Image.Image, fmt: str) -> bytes:
 
 
 def _fitting(info: dict, fmt: str) -> dict:
-    """``info`` less the metadata blocks too large for ``fmt``, each left out with a one-line warning."""
+    """``info`` less the metadata blocks that ``fmt`` cannot hold, or not at their size, each left out
+    with a one-line warning."""
     fitting = dict(info)
+    if fmt not in METADATA_FORMATS:
+        if dropped := [METADATA_NAMES[key] for key in METADATA_NAMES if info.get(key)]:
+            warnings.warn(f"{fmt} holds no {' or '.join(dropped)}: written without {'it' if len(dropped) == 1 else 'them'} "
+                          f"(write .png, .jpg, .webp or .tif to keep {'it' if len(dropped) == 1 else 'them'})")
+        return fitting
     for key, limit in OUTPUT_LIMITS.get(fmt, {}).items():
         if info.get(key) and len(info[key]) > limit:
             warnings.warn(f"{fmt} holds an {METADATA_NAMES[key]} block of at most {limit:,} bytes, not {len(info[key]):,}: "

@@ -78,11 +78,13 @@ def check_effort(name: str, layout: Layout, effort: int | None) -> int:
     return effort
 
 
-def check_header(h: Header, manifest: Manifest, layout: Layout) -> None:
+def check_header(h: Header, manifest: Manifest, layout: Layout | None) -> None:
     """Refuse a file's header that the model of ``manifest`` and ``layout`` cannot decode: other
-    weights, or streams per tile, padding or a tile size that are not the model's."""
+    weights, or streams per tile, padding or a tile size that are not the model's (None: not known yet)."""
     if manifest.model_hash != h.model_hash:
         raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
+    if layout is None:
+        return
     if h.streams_per_tile != layout.streams_per_tile:
         raise FormatError(f"invalid .xsc header ({h.streams_per_tile} streams per tile; model {h.model!r} codes {layout.streams_per_tile})")
     if (h.pad_bottom, h.pad_right) != (-h.height % layout.stride, -h.width % layout.stride):
@@ -95,8 +97,7 @@ def check_file(header: Header) -> Manifest:
     """``check_header`` against the installed model the header names, before it loads (torch-free);
     a manifest without a layout leaves those checks to ``api.decode``."""
     manifest = read_manifest(header.model)
-    if manifest.layout is not None:
-        check_header(header, manifest, manifest.layout)
+    check_header(header, manifest, manifest.layout)
     return manifest
 
 
