@@ -17,11 +17,12 @@ from PIL import Image
 from . import container
 from .container import Bitstream, Header, StreamKind
 from .cores import usable_cores
-from .errors import FormatError, InputError, ModelError
+from .errors import InputError
 from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
+from .models.manifest import Layout, check_effort, check_header
 from .models.threads import map_ordered, threads as thread_budget
 
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels, check_realism  # torch-free, for the command line
@@ -44,20 +45,22 @@ def resolve_device(device: str = "auto") -> torch.device:
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
-           strip: bool = False, realism: float | None = None, threads: int | None = None) -> bytes:
+           strip: bool = False, realism: float | None = None, threads: int | None = None,
+           metadata: dict[str, bytes | None] | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
     ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
     is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
-    ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``realism`` is stored as the
-    realism the decoder uses when its caller gives none (models with a perceptual head only).
+    ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``metadata`` (``icc_profile``, ``exif``,
+    ``xmp``) replaces the image's own (``image.prepare``). ``realism`` is stored as the realism the
+    decoder uses when its caller gives none (models with a perceptual head only).
     ``threads``: how many threads code tiles at once (None: the cores this process may use,
     ``cores.usable_cores``); every torch kernel runs on one thread (``models.threads``), and the
     file does not depend on the count.
     """
-    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
                     threads=threads)(quality)
 
@@ -90,15 +93,14 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     pad_bottom, pad_right = -height % stride, -width % stride
     if tile >= max(height + pad_bottom, width + pad_right):
         tile = 0  # one tile: a single representation for it
+    if 0 < tile < container.MIN_TILE:
+        raise InputError(f"tiles are at least {container.MIN_TILE} pixels a side (decoders refuse smaller ones), got {tile}")
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
                     pad_right, tile, net.streams_per_tile)
     if max(header.tile_size) > container.MAX_TILE:
         raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
                          f"code this image in tiles (--tile {DEFAULT_TILE})")
-    if effort is None:
-        effort = net.default_effort
-    if not 0 <= effort < net.efforts:
-        raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
+    effort = check_effort(model, Layout.of(net), effort)
     if realism is not None:
         check_model_realism(net, model, check_realism(realism))
     net = net.to(dev)
@@ -157,27 +159,22 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     decoder's (1), for models with a perceptual head; None takes the file's suggestion, else 0.
     Its noise is seeded by each tile's bytes: a file and a realism always give the same pixels.
     """
-    bitstream = container.unpack(data)
-    h = bitstream.header
+    table = container.read_table(data)
+    h = table.header
     check_pixels(h.width, h.height, max_pixels)
     if realism is None:  # the file's suggestion applies to the post-filtered output only
-        realism = (container.realism_hint(bitstream) or 0.0) if postfilter else 0.0
+        realism = (container.realism_hint(table) or 0.0) if postfilter else 0.0
     check_realism(realism)
     if realism > 0 and not postfilter:
         raise InputError("a realism above 0 needs the post-filter (it adds detail to the post-filtered image)")
     net, manifest = zoo.load(h.model)
-    if manifest.model_hash != h.model_hash:
-        raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
-    if h.streams_per_tile != net.streams_per_tile:
-        raise FormatError(f"invalid .xsc header ({h.streams_per_tile} streams per tile; model {h.model!r} codes {net.streams_per_tile})")
-    stride = net.stride
-    if (h.pad_bottom, h.pad_right) != (-h.height % stride, -h.width % stride):
-        raise FormatError("invalid .xsc header (padding does not match the image size and model)")
-    if h.tile % stride:
-        raise FormatError(f"invalid .xsc header (tile size {h.tile} is not a multiple of the model's stride {stride})")
+    check_header(h, manifest, Layout.of(net))
     check_model_realism(net, h.model, realism)
+    bitstream = table.bitstream()  # the payloads, once the header is known to be the model's
     dev = resolve_device(device)
     count = thread_count(threads)
+    alpha = bitstream.stream(StreamKind.ALPHA)
+    alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
     net = net.to(dev)
 
@@ -198,9 +195,8 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
             rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
-    alpha = bitstream.stream(StreamKind.ALPHA)
     return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC), bitstream.stream(StreamKind.EXIF),
-                  bitstream.stream(StreamKind.XMP), None if alpha is None else decode_alpha(alpha, h.width, h.height))
+                  bitstream.stream(StreamKind.XMP), alpha)
 
 
 @dataclass
@@ -216,21 +212,21 @@ class FileInfo:
 
 def info(data: bytes) -> FileInfo:
     """Header fields and stream sizes of an ``.xsc`` file (no decoding)."""
-    bitstream = container.unpack(data)
-    return FileInfo(bitstream.header, [(kind, len(payload)) for kind, payload in bitstream.streams], len(data))
+    table = container.read_table(data)
+    return FileInfo(table.header, [(StreamKind(kind), length) for kind, length in zip(table.kinds, table.lengths)], len(data))
 
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
                   drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
                   effort: int | None = None, strip: bool = False, realism: float | None = None,
-                  threads: int | None = None) -> bytes:
+                  threads: int | None = None, metadata: dict[str, bytes | None] | None = None) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
-    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism, threads=threads)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY

@@ -10,6 +10,7 @@ outputs, headers and sizes answer without it.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import sys
@@ -26,11 +27,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, container
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_pixels, check_realism
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_gpu, check_pixels,
+                       check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
+from .models.manifest import check_file, find_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -360,6 +364,24 @@ def outcomes_in_workers(jobs: list[Job], work: Callable, inputs: frozenset[Path]
     pool.shutdown()
 
 
+def batch_outcomes(jobs: list[Job], work: Callable, inputs: frozenset[Path], force: bool, workers: int,
+                   threads: Optional[int]) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in their order: the refusals that ``work.precheck`` makes from a
+    file alone come from this process, without torch; the other jobs go to ``workers`` processes,
+    which start only if some job is left for them."""
+    early: dict[int, Outcome] = {}
+    precheck = getattr(work, "precheck", None)
+    for i, job in enumerate(jobs if precheck else ()):
+        try:
+            precheck(job)
+        except XcodecError as exc:
+            early[i] = Outcome(error=str(exc))
+    rest = [job for i, job in enumerate(jobs) if i not in early]
+    late = outcomes_in_workers(rest, work, inputs, force, workers, threads) if rest else iter(())
+    for i in range(len(jobs)):
+        yield early[i] if i in early else next(late)
+
+
 def run_jobs(jobs: list[Job], work: Callable[[Job, Optional[TileCallback]], Done], force: bool, level: int = NORMAL,
              workers: int = 1, threads: Optional[int] = None) -> None:
     """Run ``work`` on each job and write its output; in a batch, report failures and go on.
@@ -385,7 +407,7 @@ def run_jobs(jobs: list[Job], work: Callable[[Job, Optional[TileCallback]], Done
                 progress.reset(tiles, visible=False)
                 yield attempt(work, job, inputs, force, batch, on_tile)
 
-        outcomes = outcomes_in_workers(jobs, work, inputs, force, workers, threads) if batch and workers > 1 else here()
+        outcomes = batch_outcomes(jobs, work, inputs, force, workers, threads) if batch and workers > 1 else here()
         for outcome, job in zip(outcomes, jobs):  # the outcomes first: their workers end with the last
             for message in outcome.warnings if level > QUIET else ():
                 say(f"warning: {job.source}: {message}")
@@ -467,14 +489,23 @@ class DecodeWork:
     max_pixels: int
     threads: Optional[int]
 
-    def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
-        from .image import check_format, output_format, save_bytes
+    def precheck(self, job: Job, data: Optional[bytes] = None) -> tuple[container.Header, str]:
+        """The refusals the file's header decides (a bad file, model, size or output format), made
+        without torch; the header and the output format."""
+        from .image import check_format, output_format
 
-        data = read_input(job.source)
-        header = container.unpack(data).header  # a bad file or size is refused before torch loads
+        header = container.read_table(read_input(job.source) if data is None else data).header
         check_pixels(header.width, header.height, self.max_pixels)
+        check_file(header)
         fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
         check_format(fmt, header.channels)
+        return header, fmt
+
+    def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
+        from .image import save_bytes
+
+        data = read_input(job.source)
+        header, fmt = self.precheck(job, data)
         _, setup = load_model(header.model)
         from . import api
 
@@ -518,6 +549,11 @@ def encode(
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
     level = verbosity(quiet, verbose)
+    try:  # what every file would meet, refused once and before torch loads
+        check_gpu(device)
+        find_model(model or DEFAULT_MODEL, effort)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
     workers, threads = parallelism(len(jobs), workers, threads)
@@ -550,40 +586,53 @@ def decode(
         except InputError as exc:
             raise typer.BadParameter(str(exc), param_hint="--output") from None
     level = verbosity(quiet, verbose)
+    try:
+        check_gpu(device)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc", recursive)
     workers, threads = parallelism(len(jobs), workers, threads)
     run_jobs(jobs, DecodeWork(device, postfilter, realism, max_pixels, threads), force, level, workers, threads)
 
 
+INFO_LARGEST = 3  # streams of a kind that ``info`` lists by size; --json lists them all
+
+
 @app.command()
 def info(
     source: Annotated[str, typer.Argument(metavar="IN", help="An .xsc file, or - for stdin.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table, with every stream.")] = False,
 ) -> None:
-    """Show the header, streams and bit rate of an .xsc file (without decoding it)."""
+    """Show the header, a summary of the streams and the bit rate of an .xsc file (without decoding it)."""
     try:
         data = read_input(source)
-        bitstream = container.unpack(data)
+        table = container.read_table(data)
     except XcodecError as exc:
         raise fail(str(exc)) from None
-    h = bitstream.header
+    h = table.header
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
         "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
         "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": len(data),
         "bpp": round(8 * len(data) / (h.width * h.height), 6),
-        "streams": [{"kind": kind.name.lower(), "bytes": len(payload)} for kind, payload in bitstream.streams],
     }
-    if as_json:
-        typer.echo(json.dumps(fields, indent=2))
+    if as_json:  # a stream per line, written directly: json.dumps's indented encoder is slow for millions
+        names = {int(kind): kind.name.lower() for kind in container.StreamKind}
+        streams = ",\n".join(f'    {{"kind": "{names[kind]}", "bytes": {length}}}' for kind, length in zip(table.kinds, table.lengths))
+        typer.echo(f'{json.dumps(fields, indent=2)[:-2]},\n  "streams": [\n{streams}\n  ]\n}}')
         return
-    table = Table(title=source, show_header=False)
+    rows = Table(title=Text(source), show_header=False)  # a file name is text, never markup
     for key, value in fields.items():
-        if key != "streams":
-            table.add_row(key, str(value))
-    for i, stream in enumerate(fields["streams"]):
-        table.add_row(f"stream {i}", f"{stream['kind']}: {stream['bytes']:,} bytes")
-    Console().print(table)
+        rows.add_row(key, Text(str(value)))
+    for kind in container.StreamKind:
+        lengths = table.sizes(kind)
+        summary = f"{sum(lengths):,} bytes"
+        if len(lengths) > 1:
+            largest = ", ".join(f"{n:,}" for n in heapq.nlargest(INFO_LARGEST, lengths))
+            summary = f"{len(lengths):,} streams, {summary} (largest {largest}{', ...' if len(lengths) > INFO_LARGEST else ''})"
+        if lengths:
+            rows.add_row(f"{kind.name.lower()} streams" if len(lengths) > 1 else kind.name.lower(), summary)
+    Console().print(rows)
 
 
 def read_rgb(path: Path, max_pixels: int, device: str,
@@ -594,8 +643,9 @@ def read_rgb(path: Path, max_pixels: int, device: str,
 
     data = read_input(str(path))
     if data.startswith(container.MAGIC):
-        header = container.unpack(data).header
+        header = container.read_table(data).header
         check_pixels(header.width, header.height, max_pixels)
+        check_file(header)
         from . import api
 
         image = api.decode(data, device=device, max_pixels=max_pixels, realism=realism)

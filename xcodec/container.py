@@ -14,16 +14,22 @@ last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xm
 an encoder writes version 3 when a file has none of them, so that such files stay readable by
 decoders that know only version 3. Version 5 adds a ``realism`` stream (the encoder's suggested
 realism for the perceptual decoder, one byte in percent), written only when the user chose one.
-Every field is validated before it is used, and the stream
-table against the tile grid, before any model is loaded or anything the size of the image is
-allocated; any inconsistency raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
+Every field is validated before it is used, the stream table
+against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
+before any model is loaded or anything the size of the image is allocated; any inconsistency
+raises ``FormatError`` with a one-line message. ``read_table`` does this without cutting the
+payloads out of the file (a table of millions of streams costs no million objects); ``unpack``
+cuts them out too. Version-2 files (a ``hyper`` and a ``latent``
 stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
 """
 
 from __future__ import annotations
 
+import array
+import itertools
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -39,6 +45,13 @@ MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced b
 # memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
 # for 2048 x 2048).
 MAX_TILE = 2048
+# The smallest tile side a file may declare (0, one tile, aside): a tile costs a decoder a model call
+# and a post-filter whatever its size, so tiny tiles would multiply the work of a small file.
+MIN_TILE = 64
+# The most padded pixels a file may claim per byte of its coded streams. A decoder's work grows with
+# the pixels, not with the bytes, so this bounds the work a file can demand by its size: about twice
+# what the most compressible honest file reaches (a flat image at quality 1; docs/robustness.md).
+MAX_PIXELS_PER_BYTE = 2048
 QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
@@ -57,9 +70,9 @@ class StreamKind(IntEnum):
     REALISM = 20  # the suggested realism for the perceptual decoder, u8 percent 0..100 (version 5)
 
 
-METADATA = {3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
+METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
+_KINDS = {int(kind): kind for kind in StreamKind}
 METADATA[5] = (*METADATA[4], StreamKind.REALISM)
-_V2_KINDS = {1: StreamKind.CODED, 2: StreamKind.CODED, 16: StreamKind.ICC}  # hyper, latent, icc
 
 
 def valid_model_name(name: str) -> bool:
@@ -135,7 +148,7 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
-    version = min(v for v, kinds in METADATA.items()
+    version = min(v for v, kinds in METADATA.items() if v >= VERSION
                   if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
     parts = [
         MAGIC, bytes([version, len(name)]), name,
@@ -149,8 +162,47 @@ def pack(bitstream: Bitstream) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+@dataclass
+class Table:
+    """A parsed and validated file whose payloads are not yet cut out of it: its header, and each
+    stream's kind and length (``kinds[i]`` a ``StreamKind`` value). Millions of streams cost no
+    million objects here, so ``info`` and the header checks answer at once whatever the file."""
+
+    header: Header
+    kinds: bytes
+    lengths: array.array
+    body: bytes  # the file less its checksum
+    offset: int  # where the first payload starts in ``body``
+
+    def sizes(self, kind: StreamKind) -> array.array:
+        """The lengths of the streams of ``kind`` (coded streams come first, metadata kinds once)."""
+        if kind == StreamKind.CODED:
+            return self.lengths[: self.kinds.count(kind)]
+        index = self.kinds.find(kind)
+        return self.lengths[index : index + 1] if index >= 0 else array.array(self.lengths.typecode)
+
+    def stream(self, kind: StreamKind) -> bytes | None:
+        """The payload of the first stream of ``kind``, or None."""
+        index = self.kinds.find(kind)
+        if index < 0:
+            return None
+        start = self.offset + sum(self.lengths[:index])
+        return self.body[start : start + self.lengths[index]]
+
+    def bitstream(self) -> Bitstream:
+        """Every stream cut out of the file."""
+        starts = itertools.accumulate(self.lengths, initial=self.offset)
+        return Bitstream(self.header, [(_KINDS[kind], self.body[start : start + length])
+                                       for kind, start, length in zip(self.kinds, starts, self.lengths)])
+
+
 def unpack(data: bytes) -> Bitstream:
     """Parse and validate a ``.xsc`` file; raise ``FormatError`` on anything unexpected."""
+    return read_table(data).bitstream()
+
+
+def read_table(data: bytes) -> Table:
+    """Parse and validate a ``.xsc`` file, its payloads left in place (``unpack`` cuts them out)."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FormatError("not an .xsc file (bad magic)")
     if len(data) < 6:
@@ -180,22 +232,21 @@ def unpack(data: bytes) -> Bitstream:
     header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version)
     _validate(header)
 
-    if pos + count * _ENTRY.size > len(body):
+    end = pos + count * _ENTRY.size
+    if end > len(body):
         raise FormatError("truncated .xsc stream table")
-    table = [_ENTRY.unpack_from(body, pos + i * _ENTRY.size) for i in range(count)]
-    pos += count * _ENTRY.size
-    if pos + sum(length for _, length in table) != len(body):
+    kinds, lengths = _split_table(body[pos:end])
+    if end + sum(lengths) != len(body):
         raise FormatError("invalid .xsc stream table (lengths do not match the file size)")
     if version == 2:
-        _validate_v2_kinds([kind for kind, _ in table])
-    streams = []
-    for kind, length in table:
-        streams.append((_stream_kind(kind, version), body[pos : pos + length]))
-        pos += length
-    _validate_streams(header, [kind for kind, _ in streams])
-    bitstream = Bitstream(header, streams)
-    realism_hint(bitstream)
-    return bitstream
+        kinds = _v2_kinds(kinds)
+    for kind in set(kinds):
+        _stream_kind(kind, version)
+    _validate_streams(header, kinds)
+    _validate_work(header, sum(lengths[: kinds.count(StreamKind.CODED)]))
+    table = Table(header, kinds, lengths, body, end)
+    realism_hint(table)
+    return table
 
 
 def realism_stream(realism: float) -> bytes:
@@ -203,9 +254,9 @@ def realism_stream(realism: float) -> bytes:
     return bytes([round(realism * 100)])
 
 
-def realism_hint(bitstream: Bitstream) -> float | None:
+def realism_hint(streams: Table | Bitstream) -> float | None:
     """The realism the file's encoder suggested, or None; ``FormatError`` for a malformed stream."""
-    data = bitstream.stream(StreamKind.REALISM)
+    data = streams.stream(StreamKind.REALISM)
     if data is None:
         return None
     if len(data) != 1 or data[0] > 100:
@@ -213,9 +264,18 @@ def realism_hint(bitstream: Bitstream) -> float | None:
     return data[0] / 100
 
 
+def _split_table(entries: bytes) -> tuple[bytes, array.array]:
+    """The kinds and the lengths of a stream table's 5-byte entries, by byte slicing (no loop in Python)."""
+    lengths = bytearray(4 * (len(entries) // _ENTRY.size))
+    for i in range(4):
+        lengths[i::4] = entries[i + 1 :: _ENTRY.size]
+    values = array.array("I", lengths)  # 4 bytes wherever CPython runs
+    if sys.byteorder == "big":
+        values.byteswap()
+    return entries[:: _ENTRY.size], values
+
+
 def _stream_kind(kind: int, version: int) -> StreamKind:
-    if version == 2:
-        return _V2_KINDS[kind]
     try:
         known = StreamKind(kind)
     except ValueError:
@@ -241,6 +301,8 @@ def _validate(h: Header) -> None:
         raise FormatError(f"invalid .xsc header ({h.channels} channels, {h.bit_depth} bits)")
     if h.tile > MAX_SIDE:
         raise FormatError(f"invalid .xsc header (tile size {h.tile})")
+    if 0 < h.tile < MIN_TILE:
+        raise FormatError(f"invalid .xsc header (tile size {h.tile}; tiles are at least {MIN_TILE} pixels a side)")
     if max(h.tile_size) > MAX_TILE:
         raise FormatError(f"the .xsc file has tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec decodes "
                           f"tiles of at most {MAX_TILE} pixels a side")
@@ -248,15 +310,14 @@ def _validate(h: Header) -> None:
         raise FormatError("invalid .xsc header (0 streams per tile)")
 
 
-def _validate_v2_kinds(kinds: list[int]) -> None:
-    """Version 2: a hyper (1) and a latent (2) stream per tile, then at most an icc (16) stream."""
-    if kinds[-1:] == [16]:
-        kinds = kinds[:-1]
-    if kinds != [1, 2] * (len(kinds) // 2):
+def _v2_kinds(kinds: bytes) -> bytes:
+    """Version 2: a hyper (1) and a latent (2) stream per tile, then at most an icc (16) stream; as version-3 kinds."""
+    if not re.fullmatch(rb"(?:\x01\x02)*\x10?", kinds):
         raise FormatError("invalid .xsc stream table (expected a hyper and a latent stream per tile)")
+    return kinds.replace(b"\x02", b"\x01")
 
 
-def _validate_streams(h: Header, kinds: list[StreamKind]) -> None:
+def _validate_streams(h: Header, kinds: bytes) -> None:
     """The coded streams of every tile first, then metadata, each metadata kind at most once."""
     coded = kinds.count(StreamKind.CODED)
     metadata = kinds[coded:]
@@ -269,3 +330,11 @@ def _validate_streams(h: Header, kinds: list[StreamKind]) -> None:
         )
     if len(set(metadata)) != len(metadata):
         raise FormatError("invalid .xsc stream table (a metadata stream appears twice)")
+
+
+def _validate_work(h: Header, coded_bytes: int) -> None:
+    """At most ``MAX_PIXELS_PER_BYTE`` padded pixels per byte of coded streams."""
+    height, width = h.padded_size
+    if height * width > coded_bytes * MAX_PIXELS_PER_BYTE:
+        raise FormatError(f"invalid .xsc file ({width}x{height} pixels to decode from {coded_bytes:,} bytes of coded "
+                          f"streams; a file has a byte of them for every {MAX_PIXELS_PER_BYTE:,} pixels at least)")

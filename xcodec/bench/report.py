@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from .bdrate import BD, POOR_OVERLAP, bd_quality, bd_rate
 from .curves import Curve, nan_to_none
@@ -27,7 +28,7 @@ def _f(value, fmt: str) -> str:
 
 
 def summary_table(summary: list[dict], title: str, labels: dict[str, str] | None = None) -> Table:
-    t = Table(title=title)
+    t = Table(title=Text(title))  # the dataset is a folder's name: text, never markup
     for col in ("codec", "setting", "images", "bpp", "PSNR dB", "MS-SSIM dB", "LPIPS", "DISTS", "enc s", "dec s", "enc MiB", "dec MiB"):
         t.add_column(col, justify="left" if col == "codec" else "right")
     previous = None

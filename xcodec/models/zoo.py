@@ -14,69 +14,31 @@ file made with the model decodable.
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 
-from ..container import valid_model_name
+from ..defaults import DEFAULT_MODEL  # noqa: F401 (torch-free, for the command line; re-exported)
 from ..errors import ModelError
 from ..files import sha256, write_atomic
 from .codec import Codec
 from .hyperprior import GainHyperprior
+from .manifest import SHIPPED_DIR, WEIGHTS_DIR, Layout, Manifest, available, read_manifest  # noqa: F401 (re-exported)
 from .transformer import CrossScaleTransformer
 from .wavelet import WaveletCodec
 
 ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer,
                                          "wavelet": WaveletCodec}
-_PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
-SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
-WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)
-DEFAULT_MODEL = "wavelet"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    name: str
-    arch: str
-    config: dict
-    sha256: str
-    info: dict
-    heads: dict  # head name -> {"width": int, "sha256": str, "info": dict}
-
-    @property
-    def model_hash(self) -> bytes:
-        """The 8 bytes a bitstream stores to name the exact weights it needs."""
-        return bytes.fromhex(self.sha256)[:8]
-
-    @property
-    def build_config(self) -> dict:
-        """The architecture's arguments, the shipped heads' widths included."""
-        return {**self.config, **{head: entry["width"] for head, entry in self.heads.items()}}
 
 
 def build(arch: str, config: dict) -> Codec:
     if arch not in ARCHITECTURES:
         raise ModelError(f"unknown architecture {arch!r} (known: {', '.join(ARCHITECTURES)})")
     return ARCHITECTURES[arch](**config)
-
-
-def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
-    return sorted(p.stem for p in weights_dir.glob("*.json"))
-
-
-def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
-    """The manifest of an installed model; a name is an identifier, never a path."""
-    path = weights_dir / f"{name}.json"
-    if not valid_model_name(name) or not path.exists():
-        known = ", ".join(available(weights_dir)) or "none"
-        raise ModelError(f"unknown model {name!r} (installed in {weights_dir}: {known})")
-    data = json.loads(path.read_text())
-    return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}), data.get("heads", {}))
 
 
 def _verified_file(path: Path, digest: str) -> dict:
@@ -127,7 +89,8 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     write_atomic(tensors_path, save(tensors))  # atomic, with the umask's mode (save_file gives 0600)
     earlier = state.get("earlier", {"steps": 0, "minutes": 0.0})  # training behind the run's --init weights
     info = {"steps": earlier["steps"] + state["step"], "train_minutes": round(earlier["minutes"] + state["elapsed"] / 60, 1), **info}
-    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path), "info": info}
+    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path),
+                "layout": dataclasses.asdict(Layout.of(model)), "info": info}
     write_atomic(weights_dir / f"{name}.json", (json.dumps(manifest, indent=2) + "\n").encode())
     load.cache_clear()
     return read_manifest(name, weights_dir)
