@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageCms
 
 from xcodec import api, container
-from xcodec.bench.metrics import psnr
+from xcodec.metrics import psnr
 from xcodec.container import Bitstream, StreamKind
 from xcodec.errors import FormatError, InputError, ModelError, XcodecError
 from xcodec.image import open_image

@@ -19,6 +19,7 @@ from __future__ import annotations
 import hashlib
 
 import pytest
+import torch
 
 from xcodec.bench import dists as D
 from xcodec.tools import dists_weights
@@ -64,7 +65,6 @@ def test_other_weights_and_packages_are_refused(tmp_path):
 def test_live_reference(monkeypatch):
     torchvision = pytest.importorskip("torchvision")
     reference = pytest.importorskip("DISTS_pytorch")
-    import torch
     from safetensors.torch import load_file
 
     vgg16 = torchvision.models.vgg16
@@ -80,3 +80,15 @@ def test_live_reference(monkeypatch):
     with torch.inference_mode():
         for name, a, b in pairs():
             assert D.dists(a, b) == pytest.approx(float(m(D.to_tensor(a), D.to_tensor(b))), abs=1e-6), name
+
+
+def test_reference_maps_are_kept_for_the_same_original_only():
+    _, a, b = pairs()[0]
+    net = D.load()
+    first = D.dists(a, b)
+    assert D.dists(a, b) == first  # from the kept maps of a
+    changed = a.copy()
+    changed[5, 7, 1] ^= 1  # one sample: another reference
+    with torch.inference_mode():
+        direct = float(net(D.to_tensor(changed), D.to_tensor(b))[0])
+    assert D.dists(changed, b) == direct != first

@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from xcodec import api, compare
-from xcodec.bench.metrics import MS_SSIM_MIN_SIDE
+from xcodec.metrics import MS_SSIM_MIN_SIDE
 from xcodec.metrics import psnr
 
 from tests.conftest import make_photo

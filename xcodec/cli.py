@@ -643,7 +643,7 @@ def compare(
     if crops is not None and coded is None:
         raise fail("--crops needs the .xsc file as DISTORTED (its size sets the AVIF reference's)")
     from .api import resolve_device
-    from .bench.metrics import MS_SSIM_MIN_SIDE
+    from .metrics import MS_SSIM_MIN_SIDE
     from .compare import scores
 
     dev = str(resolve_device(device))
@@ -784,11 +784,11 @@ class StagesHelp(typer.core.TyperCommand):
     def format_help(self, ctx, formatter) -> None:
         from .models import zoo
 
-        self.epilog = "\n\n".join(
+        self.epilog = "\n\n".join(["Stages, as each model declares them:"] + [
             f"--model {name} --stage {stage.name}{' (default)' if i == 0 else ''}: {stage.summary}"
             + (f"; options: {', '.join(f'{k}={v:g}' for k, v in stage.options.items())}" if stage.options else "")
             for name, codec in zoo.ARCHITECTURES.items() for i, stage in enumerate(codec.training_stages())
-        )
+        ])
         super().format_help(ctx, formatter)
 
 
@@ -836,7 +836,8 @@ def train(
 ) -> None:
     """Train a model, one stage at a time (resumable); the stages come from the models."""
     from .models import zoo
-    from .train.loop import TrainConfig, train as run_training
+    from .train.config import TrainConfig
+    from .train.loop import train as run_training
 
     model = model or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
     cfg = TrainConfig(

@@ -17,7 +17,7 @@ from . import curves as curves_mod
 from . import report
 from ..files import list_images
 from .codecs import ALL_CODECS, build_codecs, default_threads
-from .metrics import MS_SSIM_MIN_SIDE
+from ..metrics import MS_SSIM_MIN_SIDE
 from .run import Cache, collect, execute, merge_caches, plan, rows_to_csv, select_images, summarize
 
 

@@ -23,7 +23,9 @@ from PIL import Image, features
 from ..cores import usable_cores
 
 
-class Codec:
+class BenchCodec:
+    """A codec as the benchmark runs it (see the module docstring); not ``models.codec.Codec``."""
+
     name: str = ""
     description: str = ""
     settings: tuple = ()
@@ -54,7 +56,7 @@ def _pkg_version(name: str) -> str:
         return "?"
 
 
-class PillowCodec(Codec):
+class PillowCodec(BenchCodec):
     """A codec that Pillow (or a Pillow plugin) saves and opens: ``format`` plus fixed save options."""
 
     format = ""
@@ -247,7 +249,7 @@ CONVENTIONAL: dict[str, type[PillowCodec]] = {
 ALL_CODECS = ("xcodec", *CONVENTIONAL)
 
 
-class XcodecCodec(Codec):
+class XcodecCodec(BenchCodec):
     """A shipped xcodec model; settings are qualities. Bits are counted from the real ``.xsc`` bytes."""
 
     setting_label = "quality"
@@ -309,12 +311,11 @@ class XcodecCodec(Codec):
 
         from .. import api
         from ..models import zoo
+        from ..models.codec import to_tensor
 
         net, _ = zoo.load(self.model)
         dev = api.resolve_device(self.device)
-        stride = net.stride
-        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
-        x = torch.nn.functional.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
+        x = to_tensor(rgb, net.stride)
         with torch.inference_mode():
             return float(net.to(dev).estimate_bits(x.to(dev), quality))
 
@@ -339,7 +340,7 @@ def parse_settings(text: str) -> tuple:
 
 def build_codecs(names: list[str], models: list[str] | None = None, settings: dict[str, tuple] | None = None,
                  device: str = "auto", threads: int = 1, postfilter: bool = True,
-                 realisms: tuple[float, ...] = (0.0,)) -> tuple[list[Codec], list[str]]:
+                 realisms: tuple[float, ...] = (0.0,)) -> tuple[list[BenchCodec], list[str]]:
     """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``, once per realism
     in ``realisms``; ``postfilter`` False decodes them without their post-filters).
 
@@ -348,7 +349,7 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
     from ..models import zoo
 
     settings = settings or {}
-    codecs: list[Codec] = []
+    codecs: list[BenchCodec] = []
     skipped: list[str] = []
     for name in names:
         if name == "xcodec":

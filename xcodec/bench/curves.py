@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import to_db
+from ..metrics import to_db
 
 
 @dataclass

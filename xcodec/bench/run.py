@@ -33,8 +33,8 @@ import numpy as np
 
 from ..cores import limit_threads
 from ..files import sha256
-from .codecs import Codec
-from .metrics import METRICS_VERSION, all_metrics
+from .codecs import BenchCodec
+from ..metrics import METRICS_VERSION, all_metrics
 
 ROW_FIELDS = (
     "codec", "setting", "image", "image_sha256", "width", "height", "bytes", "bpp", "psnr", "ms_ssim",
@@ -45,7 +45,7 @@ Key = tuple[str, str, str]  # image sha256, setting slug, codec key
 
 
 @dataclass
-class Image_:
+class BenchImage:
     """One benchmark image: its name in tables, its file and the sha256 of the file's bytes."""
 
     name: str
@@ -55,9 +55,9 @@ class Image_:
 
 @dataclass
 class Task:
-    codec: Codec
+    codec: BenchCodec
     codec_key: str
-    image: Image_
+    image: BenchImage
     settings: list
     device: str = "cpu"
     lpips: bool = True
@@ -72,7 +72,7 @@ class Outcome:
     error: str | None = None
 
 
-def select_images(paths: list[Path], root: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[Image_]:
+def select_images(paths: list[Path], root: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[BenchImage]:
     """The first ``limit`` images (sorted by path); of those, every n-th from i for shard (i, n)."""
     paths = sorted(paths)[:limit] if limit else sorted(paths)
     if shard:
@@ -81,7 +81,7 @@ def select_images(paths: list[Path], root: Path, limit: int | None = None, shard
     images = []
     for p in paths:
         name = p.name if root.is_file() else str(p.relative_to(root))
-        images.append(Image_(name, p, sha256(p)))
+        images.append(BenchImage(name, p, sha256(p)))
     return images
 
 
@@ -89,7 +89,7 @@ def setting_slug(setting) -> str:
     return f"{setting:g}" if isinstance(setting, float) else str(setting)
 
 
-def codec_key(codec: Codec, lpips: bool = True, dists: bool = True) -> str:
+def codec_key(codec: BenchCodec, lpips: bool = True, dists: bool = True) -> str:
     """With DISTS the key also hashes its weights; without, it is the key from before DISTS, so older caches serve ``--no-dists``."""
     parts = [codec.name, codec.version(), METRICS_VERSION]
     if lpips:
@@ -219,7 +219,7 @@ def _load_rgb(path: Path) -> np.ndarray:
 _warm: set[str] = set()
 
 
-def _warm_up(codec: Codec, rgb: np.ndarray) -> None:
+def _warm_up(codec: BenchCodec, rgb: np.ndarray) -> None:
     """One untimed encode/decode of a small crop, so the first timed image pays no start-up costs."""
     if codec.name in _warm:
         return
@@ -265,7 +265,7 @@ def run_task(task: Task) -> Outcome:
     return outcome
 
 
-def plan(codecs: list[Codec], images: list[Image_], cache: Cache, device: str, lpips: bool,
+def plan(codecs: list[BenchCodec], images: list[BenchImage], cache: Cache, device: str, lpips: bool,
          dists: bool = True) -> tuple[list[Task], int, int]:
     """Tasks for the (codec, image) pairs with missing settings; also (cached, total) triple counts."""
     tasks, cached, total = [], 0, 0
@@ -320,7 +320,7 @@ def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome
     return outcomes
 
 
-def collect(codecs: list[Codec], images: list[Image_], cache: Cache, lpips: bool, dists: bool = True) -> list[dict]:
+def collect(codecs: list[BenchCodec], images: list[BenchImage], cache: Cache, lpips: bool, dists: bool = True) -> list[dict]:
     """Rows for every (codec, setting, image) of this run that is in the cache."""
     rows = []
     for codec in codecs:
@@ -350,7 +350,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     MS-SSIM in dB is computed from the mean MS-SSIM (as CompressAI's plots do); memory is the
     largest peak and the mean extra over all images.
     """
-    from .metrics import to_db
+    from ..metrics import to_db
 
     groups: dict[tuple[str, object], list[dict]] = {}
     for row in rows:

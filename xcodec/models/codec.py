@@ -74,6 +74,13 @@ def to_tensor(rgb: np.ndarray, stride: int = 1) -> Tensor:
     return F.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
 
 
+# How the one walk of a context model, shared by the encoder and the decoder, gets the symbols of
+# the positions it has reached (one call per pass): the encoder takes them from the image, the
+# decoder reads them from the stream. The arguments say where the walk is (each model's own) and
+# end with the scale indices of those positions; the result is their integer symbols.
+TakeSymbols = Callable[..., Tensor]
+
+
 def checkerboard(h: int, w: int, device=None) -> Tensor:
     """(h, w) bool mask of the anchors, (row + col) even: the first of two checkerboard passes."""
     return (torch.arange(h, device=device)[:, None] + torch.arange(w, device=device)[None, :]) % 2 == 0

@@ -60,12 +60,12 @@ class WaveletCodec(Codec):
 
     # --- transform and quantiser -------------------------------------------------------------------
 
-    def analysis(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
+    def transform(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
         """Image (N, 3, H, W) in [0, 1] -> low band and detail bands (pixel units)."""
         ycc = torch.einsum("ij,njhw->nihw", self.colour, x * 255 - 128)
         return self.wavelet(ycc)
 
-    def synthesis(self, low: Tensor, bands: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
+    def inverse_transform(self, low: Tensor, bands: list[tuple[Tensor, Tensor, Tensor]]) -> Tensor:
         ycc = self.wavelet.inverse(low, bands)
         return (torch.einsum("ij,njhw->nihw", torch.linalg.inv(self.colour), ycc) + 128) / 255
 
@@ -78,11 +78,11 @@ class WaveletCodec(Codec):
 
     # --- coding ------------------------------------------------------------------------------------
 
-    def analyse(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
-        """``analysis`` on one CPU thread: the coefficients, and so the file, do not depend on the
-        caller's thread count."""
+    def analysis(self, x: Tensor) -> tuple[Tensor, list[tuple[Tensor, Tensor, Tensor]]]:
+        """The coder's ``transform``, on one CPU thread: the coefficients, and so the file, do not
+        depend on the caller's thread count."""
         with one_thread(x.device):
-            return self.analysis(x)
+            return self.transform(x)
 
     def scale(self, coefficients: tuple[Tensor, list], quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
         """The low band and the detail planes {band: (N, h, w)} in units of their quantiser steps."""
@@ -98,7 +98,7 @@ class WaveletCodec(Codec):
 
     def quantise(self, x: Tensor, quality: Tensor) -> tuple[Tensor, dict[Band, Tensor]]:
         """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
-        low, planes = self.scale(self.analyse(x), quality)
+        low, planes = self.scale(self.analysis(x), quality)
         planes = {band: dead_zone(ratio, symbol_limit(band[0])) for band, ratio in planes.items()}
         return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
 
@@ -117,7 +117,7 @@ class WaveletCodec(Codec):
                 triple.append((q + torch.sign(q.detach()) * offset) * steps[:, level, o, :, None, None])
             bands.append(tuple(triple))
         with one_thread(quality.device):
-            return self.synthesis(low, bands).clamp(0, 1)
+            return self.inverse_transform(low, bands).clamp(0, 1)
 
     def symbols(self, ratios: dict[Band, Tensor], quality: Tensor) -> dict[Band, Tensor]:
         """Training: the symbols effort 1 would choose, with straight-through gradients.
@@ -136,7 +136,7 @@ class WaveletCodec(Codec):
     def decoded(self, x: Tensor, quality: Tensor) -> Tensor:
         """Training data for the post-filter: what the decoder reconstructs at effort 1 (``symbols``),
         without entropy coding, for a batch with one quality per crop."""
-        low, ratios = self.scale(self.analysis(x), quality)
+        low, ratios = self.scale(self.transform(x), quality)
         return self.dequantise(torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), self.symbols(ratios, quality), quality)
 
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
@@ -155,7 +155,7 @@ class WaveletCodec(Codec):
         """The encoder's walk: a function from quality to the filled stream writer and the code
         length (bits, ``coded_bits``) of the symbols it holds under the exact probabilities."""
         with torch.inference_mode():
-            coefficients = self.analyse(x)
+            coefficients = self.analysis(x)
         height, width = x.shape[-2:]
         shapes = subband_shapes(height, width, level_count(height, width, self.levels))
 
@@ -221,7 +221,7 @@ class WaveletCodec(Codec):
         post-filtered when the model has a post-filter, and the likelihoods of every coefficient:
         the detail bands under the context model, the low band under its DPCM Laplacian (5-15% of
         a Kodak file at quality 1)."""
-        low, ratios = self.scale(self.analysis(x), quality)
+        low, ratios = self.scale(self.transform(x), quality)
         low = ste(low, 0.5)
         planes = self.symbols(ratios, quality)
         bits = torch.cat([self.context.bits(planes, quality), low_bits(low)], 1)

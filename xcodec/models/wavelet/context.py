@@ -5,12 +5,11 @@ order that the encoder and the decoder share."""
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
 
-from ..codec import checkerboard
+from ..codec import TakeSymbols, checkerboard
 from ..exact import ExactConvNet
 from .bands import LEVELS, Band, band_key, coding_order, fit
 from .rate import SCALE_BITS, laplace_bits, scale_index
@@ -53,12 +52,6 @@ def support_inputs(magnitudes: dict[Band, Tensor], band: Band, shape: tuple[int,
     siblings = [fit(magnitudes[(level, c, s)], h, w) if s < o else zeros for s in range(2)]
     colours = [fit(magnitudes[(level, s, o)], h, w) if s < c else zeros for s in range(2)]
     return torch.stack([parent, *siblings, *colours, quality_feature(quality).view(n, 1, 1).expand(n, h, w)], 1)
-
-
-# What the walk does with a pass: given the band, the flat positions of the pass's coefficients in
-# raster order and their scale indices, return their symbols (the encoder takes them from the
-# image, the decoder reads them).
-TakeSymbols = Callable[[Band, Tensor, Tensor], Tensor]
 
 
 def pass_grid(x: Tensor, step: int) -> Tensor:
@@ -150,7 +143,8 @@ class ContextModel(nn.Module):
         """The one walk of the coding order, shared by the encoder and the decoder.
 
         ``shapes[level][o]`` is each band's size. For each pass, the exact networks give the scale
-        indices from what is decoded so far, and ``take`` supplies the symbols.
+        indices from what is decoded so far, and ``take(band, pass mask, scale indices)`` supplies
+        the symbols.
         """
         planes: dict[Band, Tensor] = {}
         magnitudes: dict[Band, Tensor] = {}
