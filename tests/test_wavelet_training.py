@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -48,10 +49,9 @@ def test_context_training_resumes_and_exports(tmp_path):
     assert decoded.shape == x.shape
 
 
-@pytest.mark.slow
-def test_postfilter_then_joint_stage(tmp_path):
-    """Stage (ii) adds a post-filter to the --init model and trains only it; stage (iii) trains
-    everything; the result exports and decodes with its post-filter on or off."""
+def stage_i_model(tmp_path: Path) -> tuple[list[str], Path]:
+    """The training arguments for three small photos, and the weights folder holding a one-step
+    stage (i) model."""
     data = tmp_path / "photos"
     data.mkdir()
     for seed in range(3):
@@ -60,6 +60,14 @@ def test_postfilter_then_joint_stage(tmp_path):
     common = ["--data", str(data), "--crop", "64", "--batch-size", "2", "--log-every", "1"]
     run(*common, "--run-dir", str(tmp_path / "i"), "--max-steps", "1")
     zoo.export(tmp_path / "i" / "last.pt", "wavelet", {}, weights)
+    return common, weights
+
+
+@pytest.mark.slow
+def test_postfilter_then_joint_stage(tmp_path):
+    """Stage (ii) adds a post-filter to the --init model and trains only it; stage (iii) trains
+    everything; the result exports and decodes with its post-filter on or off."""
+    common, weights = stage_i_model(tmp_path)
     base = zoo.load_training_weights("wavelet", weights)
 
     run(*common, "--run-dir", str(tmp_path / "ii"), "--stage", "postfilter", "--init", "wavelet",
@@ -88,14 +96,7 @@ def test_postfilter_then_joint_stage(tmp_path):
 def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
     """Stage perceptual trains only the perceptual head; exported as a head, it leaves the model's
     tensors file, and so the files made with it, as they were; a head of another codec is refused."""
-    data = tmp_path / "photos"
-    data.mkdir()
-    for seed in range(3):
-        make_photo(96, 80, seed=seed).save(data / f"{seed}.png")
-    weights = tmp_path / "weights"
-    common = ["--data", str(data), "--crop", "64", "--batch-size", "2", "--log-every", "1"]
-    run(*common, "--run-dir", str(tmp_path / "i"), "--max-steps", "1")
-    zoo.export(tmp_path / "i" / "last.pt", "wavelet", {}, weights)
+    common, weights = stage_i_model(tmp_path)
     run(*common, "--run-dir", str(tmp_path / "ii"), "--stage", "postfilter", "--init", "wavelet",
         "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", weights=weights)
     before = zoo.export(tmp_path / "ii" / "last.pt", "wavelet", {}, weights)
