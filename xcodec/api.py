@@ -3,6 +3,7 @@
 >>> from xcodec import api
 >>> data = api.encode(Image.open("photo.png"), quality=4)   # bytes of an .xsc file
 >>> image = api.decode(data)                                # a Pillow image
+>>> data = api.encode(Image.open("scan.png"), lossless=True)  # every sample exact (max_error=N: within +-N)
 """
 
 from __future__ import annotations
@@ -21,6 +22,8 @@ from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
+from .lossless import tables
+from .lossless.codec import decode_tile, encode_tile
 
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels  # torch-free, for the command line
 
@@ -41,7 +44,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
-           strip: bool = False) -> bytes:
+           strip: bool = False, lossless: bool = False, max_error: int | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
@@ -49,9 +52,55 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
     is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
     ``drop_alpha``; EXIF and XMP as streams unless ``strip``.
+
+    ``lossless`` codes every sample exactly (8-bit, or 16-bit grayscale), ``max_error`` (1..4) every
+    sample within +-max_error, both with the ``lossless`` coder (``quality``, ``model`` and
+    ``effort`` do not apply).
     """
+    if lossless or max_error is not None:
+        if lossless and max_error:
+            raise InputError("lossless means max_error 0; give one or the other")
+        source = prepare(image, drop_alpha=drop_alpha, strip=strip, keep_depth=True)
+        return _encode_exact(source, max_error or 0, max_pixels, tile, on_tile)
     source = prepare(image, drop_alpha=drop_alpha, strip=strip)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile)(quality)
+
+
+def _metadata(source: SourceImage) -> list[tuple[StreamKind, bytes]]:
+    """The metadata streams of a source (the alpha plane coded once, whatever the quality)."""
+    alpha = None if source.alpha is None else encode_alpha(source.alpha)
+    streams = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
+               (StreamKind.ALPHA, alpha)]
+    return [(kind, data) for kind, data in streams if data]
+
+
+def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: int,
+                  on_tile: TileCallback | None) -> bytes:
+    """A lossless (``max_error`` 0) or near-lossless file: planes G, R, B (or gray) in tiles."""
+    if not 0 <= max_error <= container.MAX_ERROR:
+        raise InputError(f"max_error must be between 0 and {container.MAX_ERROR}, got {max_error}")
+    if source.gray16 is not None:
+        samples, depth = source.gray16[None].astype(np.int64), 16
+    else:
+        planes = source.rgb[..., :1] if source.channels == 1 else source.rgb[..., [1, 0, 2]]
+        samples, depth = planes.transpose(2, 0, 1).astype(np.int64), 8
+    height, width = samples.shape[1:]
+    check_pixels(width, height, max_pixels)
+    if tile < 0:
+        raise InputError(f"the tile size must be 0 (one tile) or positive, got {tile}")
+    scales, manifest = tables.load()
+    header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth,
+                    tile=0 if tile >= max(height, width) else tile, max_error=max_error)
+    if max(header.tile_size) > container.MAX_TILE:
+        raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
+                         f"code this image in tiles (--tile {DEFAULT_TILE})")
+    streams = []
+    for done, (top, left, rows, cols) in enumerate(header.tile_boxes(), 1):
+        payload = encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, scales)
+        streams.append((StreamKind.CODED, payload))
+        if on_tile:
+            on_tile(done, header.tiles)
+    return container.pack(Bitstream(header, streams + _metadata(source)))
 
 
 def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
@@ -81,9 +130,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     if not 0 <= effort < net.efforts:
         raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
     net = net.to(dev)
-    alpha = None if source.alpha is None else encode_alpha(source.alpha)  # once, whatever the quality
-    metadata = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
-                (StreamKind.ALPHA, alpha)]
+    metadata = _metadata(source)
 
     def compressors() -> Iterator[Callable[[float], list[bytes]]]:
         for top, left, tile_height, tile_width in header.tile_boxes():
@@ -106,8 +153,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
                 if on_tile:
                     on_tile(done, header.tiles)
-        streams += [(kind, data) for kind, data in metadata if data]
-        return container.pack(Bitstream(replace(header, quality=quality), streams))
+        return container.pack(Bitstream(replace(header, quality=quality), streams + metadata))
 
     return encode_at
 
@@ -124,6 +170,8 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     bitstream = container.unpack(data)
     h = bitstream.header
     check_pixels(h.width, h.height, max_pixels)
+    if h.max_error is not None:
+        return _decode_exact(bitstream, on_tile)
     net, manifest = zoo.load(h.model)
     if manifest.model_hash != h.model_hash:
         raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
@@ -151,9 +199,44 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
             rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
             if on_tile:
                 on_tile(done, h.tiles)
+    return _image(rgb, bitstream)
+
+
+def _image(samples: np.ndarray, bitstream: Bitstream) -> Image.Image:
+    """The decoded image of (H, W, 3) 8-bit samples (or (H, W) 16-bit gray) with the file's metadata."""
+    h = bitstream.header
     alpha = bitstream.stream(StreamKind.ALPHA)
-    return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC), bitstream.stream(StreamKind.EXIF),
-                  bitstream.stream(StreamKind.XMP), None if alpha is None else decode_alpha(alpha, h.width, h.height))
+    icc, exif, xmp = (bitstream.stream(kind) for kind in (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP))
+    if h.bit_depth == 16:
+        image = Image.fromarray(samples.astype(np.uint16))  # mode I;16
+        image.info.update({key: value for key, value in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)) if value})
+        return image
+    return to_pil(samples, h.channels, icc, exif, xmp, None if alpha is None else decode_alpha(alpha, h.width, h.height))
+
+
+def _decode_exact(bitstream: Bitstream, on_tile: TileCallback | None) -> Image.Image:
+    """Decode a lossless or near-lossless file (its header already checked by the container)."""
+    h = bitstream.header
+    scales, manifest = tables.load()
+    if h.model != tables.NAME:
+        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {tables.NAME!r})")
+    if manifest.model_hash != h.model_hash:
+        raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
+    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
+        raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
+                          "only in grayscale)")
+    planes = 1 if h.channels == 1 else 3
+    samples = np.empty((planes, h.height, h.width), dtype=np.int64)
+    boxes = zip(h.tile_boxes(), container.tile_streams(bitstream))
+    for done, ((top, left, rows, cols), (payload,)) in enumerate(boxes, 1):
+        samples[:, top : top + rows, left : left + cols] = decode_tile(payload, planes, rows, cols, h.bit_depth,
+                                                                        h.max_error, scales)
+        if on_tile:
+            on_tile(done, h.tiles)
+    if h.bit_depth == 16:
+        return _image(samples[0], bitstream)
+    rgb = samples[[0, 0, 0] if planes == 1 else [1, 0, 2]].transpose(1, 2, 0).astype(np.uint8)
+    return _image(rgb, bitstream)
 
 
 @dataclass

@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from . import __version__, container
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_pixels
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_pixels
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
 
@@ -236,11 +236,19 @@ def load_model(name: Optional[str]) -> tuple[str, float]:
     Returns its name and the seconds that took, which per-file times leave out.
     """
     start = time.perf_counter()
+    from .lossless import tables
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
-    zoo.load(name)
+    tables.load() if name == LOSSLESS_MODEL else zoo.load(name)
     return name, time.perf_counter() - start
+
+
+def coding(h: container.Header) -> str:
+    """How a file was coded: its quality, or lossless, or its error bound."""
+    if h.max_error is None:
+        return f"quality {h.quality:g}"
+    return "lossless" if h.max_error == 0 else f"max error {h.max_error}"
 
 
 def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
@@ -252,7 +260,7 @@ def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
     streams += [f"{kind.name.lower()} ({size:,} bytes)" for kind, size in info.streams if kind != container.StreamKind.CODED]
     loaded = f"loaded in {setup:.2f} s" if setup else "already loaded"
     return [
-        f"model {h.model} (weights {h.model_hash.hex()}, {loaded}), quality {h.quality:g}",
+        f"model {h.model} (weights {h.model_hash.hex()}, {loaded}), {coding(h)}",
         f"{h.width}x{h.height}, {'grayscale' if h.channels == 1 else 'RGB'}, {rows}x{cols} tiles of {h.tile_size[1]}x{h.tile_size[0]}",
         f"streams: {', '.join(streams)}; {info.size:,} bytes in all",
         f"coding {seconds:.2f} s",
@@ -317,6 +325,8 @@ def encode(
     quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help=f"Quality 1 (smallest) .. 8 (best); fractions allowed. Default: {DEFAULT_QUALITY:g}.")] = None,
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
+    lossless: Annotated[bool, typer.Option("--lossless", help="Code every sample exactly (8-bit, or 16-bit grayscale kept at 16 bits), with the lossless coder.")] = False,
+    max_error: Annotated[Optional[int], typer.Option("--max-error", min=1, max=4, help="Near-lossless: every sample within +-N of the original (checked), with the lossless coder.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
@@ -334,16 +344,27 @@ def encode(
         raise typer.BadParameter("give either --quality or --bpp, not both")
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
+    exact = lossless or max_error is not None
+    if exact and (quality is not None or bpp is not None or model is not None or effort is not None):
+        raise typer.BadParameter("--lossless and --max-error take no --quality, --bpp, --model or --effort")
+    if lossless and max_error is not None:
+        raise typer.BadParameter("give either --lossless or --max-error, not both")
     level = verbosity(quiet, verbose)
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
 
     def work(job: Job, on_tile: TileCallback) -> Done:
         image = load_image(job.source, max_pixels)
-        name, setup = load_model(model)  # torch: only now that there is work
+        name, setup = load_model(LOSSLESS_MODEL if exact else model)  # torch: only now that there is work
         from . import api
 
         start = time.perf_counter()
+        if exact:
+            data = api.encode(image, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, strip=strip,
+                              lossless=lossless, max_error=max_error, on_tile=on_tile)
+            summary = api.info(data)
+            return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, {coding(summary.header)}",
+                        describe(summary, setup, time.perf_counter() - start), setup)
         kwargs = dict(model=name, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, effort=effort,
                       strip=strip)
         if bpp is None:
@@ -357,7 +378,7 @@ def encode(
             if strict:
                 raise InputError(message)
             warnings.warn(message)
-        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}",
+        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, {coding(summary.header)}",
                     describe(summary, setup, seconds), setup)
 
     run_jobs(jobs, work, force, level)
@@ -419,7 +440,7 @@ def info(
     h = bitstream.header
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
-        "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
+        "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "max_error": h.max_error, "pad_bottom": h.pad_bottom,
         "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": len(data),
         "bpp": round(8 * len(data) / (h.width * h.height), 6),
         "streams": [{"kind": kind.name.lower(), "bytes": len(payload)} for kind, payload in bitstream.streams],
@@ -562,10 +583,18 @@ def bench(
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
+    lossless: Annotated[bool, typer.Option("--lossless", help="Lossless benchmark instead: xcodec --lossless and --max-error 1, 2, 4 against PNG, WebP, JPEG XL and JPEG 2000 lossless (bpp, times; --codecs, --limit and --out apply).")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
     import shlex
+
+    if lossless:
+        from .bench import lossless as lossless_bench
+
+        names = [x.strip() for x in codecs.split(",")] if codecs else None
+        typer.echo(lossless_bench.table(lossless_bench.run(folder, out, names, limit, log=say), folder.name), nl=False)
+        return
 
     from .bench.benchmark import BenchConfig, benchmark, parse_shard
     from .bench.codecs import ALL_CODECS, parse_settings

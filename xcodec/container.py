@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 and 4. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 5. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -14,7 +14,9 @@ last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xm
 an encoder writes version 3 when a file has none of them, so that such files stay readable by
 decoders that know only version 3. Every field is validated before it is used, and the stream
 table against the tile grid, before any model is loaded or anything the size of the image is
-allocated; any inconsistency raises ``FormatError`` with a one-line message. Version-2 files (a ``hyper`` and a ``latent``
+allocated; any inconsistency raises ``FormatError`` with a one-line message. Version 5 marks a
+sample-exact (lossless or near-lossless) file: version 4 with a ``max error`` byte after the bit
+depth, a quality field of 0 and 8 or 16 bits per sample; lossy files never use it. Version-2 files (a ``hyper`` and a ``latent``
 stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
 """
 
@@ -32,7 +34,10 @@ from .errors import FormatError
 MAGIC = b"\x89XSC"
 VERSION = 3  # what ``pack`` writes for a file of coded and icc streams
 METADATA_VERSION = 4  # what it writes for a file with exif, xmp or alpha streams too
-READABLE_VERSIONS = (2, 3, 4)
+EXACT_VERSION = 5  # what it writes for a lossless or near-lossless file
+READABLE_VERSIONS = (2, 3, 4, 5)
+MAX_ERROR = 4  # the largest error bound of a near-lossless file
+EXACT_DEPTHS = (8, 16)
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 # The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
 # memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
@@ -42,7 +47,8 @@ QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
-_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI")}  # (streams per tile,) stream count
+_EXACT_HEAD = struct.Struct("<8sHIIBBBHHI")  # version 5: the same with max error after the depth
+_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI"), 5: struct.Struct("<BI")}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -56,6 +62,7 @@ class StreamKind(IntEnum):
 
 
 METADATA = {3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
+METADATA[5] = METADATA[4]
 _V2_KINDS = {1: StreamKind.CODED, 2: StreamKind.CODED, 16: StreamKind.ICC}  # hyper, latent, icc
 
 
@@ -78,6 +85,7 @@ class Header:
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
     version: int = VERSION  # of the file it was read from; ``pack`` writes the lowest that holds the streams
+    max_error: int | None = None  # sample-exact files (version 5): every sample within +-max_error; None: lossy
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -133,11 +141,13 @@ def pack(bitstream: Bitstream) -> bytes:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
     plain = all(kind == StreamKind.CODED or kind in METADATA[VERSION] for kind, _ in bitstream.streams)
-    version = VERSION if plain else METADATA_VERSION
+    version = EXACT_VERSION if h.max_error is not None else VERSION if plain else METADATA_VERSION
+    depth = (h.bit_depth,) if h.max_error is None else (h.bit_depth, h.max_error)
     parts = [
         MAGIC, bytes([version, len(name)]), name,
-        _HEAD.pack(h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels,
-                   h.bit_depth, h.pad_bottom, h.pad_right, h.tile),
+        (_HEAD if h.max_error is None else _EXACT_HEAD).pack(
+            h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels, *depth, h.pad_bottom,
+            h.pad_right, h.tile),
         _COUNTS[version].pack(h.streams_per_tile, len(bitstream.streams)),
     ]
     parts += [_ENTRY.pack(int(kind), len(data)) for kind, data in bitstream.streams]
@@ -154,7 +164,7 @@ def unpack(data: bytes) -> Bitstream:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 4)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 5)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -163,18 +173,21 @@ def unpack(data: bytes) -> Bitstream:
 
     pos = 6
     counts = _COUNTS[version]
+    head = _EXACT_HEAD if version == EXACT_VERSION else _HEAD
     name_len = data[5]
-    if pos + name_len + _HEAD.size + counts.size > len(body):
+    if pos + name_len + head.size + counts.size > len(body):
         raise FormatError("truncated .xsc header")
     model = body[pos : pos + name_len].decode("latin-1")
     if not valid_model_name(model):
         raise FormatError("invalid .xsc header (the model name is not an identifier [a-z0-9_-])")
     pos += name_len
-    model_hash, q, *sizes = _HEAD.unpack_from(body, pos)
-    pos += _HEAD.size
+    model_hash, q, *sizes = head.unpack_from(body, pos)
+    pos += head.size
+    max_error = sizes.pop(4) if version == EXACT_VERSION else None
     per_tile, count = (2, *counts.unpack_from(body, pos)) if version == 2 else counts.unpack_from(body, pos)
     pos += counts.size
-    header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version)
+    header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version,
+                    max_error=max_error)
     _validate(header)
 
     if pos + count * _ENTRY.size > len(body):
@@ -213,11 +226,13 @@ def tile_streams(bitstream: Bitstream) -> list[list[bytes]]:
 
 
 def _validate(h: Header) -> None:
-    if not 1 <= h.quality <= 8:
+    if h.max_error is not None:
+        _validate_exact(h)
+    elif not 1 <= h.quality <= 8:
         raise FormatError(f"invalid .xsc header (quality {h.quality} outside 1..8)")
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         raise FormatError(f"invalid .xsc header (image size {h.width}x{h.height})")
-    if h.channels not in (1, 3) or h.bit_depth != 8:
+    if h.channels not in (1, 3) or h.bit_depth not in (EXACT_DEPTHS if h.max_error is not None else (8,)):
         raise FormatError(f"invalid .xsc header ({h.channels} channels, {h.bit_depth} bits)")
     if h.tile > MAX_SIDE:
         raise FormatError(f"invalid .xsc header (tile size {h.tile})")
@@ -226,6 +241,14 @@ def _validate(h: Header) -> None:
                           f"tiles of at most {MAX_TILE} pixels a side")
     if h.streams_per_tile < 1:
         raise FormatError("invalid .xsc header (0 streams per tile)")
+
+
+def _validate_exact(h: Header) -> None:
+    """Version 5: quality 0 (unused) and an error bound of 0 (lossless) .. MAX_ERROR."""
+    if h.quality != 0:
+        raise FormatError(f"invalid .xsc header (quality {h.quality} in a lossless file, which has none)")
+    if h.max_error > MAX_ERROR:
+        raise FormatError(f"invalid .xsc header (max error {h.max_error} outside 0..{MAX_ERROR})")
 
 
 def _validate_v2_kinds(kinds: list[int]) -> None:

@@ -8,6 +8,7 @@ from .errors import InputError
 DEFAULT_QUALITY = 4.0
 DEFAULT_MAX_PIXELS = 16 * 1024 * 1024
 DEFAULT_TILE = 1024  # pixels; bounds the memory of encoding and decoding, whatever the image size
+LOSSLESS_MODEL = "lossless"  # the coder of lossless and near-lossless files (``xcodec.lossless``)
 TILE_ALIGN = 64  # tile sizes are multiples of this, which every model's alignment divides
 
 

@@ -3,6 +3,7 @@
 >>> import xcodec.pillow
 >>> image = Image.open("photo.xsc")       # size and mode from the header; pixels on load()
 >>> image.save("copy.xsc", quality=4)     # also model=, bpp=, effort=, tile=, device=, drop_alpha=, strip=
+>>> image.save("exact.xsc", lossless=True)  # or max_error=N (1..4): near-lossless
 
 Opening parses and validates the container (checksum, header, stream table) without torch or a
 model, so ``Image.open`` and ``verify()`` are cheap; the model runs when the pixels are needed.
@@ -42,8 +43,11 @@ class XSCImageFile(ImageFile.ImageFile):
                 self.info[key] = bitstream.stream(kind)
         self.info["quality"] = header.quality
         self.info["model"] = header.model
+        if header.max_error is not None:
+            self.info["max_error"] = header.max_error
         self._size = header.width, header.height
-        self._mode = MODES[header.channels] + ("A" if bitstream.stream(StreamKind.ALPHA) is not None else "")
+        alpha = "A" if bitstream.stream(StreamKind.ALPHA) is not None else ""
+        self._mode = "I;16" if header.bit_depth == 16 else MODES[header.channels] + alpha
         self.tile = []
 
     def load(self) -> Image.core.PixelAccess | None:
@@ -71,7 +75,8 @@ class XSCImageFile(ImageFile.ImageFile):
 
 
 def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    """Encode with ``api.encode`` (``quality``) or ``api.encode_to_bpp`` (``bpp``); the other options pass through."""
+    """Encode with ``api.encode`` (``quality``, or ``lossless``/``max_error``) or ``api.encode_to_bpp`` (``bpp``);
+    the other options pass through."""
     from . import api
     from .models import zoo
 
@@ -79,7 +84,10 @@ def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality, bpp = options.pop("quality", None), options.pop("bpp", None)
     if quality is not None and bpp is not None:
         raise ValueError("give either quality or bpp, not both")
-    kwargs = {key: options[key] for key in ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels") if key in options}
+    keys = ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels", "lossless", "max_error")
+    kwargs = {key: options[key] for key in keys if key in options}
+    if (kwargs.get("lossless") or kwargs.get("max_error") is not None) and bpp is not None:
+        raise ValueError("give bpp or lossless/max_error, not both")
     kwargs.setdefault("model", zoo.DEFAULT_MODEL)
     kwargs.setdefault("max_pixels", max(1, image.width * image.height))  # the caller already holds the pixels
     try:

@@ -18,6 +18,7 @@ import torch
 from safetensors.torch import load_file, save
 
 from ..container import valid_model_name
+from ..defaults import LOSSLESS_MODEL
 from ..errors import ModelError
 from ..files import sha256, write_atomic
 from .codec import Codec
@@ -54,7 +55,8 @@ def build(arch: str, config: dict) -> Codec:
 
 
 def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
-    return sorted(p.stem for p in weights_dir.glob("*.json"))
+    """The installed models (not the lossless coder's table, which ``xcodec.lossless.tables`` loads)."""
+    return sorted(p.stem for p in weights_dir.glob("*.json") if p.stem != LOSSLESS_MODEL)
 
 
 def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
@@ -67,13 +69,19 @@ def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
     return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}))
 
 
-def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
+def verified_file(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Manifest]:
+    """The tensors file of an installed model and its manifest, once its hash is checked."""
     manifest = read_manifest(name, weights_dir)
     tensors_path = weights_dir / f"{name}.safetensors"
     if not tensors_path.exists():
         raise ModelError(f"weights file {tensors_path} is missing")
     if sha256(tensors_path) != manifest.sha256:
         raise ModelError(f"{tensors_path} does not match the sha256 in its manifest; refusing to load it")
+    return tensors_path, manifest
+
+
+def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
+    tensors_path, manifest = verified_file(name, weights_dir)
     return load_file(tensors_path), manifest
 
 
