@@ -5,7 +5,8 @@
 The training photos are JPEGs; each is downscaled by 2 (box filter), which hides most of the JPEG
 artefacts, and cut to at most 512 x 512 pixels. The encoder's walk runs on every image with a
 recording coder; each bin's scale is the maximum-likelihood one of the discretised Laplacian over a
-fine log-spaced grid.
+fine log-spaced grid. The walk adapts its scales online, starting from the installed table: a
+refit on the same photos changes it little.
 """
 
 from __future__ import annotations
@@ -21,8 +22,9 @@ from safetensors.numpy import save
 from ..files import sha256, write_atomic
 from ..models.zoo import WEIGHTS_DIR
 from .codec import differences, fit
+from . import tables
 from .tables import NAME
-from .walk import BINS, Grid, Quantiser, walk
+from .walk import BINS, Batch, Grid, Quantiser, walk
 
 GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 400))
 CROP = 512
@@ -48,12 +50,12 @@ def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     original, _ = differences(samples, grid, 8)
     bins, res = [], []
 
-    def record(idx, prediction, mean, scale):  # scale is the bin: the walk runs with scales = bin numbers
-        bins.append(scale.astype(np.int64))
-        res.append(original[idx] - prediction - mean)
-        return original[idx]
+    def record(batch: Batch) -> np.ndarray:
+        bins.append(batch.bins)
+        res.append(original[batch.idx] - batch.prediction - batch.mean)
+        return original[batch.idx]
 
-    walk(grid, quantiser, fit(samples, grid, 8), np.arange(BINS, dtype=np.float64), record)
+    walk(grid, quantiser, fit(samples, grid, 8), tables.load()[0], record)
     return np.concatenate(bins), np.concatenate(res)
 
 

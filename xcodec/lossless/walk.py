@@ -12,9 +12,13 @@ already decoded:
   integer coefficients the encoder fits to the tile by least squares and sends, on the plane's
   causal neighbours and on the two earlier planes' ``d`` around the same pixel) are blended with
   integer weights ``2**36 // (E + 8)**2``, ``E`` each predictor's recent error at six causal
-  neighbours (the idea of JPEG XL's weighted predictor). Predictions are in 1/8 of a sample.
-- The Laplacian's scale is a learned table (``weights/lossless.safetensors``) indexed by a context:
-  the recent final errors at the same neighbours plus the predictors' spread, binned on a log scale.
+  neighbours (the idea of JPEG XL's weighted predictor), then corrected by the running mean error
+  of its class (CALIC's bias cancellation). Predictions are in 1/8 of a sample.
+- The Laplacian's scale is the running mean absolute error of a context (plane, the earlier
+  plane's error at the pixel, and the recent final errors at the same neighbours plus the
+  predictors' spread binned on a log scale), starting from a learned table
+  (``weights/lossless.safetensors``) as a prior. Encoder and decoder update these statistics after
+  every step of the walk, identically.
 - Near-lossless coding with a bound ``N`` quantises ``x - P`` (``P`` the rounded prediction) in
   steps of ``2N + 1`` (JPEG-LS style); every later prediction uses the reconstructed samples.
 
@@ -27,6 +31,7 @@ probabilities; ``walk`` is the only code that visits the samples, for both.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -39,15 +44,26 @@ CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1
 FEATURES = len(OWN) + 2 * len(CROSS)  # of the least-squares predictor, which also has a constant term
 # Neighbours whose errors weigh the predictors and set the scale context, and their weights.
 RECENT = ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 1), (0, -2, 1))
-TOP, LEFT, RIGHT, BOTTOM = 2, 2, 2, 1  # padding around every plane
+# Samples are stored skewed: pixel (y, x) of a plane at row 2y + x + LEAD, column y + TOP, so that
+# a wavefront is one contiguous run and every neighbour a constant offset (a step's gathers read a
+# few cache lines, not one per sample). Positions that no pixel maps to hold the padding.
+LEAD, TAIL = 5, 3  # rows before the first wavefront and after the last that neighbours reach (NNW, SE)
+TOP, BOTTOM = 2, 1
 FRAC = 8  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
 PREDICTORS = 10
-LS_WEIGHT = 2  # the fitted predictor counts twice in the blend
+LS_WEIGHT = 4  # the fitted predictor counts four times in the blend
 # Scale contexts: bin k >= 1 holds activities (8-bit units, 1/8 sample) of at least THRESHOLDS[k - 1].
 BINS = 36
 THRESHOLDS = np.array([int(np.ceil(4 * 2 ** (k / 3))) for k in range(BINS - 1)], dtype=np.int64)
+# Online statistics per context (plane, bin): the learned scale counts as PRIOR samples; counts
+# halve at LIMIT, so that recent samples weigh more. Bias classes split each context by the signs of
+# NW, NE, W and N against the blend.
+PRIOR, LIMIT = 16, 1024
+BIAS_CLASSES = 16
+CROSS_THRESHOLDS = np.array([16, 64], dtype=np.int64)  # of the earlier plane's final error at the pixel, in 1/8
+CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
 # Per plane (a, b, shift): ref = (a x[-1] + b x[-2]) >> shift, x[-1] and x[-2] the earlier planes' samples.
 RULES = {1: np.array([(0, 0, 0)]), 3: np.array([(0, 0, 0), (1, 0, 0), (1, 1, 1)])}
 
@@ -55,7 +71,7 @@ RULES = {1: np.array([(0, 0, 0)]), 3: np.array([(0, 0, 0), (1, 0, 0), (1, 1, 1)]
 @dataclass(frozen=True)
 class Grid:
     """Flat indices of a tile's planes, stacked after two all-zero planes (the missing earlier
-    planes of the first ones) and padded, and the walk's order."""
+    planes of the first ones), padded and skewed, and the walk's order."""
 
     height: int
     width: int
@@ -63,23 +79,27 @@ class Grid:
 
     @property
     def row(self) -> int:
-        return self.width + LEFT + RIGHT
+        return self.height + TOP + BOTTOM
 
     @property
     def plane(self) -> int:
-        return (self.height + TOP + BOTTOM) * self.row
+        return (2 * self.height + self.width - 2 + LEAD + TAIL) * self.row
 
     @property
     def size(self) -> int:
         return (self.planes + 2) * self.plane
 
     def offsets(self, neighbours, plane: int = 0) -> np.ndarray:
-        return np.array([plane * self.plane + dy * self.row + dx for dy, dx, *_ in neighbours], dtype=np.int64)
+        return np.array([plane * self.plane + (2 * dy + dx) * self.row + dy for dy, dx, *_ in neighbours], dtype=np.int64)
+
+    @functools.cached_property
+    def feature_offsets(self) -> np.ndarray:
+        return np.concatenate([self.offsets(OWN), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
 
     def index(self, p: int) -> np.ndarray:
         """(H, W) flat indices of plane ``p``'s samples."""
         ys, xs = np.mgrid[: self.height, : self.width]
-        return (p + 2) * self.plane + (ys + TOP) * self.row + xs + LEFT
+        return (p + 2) * self.plane + (2 * ys + xs + LEAD) * self.row + ys + TOP
 
     def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Indices and planes of all samples in walk order, and where each step starts."""
@@ -95,13 +115,22 @@ class Grid:
 
 def features(d: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
     """(n, FEATURES) integer features of the least-squares predictor at flat indices ``idx``."""
-    offsets = np.concatenate([grid.offsets(OWN), grid.offsets(CROSS, -1), grid.offsets(CROSS, -2)])
-    return d[idx[:, None] + offsets]
+    return d[idx[:, None] + grid.feature_offsets]
 
 
-def reference(x: np.ndarray, idx: np.ndarray, plane: np.ndarray, grid: Grid) -> np.ndarray:
-    rule = RULES[grid.planes][plane]
-    return (rule[:, 0] * x[idx - grid.plane] + rule[:, 1] * x[idx - 2 * grid.plane]) >> rule[:, 2]
+def segments(plane: np.ndarray, planes: int) -> list[slice]:
+    """Where each plane's samples lie in a batch sorted by plane (every step of the walk is)."""
+    cuts = [0, *np.searchsorted(plane, np.arange(1, planes)), plane.size]
+    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+
+
+def reference(x: np.ndarray, idx: np.ndarray, parts: list[slice], grid: Grid) -> np.ndarray:
+    """The samples ``d`` is taken against, at ``idx`` (in plane segments ``parts``)."""
+    ref = np.zeros(idx.size, dtype=np.int64)
+    for (a, b, shift), part in zip(RULES[grid.planes], parts):
+        if a or b:
+            ref[part] = (a * x[idx[part] - grid.plane] + b * x[idx[part] - 2 * grid.plane]) >> shift
+    return ref
 
 
 @dataclass
@@ -109,9 +138,12 @@ class Context:
     """What the coder needs for a batch of samples, and what the walk stores after it."""
 
     predictions: np.ndarray  # (PREDICTORS, n) in 1/8
-    blend: np.ndarray  # (n,) in 1/8, of d
+    blend: np.ndarray  # (n,) in 1/8, of d, bias-corrected
     ref: np.ndarray  # (n,)
-    bins: np.ndarray  # (n,) scale contexts
+    bins: np.ndarray  # (n,) activity bins
+    contexts: np.ndarray  # (n,) plane * BINS + bin
+    classes: np.ndarray  # (n,) bias classes: contexts * BIAS_CLASSES + sign pattern
+    scale: np.ndarray  # (n,) float64 Laplacian scale in samples
 
 
 def blank(grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,14 +157,20 @@ def blank(grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
 class State:
     """The walk's arrays: reconstructed samples, their ``d``, and each predictor's recent errors."""
 
-    def __init__(self, grid: Grid, depth: int, coefs: np.ndarray):
+    def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray):
         self.grid, self.depth = grid, depth
+        contexts = grid.planes * CROSS_LEVELS * BINS
+        self.spread = np.round(np.tile(scales, grid.planes * CROSS_LEVELS) * (FRAC << (depth - 8)) * PRIOR).astype(np.int64)
+        self.count = np.full(contexts, PRIOR, dtype=np.int64)
+        self.bias = np.zeros(contexts * BIAS_CLASSES, dtype=np.int64)
+        self.bias_count = np.ones(contexts * BIAS_CLASSES, dtype=np.int64)
         self.x, self.d = blank(grid, depth)
         # Position-major, so that one gather reads a neighbour's errors of every predictor together;
         # int32 holds them (below 2**21 for 16-bit samples).
-        self.errors = np.zeros((grid.size, PREDICTORS), dtype=np.int32)
+        self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int32)  # real planes only
         self.residuals = np.zeros(grid.size, dtype=np.int64)
-        self.coefs = coefs  # (planes, FEATURES + 1) integers in 1/2**COEF_BITS
+        self.coefs = coefs.astype(np.float64)  # (planes, FEATURES + 1) integers in 1/2**COEF_BITS
+        self.constants = coefs[:, -1].astype(np.int64)
         self.recent = grid.offsets(RECENT)
         self.weights = np.array([w for *_, w in RECENT], dtype=np.int32)
 
@@ -140,29 +178,58 @@ class State:
         g = self.grid
         f = features(self.d, idx, g)
         n, w, nw, ne, nn, ww, nne = (f[:, k] for k in range(7))
-        coefs = self.coefs[plane]
-        fitted = ((f * coefs[:, :-1]).sum(1) + coefs[:, -1] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
+        parts = segments(plane, g.planes)
+        # Integer products below 2**32, 27 of them: exact in float64 in any order of summation.
+        dot = np.concatenate([f[part].astype(np.float64) @ self.coefs[p, :-1] for p, part in enumerate(parts)])
+        fitted = (dot.astype(np.int64) + self.constants[plane] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
         fitted = np.clip(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
         p = np.stack([8 * w, 8 * n, 8 * (w + n - nw), 8 * (w + ne - n), 4 * (w + ne), 8 * (n + ne - nne),
                       4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted])
-        recent = np.einsum("njk,j->kn", self.errors[idx[:, None] + self.recent], self.weights).astype(np.int64)
+        own = idx - 2 * g.plane
+        recent = np.einsum("njk,j->kn", self.errors[own[:, None] + self.recent], self.weights).astype(np.int64)
         weight = (1 << 36) // ((recent >> (self.depth - 8)) + 8) ** 2 + 1  # never 0: 16-bit errors are large
         weight[-1] *= LS_WEIGHT
         blend = (weight * p).sum(0) // weight.sum(0)
         activity = self.residuals[idx[:, None] + self.recent] @ self.weights.astype(np.int64) + p.max(0) - p.min(0)
         bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
-        return Context(p, blend, reference(self.x, idx, plane, g), bins)
+        cross = self.residuals[idx - g.plane] >> (self.depth - 8)  # the earlier plane's error here (0 for the first)
+        contexts = (plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")) * BINS + bins
+        classes = contexts * BIAS_CLASSES + 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        blend += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
+        scale = self.spread[contexts] / (FRAC * self.count[contexts])
+        return Context(p, blend, reference(self.x, idx, parts, g), bins, contexts, classes, scale)
 
     def store(self, idx: np.ndarray, ctx: Context, x: np.ndarray) -> None:
         d = x - ctx.ref
         self.x[idx], self.d[idx] = x, d
-        self.errors[idx] = np.abs(ctx.predictions - FRAC * d).T
-        self.residuals[idx] = np.abs(FRAC * d - ctx.blend)
+        self.errors[idx - 2 * self.grid.plane] = np.abs(ctx.predictions - FRAC * d).T
+        residual = FRAC * d - ctx.blend
+        self.residuals[idx] = np.abs(residual)
+        self.spread += np.bincount(ctx.contexts, np.abs(residual), self.spread.size).astype(np.int64)
+        self.count += np.bincount(ctx.contexts, minlength=self.count.size)
+        self.bias += np.bincount(ctx.classes, residual, self.bias.size).astype(np.int64)
+        self.bias_count += np.bincount(ctx.classes, minlength=self.bias.size)
+        for total, count in ((self.spread, self.count), (self.bias, self.bias_count)):
+            full = count >= LIMIT
+            total[full] >>= 1
+            count[full] >>= 1
 
 
-# code(idx, prediction, mean, scale) -> reconstructed samples: the encoder quantises its samples
-# and records symbols, the decoder reads symbols.
-Coder = Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+@dataclass
+class Batch:
+    """One step's samples as the coder sees them: symbol q = quantised (x - prediction), and its
+    Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
+
+    idx: np.ndarray  # flat indices
+    prediction: np.ndarray  # integer prediction of x
+    mean: np.ndarray
+    scale: np.ndarray
+    bins: np.ndarray  # activity bins (for fitting the table)
+
+
+# code(batch) -> reconstructed samples: the encoder quantises its samples and records symbols, the
+# decoder reads symbols.
+Coder = Callable[[Batch], np.ndarray]
 
 
 @dataclass(frozen=True)
@@ -196,17 +263,17 @@ class Quantiser:
 def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray, code: Coder) -> np.ndarray:
     """Visit every sample in coding order; return the reconstructed (planes, H, W) samples.
 
-    ``scales`` is the learned table of Laplacian scales per context bin (8-bit units).
+    ``scales`` is the learned table of Laplacian scales per activity bin (8-bit units), the prior
+    of the online statistics.
     """
-    state = State(grid, quantiser.depth, coefs)
+    state = State(grid, quantiser.depth, coefs, scales)
     idx_all, plane_all, bounds = grid.steps()
-    unit = float(1 << (quantiser.depth - 8)) / quantiser.step
     for start, stop in zip(bounds[:-1], bounds[1:]):
         idx, plane = idx_all[start:stop], plane_all[start:stop]
         ctx = state.context(idx, plane)
         full = np.clip(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
         prediction = (full + FRAC // 2) // FRAC
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
-        x = code(idx, prediction, mean, scales[ctx.bins] * unit)
+        x = code(Batch(idx, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(idx, ctx, x)
     return np.stack([state.x[grid.index(p)] for p in range(grid.planes)])
