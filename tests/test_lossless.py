@@ -173,3 +173,11 @@ def test_fitted_scale_recovers_a_laplacian():
 def test_shipped_table_is_hash_checked():
     scales, manifest = tables.load()
     assert scales.shape == (manifest.config["bins"],) and (np.diff(scales) >= 0).all()
+
+
+def test_flat_image_keeps_a_positive_scale():
+    """Long runs of exact predictions shrink a context's statistics; its scale stays above zero."""
+    flat = Image.new("RGB", (200, 200), (90, 140, 200))
+    data, decoded = round_trip(flat, lossless=True)
+    assert np.array_equal(samples(decoded), samples(flat))
+    assert 8 * len(data) / (200 * 200) < 0.1

@@ -583,7 +583,7 @@ def bench(
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
-    lossless: Annotated[bool, typer.Option("--lossless", help="Lossless benchmark instead: xcodec --lossless and --max-error 1, 2, 4 against PNG, WebP, JPEG XL and JPEG 2000 lossless (bpp, times; --codecs, --limit and --out apply).")] = False,
+    lossless: Annotated[bool, typer.Option("--lossless", help="Lossless benchmark instead: xcodec --lossless and --max-error 1, 2, 4 against PNG, WebP, JPEG XL and JPEG 2000 lossless (bpp, CPU times; --codecs, --limit, --shard and --out apply).")] = False,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
@@ -591,9 +591,12 @@ def bench(
 
     if lossless:
         from .bench import lossless as lossless_bench
+        from .bench.benchmark import parse_shard
 
         names = [x.strip() for x in codecs.split(",")] if codecs else None
-        typer.echo(lossless_bench.table(lossless_bench.run(folder, out, names, limit, log=say), folder.name), nl=False)
+        chosen = parse_shard(shard) if shard else None
+        rows = lossless_bench.run(folder, out, names, limit, chosen, log=say)
+        typer.echo(lossless_bench.table(rows, folder.name), nl=False)
         return
 
     from .bench.benchmark import BenchConfig, benchmark, parse_shard

@@ -124,8 +124,9 @@ def measure(codec: Codec, rgb: np.ndarray) -> dict:
 
 
 def run(folder: Path, out: Path, names: list[str] | None = None, limit: int | None = None,
-        log=print) -> list[dict]:
-    """Benchmark the codecs on the images of ``folder``; return one summary row per codec."""
+        shard: tuple[int, int] | None = None, log=print) -> list[dict]:
+    """Benchmark the codecs on the images of ``folder`` (the first ``limit``, or shard i of n:
+    images i, i + n, ...); return one summary row per codec."""
     import torch
 
     torch.set_num_threads(1)
@@ -134,6 +135,8 @@ def run(folder: Path, out: Path, names: list[str] | None = None, limit: int | No
     cache = [json.loads(line) for line in cache_path.read_text().splitlines()] if cache_path.exists() else []
     done = {(row["codec"], row["version"], row["image_sha"]): row for row in cache if "encode_wall_s" in row}
     images = list_images(folder)[:limit]
+    if shard:
+        images = images[shard[0] :: shard[1]]
     summary = []
     for codec in lossless_codecs(names):
         reason = codec.unavailable()
@@ -160,7 +163,8 @@ def run(folder: Path, out: Path, names: list[str] | None = None, limit: int | No
                         "encode_s": sum(r["encode_s"] for r in rows) / len(rows),
                         "decode_s": sum(r["decode_s"] for r in rows) / len(rows),
                         "max_error": max(r["max_error"] for r in rows)})
-    (out / "lossless.md").write_text(table(summary, folder.name))
+    name = folder.name + (f" (images {shard[0]}, {shard[0]} + {shard[1]}, ...)" if shard else "")
+    (out / ("lossless.md" if shard is None else f"lossless-shard-{shard[0]}-{shard[1]}.md")).write_text(table(summary, name))
     return summary
 
 

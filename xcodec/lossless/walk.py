@@ -53,6 +53,7 @@ FRAC = 8  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
 PREDICTORS = 10
+ERROR_CAP = (1 << 15) - 1  # predictor errors are stored saturated (1/8 sample units)
 LS_WEIGHT = 4  # the fitted predictor counts four times in the blend
 # Scale contexts: bin k >= 1 holds activities (8-bit units, 1/8 sample) of at least THRESHOLDS[k - 1].
 BINS = 36
@@ -148,8 +149,8 @@ class Context:
 
 def blank(grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Zeroed sample and ``d`` arrays of a grid; the first plane's padding in ``d`` is mid-grey."""
-    x = np.zeros(grid.size, dtype=np.int64)
-    d = np.zeros(grid.size, dtype=np.int64)
+    x = np.zeros(grid.size, dtype=np.int32)
+    d = np.zeros(grid.size, dtype=np.int32)
     d[2 * grid.plane : 3 * grid.plane] = 1 << (depth - 1)
     return x, d
 
@@ -166,9 +167,10 @@ class State:
         self.bias_count = np.ones(contexts * BIAS_CLASSES, dtype=np.int64)
         self.x, self.d = blank(grid, depth)
         # Position-major, so that one gather reads a neighbour's errors of every predictor together;
-        # int32 holds them (below 2**21 for 16-bit samples).
-        self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int32)  # real planes only
-        self.residuals = np.zeros(grid.size, dtype=np.int64)
+        # saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile of
+        # 1024 x 1024 take about 400 MB.
+        self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int16)  # real planes only
+        self.residuals = np.zeros(grid.size, dtype=np.int32)
         self.coefs = coefs.astype(np.float64)  # (planes, FEATURES + 1) integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
         self.recent = grid.offsets(RECENT)
@@ -196,13 +198,14 @@ class State:
         contexts = (plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")) * BINS + bins
         classes = contexts * BIAS_CLASSES + 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
         blend += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
-        scale = self.spread[contexts] / (FRAC * self.count[contexts])
+        count = self.count[contexts]
+        scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
         return Context(p, blend, reference(self.x, idx, parts, g), bins, contexts, classes, scale)
 
     def store(self, idx: np.ndarray, ctx: Context, x: np.ndarray) -> None:
         d = x - ctx.ref
         self.x[idx], self.d[idx] = x, d
-        self.errors[idx - 2 * self.grid.plane] = np.abs(ctx.predictions - FRAC * d).T
+        self.errors[idx - 2 * self.grid.plane] = np.minimum(np.abs(ctx.predictions - FRAC * d), ERROR_CAP).T
         residual = FRAC * d - ctx.blend
         self.residuals[idx] = np.abs(residual)
         self.spread += np.bincount(ctx.contexts, np.abs(residual), self.spread.size).astype(np.int64)
