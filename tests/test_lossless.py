@@ -181,3 +181,13 @@ def test_flat_image_keeps_a_positive_scale():
     data, decoded = round_trip(flat, lossless=True)
     assert np.array_equal(samples(decoded), samples(flat))
     assert 8 * len(data) / (200 * 200) < 0.1
+
+
+def test_decoder_refuses_lossless_tiles_above_its_limit(photo):
+    """The walk's memory grows with the tile: a file claiming a larger one is refused before it runs."""
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    bitstream.header.width = bitstream.header.height = api.EXACT_MAX_TILE + 1
+    with pytest.raises(FormatError, match="lossless tiles"):
+        api.decode(container.pack(bitstream))
+    with pytest.raises(InputError, match="lossless tiles"):
+        api.encode(photo(api.EXACT_MAX_TILE + 1, 3), lossless=True, tile=0)

@@ -29,6 +29,9 @@ from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_p
 
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
+# The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048), so
+# its tiles are limited to the default tile size, on both sides.
+EXACT_MAX_TILE = DEFAULT_TILE
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -91,8 +94,8 @@ def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: in
     scales, manifest = tables.load()
     header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth,
                     tile=0 if tile >= max(height, width) else tile, max_error=max_error)
-    if max(header.tile_size) > container.MAX_TILE:
-        raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
+    if max(header.tile_size) > EXACT_MAX_TILE:
+        raise InputError(f"lossless tiles are limited to {EXACT_MAX_TILE} pixels a side (decoders refuse larger ones); "
                          f"code this image in tiles (--tile {DEFAULT_TILE})")
     streams = []
     for done, (top, left, rows, cols) in enumerate(header.tile_boxes(), 1):
@@ -225,8 +228,11 @@ def _decode_exact(bitstream: Bitstream, on_tile: TileCallback | None) -> Image.I
     if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
         raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
                           "only in grayscale)")
+    if max(h.tile_size) > EXACT_MAX_TILE:
+        raise FormatError(f"the .xsc file has lossless tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec "
+                          f"decodes lossless tiles of at most {EXACT_MAX_TILE} pixels a side")
     planes = 1 if h.channels == 1 else 3
-    samples = np.empty((planes, h.height, h.width), dtype=np.int64)
+    samples = np.empty((planes, h.height, h.width), dtype=np.uint16)
     boxes = zip(h.tile_boxes(), container.tile_streams(bitstream))
     for done, ((top, left, rows, cols), (payload,)) in enumerate(boxes, 1):
         samples[:, top : top + rows, left : left + cols] = decode_tile(payload, planes, rows, cols, h.bit_depth,
