@@ -3,7 +3,8 @@
     python -m tests.fuzz --parse 50000 --decode 3000 --crafted 1000 --seed 1 [--save tests/corpus]
 
 Seeds are small real files (several tile layouts, grayscale with an ICC profile) made by the
-installed model, plus the regression corpus in ``tests/corpus``. Each input is a seed with one or
+installed model, the regression corpus in ``tests/corpus`` and the hostile files of
+``tests/hostile.py`` (those under 64 KB). Each input is a seed with one or
 more mutations: truncation, bit flips, inserted or deleted bytes, header fields set to extremes,
 stream payloads spliced from another file, streams reordered, or random bytes; most mutations
 then recompute the CRC-32 so that they reach the parser and the entropy decoder behind it.
@@ -66,6 +67,13 @@ def make_seeds() -> list[bytes]:
 
 def corpus_files() -> list[bytes]:
     return [p.read_bytes() for p in sorted(CORPUS.glob("*.xsc"))]
+
+
+def hostile_files(seed: bytes, largest: int = 1 << 16) -> list[bytes]:
+    """The crafted files of ``tests/hostile.py`` made from ``seed``, those of at most ``largest`` bytes."""
+    from tests import hostile
+
+    return [case.data for case in hostile.cases(seed).values() if len(case.data) <= largest]
 
 
 def fix_crc(data: bytes) -> bytes:
@@ -308,7 +316,7 @@ def main() -> None:
     args = parser.parse_args()
     rng = random.Random(args.seed)
     fresh = make_seeds()
-    seeds = fresh + corpus_files()
+    seeds = fresh + corpus_files() + hostile_files(fresh[0])
     start = time.perf_counter()
     for name, count, decode in (("parser", args.parse, False), ("decoder", args.decode, True)):
         t = time.perf_counter()

@@ -16,7 +16,7 @@ import torch
 from PIL import Image, ImageCms
 
 from xcodec import api, container
-from xcodec.bench.metrics import psnr
+from xcodec.metrics import psnr
 from xcodec.container import Bitstream, StreamKind
 from xcodec.errors import FormatError, InputError, ModelError, XcodecError
 from xcodec.image import open_image
@@ -336,10 +336,11 @@ def test_max_pixels_in_decode(encoded_97x61):
     assert api.decode(encoded_97x61, max_pixels=97 * 61).size == (97, 61)
 
 
-@pytest.mark.parametrize("side,tile,error", [(container.MAX_SIDE, 0, FormatError), (8192, 2048, InputError)])
+@pytest.mark.parametrize("side,tile,error", [(container.MAX_SIDE, 0, FormatError), (10240, 2048, InputError)])
 def test_huge_claimed_size_is_refused_quickly_without_allocating(encoded_97x61, forbid_decompress, side, tile, error):
-    # one tile of 2^20 x 2^20 is more than a decoder takes; 16 tiles of 2048 are more pixels than allowed
-    data = hostile(encoded_97x61, side, side, tile)
+    # one tile of 2^20 x 2^20 is more than a decoder takes; 25 tiles of 2048 are more pixels than allowed
+    # (with the coded bytes that so many pixels need: 2 KB a tile)
+    data = hostile(encoded_97x61, side, side, tile, lambda i: bytes(2048))
     if tile:
         assert api.info(data).header.width == side  # a well-formed file: only the size is outrageous
     tracemalloc.start()

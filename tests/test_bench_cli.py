@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import re
 from pathlib import Path
 
@@ -71,7 +72,7 @@ def test_outputs(first_run):
     assert "16 results, 0 cached, 16 to compute" in stderr(result)
     stdout = result.stdout
     assert ": 2 images" in stdout and "BD-rate against jpeg" in stdout and "BD-rate against paper-codec" in stdout
-    for name in ("report.md", "rows.csv", "summary.json", "rd-psnr.png", "rd-ms-ssim.png", "rd-lpips.png"):
+    for name in ("report.md", "rows.csv", "summary.json", "rd-psnr.png", "rd-ms-ssim.png", "rd-lpips.png", "rd-dists.png"):
         assert (out / name).is_file(), name
     for plot in out.glob("rd-*.png"):
         assert Image.open(plot).size[0] > 500
@@ -81,12 +82,13 @@ def test_outputs(first_run):
     for r in rows:
         assert int(r["bytes"]) > 0 and float(r["bpp"]) == pytest.approx(8 * int(r["bytes"]) / (176 * 176))
         assert 0 < float(r["lpips"]) < 2 and 0 < float(r["ms_ssim"]) <= 1 and float(r["psnr"]) > 0
+        assert 0 < float(r["dists"]) < 1
         assert float(r["encode_s"]) > 0 and float(r["encode_peak_mib"]) > 0
     xc = [r for r in rows if r["codec"] == "xcodec-hyperprior"]
     assert all(float(r["estimated_bpp"]) > 0 for r in xc)
     data = json.loads((out / "results" / "jpeg.json").read_text())
     assert data["name"] == "jpeg"
-    assert set(data["results"]) >= {"bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "lpips-alex", "encoding_time", "decoding_time"}
+    assert set(data["results"]) >= {"bpp", "psnr-rgb", "ms-ssim-rgb", "ms-ssim-db-rgb", "lpips-alex", "dists", "encoding_time", "decoding_time"}
     assert data["results"]["quality"] == [20, 80] and data["results"]["bpp"][0] < data["results"]["bpp"][1]
     assert sorted(p.name for p in (out / "results").glob("*.json")) == ["jp2.json", "jpeg.json", "webp.json", "xcodec-hyperprior.json"]
     report = (out / "report.md").read_text()
@@ -94,6 +96,9 @@ def test_outputs(first_run):
     summary = json.loads((out / "summary.json").read_text())
     webp = next(e for e in summary["bd"] if e["curve"] == "webp" and e["anchor"] == "jpeg")
     assert webp["psnr"]["bd_rate_percent"] is not None
+    for key in ("lpips", "dists"):  # distances: BD-rate on their negation, no BD-quality
+        assert math.isfinite(webp[key]["bd_rate_percent"]) and "bd_quality_db" not in webp[key]
+    assert "| BD-rate LPIPS | overlap | BD-rate DISTS | overlap |" in report
     assert cached(out) == {"jp2": 4, "jpeg": 4, "webp": 4, "xcodec-hyperprior": 4}
 
 
@@ -144,7 +149,7 @@ def test_missing_codec_package_is_skipped(images, tmp_path, monkeypatch):
         raise ImportError("No module named 'pillow_jxl'")
 
     monkeypatch.setattr(codecs_mod.JPEGXL, "load_plugin", missing)
-    r = bench(images, "--out", tmp_path, "--codecs", "jpeg,jxl", "--settings", "jpeg=50", "--limit", "1", "--no-plots", "--no-lpips")
+    r = bench(images, "--out", tmp_path, "--codecs", "jpeg,jxl", "--settings", "jpeg=50", "--limit", "1", "--no-plots", "--no-lpips", "--no-dists")
     assert r.exit_code == 0, r.output
     assert "jxl: skipped, needs the `pillow-jxl-plugin` package" in stderr(r)
     assert "jxl" not in {row["codec"] for row in csv.DictReader((tmp_path / "rows.csv").open())}
@@ -172,7 +177,7 @@ def test_lightfield_patches(tmp_path):
     lightfield.write_views(lightfield.synthetic(5, 5, 96, 128), tmp_path / "lf" / "scene")
     patches = lightfield.extract_patches(tmp_path / "lf", tmp_path / "patches", patch=48, view_step=2, limit=3)
     assert [p.name for p in patches] == ["scene__u00_v00__y0_x16.png", "scene__u00_v00__y0_x64.png", "scene__u00_v00__y48_x16.png"]
-    r = bench(tmp_path / "patches", "--out", tmp_path / "out", "--codecs", "jpeg", "--settings", "jpeg=50", "--no-lpips")
+    r = bench(tmp_path / "patches", "--out", tmp_path / "out", "--codecs", "jpeg", "--settings", "jpeg=50", "--no-lpips", "--no-dists")
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((tmp_path / "out" / "rows.csv").open()))
     assert [row["image"] for row in rows] == [p.name for p in patches]
@@ -181,7 +186,7 @@ def test_lightfield_patches(tmp_path):
 
 
 def test_parallel_workers(tmp_path):
-    """Two worker processes (small images and no LPIPS, so that the workers need not load torch)."""
+    """Two worker processes (small images and no LPIPS or DISTS, so that the workers need not load torch)."""
     from xcodec.bench.run import execute, plan, select_images
 
     images = tmp_path / "small"
@@ -193,7 +198,7 @@ def test_parallel_workers(tmp_path):
     chosen = [codecs_mod.JPEG((50,))] + [c for c in (codecs_mod.JPEGXL((50,)), codecs_mod.HEIC((30,))) if not c.unavailable()]
     imgs = select_images(sorted(images.glob("*.png")), images)
     cache = Cache(tmp_path / "cache")
-    tasks, done, total = plan(chosen, imgs, cache, "cpu", lpips=False)
+    tasks, done, total = plan(chosen, imgs, cache, "cpu", lpips=False, dists=False)
     n = 2 * len(chosen)
     assert (done, total, len(tasks)) == (0, n, n)
     outcomes = execute(tasks, jobs=2, threads=1, cache=cache)

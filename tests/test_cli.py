@@ -478,7 +478,7 @@ REFUSALS = {  # name: (arguments, exit code, text in the message)
     "device-foo": (["encode", "photo.png", "--device", "foo"], 2, "auto, cpu, cuda"),
     "decode-to-gif": (["decode", "photo.xsc", "-o", "x.gif"], 2, ".gif"),
     "image-too-large": (["encode", "huge.png"], 1, "100000x100000 is 10,000,000,000 pixels, above the limit"),
-    "file-too-large": (["decode", "claims.xsc"], 1, "5000x4000 is 20,000,000 pixels, above the limit"),
+    "file-too-large": (["decode", "claims.xsc"], 1, "10000x8000 is 80,000,000 pixels, above the limit"),
     "above-pillows-limit": (["encode", "big.png", "--max-pixels", "300000000"], 1, "cannot read the input image"),
 }
 
@@ -495,7 +495,7 @@ def test_refusals_are_quick_and_torch_free(tmp_path, photo_png, photo_xsc, case)
     (tmp_path / "photo.png").write_bytes(photo_png)
     (tmp_path / "photo.xsc").write_bytes(photo_xsc)
     (tmp_path / "huge.png").write_bytes(huge_png(100_000, 100_000))
-    (tmp_path / "claims.xsc").write_bytes(claiming(photo_xsc, 5000, 4000))
+    (tmp_path / "claims.xsc").write_bytes(claiming(photo_xsc, 10000, 8000))
     (tmp_path / "big.png").write_bytes(huge_png(20_000, 10_000))  # 200 Mpixel: Pillow alone would refuse it
     start = time.perf_counter()
     result = subprocess.run([sys.executable, "-c", PROBE, *args], cwd=tmp_path, capture_output=True, text=True,

@@ -108,7 +108,7 @@ def test_batch_times_leave_out_the_model_load(run_cli, images, monkeypatch):
 
     monkeypatch.setattr(cli, "load_model", slow)
     start = time.perf_counter()
-    result = run_cli("encode", images, "-r", "-d", "coded")
+    result = run_cli("encode", images, "-r", "-d", "coded", "-j", "1")  # the patched load runs in this process
     wall = time.perf_counter() - start
     times = [float(t) for t in re.findall(r", ([0-9.]+) s$", result.stderr.decode(), re.M)]
     assert result.returncode == 0 and len(times) == 2, result.stderr

@@ -1,4 +1,4 @@
-"""``xcodec compare``: PSNR, MS-SSIM and LPIPS, EXIF orientation and 16-bit inputs, and ``--crops``."""
+"""``xcodec compare``: PSNR, MS-SSIM, LPIPS and DISTS, EXIF orientation and 16-bit inputs, and ``--crops``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from PIL import Image, ImageOps
 
 from xcodec import api, compare
-from xcodec.bench.metrics import MS_SSIM_MIN_SIDE
+from xcodec.metrics import MS_SSIM_MIN_SIDE
 from xcodec.metrics import psnr
 
 from tests.conftest import make_photo
@@ -40,10 +40,11 @@ def test_scores_of_an_xsc_file_against_its_original(run_cli, coded):
     fields = scores(run_cli("compare", "original.png", "original.xsc", "--json", cwd=folder))
     assert fields["psnr"] == pytest.approx(psnr(rgb, decoded))
     assert 0 < fields["ms_ssim"] < 1 and fields["ms_ssim_db"] == pytest.approx(-10 * math.log10(1 - fields["ms_ssim"]))
-    assert 0 < fields["lpips"] < 1
+    assert 0 < fields["lpips"] < 1 and 0 < fields["dists"] < 1
     assert fields["bytes"] == len(data) and fields["bpp"] == pytest.approx(api.info(data).bpp)
     lines = run_cli("compare", "original.png", "original.xsc", "--no-lpips", cwd=folder).stdout.decode().splitlines()
-    assert [line.split()[0] for line in lines] == ["PSNR", "MS-SSIM", f"{fields['bpp']:.4f}"]
+    assert [line.split()[0] for line in lines] == ["PSNR", "MS-SSIM", "DISTS", f"{fields['bpp']:.4f}"]
+    assert lines[2] == f"DISTS {fields['dists']:.4f}"
 
 
 def test_exif_orientation_is_applied(run_cli, tmp_path):
@@ -55,7 +56,7 @@ def test_exif_orientation_is_applied(run_cli, tmp_path):
     decoded = api.decode(api.encode(Image.open(tmp_path / "rotated.png"), quality=3, effort=0))
     assert decoded.size == (24, 40)
     decoded.save(tmp_path / "decoded.png")
-    fields = scores(run_cli("compare", "rotated.png", "decoded.png", "--json", "--no-lpips"))
+    fields = scores(run_cli("compare", "rotated.png", "decoded.png", "--json", "--no-lpips", "--no-dists"))
     shown = np.asarray(ImageOps.exif_transpose(Image.open(tmp_path / "rotated.png")))
     assert fields["psnr"] == pytest.approx(psnr(shown, np.asarray(decoded)))
     assert fields["ms_ssim"] is None  # too small for MS-SSIM: null, not a number
@@ -67,7 +68,7 @@ def test_16_bit_original_is_compared_at_8_bits(run_cli, tmp_path):
     Image.fromarray(levels * 257).save(tmp_path / "deep.png")  # v * 257 / 65535 * 255 == v
     Image.fromarray(levels.astype(np.uint8)).save(tmp_path / "eight.png")
     assert Image.open(tmp_path / "deep.png").mode.startswith("I")
-    result = run_cli("compare", "deep.png", "eight.png", "--no-lpips")
+    result = run_cli("compare", "deep.png", "eight.png", "--no-lpips", "--no-dists")
     assert result.returncode == 0 and result.stdout.decode().splitlines()[0] == "PSNR inf dB"
     assert "more than 8 bits per sample" in result.stderr.decode()
 
@@ -75,7 +76,7 @@ def test_16_bit_original_is_compared_at_8_bits(run_cli, tmp_path):
 def test_crops_picture(run_cli, coded):
     folder, rgb = coded
     result = run_cli("compare", "original.png", "original.xsc", "--crops", "crops.png", "--crop-size", 64,
-                     "--crop-count", 2, "--no-lpips", cwd=folder)
+                     "--crop-count", 2, "--no-lpips", "--no-dists", cwd=folder)
     assert result.returncode == 0, result.stderr.decode()
     assert "wrote crops.png: 2 crops of 64x64" in result.stderr.decode()
     columns = 3 if "AVIF" in result.stderr.decode() else 2
@@ -87,7 +88,7 @@ def test_crops_picture(run_cli, coded):
     assert again.returncode == 1 and "exists" in again.stderr.decode()  # refused before any work
     decoded_png = folder / "decoded.png"
     api.decode((folder / "original.xsc").read_bytes()).save(decoded_png)
-    plain = run_cli("compare", "original.png", "decoded.png", "--crops", "other.png", "--no-lpips", cwd=folder)
+    plain = run_cli("compare", "original.png", "decoded.png", "--crops", "other.png", "--no-lpips", "--no-dists", cwd=folder)
     assert plain.returncode == 1 and "--crops needs the .xsc file" in plain.stderr.decode()
 
 

@@ -16,7 +16,7 @@ from xcodec.entropy import SYMBOL_LIMIT
 from xcodec.models import zoo
 from xcodec.models.codec import to_tensor
 from xcodec.models.exact import ACT_BITS, EXACT_LIMITS, WEIGHT_BITS, ExactConvNet, ExactError, to_fixed
-from xcodec.models.hyper import HyperpriorCodec, scales
+from xcodec.models.latent import HyperpriorCodec, scales
 
 from tests.conftest import make_photo
 

@@ -20,6 +20,11 @@ def seeds() -> list[bytes]:
     return fuzz.make_seeds()
 
 
+@pytest.fixture(scope="module")
+def parser_seeds(seeds) -> list[bytes]:
+    return seeds + fuzz.hostile_files(seeds[0])
+
+
 def fuzz_settings(examples: int) -> settings:
     """Reproducible (derandomized, no example database) and without hypothesis's time limit."""
     return settings(max_examples=examples, deadline=None, derandomize=True, database=None,
@@ -28,8 +33,8 @@ def fuzz_settings(examples: int) -> settings:
 
 @fuzz_settings(400)
 @given(rng=st.randoms(use_true_random=False))
-def test_parser_never_crashes(seeds, rng):
-    data = fuzz.mutate(rng.choice(seeds), rng.choice(seeds), rng)
+def test_parser_never_crashes(parser_seeds, rng):
+    data = fuzz.mutate(rng.choice(parser_seeds), rng.choice(parser_seeds), rng)
     assert not fuzz.outcome(data, decode=False).startswith("crash"), data.hex()
 
 

@@ -30,6 +30,10 @@ ENCODED = {  # (model, quality, tile): SHA-256 of the .xsc file of the 96x80 cro
     ("wavelet", 2.0, 64): "f4495b1adfd964415e01d919601a1cf3f26236edfa9ad1cd6fe38bf9b9603e10",
     ("wavelet", 7.5, 0): "8bb898aa401580b00c0a7e2d39a3740f03f0d84110dbdefbd332ac9319cef7ed",
 }
+FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0
+    (2.0, 64): "2ca7e56934d73ee92312c80c235646c94985088a0a936fb0086f8a34356102b1",
+    (7.5, 0): "8c02dc7b5421d60655e8726815caacc18e48bc234acdbab33e1eebc685071540",
+}
 DECODED = {  # committed version-2 files (the crop, quality 4, 2x2 tiles of 64): SHA-256 of the RGB pixels
     "version-2-hyperprior.xsc": "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c",
     "version-2-transformer.xsc": "d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee",
@@ -51,6 +55,13 @@ def test_encoded_bytes(model, quality, tile):
     assert hashlib.sha256(data).hexdigest() == ENCODED[model, quality, tile]
 
 
+@pytest.mark.parametrize("quality,tile", list(FIDELITY), ids=str)
+def test_realism_0_is_the_fidelity_output_of_before_the_perceptual_head(quality, tile):
+    data = api.encode(crop(), quality=quality, model="wavelet", tile=tile, device="cpu", strip=True)
+    assert pixels_sha256(api.decode(data, device="cpu")) == FIDELITY[quality, tile]
+    assert pixels_sha256(api.decode(data, device="cpu", realism=0.0)) == FIDELITY[quality, tile]
+
+
 @pytest.mark.parametrize("name", list(DECODED))
 def test_version_2_files_decode_to_the_same_pixels(name):
     data = (CORPUS / name).read_bytes()
@@ -62,24 +73,35 @@ DECODE_SCRIPT = """
 import hashlib, sys
 import numpy as np
 from xcodec import api
-for path in sys.argv[1:]:
-    print(hashlib.sha256(np.asarray(api.decode(open(path, "rb").read(), device="cpu")).tobytes()).hexdigest())
+for arg in sys.argv[1:]:
+    path, realism = arg.split("@")
+    for threads in (1, 3):
+        image = api.decode(open(path, "rb").read(), device="cpu", realism=float(realism), threads=threads)
+        print(hashlib.sha256(np.asarray(image).tobytes()).hexdigest())
 """
 
 
 def test_decoded_pixels_do_not_depend_on_the_thread_count(tmp_path):
     # Before the synthesis ran on one thread, this photo at quality 6 decoded to other pixels with
-    # OMP_NUM_THREADS=2 than with 1, for both models.
+    # OMP_NUM_THREADS=2 than with 1, for both models. The wavelet's perceptual head (realism 1) too.
+    # The API's threads (1 or 3 here) must not matter either: twice the photo's size has the
+    # post-filter in stripes, tiles of 256 in parallel.
     image = Image.open(SAMPLE).convert("RGB")
     paths = []
     for model in ("hyperprior", "transformer", "wavelet"):
         paths.append(tmp_path / f"{model}.xsc")
         paths[-1].write_bytes(api.encode(image, quality=6, model=model, device="cpu"))
+    for tile in (0, 256):
+        paths.append(tmp_path / f"wavelet-large-{tile}.xsc")
+        large = image.resize((image.width * 2, image.height * 2), Image.Resampling.BICUBIC)
+        paths[-1].write_bytes(api.encode(large, quality=6, tile=tile, device="cpu"))
     hashes = []
     for threads in ("1", "2"):
         env = {**os.environ, "OMP_NUM_THREADS": threads}
-        result = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, *map(str, paths)], env=env,
+        args = [f"{path}@0" for path in paths] + [f"{paths[2]}@1", f"{paths[3]}@1"]
+        result = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, *args], env=env,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         hashes.append(result.stdout.split())
     assert hashes[0] == hashes[1]
+    assert hashes[0][0::2] == hashes[0][1::2]

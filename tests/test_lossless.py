@@ -1,8 +1,9 @@
-"""Lossless and near-lossless coding: bit-exact round trips, the error bound, the version-5 header."""
+"""Lossless and near-lossless coding: bit-exact round trips, the error bound, the version-6 header."""
 
 from __future__ import annotations
 
 import io
+import json
 import struct
 
 import numpy as np
@@ -91,7 +92,7 @@ def exact_file(photo, **changes) -> bytes:
     return container.pack(bitstream)
 
 
-def test_version_5_header_round_trips_and_older_versions_are_unchanged(photo):
+def test_version_6_header_round_trips_and_older_versions_are_unchanged(photo):
     data = exact_file(photo)
     assert data[4] == container.EXACT_VERSION
     h = container.unpack(data).header
@@ -104,8 +105,11 @@ def test_version_5_header_round_trips_and_older_versions_are_unchanged(photo):
     ({"quality": 4.0}, "quality"),
     ({"max_error": 5}, "max error"),
     ({"bit_depth": 12}, "bits"),
+    ({"bit_depth": 16}, "16 bits only in grayscale"),
+    ({"model": "wavelet"}, "names model"),
+    ({"tile": 32}, "at least 64"),
 ])
-def test_parser_refuses_inconsistent_version_5_headers(photo, changes, message):
+def test_parser_refuses_inconsistent_version_6_headers(photo, changes, message):
     with pytest.raises(FormatError, match=message):
         container.unpack(exact_file(photo, **changes))
 
@@ -113,8 +117,22 @@ def test_parser_refuses_inconsistent_version_5_headers(photo, changes, message):
 def test_lossy_headers_still_refuse_sixteen_bits(photo):
     bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
     bitstream.header.max_error, bitstream.header.quality, bitstream.header.bit_depth = None, 4.0, 16
+    with pytest.raises(FormatError, match="lossless files only"):  # a lossy file never names the lossless coder
+        container.unpack(container.pack(bitstream))
+    bitstream.header.model = "hyperprior"
     with pytest.raises(FormatError, match="16 bits"):
         container.unpack(container.pack(bitstream))
+
+
+def test_a_lossless_file_has_no_realism_stream(photo):
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    bitstream.streams.append((StreamKind.REALISM, container.realism_stream(0.5)))
+    with pytest.raises(FormatError, match="REALISM stream"):
+        container.unpack(container.pack(bitstream))
+    with pytest.raises(InputError, match="realism"):
+        api.encode(photo(9, 7), lossless=True, realism=0.5)
+    with pytest.raises(InputError, match="realism"):
+        api.decode(api.encode(photo(9, 7), lossless=True), realism=0.5)
 
 
 def test_decoder_refuses_sixteen_bit_rgb_and_a_stream_with_data_left_over(photo):
@@ -186,8 +204,38 @@ def test_flat_image_keeps_a_positive_scale():
 def test_decoder_refuses_lossless_tiles_above_its_limit(photo):
     """The walk's memory grows with the tile: a file claiming a larger one is refused before it runs."""
     bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
-    bitstream.header.width = bitstream.header.height = api.EXACT_MAX_TILE + 1
+    bitstream.header.width = bitstream.header.height = container.EXACT_MAX_TILE + 1
     with pytest.raises(FormatError, match="lossless tiles"):
-        api.decode(container.pack(bitstream))
-    with pytest.raises(InputError, match="lossless tiles"):
-        api.encode(photo(api.EXACT_MAX_TILE + 1, 3), lossless=True, tile=0)
+        container.read_table(container.pack(bitstream))  # the header alone decides, before any table loads
+    with pytest.raises(InputError, match=f"tiles are limited to {container.EXACT_MAX_TILE}"):
+        api.encode(photo(container.EXACT_MAX_TILE + 1, 3), lossless=True, tile=0)
+
+
+def test_a_flat_image_is_coded_within_the_work_bound(monkeypatch):
+    """A near-flat image codes to fewer bytes than decoders accept for its pixels: the encoder
+    halves its tiles until the file passes the bound (here a stricter one, to keep the test small)."""
+    monkeypatch.setattr(container, "MAX_PIXELS_PER_BYTE", 256)
+    flat = Image.new("L", (256, 256), 7)
+    data, decoded = round_trip(flat, lossless=True)
+    table = container.read_table(data)
+    assert table.header.tile in (64, 128)
+    assert container.work_fits(table.header, sum(table.sizes(StreamKind.CODED)))
+    assert np.array_equal(samples(decoded), samples(flat))
+
+
+def test_lossless_batches_go_through_the_workers_and_the_header_checks(run_cli, photo, tmp_path):
+    (tmp_path / "in").mkdir()
+    images = [photo(40 + 10 * i, 30, seed=i) for i in range(3)]
+    for i, image in enumerate(images):
+        image.save(tmp_path / "in" / f"p{i}.png")
+    result = run_cli("encode", "in", "-d", "coded", "--lossless", "-j", "2")
+    assert result.returncode == 0, result.stderr
+    other = container.unpack((tmp_path / "coded" / "p0.xsc").read_bytes())
+    other.header.model_hash = bytes(8)  # made with other weights: refused before any table or model loads
+    (tmp_path / "coded" / "p0.xsc").write_bytes(container.pack(other))
+    result = run_cli("decode", "coded", "-d", "out", "-j", "2")
+    assert result.returncode == 1 and b"other weights" in result.stderr
+    for i in (1, 2):
+        assert np.array_equal(samples(Image.open(tmp_path / "out" / f"p{i}.png")), samples(images[i]))
+    fields = json.loads(run_cli("info", "coded/p1.xsc", "--json").stdout)
+    assert (fields["max_error"], fields["bit_depth"], fields["model"]) == (0, 8, tables.NAME)

@@ -47,7 +47,7 @@ def rgba(tmp_path):
 def test_exif_and_xmp_are_kept_and_written_into_outputs(run_cli, tagged, tmp_path):
     assert run_cli("encode", tagged, "-o", "tagged.xsc").returncode == 0
     data = (tmp_path / "tagged.xsc").read_bytes()
-    assert container.unpack(data).header.version == container.METADATA_VERSION
+    assert container.unpack(data).header.version == 4
     assert kinds(data) == ["EXIF", "XMP"]
     for suffix in (".png", ".jpg", ".webp", ".tif"):
         result = run_cli("decode", "tagged.xsc", "-o", f"out{suffix}")
@@ -102,7 +102,7 @@ def test_a_bad_alpha_stream_is_a_format_error(rgba):
 def test_version_3_files_may_not_hold_the_new_kinds():
     header = container.Header("hyperprior", bytes(8), 4.0, 8, 8)
     data = bytearray(container.pack(Bitstream(header, [(StreamKind.CODED, b"x"), (StreamKind.EXIF, b"e")])))
-    assert data[4] == container.METADATA_VERSION
+    assert data[4] == 4
     data[4] = container.VERSION
     data[-4:] = zlib.crc32(bytes(data[:-4])).to_bytes(4, "little")
     with pytest.raises(FormatError, match="EXIF stream"):
@@ -113,3 +113,48 @@ def _png(image: Image.Image) -> bytes:
     out = io.BytesIO()
     image.save(out, "PNG")
     return out.getvalue()
+
+
+@pytest.mark.parametrize("fmt", ["JPEG", "PNG"])
+def test_an_unreadable_exif_block_is_dropped_with_a_warning(run_cli, tmp_path, fmt):
+    """Issue 20, item 6: Pillow opens such files; the encoder crashed on them (SyntaxError from the plugin)."""
+    path = tmp_path / f"junk.{fmt.lower()}"
+    make_photo(40, 24, seed=12).save(path, fmt, exif=b"Exif\0\0this is not a TIFF structure")
+    result = run_cli("encode", path, "-o", "junk.xsc")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 0, lines
+    assert len(lines) == 2 and lines[0].startswith(f"warning: {path}: the EXIF block is not readable (not a TIFF file"), lines
+    assert kinds((tmp_path / "junk.xsc").read_bytes()) == []
+    with pytest.warns(UserWarning, match="EXIF block is not readable"):
+        Image.open(path).save(io.BytesIO(), format="XSC")  # the plugin too
+
+
+def test_metadata_an_output_cannot_hold_is_left_out_with_a_warning(run_cli, tmp_path):
+    """Issue 20, item 5: an honest PNG with a 70 KB XMP packet encoded, and decoding it to JPEG failed."""
+    xmp = XMP.replace(b"/>", b"/><!-- " + b"x" * 70_000 + b" -->")
+    make_photo(40, 24, seed=13).save(tmp_path / "big.png", pnginfo=_xmp_text(xmp))
+    assert run_cli("encode", "big.png").returncode == 0
+    assert kinds((tmp_path / "big.xsc").read_bytes()) == ["XMP"]
+    result = run_cli("decode", "big.xsc", "-o", "big.jpg")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 0, lines
+    assert lines[0] == (f"warning: big.xsc: JPEG holds an XMP block of at most 65,504 bytes, not {len(xmp):,}: written without "
+                        "it (write .png, .webp or .tif to keep it)"), lines
+    assert "xmp" not in Image.open(tmp_path / "big.jpg").info
+    assert run_cli("decode", "big.xsc", "-o", "big.webp").stderr.decode().count("warning") == 0
+
+
+def _xmp_text(xmp: bytes):
+    from PIL.PngImagePlugin import PngInfo
+
+    text = PngInfo()
+    text.add_itxt("XML:com.adobe.xmp", xmp.decode())
+    return text
+
+
+def test_an_output_without_metadata_says_what_it_leaves_out(run_cli, tagged, tmp_path):
+    assert run_cli("encode", tagged, "-o", "tagged.xsc").returncode == 0
+    result = run_cli("decode", "tagged.xsc", "-o", "out.bmp")
+    lines = result.stderr.decode().splitlines()
+    assert result.returncode == 0 and lines[0] == ("warning: tagged.xsc: BMP holds no EXIF or XMP: written without them "
+                                                   "(write .png, .jpg, .webp or .tif to keep them)"), lines

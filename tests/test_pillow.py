@@ -105,3 +105,53 @@ def test_encode_a_folder_skips_xsc_files_with_the_plugin_registered(run_cli, tmp
     result = run_cli("encode", folder, "--out-dir", tmp_path / "coded")
     assert result.returncode == 0, result.stderr
     assert sorted(p.name for p in (tmp_path / "coded").iterdir()) == ["a.xsc"]
+
+
+def test_register_xsc_opener_beside_the_import():
+    xcodec.pillow.register_xsc_opener()  # again: harmless
+    assert Image.registered_extensions()[".xsc"] == "XSC" and xcodec.pillow.MAX_PIXELS == xcodec.pillow.DEFAULT_MAX_PIXELS
+
+
+def test_xcodec_s_pixel_limit_applies_unless_the_app_raises_it():
+    """Issue 20, item 2: a 198 KB upload claiming 12288x14336 passed Pillow's 179-Mpixel limit and then
+    decoded for 11 minutes. Now Image.open refuses it, as Pillow refuses its own bombs."""
+    from tests.hostile import claim
+
+    seed = container.unpack(api.encode(make_photo(16, 16), quality=1))
+    bomb = claim(seed, 12288, 14336, 1024, bytes(1176))
+    with pytest.raises(Image.DecompressionBombError, match="register_xsc_opener"):
+        Image.open(io.BytesIO(bomb))
+    saved = Image.MAX_IMAGE_PIXELS
+    try:
+        xcodec.pillow.register_xsc_opener(max_pixels=12288 * 14336)
+        Image.MAX_IMAGE_PIXELS = None  # and Pillow's own, which would warn above 89 Mpixel
+        with Image.open(io.BytesIO(bomb)) as image:
+            assert image.size == (12288, 14336)  # opened; not loaded here
+    finally:
+        xcodec.pillow.register_xsc_opener()
+        Image.MAX_IMAGE_PIXELS = saved
+
+
+def test_save_keywords_replace_the_image_s_metadata(tmp_path):
+    """exif=, icc_profile= and xmp= as in Pillow's JPEG, PNG and WebP writers; the EXIF given is the one whose
+    orientation is applied."""
+    from PIL import ImageCms
+
+    image = make_photo(40, 24, seed=2)
+    image.info["icc_profile"] = b"the image's own profile, replaced below"
+    exif = Image.Exif()
+    exif[0x010F], exif[0x0112] = "Camera", 6  # make, orientation: displayed rotated
+    srgb = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    out = io.BytesIO()
+    image.save(out, format="XSC", exif=exif.tobytes(), icc_profile=srgb, xmp=b"<x:xmpmeta/>")
+    with Image.open(io.BytesIO(out.getvalue())) as decoded:
+        assert decoded.size == (24, 40)
+        assert decoded.getexif()[0x010F] == "Camera" and decoded.getexif()[0x0112] == 1
+        assert decoded.info["icc_profile"] == srgb and decoded.info["xmp"] == b"<x:xmpmeta/>"
+    out = io.BytesIO()
+    image.save(out, format="XSC", exif=exif)  # an Image.Exif, as Pillow takes it
+    assert container.unpack(out.getvalue()).stream(container.StreamKind.EXIF) is not None
+    out = io.BytesIO()
+    image.save(out, format="XSC", icc_profile=None)
+    assert container.unpack(out.getvalue()).stream(container.StreamKind.ICC) is None
+    assert image.size == (40, 24) and image.info["icc_profile"].startswith(b"the image's own")  # the caller's image as it was

@@ -33,3 +33,26 @@ def test_lightfield_command(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(sys, "argv", ["lightfield", str(tmp_path / "nothing-here"), str(tmp_path / "out")])
     with pytest.raises(SystemExit, match="error: "):
         lightfield.main()
+
+
+@pytest.mark.parametrize("arch", ["hyperprior", "wavelet"])
+def test_cost_measures_every_family(arch):
+    from xcodec.models import zoo
+    from xcodec.tools import cost
+
+    stage = zoo.ARCHITECTURES[arch].training_stages()[0]
+    config, size = ({"N": 16, "M": 24}, 128) if arch == "hyperprior" else (stage.config, 8)  # a stride's multiple
+    model = zoo.build(arch, config)
+    macs = cost.macs_per_pixel(model, size, size)
+    assert set(macs) == {"encoder", "decoder", "training forward"} and all(v > 0 for v in macs.values())
+    assert cost.step_seconds(model, stage, batch=2, crop=size // 2, steps=1) > 0
+
+
+def test_ceiling_names_the_parts_a_model_lacks(monkeypatch, capsys):
+    from xcodec.tools import ceiling
+
+    monkeypatch.setattr(sys, "argv", ["ceiling", "unused-folder", "--model", "wavelet"])
+    with pytest.raises(SystemExit) as exit:
+        ceiling.main()
+    assert exit.value.code == 2
+    assert "has no g_a, g_s, hyper" in capsys.readouterr().err

@@ -17,6 +17,7 @@ from torch import Tensor, nn
 from tests.conftest import make_photo
 from xcodec import api, container
 from xcodec.errors import FormatError
+from xcodec.models import manifest as manifests
 from xcodec.models import zoo
 from xcodec.models.codec import Codec, ste_round
 
@@ -73,8 +74,9 @@ def toy(tmp_path, monkeypatch):
     torch.save({"arch": "toy", "arch_config": {"max_levels": 64}, "model": ToyCodec().state_dict(), "step": 0,
                 "elapsed": 0.0}, checkpoint)
     manifest = zoo.export(checkpoint, "toy", {"note": "test"}, weights)
-    load = zoo.load
+    load, read = zoo.load, manifests.read_manifest
     monkeypatch.setattr(zoo, "load", lambda name: load(name, weights) if name == "toy" else load(name))
+    monkeypatch.setattr(manifests, "read_manifest", lambda name: read(name, weights) if name == "toy" else read(name))
     yield manifest
     load.cache_clear()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -17,7 +18,8 @@ import torch
 from tests.conftest import make_photo
 from xcodec.files import sha256
 from xcodec.models import zoo
-from xcodec.train.loop import TrainConfig, train
+from xcodec.train.config import TrainConfig
+from xcodec.train.loop import train
 
 TINY = {"N": 16, "M": 24}
 
@@ -31,7 +33,7 @@ def photos(tmp_path_factory) -> Path:
 
 
 def _config(photos: Path, run: Path, steps: int) -> TrainConfig:
-    return TrainConfig(data=photos, run_dir=run, arch="hyperprior", arch_config=TINY, batch_size=2, crop=64, max_steps=steps,
+    return TrainConfig(data=photos, run_dir=run, model="hyperprior", model_config=TINY, batch_size=2, crop=64, max_steps=steps,
                        warmup_steps=2, log_every=1, threads=1)
 
 
@@ -42,7 +44,22 @@ def test_resume_continues_exactly(photos, tmp_path):
     assert straight["step"] == resumed["step"] == 4
     for name, value in straight["model"].items():
         assert torch.equal(value, resumed["model"][name]), name
-    assert len((tmp_path / "b" / "log.csv").read_text().splitlines()) == 1 + 4
+    rows = (tmp_path / "b" / "log.csv").read_text().splitlines()
+    assert rows[0] == "step,minutes,lr,loss,bpp,psnr" and [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
+
+
+def test_resume_refuses_a_checkpoint_it_cannot_continue(photos, tmp_path):
+    from xcodec.errors import TrainingError
+
+    run = tmp_path / "run"
+    train(_config(photos, run, 1))
+    with pytest.raises(TrainingError, match="stage rd of hyperprior, not context of wavelet"):
+        train(dataclasses.replace(_config(photos, run, 2), model="wavelet", model_config={}), resume=True)
+    state = torch.load(run / "last.pt", weights_only=False)
+    del state["optimizers"]  # as the programs before the stages wrote them
+    torch.save(state, run / "last.pt")
+    with pytest.raises(TrainingError, match="older xcodec"):
+        train(_config(photos, run, 2), resume=True)
 
 
 def test_weights_saved_before_the_hyperprior_component_load():
@@ -76,7 +93,7 @@ def _cli(*args: str) -> list[str]:
 
 
 def _run_args(photos: Path, run: Path) -> list[str]:
-    return ["--data", str(photos), "--run-dir", str(run), "--arch", "hyperprior", "--arch-config", json.dumps(TINY),
+    return ["--data", str(photos), "--run-dir", str(run), "--model", "hyperprior", "--model-config", json.dumps(TINY),
             "--batch-size", "2", "--crop", "64", "--threads", "1"]
 
 
@@ -144,7 +161,7 @@ def test_a_single_process_run_resumed_on_two_ranks_draws_different_crops_on_each
 
 
 def test_learning_rate_warms_up_holds_then_decays_to_the_end_value(tmp_path):
-    from xcodec.train.loop import learning_rate
+    from xcodec.train.config import find_stage, learning_rate, settle
 
     cfg = TrainConfig(data=tmp_path, run_dir=tmp_path, lr=2e-4, warmup_steps=10, decay_start=100, lr_end=1e-5, max_steps=200)
     assert learning_rate(cfg, 0) == pytest.approx(2e-5)
@@ -154,6 +171,10 @@ def test_learning_rate_warms_up_holds_then_decays_to_the_end_value(tmp_path):
     rates = [learning_rate(cfg, s) for s in range(100, 201)]
     assert all(a >= b for a, b in zip(rates, rates[1:]))
     assert learning_rate(TrainConfig(data=tmp_path, run_dir=tmp_path, lr=1e-4, warmup_steps=1), 10**6) == 1e-4
+    # the wavelet stages' schedule: a cosine over the whole run, from the first step
+    wavelet = settle(TrainConfig(data=tmp_path, run_dir=tmp_path, model="wavelet"), find_stage("wavelet", None))
+    assert (wavelet.lr, wavelet.crop, wavelet.decay_start) == (1e-3, 256, 0)
+    assert learning_rate(wavelet, 0) == 1e-3 and learning_rate(wavelet, wavelet.max_steps) == pytest.approx(1e-5)
 
 
 def test_export_with_bench_records_measured_results(photos, tmp_path):
@@ -183,14 +204,15 @@ def test_a_run_from_shipped_weights_counts_their_training_too(photos, tmp_path):
 
 
 def test_ceiling_separates_the_transforms_loss_from_the_quantizations():
+    from xcodec.models.codec import to_tensor
     from xcodec.tools.ceiling import ceiling_psnr
     from xcodec.train.loop import validate
 
     model, _ = zoo.load("hyperprior")
-    rgb = np.asarray(make_photo(128, 128), dtype=np.uint8).copy()
-    coded = {q: psnr for q, _, psnr in validate(model, [rgb], "cpu")}
+    x = to_tensor(np.asarray(make_photo(128, 128), dtype=np.uint8))
+    coded = {row["quality"]: row["psnr"] for row in validate(model, model.training_stages()[0], [x])}
     model.eval()
-    top = {q: ceiling_psnr(model, rgb, q) for q in coded}
+    top = {q: ceiling_psnr(model, x, q) for q in coded}
     assert coded[1.0] < top[1.0] - 1  # coarse rounding at the lowest quality costs quality
     assert coded[1.0] < coded[8.0]
     assert abs(top[1.0] - top[8.0]) < 1  # unquantized, the gains cancel: the ceiling hardly moves
@@ -208,3 +230,47 @@ def test_a_niced_run_in_its_own_session_renices_only_that_session():
     in_ours = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert in_ours.stdout.strip() == before.strip()
     assert Path("/proc/self/autogroup").read_text() == before
+
+
+def test_a_stage_with_its_own_module_and_optimizer_resumes_exactly(photos, tmp_path, monkeypatch):
+    """A stage declared as data, as a GAN stage would be: an extra module (a critic) that only
+    training has, trained by a second objective; both checkpointed, and resuming is exact."""
+    from torch import nn
+
+    from xcodec.models.hyperprior import GainHyperprior
+    from xcodec.models.stages import Objective, Stage, parts, rate_distortion_loss
+
+    def critic_loss(batch):
+        with torch.no_grad():
+            x_hat = batch.model(batch.x, batch.quality)["x_hat"]
+        critic = batch.extras["critic"]
+        return critic(x_hat).mean() - critic(batch.x).mean() + batch.options["weight"] * critic[0].weight.square().sum(), {}
+
+    stage = Stage(name="toy", summary="a model and a critic", logged=("loss",), measures=("bpp", "psnr"),
+                  objectives=(Objective(parts("g_a", "g_s"), rate_distortion_loss),
+                              Objective(parts("extras.critic"), critic_loss, lr=1e-3, clip=None)),
+                  validate=lambda model, images, q: {"bpp": 0.0, "psnr": 0.0},
+                  extras=lambda: {"critic": nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 1, 3))},
+                  options={"weight": 0.1})
+    monkeypatch.setattr(GainHyperprior, "training_stages", classmethod(lambda cls: (stage,)))
+    straight = torch.load(train(_config(photos, tmp_path / "a", 3)), weights_only=False)
+    train(_config(photos, tmp_path / "b", 1))
+    resumed = torch.load(train(_config(photos, tmp_path / "b", 3), resume=True), weights_only=False)
+    for part in ("model", "extras"):
+        for name, value in straight[part].items():
+            assert torch.equal(value, resumed[part][name]), name
+    first = torch.load(train(_config(photos, tmp_path / "c", 1)), weights_only=False)
+    assert not torch.equal(first["extras"]["critic.0.weight"], straight["extras"]["critic.0.weight"])
+    assert torch.equal(first["model"]["h_a.0.weight"], straight["model"]["h_a.0.weight"])  # not a part that learns
+
+
+def test_train_help_lists_the_stages_the_models_declare():
+    from typer.testing import CliRunner
+
+    from xcodec.cli import app
+
+    result = CliRunner().invoke(app, ["train", "--help"], env={"COLUMNS": "200"})
+    assert result.exit_code == 0
+    for name, codec in zoo.ARCHITECTURES.items():
+        for stage in codec.training_stages():
+            assert f"--model {name} --stage {stage.name}" in result.output

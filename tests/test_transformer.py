@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from xcodec.entropy import GaussianReader, encode_gaussian
-from xcodec.models.hyper import scales
+from xcodec.models.latent import scales
 from xcodec.models.transformer import CrossScaleTransformer
 
 SMALL = dict(dims=(16, 24, 32), M=40, N=24, slices=5, window=2, heads=2, hyper_features=32, context_hidden=16)

@@ -18,12 +18,14 @@ from xcodec.entropy import SYMBOL_LIMIT, StreamWriter
 from xcodec.errors import FormatError, InputError
 from xcodec.models import zoo
 from xcodec.models.exact import ExactConvNet
-from xcodec.models.lifting import Wavelet2D, level_count
 from xcodec.models.postfilter import PostFilter
-from xcodec.models.wavelet import (
-    ACT_BITS, FINEST_LIMIT, MAGNITUDE_CAP, SCALES, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, WaveletCodec,
-    coded_bits, lg,
+from xcodec.models.wavelet import WaveletCodec
+from xcodec.models.wavelet.context import (
+    ACT_BITS, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, lg, passes,
 )
+from xcodec.models.wavelet.lifting import Wavelet2D, level_count
+from xcodec.models.wavelet.quantise import FINEST_LIMIT
+from xcodec.models.wavelet.rate import SCALES, coded_bits
 
 ODD_SIZES = [(1, 1), (2, 3), (7, 5), (1, 40), (33, 17), (61, 97)]
 
@@ -159,8 +161,8 @@ def test_shipped_networks_stay_in_the_exact_range():
     worst = torch.full((1, SUPPORT, 3, 3), float(lg(torch.tensor(MAGNITUDE_CAP))) * 2**ACT_BITS)
     for net in model.context.exact.values():
         features = net.support(worst) + net.anchors(worst[:, :1])
-        for head in (0, 1):
-            net.index(features, head, torch.ones(3, 3, dtype=torch.bool))
+        for step, (_, order) in enumerate(passes(3, 3)):
+            net.index(features, step, order)
 
 
 @shipped

@@ -1,7 +1,8 @@
-"""Staged training of the wavelet model (``xcodec.train.wavelet``): runs, resumes, exports."""
+"""Staged training of the wavelet model (``xcodec train --model wavelet --stage ...``): runs, resumes, exports."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,12 +11,13 @@ import pytest
 import torch
 
 from tests.conftest import REPO_ROOT, make_photo
+from xcodec.errors import ModelError
 from xcodec.models import zoo
 
 
 def run(*args: str, weights=None) -> None:
     env = {**os.environ, "XCODEC_WEIGHTS": str(weights)} if weights else None
-    subprocess.run([sys.executable, "-m", "xcodec.train.wavelet", *args], cwd=REPO_ROOT, check=True,
+    subprocess.run([sys.executable, "-m", "xcodec.cli", "train", "--model", "wavelet", *args], cwd=REPO_ROOT, check=True,
                    capture_output=True, timeout=300, env=env)
 
 
@@ -33,7 +35,7 @@ def test_context_training_resumes_and_exports(tmp_path):
     state = torch.load(tmp_path / "run" / "last.pt", weights_only=False)
     assert (first["step"], state["step"]) == (2, 3)
     rows = (tmp_path / "run" / "log.csv").read_text().splitlines()
-    assert [row.split(",")[0] for row in rows] == ["1", "2", "3"]
+    assert rows[0] == "step,minutes,lr,bpp" and [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3"]
     # only the context networks learn in stage (i): the transform stays CDF 9/7
     assert torch.equal(state["model"]["log_steps"], first["model"]["log_steps"])
     assert not all(torch.equal(state["model"][k], first["model"][k]) for k in state["model"] if k.startswith("context."))
@@ -61,7 +63,7 @@ def test_postfilter_then_joint_stage(tmp_path):
     base = zoo.load_training_weights("wavelet", weights)
 
     run(*common, "--run-dir", str(tmp_path / "ii"), "--stage", "postfilter", "--init", "wavelet",
-        "--postfilter", "8", "--max-steps", "2", weights=weights)
+        "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "2", weights=weights)
     state = torch.load(tmp_path / "ii" / "last.pt", weights_only=False)
     assert state["arch_config"]["postfilter"] == 8
     assert all(torch.equal(state["model"][k], v) for k, v in base.items())
@@ -69,7 +71,7 @@ def test_postfilter_then_joint_stage(tmp_path):
     zoo.export(tmp_path / "ii" / "last.pt", "wavelet", {}, weights)
 
     run(*common, "--run-dir", str(tmp_path / "iii"), "--stage", "joint", "--init", "wavelet",
-        "--lifting-hidden", "0", "--max-steps", "2", weights=weights)
+        "--model-config", json.dumps({"lifting_hidden": 0}), "--max-steps", "2", weights=weights)
     joint = torch.load(tmp_path / "iii" / "last.pt", weights_only=False)
     for key in ("log_steps", "recon", "postfilter.tail.weight"):
         assert not torch.equal(joint["model"][key], state["model"][key]), key
@@ -80,3 +82,44 @@ def test_postfilter_then_joint_stage(tmp_path):
     with torch.inference_mode():
         decoded = model.decompress(model.compress(x, 3.0), 20, 30, 3.0, torch.device("cpu"))
         assert not torch.equal(model.postprocess(decoded, 3.0), decoded)
+
+
+@pytest.mark.slow
+def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
+    """Stage perceptual trains only the perceptual head; exported as a head, it leaves the model's
+    tensors file, and so the files made with it, as they were; a head of another codec is refused."""
+    data = tmp_path / "photos"
+    data.mkdir()
+    for seed in range(3):
+        make_photo(96, 80, seed=seed).save(data / f"{seed}.png")
+    weights = tmp_path / "weights"
+    common = ["--data", str(data), "--crop", "64", "--batch-size", "2", "--log-every", "1"]
+    run(*common, "--run-dir", str(tmp_path / "i"), "--max-steps", "1")
+    zoo.export(tmp_path / "i" / "last.pt", "wavelet", {}, weights)
+    run(*common, "--run-dir", str(tmp_path / "ii"), "--stage", "postfilter", "--init", "wavelet",
+        "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", weights=weights)
+    before = zoo.export(tmp_path / "ii" / "last.pt", "wavelet", {}, weights)
+    base = zoo.load_training_weights("wavelet", weights)
+
+    run(*common, "--run-dir", str(tmp_path / "p"), "--stage", "perceptual", "--init", "wavelet",
+        "--model-config", json.dumps({"perceptual": 8}), "--max-steps", "2", weights=weights)
+    state = torch.load(tmp_path / "p" / "last.pt", weights_only=False)
+    assert all(torch.equal(state["model"][k], v) for k, v in base.items())
+    assert bool(state["model"]["perceptual.tail.weight"].any())  # it left the identity
+
+    tensors = (weights / "wavelet.safetensors").read_bytes()
+    manifest = zoo.export_head(tmp_path / "p" / "last.pt", "wavelet", "perceptual", {}, weights)
+    assert (weights / "wavelet.safetensors").read_bytes() == tensors
+    assert manifest.model_hash == before.model_hash
+    assert manifest.heads["perceptual"]["width"] == 8 and manifest.heads["perceptual"]["info"]["steps"] == 2
+    model, _ = zoo.load("wavelet", weights)
+    assert model.realistic
+    x = torch.rand(1, 3, 20, 30)
+    with torch.inference_mode():
+        decoded = model.decompress(model.compress(x, 2.0), 20, 30, 2.0, torch.device("cpu"))
+        assert not torch.equal(model.postprocess(decoded, 2.0, 1.0, seed=1), model.postprocess(decoded, 2.0))
+
+    run(*common, "--run-dir", str(tmp_path / "ii2"), "--stage", "postfilter", "--init", "wavelet",
+        "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", "--seed", "5", weights=weights)  # another post-filter
+    with pytest.raises(ModelError, match="not trained on the shipped"):
+        zoo.export_head(tmp_path / "ii2" / "last.pt", "wavelet", "perceptual", {}, weights)

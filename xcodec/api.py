@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -17,21 +17,22 @@ from PIL import Image
 
 from . import container
 from .container import Bitstream, Header, StreamKind
-from .errors import FormatError, InputError, ModelError
+from .cores import usable_cores
+from .errors import InputError
 from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
 from .lossless import tables
 from .lossless.codec import decode_tile, encode_tile
+from .models.manifest import Layout, check_effort, check_header
+from .models.threads import map_ordered, threads as thread_budget
 
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels  # torch-free, for the command line
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels, check_realism  # torch-free, for the command line
+from .models.perceptual import noise_seed
 
 
 TileCallback = Callable[[int, int], None]  # (tiles done, tiles in all)
-# The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048), so
-# its tiles are limited to the default tile size, on both sides.
-EXACT_MAX_TILE = DEFAULT_TILE
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -47,38 +48,73 @@ def resolve_device(device: str = "auto") -> torch.device:
 def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
-           strip: bool = False, lossless: bool = False, max_error: int | None = None) -> bytes:
+           strip: bool = False, realism: float | None = None, threads: int | None = None,
+           metadata: dict[str, bytes | None] | None = None, lossless: bool = False,
+           max_error: int | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
     depends on the tile size, not on the image size: only the 8-bit image is held whole.
     ``effort`` is one of the model's encoder levels (None: its default). ``on_tile(done, total)``
     is called after each tile (progress). Transparency is kept as a lossless alpha stream unless
-    ``drop_alpha``; EXIF and XMP as streams unless ``strip``.
+    ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``metadata`` (``icc_profile``, ``exif``,
+    ``xmp``) replaces the image's own (``image.prepare``). ``realism`` is stored as the realism the
+    decoder uses when its caller gives none (models with a perceptual head only).
+    ``threads``: how many threads code tiles at once (None: the cores this process may use,
+    ``cores.usable_cores``); every torch kernel runs on one thread (``models.threads``), and the
+    file does not depend on the count.
 
     ``lossless`` codes every sample exactly (8-bit, or 16-bit grayscale), ``max_error`` (1..4) every
-    sample within +-max_error, both with the ``lossless`` coder (``quality``, ``model`` and
-    ``effort`` do not apply).
+    sample within +-max_error, both with the ``lossless`` coder (``quality``, ``model``, ``effort``
+    and ``realism`` do not apply).
     """
     if lossless or max_error is not None:
         if lossless and max_error:
             raise InputError("lossless means max_error 0; give one or the other")
-        source = prepare(image, drop_alpha=drop_alpha, strip=strip, keep_depth=True)
-        return _encode_exact(source, max_error or 0, max_pixels, tile, on_tile)
-    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
-    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile)(quality)
+        if realism is not None:
+            raise InputError("a lossless or near-lossless file has no realism")
+        source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata, keep_depth=True)
+        return _encode_exact(source, max_error or 0, max_pixels, tile, on_tile, threads)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
+    return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
+                    threads=threads)(quality)
 
 
-def _metadata(source: SourceImage) -> list[tuple[StreamKind, bytes]]:
+def thread_count(threads: int | None) -> int:
+    """The API's ``threads`` argument checked, None standing for the usable cores."""
+    if threads is None:
+        return usable_cores()
+    if threads < 1:
+        raise InputError(f"the thread count must be at least 1, got {threads}")
+    return threads
+
+
+def _metadata(source: SourceImage, realism: float | None = None) -> list[tuple[StreamKind, bytes]]:
     """The metadata streams of a source (the alpha plane coded once, whatever the quality)."""
     alpha = None if source.alpha is None else encode_alpha(source.alpha)
     streams = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
-               (StreamKind.ALPHA, alpha)]
+               (StreamKind.ALPHA, alpha), (StreamKind.REALISM, None if realism is None else container.realism_stream(realism))]
     return [(kind, data) for kind, data in streams if data]
 
 
+def _tile(tile: int, height: int, width: int, stride: int, limit: int) -> int:
+    """The tile side of a file whose padded image is ``height`` x ``width`` (0: one tile), refusing a
+    ``tile`` that is not a multiple of ``stride`` or gives tiles decoders refuse (below ``MIN_TILE``,
+    above ``limit``)."""
+    if tile < 0 or tile % stride:
+        raise InputError(f"the tile size must be 0 (one tile) or a positive multiple of {stride}, got {tile}")
+    if tile >= max(height, width):
+        tile = 0  # one tile: a single representation for it
+    if 0 < tile < container.MIN_TILE:
+        raise InputError(f"tiles are at least {container.MIN_TILE} pixels a side (decoders refuse smaller ones), got {tile}")
+    if (tile or max(height, width)) > limit:
+        raise InputError(f"tiles are limited to {limit} pixels a side (decoders refuse larger ones); "
+                         f"code this image in tiles (--tile {DEFAULT_TILE})")
+    return tile
+
+
 def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: int,
-                  on_tile: TileCallback | None) -> bytes:
+                  on_tile: TileCallback | None, threads: int | None) -> bytes:
     """A lossless (``max_error`` 0) or near-lossless file: planes G, R, B (or gray) in tiles."""
     if not 0 <= max_error <= container.MAX_ERROR:
         raise InputError(f"max_error must be between 0 and {container.MAX_ERROR}, got {max_error}")
@@ -89,68 +125,78 @@ def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: in
         samples, depth = planes.transpose(2, 0, 1).astype(np.int64), 8
     height, width = samples.shape[1:]
     check_pixels(width, height, max_pixels)
-    if tile < 0:
-        raise InputError(f"the tile size must be 0 (one tile) or positive, got {tile}")
+    tile = _tile(tile, height, width, 1, container.EXACT_MAX_TILE)
     scales, manifest = tables.load()
-    header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth,
-                    tile=0 if tile >= max(height, width) else tile, max_error=max_error)
-    if max(header.tile_size) > EXACT_MAX_TILE:
-        raise InputError(f"lossless tiles are limited to {EXACT_MAX_TILE} pixels a side (decoders refuse larger ones); "
-                         f"code this image in tiles (--tile {DEFAULT_TILE})")
-    streams = []
-    for done, (top, left, rows, cols) in enumerate(header.tile_boxes(), 1):
-        payload = encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, scales)
-        streams.append((StreamKind.CODED, payload))
-        if on_tile:
-            on_tile(done, header.tiles)
+    count = thread_count(threads)
+
+    def code(box: tuple[int, int, int, int]) -> bytes:
+        top, left, rows, cols = box
+        return encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, scales)
+
+    while True:
+        header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth, tile=tile,
+                        max_error=max_error)
+        payloads = []
+        with thread_budget(count):
+            for done, payload in enumerate(map_ordered(code, list(header.tile_boxes())), 1):
+                payloads.append(payload)
+                if on_tile:
+                    on_tile(done, header.tiles)
+        side = tile or max(height, width)
+        if container.work_fits(header, sum(map(len, payloads))) or side <= container.MIN_TILE:
+            break
+        # A near-flat image codes to fewer bytes than decoders accept for its pixels (the work
+        # bound); halved tiles each carry their own predictor coefficients, which brings it in.
+        tile = max(side // 2, container.MIN_TILE)
+    streams = [(StreamKind.CODED, payload) for payload in payloads]
     return container.pack(Bitstream(header, streams + _metadata(source)))
 
 
 def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
-             effort: int | None, keep: bool, on_tile: TileCallback | None = None) -> Callable[[float], bytes]:
+             effort: int | None, keep: bool, on_tile: TileCallback | None = None,
+             realism: float | None = None, threads: int | None = None) -> Callable[[float], bytes]:
     """Check ``source`` once; return a function from quality to the bytes of its file.
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
-    coding at several qualities); without, tiles are cut and analysed per call, one at a time.
+    coding at several qualities); without, tiles are cut and analysed per call. Tiles are coded
+    by ``threads`` threads, at most two per thread in flight.
     """
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
     net, manifest = zoo.load(model)
     dev = resolve_device(device)
     stride = net.stride
-    if tile < 0 or tile % stride:
-        raise InputError(f"the tile size must be 0 (one tile) or a positive multiple of {stride}, got {tile}")
     pad_bottom, pad_right = -height % stride, -width % stride
-    if tile >= max(height + pad_bottom, width + pad_right):
-        tile = 0  # one tile: a single representation for it
+    tile = _tile(tile, height + pad_bottom, width + pad_right, stride, container.MAX_TILE)
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
                     pad_right, tile, net.streams_per_tile)
-    if max(header.tile_size) > container.MAX_TILE:
-        raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
-                         f"code this image in tiles (--tile {DEFAULT_TILE})")
-    if effort is None:
-        effort = net.default_effort
-    if not 0 <= effort < net.efforts:
-        raise InputError(f"model {model!r} has effort levels 0..{net.efforts - 1}, not {effort}")
+    effort = check_effort(model, Layout.of(net), effort)
+    if realism is not None:
+        check_model_realism(net, model, check_realism(realism))
     net = net.to(dev)
-    metadata = _metadata(source)
+    count = thread_count(threads)
+    boxes = list(header.tile_boxes())
+    metadata = _metadata(source, realism)
 
-    def compressors() -> Iterator[Callable[[float], list[bytes]]]:
-        for top, left, tile_height, tile_width in header.tile_boxes():
-            pixels = source.rgb[top : top + tile_height, left : left + tile_width]
-            yield net.compressor(to_tensor(pixels, stride).to(dev), effort)
+    def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
+        top, left, tile_height, tile_width = box
+        pixels = source.rgb[top : top + tile_height, left : left + tile_width]
+        return net.compressor(to_tensor(pixels, stride).to(dev), effort)
 
-    with torch.inference_mode():
-        kept = list(compressors()) if keep else None
+    with torch.inference_mode(), thread_budget(count):
+        kept = list(map_ordered(analyse, boxes)) if keep else None
 
     def encode_at(quality: float) -> bytes:
         if not MIN_QUALITY <= quality <= MAX_QUALITY:
             raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
         quality = container.quantize_quality(quality)
         streams = []
-        with torch.inference_mode():
-            for done, compress in enumerate(kept if keep else compressors(), 1):
-                payloads = compress(quality)
+
+        def code(item) -> list[bytes]:
+            return (item if keep else analyse(item))(quality)
+
+        with torch.inference_mode(), thread_budget(count):
+            for done, payloads in enumerate(map_ordered(code, kept if keep else boxes), 1):
                 if len(payloads) != net.streams_per_tile:
                     raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
@@ -161,88 +207,104 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     return encode_at
 
 
+def check_model_realism(net, model: str, realism: float) -> None:
+    if realism > 0 and not net.realistic:
+        raise InputError(f"model {model!r} has no perceptual decoder: realism must be 0, got {realism}")
+
+
 def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXELS,
-           on_tile: TileCallback | None = None, postfilter: bool = True) -> Image.Image:
+           on_tile: TileCallback | None = None, postfilter: bool = True, realism: float | None = None,
+           threads: int | None = None) -> Image.Image:
     """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
 
-    Tiles are decoded one at a time into the 8-bit output, so memory depends on the tile size.
+    Tiles are decoded into the 8-bit output by ``threads`` threads (None: the cores this process
+    may use), at most two per thread at a time, so memory depends on the tile size; a single tile
+    uses them for its post-filter's stripes. The pixels do not depend on the count.
     ``on_tile(done, total)`` is called after each tile (progress). ``postfilter=False`` skips the
     model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
-    depends on.
+    depends on. ``realism`` in [0, 1] goes from that fidelity output (0) to the perceptual
+    decoder's (1), for models with a perceptual head; None takes the file's suggestion, else 0.
+    Its noise is seeded by each tile's bytes: a file and a realism always give the same pixels.
     """
-    bitstream = container.unpack(data)
-    h = bitstream.header
+    table = container.read_table(data)
+    h = table.header
     check_pixels(h.width, h.height, max_pixels)
     if h.max_error is not None:
-        return _decode_exact(bitstream, on_tile)
+        if realism:
+            raise InputError("a lossless or near-lossless file has no perceptual decoder: realism must be 0")
+        return _decode_exact(table, on_tile, threads)
+    if realism is None:  # the file's suggestion applies to the post-filtered output only
+        realism = (container.realism_hint(table) or 0.0) if postfilter else 0.0
+    check_realism(realism)
+    if realism > 0 and not postfilter:
+        raise InputError("a realism above 0 needs the post-filter (it adds detail to the post-filtered image)")
     net, manifest = zoo.load(h.model)
-    if manifest.model_hash != h.model_hash:
-        raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
-    if h.streams_per_tile != net.streams_per_tile:
-        raise FormatError(f"invalid .xsc header ({h.streams_per_tile} streams per tile; model {h.model!r} codes {net.streams_per_tile})")
-    stride = net.stride
-    if (h.pad_bottom, h.pad_right) != (-h.height % stride, -h.width % stride):
-        raise FormatError("invalid .xsc header (padding does not match the image size and model)")
-    if h.tile % stride:
-        raise FormatError(f"invalid .xsc header (tile size {h.tile} is not a multiple of the model's stride {stride})")
+    check_header(h, manifest, Layout.of(net))
+    check_model_realism(net, h.model, realism)
+    bitstream = table.bitstream()  # the payloads, once the header is known to be the model's
     dev = resolve_device(device)
+    count = thread_count(threads)
+    alpha = bitstream.stream(StreamKind.ALPHA)
+    alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
     rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
-    with torch.inference_mode():
-        net = net.to(dev)
-        boxes = zip(h.tile_boxes(), container.tile_streams(bitstream))
-        for done, ((top, left, tile_height, tile_width), payloads) in enumerate(boxes, 1):
-            try:
-                x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
-                if postfilter:
-                    x_hat = net.postprocess(x_hat, h.quality)
-            except ExactError:
-                raise FormatError("corrupted .xsc file (side information out of range)") from None
-            rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
-            pixels = x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0)
-            rgb[top : top + rows, left : left + cols] = pixels.cpu().numpy()
+    net = net.to(dev)
+
+    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
+        (top, left, tile_height, tile_width), payloads = item
+        try:
+            x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
+            if postfilter:
+                x_hat = net.postprocess(x_hat, h.quality, realism, noise_seed(payloads))
+        except ExactError:
+            raise FormatError("corrupted .xsc file (side information out of range)") from None
+        rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
+        return x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+
+    items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
+    with torch.inference_mode(), thread_budget(count):
+        for done, (((top, left, _, _), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
+            rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
-    return _image(rgb, bitstream)
+    return _image(rgb, bitstream, alpha)
 
 
-def _image(samples: np.ndarray, bitstream: Bitstream) -> Image.Image:
+def _image(samples: np.ndarray, bitstream: Bitstream, alpha: np.ndarray | None) -> Image.Image:
     """The decoded image of (H, W, 3) 8-bit samples (or (H, W) 16-bit gray) with the file's metadata."""
-    h = bitstream.header
-    alpha = bitstream.stream(StreamKind.ALPHA)
     icc, exif, xmp = (bitstream.stream(kind) for kind in (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP))
-    if h.bit_depth == 16:
+    if bitstream.header.bit_depth == 16:
         image = Image.fromarray(samples.astype(np.uint16))  # mode I;16
         image.info.update({key: value for key, value in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)) if value})
         return image
-    return to_pil(samples, h.channels, icc, exif, xmp, None if alpha is None else decode_alpha(alpha, h.width, h.height))
+    return to_pil(samples, bitstream.header.channels, icc, exif, xmp, alpha)
 
 
-def _decode_exact(bitstream: Bitstream, on_tile: TileCallback | None) -> Image.Image:
+def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads: int | None) -> Image.Image:
     """Decode a lossless or near-lossless file (its header already checked by the container)."""
-    h = bitstream.header
+    h = table.header
     scales, manifest = tables.load()
-    if h.model != tables.NAME:
-        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {tables.NAME!r})")
-    if manifest.model_hash != h.model_hash:
-        raise ModelError(f"the file was made with other weights for model {h.model!r} than the installed ones")
-    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
-        raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
-                          "only in grayscale)")
-    if max(h.tile_size) > EXACT_MAX_TILE:
-        raise FormatError(f"the .xsc file has lossless tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec "
-                          f"decodes lossless tiles of at most {EXACT_MAX_TILE} pixels a side")
+    check_header(h, manifest, None)
+    bitstream = table.bitstream()
+    count = thread_count(threads)
+    alpha = bitstream.stream(StreamKind.ALPHA)
+    alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)
     planes = 1 if h.channels == 1 else 3
     samples = np.empty((planes, h.height, h.width), dtype=np.uint16)
-    boxes = zip(h.tile_boxes(), container.tile_streams(bitstream))
-    for done, ((top, left, rows, cols), (payload,)) in enumerate(boxes, 1):
-        samples[:, top : top + rows, left : left + cols] = decode_tile(payload, planes, rows, cols, h.bit_depth,
-                                                                        h.max_error, scales)
-        if on_tile:
-            on_tile(done, h.tiles)
+    items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
+
+    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
+        (_, _, rows, cols), (payload,) = item
+        return decode_tile(payload, planes, rows, cols, h.bit_depth, h.max_error, scales)
+
+    with thread_budget(count):
+        for done, (((top, left, rows, cols), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
+            samples[:, top : top + rows, left : left + cols] = pixels
+            if on_tile:
+                on_tile(done, h.tiles)
     if h.bit_depth == 16:
-        return _image(samples[0], bitstream)
+        return _image(samples[0], bitstream, alpha)
     rgb = samples[[0, 0, 0] if planes == 1 else [1, 0, 2]].transpose(1, 2, 0).astype(np.uint8)
-    return _image(rgb, bitstream)
+    return _image(rgb, bitstream, alpha)
 
 
 @dataclass
@@ -258,21 +320,22 @@ class FileInfo:
 
 def info(data: bytes) -> FileInfo:
     """Header fields and stream sizes of an ``.xsc`` file (no decoding)."""
-    bitstream = container.unpack(data)
-    return FileInfo(bitstream.header, [(kind, len(payload)) for kind, payload in bitstream.streams], len(data))
+    table = container.read_table(data)
+    return FileInfo(table.header, [(StreamKind(kind), length) for kind, length in zip(table.kinds, table.lengths)], len(data))
 
 
 def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL, device: str = "auto",
                   drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS, tile: int = DEFAULT_TILE,
-                  effort: int | None = None, strip: bool = False) -> bytes:
+                  effort: int | None = None, strip: bool = False, realism: float | None = None,
+                  threads: int | None = None, metadata: dict[str, bytes | None] | None = None) -> bytes:
     """Encode at the highest quality whose file stays within ``bpp`` (bisection on quality).
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
     transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
     """
-    source = prepare(image, drop_alpha=drop_alpha, strip=strip)
-    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True)
+    source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
+    encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism, threads=threads)
     pixels = image.width * image.height
     low, high = MIN_QUALITY, MAX_QUALITY
     best = encode_at(low)

@@ -10,13 +10,14 @@ outputs, headers and sizes answer without it.
 
 from __future__ import annotations
 
+import heapq
 import json
 import math
 import sys
 import time
 import warnings
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Optional
@@ -26,11 +27,14 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from . import __version__, container
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_pixels
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
+                       check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
+from .models.manifest import check_file, find_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -76,12 +80,23 @@ def check_tile(value: int) -> int:
     return value
 
 
+def check_realism_option(value: Optional[float]) -> Optional[float]:
+    if value is not None:
+        try:
+            check_realism(value)
+        except InputError as exc:
+            raise typer.BadParameter(str(exc)) from None
+    return value
+
+
 DeviceOpt = Annotated[str, typer.Option("--device", callback=check_device, help="auto (GPU when there is one), cpu or cuda.")]
 ForceOpt = Annotated[bool, typer.Option("--force", "-f", help="Overwrite an existing output file.")]
 MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse images with more pixels than this.")]
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print errors only.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the model, tiles, stream sizes and times of each file.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Take the files of folders' subfolders too (mirrored under --out-dir).")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files, each loading the model once (default: the cores this process may use).")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per process for the tiles of a large image and the post-filter's stripes (default: the usable cores, shared among --jobs). The output does not depend on it.")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
 
@@ -267,12 +282,122 @@ def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
     ]
 
 
-def run_jobs(jobs: list[Job], work: Callable[[Job, TileCallback], Done], force: bool, level: int = NORMAL) -> None:
+@dataclass
+class Outcome:
+    """What became of a job: its ``Done`` (the output already written) or its error, and warnings."""
+
+    done: Optional[Done] = None
+    error: Optional[str] = None
+    seconds: float = 0.0  # the job's time, less the model's loading
+    warnings: list[str] = field(default_factory=list)
+
+
+def attempt(work: Callable[[Job, Optional[TileCallback]], Done], job: Job, inputs: frozenset[Path], force: bool,
+            batch: bool, on_tile: Optional[TileCallback] = None) -> Outcome:
+    """Check the target, do the work and write the output, here or in a worker process.
+
+    An ``XcodecError`` becomes the outcome's error; so does any other exception in a batch (a bug
+    must not stop a batch of a million files), which a single job raises as it is.
+    """
+    outcome = Outcome()
+    start = time.perf_counter()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            check_target(job.target, inputs, force)  # before the work, not only at the end of it
+            done = work(job, on_tile)
+            write_output(done.data, job.target, force, inputs)
+            outcome.done, done.data = done, b""  # written: a worker need not send it back
+            outcome.seconds = time.perf_counter() - start - done.setup
+        except XcodecError as exc:
+            outcome.error = str(exc)
+        except Exception as exc:
+            if not batch:
+                raise
+            outcome.error = f"unexpected {type(exc).__name__}: {exc} (a bug in xcodec; please report it)"
+        finally:
+            outcome.warnings = [str(warning.message) for warning in caught]
+    return outcome
+
+
+def init_worker(threads: int) -> None:
+    """A batch worker: ``threads`` torch threads; Ctrl-C is the parent's to handle (``attempt_in_worker``)."""
+    import signal
+
+    from .cores import limit_threads
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    limit_threads(threads)
+
+
+def attempt_in_worker(*args) -> Outcome:
+    """``attempt`` in a worker process, interruptible (the parent forwards Ctrl-C) only while it works,
+    so that an interrupted write removes its temporary file and an idle worker ignores the signal."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        return attempt(*args)
+    finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def outcomes_in_workers(jobs: list[Job], work: Callable, inputs: frozenset[Path], force: bool, workers: int,
+                        threads: Optional[int]) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in their order, computed by ``workers`` processes (each loads the
+    model once, on its first job); Ctrl-C stops them all and leaves no partial output."""
+    import multiprocessing
+    import os
+    import signal
+    from concurrent.futures import ProcessPoolExecutor
+
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork of a torch process
+    if "forkserver" in methods:
+        ctx.set_forkserver_preload(["xcodec.api"])  # torch imported once, in the server that forks the workers
+    pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads or 1,))
+    try:
+        futures = [pool.submit(attempt_in_worker, work, job, inputs, force, True) for job in jobs]
+        for future in futures:
+            try:
+                yield future.result()
+            except Exception as exc:  # a worker that died (killed, out of memory): its job failed
+                yield Outcome(error=f"the worker process failed ({type(exc).__name__}: {exc})")
+    except BaseException:
+        for pid in list(getattr(pool, "_processes", None) or {}):  # the live workers
+            with suppress(OSError):
+                os.kill(pid, signal.SIGINT)
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown()
+
+
+def batch_outcomes(jobs: list[Job], work: Callable, inputs: frozenset[Path], force: bool, workers: int,
+                   threads: Optional[int]) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in their order: the refusals that ``work.precheck`` makes from a
+    file alone come from this process, without torch; the other jobs go to ``workers`` processes,
+    which start only if some job is left for them."""
+    early: dict[int, Outcome] = {}
+    precheck = getattr(work, "precheck", None)
+    for i, job in enumerate(jobs if precheck else ()):
+        try:
+            precheck(job)
+        except XcodecError as exc:
+            early[i] = Outcome(error=str(exc))
+    rest = [job for i, job in enumerate(jobs) if i not in early]
+    late = outcomes_in_workers(rest, work, inputs, force, workers, threads) if rest else iter(())
+    for i in range(len(jobs)):
+        yield early[i] if i in early else next(late)
+
+
+def run_jobs(jobs: list[Job], work: Callable[[Job, Optional[TileCallback]], Done], force: bool, level: int = NORMAL,
+             workers: int = 1, threads: Optional[int] = None) -> None:
     """Run ``work`` on each job and write its output; in a batch, report failures and go on.
 
     One input fails as before: a one-line error, exit 1. Several inputs: one line per file (done
-    or failed), a summary, and exit 1 at the end if any failed. On a terminal, progress bars show
-    the files of a batch and the tiles of a large image.
+    or failed) in the inputs' order, a summary, and exit 1 at the end if any failed; ``workers``
+    processes (``threads`` torch threads each) work on them at once. On a terminal, progress bars
+    show the files of a batch and, in this process, the tiles of a large image.
     """
     batch = len(jobs) > 1
     inputs = frozenset(Path(job.source).resolve() for job in jobs if job.source != "-")
@@ -285,33 +410,125 @@ def run_jobs(jobs: list[Job], work: Callable[[Job, TileCallback], Done], force: 
         def on_tile(done: int, total: int) -> None:
             progress.update(tiles, completed=done, total=total, visible=total > 1)
 
-        for job in jobs:
-            start = time.perf_counter()
-            progress.reset(tiles, visible=False)
-            try:
-                check_target(job.target, inputs, force)  # before the work, not only at the end of it
-                with plain_warnings(job.source, level > QUIET):
-                    done = work(job, on_tile)
-                write_output(done.data, job.target, force, inputs)
+        def here() -> Iterator[Outcome]:
+            for job in jobs:
+                progress.reset(tiles, visible=False)
+                yield attempt(work, job, inputs, force, batch, on_tile)
+
+        outcomes = batch_outcomes(jobs, work, inputs, force, workers, threads) if batch and workers > 1 else here()
+        for outcome, job in zip(outcomes, jobs):  # the outcomes first: their workers end with the last
+            for message in outcome.warnings if level > QUIET else ():
+                say(f"warning: {job.source}: {message}")
+            if outcome.error is not None:
+                if not batch:
+                    raise fail(outcome.error)
+                failed += 1
+                report(f"{job.source}: {outcome.error}")
+            else:
                 if level > QUIET:
-                    say(f"{job.source} -> {job.target}: {done.summary}, {time.perf_counter() - start - done.setup:.2f} s")
-                for line in done.details if level == VERBOSE else ():
+                    say(f"{job.source} -> {job.target}: {outcome.done.summary}, {outcome.seconds:.2f} s")
+                for line in outcome.done.details if level == VERBOSE else ():
                     say(f"  {line}")
-            except XcodecError as exc:
-                if not batch:
-                    raise fail(str(exc)) from None
-                failed += 1
-                report(f"{job.source}: {exc}")
-            except Exception as exc:  # a bug must not stop a batch of a million files
-                if not batch:
-                    raise
-                failed += 1
-                report(f"{job.source}: unexpected {type(exc).__name__}: {exc} (a bug in xcodec; please report it)")
             progress.advance(task)
     if batch and level > QUIET:
         say(f"{len(jobs) - failed} of {len(jobs)} files done, {failed} failed")
     if failed:
         raise typer.Exit(1)
+
+
+def parallelism(files: int, jobs: Optional[int], threads: Optional[int]) -> tuple[int, Optional[int]]:
+    """Worker processes for a batch (default: the usable cores, no more than the files) and torch
+    threads per worker (default: the cores shared among the workers; None for the API's own default)."""
+    from .cores import usable_cores
+
+    workers = min(jobs or usable_cores(), files)
+    if workers > 1 and threads is None:
+        threads = max(1, usable_cores() // workers)
+    return workers, threads
+
+
+@dataclass(frozen=True)
+class EncodeWork:
+    """``encode``'s work on one file (a picklable object: batch workers receive it)."""
+
+    model: Optional[str]
+    quality: Optional[float]
+    bpp: Optional[float]
+    strict: bool
+    device: str
+    drop_alpha: bool
+    strip: bool
+    tile: int
+    effort: Optional[int]
+    max_pixels: int
+    realism: Optional[float]
+    threads: Optional[int]
+    max_error: Optional[int]  # 0: lossless, 1..4: near-lossless (the lossless coder); None: lossy
+
+    def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
+        image = load_image(job.source, self.max_pixels)
+        exact = self.max_error is not None
+        name, setup = load_model(LOSSLESS_MODEL if exact else self.model)  # torch: only now that there is work
+        from . import api
+
+        start = time.perf_counter()
+        kwargs = dict(device=self.device, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels, tile=self.tile,
+                      strip=self.strip, threads=self.threads)
+        lossy = dict(model=name, effort=self.effort, realism=self.realism)
+        if exact:
+            data = api.encode(image, max_error=self.max_error, on_tile=on_tile, **kwargs)
+        elif self.bpp is None:
+            quality = DEFAULT_QUALITY if self.quality is None else self.quality
+            data = api.encode(image, quality, on_tile=on_tile, **kwargs, **lossy)
+        else:
+            data = api.encode_to_bpp(image, self.bpp, **kwargs, **lossy)
+        seconds = time.perf_counter() - start
+        summary = api.info(data)
+        if self.bpp is not None and summary.bpp > self.bpp:
+            message = f"{self.bpp:g} bpp is out of reach: the smallest file, at quality 1, has {summary.bpp:.4f} bpp"
+            if self.strict:
+                raise InputError(message)
+            warnings.warn(message)
+        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, {coding(summary.header)}",
+                    describe(summary, setup, seconds), setup)
+
+
+@dataclass(frozen=True)
+class DecodeWork:
+    """``decode``'s work on one file (picklable, as ``EncodeWork``)."""
+
+    device: str
+    postfilter: bool
+    realism: Optional[float]
+    max_pixels: int
+    threads: Optional[int]
+
+    def precheck(self, job: Job, data: Optional[bytes] = None) -> tuple[container.Header, str]:
+        """The refusals the file's header decides (a bad file, model, size or output format), made
+        without torch; the header and the output format."""
+        from .image import check_format, output_format
+
+        header = container.read_table(read_input(job.source) if data is None else data).header
+        check_pixels(header.width, header.height, self.max_pixels)
+        check_file(header)
+        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
+        check_format(fmt, header.channels)
+        return header, fmt
+
+    def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
+        from .image import save_bytes
+
+        data = read_input(job.source)
+        header, fmt = self.precheck(job, data)
+        _, setup = load_model(header.model)
+        from . import api
+
+        start = time.perf_counter()
+        image = api.decode(data, device=self.device, max_pixels=self.max_pixels, on_tile=on_tile,
+                           postfilter=self.postfilter, realism=self.realism, threads=self.threads)
+        seconds = time.perf_counter() - start
+        return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
+                    describe(api.info(data), setup, seconds), setup)
 
 
 OutDirOpt = Annotated[Optional[Path], typer.Option("--out-dir", "-d", help="Write the outputs into this folder (created if needed), named after the inputs.")]
@@ -331,11 +548,14 @@ def encode(
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
     strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF and XMP metadata (kept by default; the ICC profile is always kept).")] = False,
+    realism: Annotated[Optional[float], typer.Option("--realism", callback=check_realism_option, help="Store a suggested realism 0..1 for decoders that are given none (wavelet: 0 fidelity .. 1 perceptual detail). The coded image is the same.")] = None,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     recursive: RecursiveOpt = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
+    workers: JobsOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
@@ -345,43 +565,22 @@ def encode(
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
     exact = lossless or max_error is not None
-    if exact and (quality is not None or bpp is not None or model is not None or effort is not None):
-        raise typer.BadParameter("--lossless and --max-error take no --quality, --bpp, --model or --effort")
+    if exact and (quality is not None or bpp is not None or model is not None or effort is not None or realism is not None):
+        raise typer.BadParameter("--lossless and --max-error take no --quality, --bpp, --model, --effort or --realism")
     if lossless and max_error is not None:
         raise typer.BadParameter("give either --lossless or --max-error, not both")
     level = verbosity(quiet, verbose)
+    try:  # what every file would meet, refused once and before torch loads
+        check_gpu(device)
+        find_model(LOSSLESS_MODEL if exact else model or DEFAULT_MODEL, effort)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
-
-    def work(job: Job, on_tile: TileCallback) -> Done:
-        image = load_image(job.source, max_pixels)
-        name, setup = load_model(LOSSLESS_MODEL if exact else model)  # torch: only now that there is work
-        from . import api
-
-        start = time.perf_counter()
-        if exact:
-            data = api.encode(image, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, strip=strip,
-                              lossless=lossless, max_error=max_error, on_tile=on_tile)
-            summary = api.info(data)
-            return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, {coding(summary.header)}",
-                        describe(summary, setup, time.perf_counter() - start), setup)
-        kwargs = dict(model=name, device=device, drop_alpha=drop_alpha, max_pixels=max_pixels, tile=tile, effort=effort,
-                      strip=strip)
-        if bpp is None:
-            data = api.encode(image, DEFAULT_QUALITY if quality is None else quality, on_tile=on_tile, **kwargs)
-        else:
-            data = api.encode_to_bpp(image, bpp, **kwargs)
-        seconds = time.perf_counter() - start
-        summary = api.info(data)
-        if bpp is not None and summary.bpp > bpp:
-            message = f"{bpp:g} bpp is out of reach: the smallest file, at quality 1, has {summary.bpp:.4f} bpp"
-            if strict:
-                raise InputError(message)
-            warnings.warn(message)
-        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, {coding(summary.header)}",
-                    describe(summary, setup, seconds), setup)
-
-    run_jobs(jobs, work, force, level)
+    workers, threads = parallelism(len(jobs), workers, threads)
+    work = EncodeWork(model, quality, bpp, strict, device, drop_alpha, strip, tile, effort, max_pixels, realism, threads,
+                      0 if lossless else max_error)
+    run_jobs(jobs, work, force, level, workers, threads)
 
 
 @app.command()
@@ -394,11 +593,14 @@ def decode(
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="Apply the model's decoder-side post-filter (wavelet), which the file does not depend on.")] = True,
+    realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="0 (default): the fidelity output; 1: the perceptual decoder's sharp detail; between: a blend. Default: the file's suggestion, else 0. Same file, any look (wavelet).")] = None,
+    workers: JobsOpt = None,
+    threads: ThreadsOpt = None,
     quiet: QuietOpt = False,
     verbose: VerboseOpt = False,
 ) -> None:
     """Decompress .xsc files into images (PNG unless --output names another format; .pgm for grayscale only)."""
-    from .image import check_format, output_format, save_bytes
+    from .image import output_format
 
     if output not in (None, "-"):
         try:
@@ -406,68 +608,70 @@ def decode(
         except InputError as exc:
             raise typer.BadParameter(str(exc), param_hint="--output") from None
     level = verbosity(quiet, verbose)
+    try:
+        check_gpu(device)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".png", lambda p: p.suffix.lower() == ".xsc", recursive)
+    workers, threads = parallelism(len(jobs), workers, threads)
+    run_jobs(jobs, DecodeWork(device, postfilter, realism, max_pixels, threads), force, level, workers, threads)
 
-    def work(job: Job, on_tile: TileCallback) -> Done:
-        data = read_input(job.source)
-        header = container.unpack(data).header  # a bad file or size is refused before torch loads
-        check_pixels(header.width, header.height, max_pixels)
-        fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
-        check_format(fmt, header.channels)
-        _, setup = load_model(header.model)
-        from . import api
 
-        start = time.perf_counter()
-        image = api.decode(data, device=device, max_pixels=max_pixels, on_tile=on_tile, postfilter=postfilter)
-        seconds = time.perf_counter() - start
-        return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
-                    describe(api.info(data), setup, seconds), setup)
-
-    run_jobs(jobs, work, force, level)
+INFO_LARGEST = 3  # streams of a kind that ``info`` lists by size; --json lists them all
 
 
 @app.command()
 def info(
     source: Annotated[str, typer.Argument(metavar="IN", help="An .xsc file, or - for stdin.")],
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table, with every stream.")] = False,
 ) -> None:
-    """Show the header, streams and bit rate of an .xsc file (without decoding it)."""
+    """Show the header, a summary of the streams and the bit rate of an .xsc file (without decoding it)."""
     try:
         data = read_input(source)
-        bitstream = container.unpack(data)
+        table = container.read_table(data)
     except XcodecError as exc:
         raise fail(str(exc)) from None
-    h = bitstream.header
+    h = table.header
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
         "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "max_error": h.max_error, "pad_bottom": h.pad_bottom,
         "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": len(data),
         "bpp": round(8 * len(data) / (h.width * h.height), 6),
-        "streams": [{"kind": kind.name.lower(), "bytes": len(payload)} for kind, payload in bitstream.streams],
     }
-    if as_json:
-        typer.echo(json.dumps(fields, indent=2))
+    if as_json:  # a stream per line, written directly: json.dumps's indented encoder is slow for millions
+        names = {int(kind): kind.name.lower() for kind in container.StreamKind}
+        streams = ",\n".join(f'    {{"kind": "{names[kind]}", "bytes": {length}}}' for kind, length in zip(table.kinds, table.lengths))
+        typer.echo(f'{json.dumps(fields, indent=2)[:-2]},\n  "streams": [\n{streams}\n  ]\n}}')
         return
-    table = Table(title=source, show_header=False)
+    rows = Table(title=Text(source), show_header=False)  # a file name is text, never markup
     for key, value in fields.items():
-        if key != "streams":
-            table.add_row(key, str(value))
-    for i, stream in enumerate(fields["streams"]):
-        table.add_row(f"stream {i}", f"{stream['kind']}: {stream['bytes']:,} bytes")
-    Console().print(table)
+        rows.add_row(key, Text(str(value)))
+    for kind in container.StreamKind:
+        lengths = table.sizes(kind)
+        summary = f"{sum(lengths):,} bytes"
+        if len(lengths) > 1:
+            largest = ", ".join(f"{n:,}" for n in heapq.nlargest(INFO_LARGEST, lengths))
+            summary = f"{len(lengths):,} streams, {summary} (largest {largest}{', ...' if len(lengths) > INFO_LARGEST else ''})"
+        if lengths:
+            rows.add_row(f"{kind.name.lower()} streams" if len(lengths) > 1 else kind.name.lower(), summary)
+    Console().print(rows)
 
 
-def read_rgb(path: Path, max_pixels: int, device: str) -> tuple[np.ndarray, Optional[FileInfo]]:
-    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file decoded with its info."""
+def read_rgb(path: Path, max_pixels: int, device: str,
+             realism: Optional[float] = None) -> tuple[np.ndarray, Optional[FileInfo]]:
+    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file
+    decoded (at ``realism``) with its info."""
     import numpy as np
 
     data = read_input(str(path))
     if data.startswith(container.MAGIC):
-        header = container.unpack(data).header
+        header = container.read_table(data).header
         check_pixels(header.width, header.height, max_pixels)
+        check_file(header)
         from . import api
 
-        return np.asarray(api.decode(data, device=device, max_pixels=max_pixels).convert("RGB")), api.info(data)
+        image = api.decode(data, device=device, max_pixels=max_pixels, realism=realism)
+        return np.asarray(image.convert("RGB")), api.info(data)
     from .image import prepare
 
     return prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb, None
@@ -481,12 +685,14 @@ def compare(
     crop_size: Annotated[int, typer.Option("--crop-size", min=16, help="Side of each crop in pixels (shown enlarged 2x).")] = 128,
     crop_count: Annotated[int, typer.Option("--crop-count", min=1, help="Number of crops: the most detailed regions, not overlapping.")] = 3,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    realism: Annotated[Optional[float], typer.Option("--realism", "-r", callback=check_realism_option, help="Decode the .xsc file at this realism (0 fidelity .. 1 perceptual; default: the file's suggestion, else 0); --crops then shows the fidelity output beside it.")] = None,
+    dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of lines.")] = False,
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
 ) -> None:
-    """Print PSNR, MS-SSIM and LPIPS between an original and its decoded image (8-bit RGB, as coded)."""
+    """Print PSNR, MS-SSIM, LPIPS and DISTS between an original and its decoded image (8-bit RGB, as coded)."""
     inputs = frozenset({reference.resolve(), distorted.resolve()})
     if crops is not None:  # refused before any work
         from .image import output_format
@@ -500,7 +706,8 @@ def compare(
         with plain_warnings(str(reference)):
             a, _ = read_rgb(reference, max_pixels, device)
         with plain_warnings(str(distorted)):
-            b, coded = read_rgb(distorted, max_pixels, device)
+            b, coded = read_rgb(distorted, max_pixels, device, realism)
+            fidelity = read_rgb(distorted, max_pixels, device, 0.0)[0] if crops and coded and realism else None
     except XcodecError as exc:
         raise fail(str(exc)) from None
     if a.shape != b.shape:
@@ -508,14 +715,15 @@ def compare(
     if crops is not None and coded is None:
         raise fail("--crops needs the .xsc file as DISTORTED (its size sets the AVIF reference's)")
     from .api import resolve_device
-    from .bench.metrics import MS_SSIM_MIN_SIDE
+    from .metrics import MS_SSIM_MIN_SIDE
     from .compare import scores
 
     dev = str(resolve_device(device))
-    result = scores(a, b, dev, lpips)
-    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips}
+    result = scores(a, b, dev, lpips, dists)
+    fields = {"psnr": result.psnr, "ms_ssim": result.ms_ssim, "ms_ssim_db": result.ms_ssim_db, "lpips": result.lpips,
+              "dists": result.dists}
     if coded is not None:
-        fields |= {"bytes": coded.size, "bpp": coded.bpp}
+        fields |= {"bytes": coded.size, "bpp": coded.bpp, "realism": realism}
     if as_json:
         typer.echo(json.dumps({k: None if isinstance(v, float) and math.isnan(v) else v for k, v in fields.items()}, indent=2))
     else:
@@ -524,28 +732,36 @@ def compare(
                    else f"MS-SSIM n/a (it needs both sides of at least {MS_SSIM_MIN_SIDE} pixels, and pytorch-msssim)")
         if lpips:
             typer.echo(f"LPIPS {result.lpips:.4f}")
+        if dists:
+            typer.echo(f"DISTS {result.dists:.4f}")
         if coded is not None:
             typer.echo(f"{coded.bpp:.4f} bpp ({coded.size:,} bytes)")
     if crops is not None:
-        write_crops(crops, a, b, coded, crop_size, crop_count, force, inputs)
+        write_crops(crops, a, b, coded, crop_size, crop_count, force, inputs, realism, fidelity)
 
 
 def write_crops(path: str, a: np.ndarray, b: np.ndarray, coded: FileInfo, size: int, count: int, force: bool,
-                inputs: frozenset[Path]) -> None:
-    """The crops picture of ``compare --crops``: original, xcodec, and AVIF at the same file size."""
+                inputs: frozenset[Path], realism: Optional[float] = None, fidelity: Optional[np.ndarray] = None) -> None:
+    """The crops picture of ``compare --crops``: original, AVIF at the same file size, and xcodec
+    (its fidelity output too when ``b`` was decoded at a realism above 0)."""
     from . import compare as cmp
     from .image import output_format, save_bytes
     from .metrics import psnr
 
     pixels = a.shape[0] * a.shape[1]
     h = coded.header
-    columns = [("original", a), (f"xcodec {h.model} q{h.quality:g}\n{coded.bpp:.3f} bpp, {psnr(a, b):.2f} dB", b)]
+    columns = [("original", a)]
     avif = cmp.avif_at_size(a, coded.size)
     if avif is None:
         say("warning: this Pillow has no AVIF; the crops show no AVIF reference")
     else:
         quality, data, decoded = avif
         columns.append((f"AVIF 4:4:4 q{quality}\n{8 * len(data) / pixels:.3f} bpp, {psnr(a, decoded):.2f} dB", decoded))
+    label = f"xcodec {h.model} q{h.quality:g}"
+    if fidelity is not None:
+        columns.append((f"{label} fidelity\n{coded.bpp:.3f} bpp, {psnr(a, fidelity):.2f} dB", fidelity))
+        label += f" realism {realism:g}"
+    columns.append((f"{label}\n{coded.bpp:.3f} bpp, {psnr(a, b):.2f} dB", b))
     size = min(size, a.shape[0], a.shape[1])
     corners = cmp.pick_crops(a, count, size)
     picture = cmp.crops_picture(columns, corners, size)
@@ -581,9 +797,11 @@ def bench(
     compute: Annotated[bool, typer.Option("--compute/--no-compute", help="--no-compute: report from the cache only.")] = True,
     limit: Annotated[Optional[int], typer.Option("--limit", min=1, help="Only the first N images.")] = None,
     lpips: Annotated[bool, typer.Option("--lpips/--no-lpips", help="Compute LPIPS (AlexNet).")] = True,
+    dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
     lossless: Annotated[bool, typer.Option("--lossless", help="Lossless benchmark instead: xcodec --lossless and --max-error 1, 2, 4 against PNG, WebP, JPEG XL and JPEG 2000 lossless (bpp, CPU times; --codecs, --limit, --shard and --out apply).")] = False,
+    realism: Annotated[Optional[str], typer.Option("--realism", help="Decode xcodec files at these realisms, comma-separated, e.g. 0,0.5,1 (curves named xcodec-MODEL-rR for R > 0; default 0).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
@@ -620,11 +838,17 @@ def bench(
             sweeps[name.strip()] = parse_settings(values)
         if qualities:
             sweeps["xcodec"] = tuple(float(q) for q in parse_settings(qualities))
+        try:
+            realisms = tuple(check_realism(float(r)) for r in split(realism) or ["0"])
+        except (ValueError, InputError) as exc:
+            raise typer.BadParameter(str(exc), param_hint="--realism") from None
+        if not postfilter and any(realisms):
+            raise typer.BadParameter("a realism above 0 needs the post-filter", param_hint="--realism")
         cfg = BenchConfig(
             folder=folder, out=out, codecs=names, models=split(models), settings=sweeps, anchors=list(anchors or []),
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
-            device=device, lpips=lpips, plots=plots, postfilter=postfilter,
+            device=device, lpips=lpips, dists=dists, plots=plots, postfilter=postfilter, realisms=realisms,
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:
@@ -637,40 +861,79 @@ def bench(
         raise typer.Exit(code)
 
 
-@app.command()
+class StagesHelp(typer.core.TyperCommand):
+    """``train --help`` ends with the stages each model declares (this loads the models, and torch)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from .models import zoo
+
+        self.epilog = "\n\n".join(["Stages, as each model declares them:"] + [
+            f"--model {name} --stage {stage.name}{' (default)' if i == 0 else ''}: {stage.summary}"
+            + (f"; options: {', '.join(f'{k}={v:g}' for k, v in stage.options.items())}" if stage.options else "")
+            for name, codec in zoo.ARCHITECTURES.items() for i, stage in enumerate(codec.training_stages())
+        ])
+        super().format_help(ctx, formatter)
+
+
+def parse_options(values: Optional[list[str]]) -> dict[str, float]:
+    options = {}
+    for value in values or []:
+        name, _, number = value.partition("=")
+        try:
+            options[name] = float(number)
+        except ValueError:
+            raise typer.BadParameter(f"{value!r} is not NAME=NUMBER") from None
+    return options
+
+
+StageDefault = "Default: the stage's."
+
+
+@app.command(cls=StagesHelp)
 def train(
+    model: Annotated[Optional[str], typer.Option(help=f"Architecture from the zoo (hyperprior, transformer, wavelet). Default: {DEFAULT_MODEL_HELP}.")] = None,
+    stage: Annotated[Optional[str], typer.Option(help="A stage the model declares (listed below). Default: its first.")] = None,
     data: Annotated[Path, typer.Option(help="Folder of training photos (searched recursively).")] = Path("../shared/data/train"),
-    run: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs. Default: runs/ARCH.")] = None,
-    arch: Annotated[Optional[str], typer.Option(help=f"Architecture from the zoo (hyperprior, transformer). Default: {DEFAULT_MODEL_HELP}.")] = None,
-    arch_config: Annotated[str, typer.Option(help='Architecture options as JSON, e.g. \'{"M": 192}\'.')] = "{}",
-    init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizer).")] = None,
+    run: Annotated[Optional[Path], typer.Option("--run-dir", help="Run folder: checkpoints, training pack and logs. Default: runs/MODEL.")] = None,
+    model_config: Annotated[str, typer.Option(help='Constructor arguments as JSON, over --init\'s and the stage\'s, e.g. \'{"M": 192}\'.')] = "{}",
+    init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizers; parts the stage adds start fresh).")] = None,
+    parts: Annotated[Optional[str], typer.Option(help="The model's parts that learn, comma-separated. Default: the stage's.")] = None,
+    option: Annotated[Optional[list[str]], typer.Option(help="A loss setting of the stage, NAME=NUMBER (repeatable).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Folder of validation images (e.g. ../shared/data/kodak).")] = None,
-    val_minutes: Annotated[float, typer.Option(help="Minutes between validations.")] = 20.0,
-    resume: Annotated[bool, typer.Option(help="Continue from RUN/last.pt (model, optimizer, step, RNG).")] = False,
-    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 1e-4,
-    decay_start: Annotated[Optional[int], typer.Option(help="Step from which the learning rate decays (cosine) to --lr-end at --max-steps.")] = None,
-    lr_end: Annotated[float, typer.Option(help="Learning rate at --max-steps when --decay-start is given.")] = 1e-5,
-    batch_size: Annotated[int, typer.Option(help="Crops per step.")] = 8,
-    crop: Annotated[int, typer.Option(help="Crop size in pixels.")] = 128,
-    max_steps: Annotated[int, typer.Option(help="Stop after this many steps in total.")] = 1_000_000,
+    val_images: Annotated[int, typer.Option(help="How many of them (the first).")] = 4,
+    val_minutes: Annotated[Optional[float], typer.Option(help=f"Minutes between validations. {StageDefault}")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from RUN/last.pt (model, optimizers, step, RNG).")] = False,
+    lr: Annotated[Optional[float], typer.Option(help=f"Peak learning rate. {StageDefault}")] = None,
+    warmup_steps: Annotated[Optional[int], typer.Option(help=f"Steps of linear warm-up. {StageDefault}")] = None,
+    decay_start: Annotated[Optional[int], typer.Option(help=f"Step from which the learning rate decays (cosine) to --lr-end at --max-steps. {StageDefault}")] = None,
+    lr_end: Annotated[Optional[float], typer.Option(help=f"Learning rate at --max-steps when it decays. {StageDefault}")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(help=f"Crops per step (per process). {StageDefault}")] = None,
+    crop: Annotated[Optional[int], typer.Option(help=f"Crop size in pixels. {StageDefault}")] = None,
+    max_steps: Annotated[Optional[int], typer.Option(help=f"Stop after this many steps in total. {StageDefault}")] = None,
     max_minutes: Annotated[float, typer.Option(help="Stop after this many minutes in this process.")] = float("inf"),
     checkpoint_minutes: Annotated[float, typer.Option(help="Minutes between checkpoints.")] = 5.0,
-    log_every: Annotated[int, typer.Option(help="Steps between log lines.")] = 50,
+    log_every: Annotated[Optional[int], typer.Option(help=f"Steps between log lines. {StageDefault}")] = None,
+    seed: Annotated[int, typer.Option(help="Seed of the initial weights and of the crops.")] = 0,
     threads: Annotated[int, typer.Option(help="Torch threads (0: default).")] = 0,
     device: Annotated[str, typer.Option(help="cpu or cuda.")] = "cpu",
 ) -> None:
-    """Train a variable-rate model (resumable)."""
+    """Train a model, one stage at a time (resumable); the stages come from the models."""
     from .models import zoo
-    from .train.loop import TrainConfig, train as run_training
+    from .train.config import TrainConfig
+    from .train.loop import train as run_training
 
-    arch = arch or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
-    run = run or Path("runs") / arch
+    model = model or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
     cfg = TrainConfig(
-        data=data, run_dir=run, arch=arch, arch_config=json.loads(arch_config), init=init, val_dir=val,
-        val_minutes=val_minutes, lr=lr, decay_start=decay_start, lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps,
-        max_minutes=max_minutes, checkpoint_minutes=checkpoint_minutes, log_every=log_every, threads=threads, device=device,
+        data=data, run_dir=run or Path("runs") / model, model=model, stage=stage, model_config=json.loads(model_config),
+        init=init, parts=tuple(parts.split(",")) if parts else None, options=parse_options(option), val_dir=val,
+        val_images=val_images, val_minutes=val_minutes, lr=lr, warmup_steps=warmup_steps, decay_start=decay_start,
+        lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps, max_minutes=max_minutes,
+        checkpoint_minutes=checkpoint_minutes, log_every=log_every, seed=seed, threads=threads, device=device,
     )
-    run_training(cfg, resume=resume)
+    try:
+        run_training(cfg, resume=resume)
+    except (XcodecError, FileNotFoundError) as exc:
+        raise fail(str(exc)) from None
 
 
 @app.command()
@@ -681,13 +944,23 @@ def export(
     bench_images: Annotated[Optional[Path], typer.Option("--bench", help="Then benchmark the exported model on this folder (real files) and record bpp/PSNR per quality in its manifest.")] = None,
     bench_out: Annotated[Path, typer.Option(help="Output folder (and result cache) of that benchmark, shared with `xcodec bench --out`.")] = Path("bench-results"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for the benchmark (one thread each).")] = 1,
+    head: Annotated[Optional[str], typer.Option("--head", help="Export only this decoder head (e.g. perceptual) as weights/NAME.HEAD.safetensors; the model's own weights, and the files made with them, stay.")] = None,
 ) -> None:
     """Export a training checkpoint into weights/ with its manifest."""
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
     run = run or Path("runs") / name
-    manifest = zoo.export(run / "last.pt", name, {"note": note} if note else {})
+    info = {"note": note} if note else {}
+    try:
+        if head:
+            manifest = zoo.export_head(run / "last.pt", name, head, info)
+            say(f"wrote weights/{name}.{head}.safetensors ({manifest.heads[head]['info']['steps']} steps, "
+                f"sha256 {manifest.heads[head]['sha256'][:16]}...)")
+            return
+        manifest = zoo.export(run / "last.pt", name, info)
+    except XcodecError as exc:
+        raise fail(str(exc)) from None
     say(f"wrote weights/{name}.safetensors ({manifest.info['steps']} steps, sha256 {manifest.sha256[:16]}...)")
     if bench_images is None:
         return

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from .metrics import psnr
+from . import metrics
 
 ZOOM = 2  # crops are enlarged (nearest neighbour) so that single pixels show
 GAP = 6  # pixels between cells
@@ -27,23 +27,21 @@ class Scores:
     psnr: float
     ms_ssim: float  # NaN when a side is 160 pixels or less, or pytorch-msssim is missing
     lpips: float  # NaN when not asked for
+    dists: float  # NaN when not asked for
 
     @property
     def ms_ssim_db(self) -> float:
-        from .bench.metrics import to_db
-
-        return to_db(self.ms_ssim)
+        return metrics.to_db(self.ms_ssim)
 
 
-def scores(a: np.ndarray, b: np.ndarray, device: str = "cpu", with_lpips: bool = True) -> Scores:
-    """PSNR, MS-SSIM and LPIPS of two uint8 RGB arrays of the same shape."""
-    from .bench import metrics
-
+def scores(a: np.ndarray, b: np.ndarray, device: str = "cpu", with_lpips: bool = True, with_dists: bool = True) -> Scores:
+    """PSNR, MS-SSIM, LPIPS and DISTS of two uint8 RGB arrays of the same shape."""
     try:
         ms_ssim = metrics.ms_ssim(a, b, device)
     except ImportError:
         ms_ssim = math.nan
-    return Scores(psnr(a, b), ms_ssim, metrics.lpips(a, b, device) if with_lpips else math.nan)
+    return Scores(metrics.psnr(a, b), ms_ssim, metrics.lpips(a, b, device) if with_lpips else math.nan,
+                  metrics.dists(a, b, device) if with_dists else math.nan)
 
 
 def pick_crops(rgb: np.ndarray, count: int, size: int) -> list[tuple[int, int]]:

@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 5. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 6. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -12,43 +12,61 @@ The padded image is coded as independent square tiles in raster order, each as `
 tile`` ``coded`` streams whose contents the model defines; metadata streams (``icc``) follow the
 last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xmp``, ``alpha``);
 an encoder writes version 3 when a file has none of them, so that such files stay readable by
-decoders that know only version 3. Every field is validated before it is used, and the stream
-table against the tile grid, before any model is loaded or anything the size of the image is
-allocated; any inconsistency raises ``FormatError`` with a one-line message. Version 5 marks a
-sample-exact (lossless or near-lossless) file: version 4 with a ``max error`` byte after the bit
-depth, a quality field of 0 and 8 or 16 bits per sample; lossy files never use it. Version-2 files (a ``hyper`` and a ``latent``
+decoders that know only version 3. Version 5 adds a ``realism`` stream (the encoder's suggested
+realism for the perceptual decoder, one byte in percent), written only when the user chose one.
+Version 6 marks a sample-exact (lossless or near-lossless) file: version 4 with a ``max error``
+byte after the bit depth, a quality field of 0 and 8 or 16 bits per sample; lossy files never use it.
+Every field is validated before it is used, the stream table
+against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
+before any model is loaded or anything the size of the image is allocated; any inconsistency
+raises ``FormatError`` with a one-line message. ``read_table`` does this without cutting the
+payloads out of the file (a table of millions of streams costs no million objects); ``unpack``
+cuts them out too. Version-2 files (a ``hyper`` and a ``latent``
 stream per tile, no streams-per-tile field) are read as version 3 with two coded streams per tile.
 """
 
 from __future__ import annotations
 
+import array
+import itertools
 import re
 import struct
+import sys
 import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from .defaults import LOSSLESS_MODEL
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
-VERSION = 3  # what ``pack`` writes for a file of coded and icc streams
-METADATA_VERSION = 4  # what it writes for a file with exif, xmp or alpha streams too
-EXACT_VERSION = 5  # what it writes for a lossless or near-lossless file
-READABLE_VERSIONS = (2, 3, 4, 5)
+VERSION = 3  # the lowest version ``pack`` writes: coded and icc streams only
+EXACT_VERSION = 6  # what it writes for a lossless or near-lossless file
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
+# The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
+# so its tiles are at most this many pixels a side, on both sides.
+EXACT_MAX_TILE = 1024
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 # The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
 # memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
 # for 2048 x 2048).
 MAX_TILE = 2048
+# The smallest tile side a file may declare (0, one tile, aside): a tile costs a decoder a model call
+# and a post-filter whatever its size, so tiny tiles would multiply the work of a small file.
+MIN_TILE = 64
+# The most padded pixels a file may claim per byte of its coded streams. A decoder's work grows with
+# the pixels, not with the bytes, so this bounds the work a file can demand by its size: about twice
+# what the most compressible honest file reaches (a flat image at quality 1; docs/robustness.md).
+MAX_PIXELS_PER_BYTE = 2048
 QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
-_EXACT_HEAD = struct.Struct("<8sHIIBBBHHI")  # version 5: the same with max error after the depth
-_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI"), 5: struct.Struct("<BI")}  # (streams per tile,) stream count
+_EXACT_HEAD = struct.Struct("<8sHIIBBBHHI")  # version 6: the same with max error after the depth
+_COUNTS = {2: struct.Struct("<I"), **{v: struct.Struct("<BI") for v in (3, 4, 5, 6)}}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -59,11 +77,13 @@ class StreamKind(IntEnum):
     EXIF = 17  # EXIF block ("Exif\0\0", TIFF header, IFDs), orientation 1 (version 4)
     XMP = 18  # XMP packet, UTF-8 (version 4)
     ALPHA = 19  # the alpha plane, a grayscale 8-bit PNG of the image's size (version 4)
+    REALISM = 20  # the suggested realism for the perceptual decoder, u8 percent 0..100 (version 5)
 
 
-METADATA = {3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
-METADATA[5] = METADATA[4]
-_V2_KINDS = {1: StreamKind.CODED, 2: StreamKind.CODED, 16: StreamKind.ICC}  # hyper, latent, icc
+METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
+_KINDS = {int(kind): kind for kind in StreamKind}
+METADATA[5] = (*METADATA[4], StreamKind.REALISM)
+METADATA[EXACT_VERSION] = METADATA[4]  # a sample-exact file has no realism stream
 
 
 def valid_model_name(name: str) -> bool:
@@ -85,7 +105,7 @@ class Header:
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
     version: int = VERSION  # of the file it was read from; ``pack`` writes the lowest that holds the streams
-    max_error: int | None = None  # sample-exact files (version 5): every sample within +-max_error; None: lossy
+    max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -140,8 +160,11 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
-    plain = all(kind == StreamKind.CODED or kind in METADATA[VERSION] for kind, _ in bitstream.streams)
-    version = EXACT_VERSION if h.max_error is not None else VERSION if plain else METADATA_VERSION
+    if h.max_error is None:
+        version = min(v for v, kinds in METADATA.items() if VERSION <= v < EXACT_VERSION
+                      if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
+    else:
+        version = EXACT_VERSION
     depth = (h.bit_depth,) if h.max_error is None else (h.bit_depth, h.max_error)
     parts = [
         MAGIC, bytes([version, len(name)]), name,
@@ -156,15 +179,54 @@ def pack(bitstream: Bitstream) -> bytes:
     return body + _CRC.pack(zlib.crc32(body))
 
 
+@dataclass
+class Table:
+    """A parsed and validated file whose payloads are not yet cut out of it: its header, and each
+    stream's kind and length (``kinds[i]`` a ``StreamKind`` value). Millions of streams cost no
+    million objects here, so ``info`` and the header checks answer at once whatever the file."""
+
+    header: Header
+    kinds: bytes
+    lengths: array.array
+    body: bytes  # the file less its checksum
+    offset: int  # where the first payload starts in ``body``
+
+    def sizes(self, kind: StreamKind) -> array.array:
+        """The lengths of the streams of ``kind`` (coded streams come first, metadata kinds once)."""
+        if kind == StreamKind.CODED:
+            return self.lengths[: self.kinds.count(kind)]
+        index = self.kinds.find(kind)
+        return self.lengths[index : index + 1] if index >= 0 else array.array(self.lengths.typecode)
+
+    def stream(self, kind: StreamKind) -> bytes | None:
+        """The payload of the first stream of ``kind``, or None."""
+        index = self.kinds.find(kind)
+        if index < 0:
+            return None
+        start = self.offset + sum(self.lengths[:index])
+        return self.body[start : start + self.lengths[index]]
+
+    def bitstream(self) -> Bitstream:
+        """Every stream cut out of the file."""
+        starts = itertools.accumulate(self.lengths, initial=self.offset)
+        return Bitstream(self.header, [(_KINDS[kind], self.body[start : start + length])
+                                       for kind, start, length in zip(self.kinds, starts, self.lengths)])
+
+
 def unpack(data: bytes) -> Bitstream:
     """Parse and validate a ``.xsc`` file; raise ``FormatError`` on anything unexpected."""
+    return read_table(data).bitstream()
+
+
+def read_table(data: bytes) -> Table:
+    """Parse and validate a ``.xsc`` file, its payloads left in place (``unpack`` cuts them out)."""
     if len(data) < len(MAGIC) or data[: len(MAGIC)] != MAGIC:
         raise FormatError("not an .xsc file (bad magic)")
     if len(data) < 6:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 5)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 6)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -190,25 +252,50 @@ def unpack(data: bytes) -> Bitstream:
                     max_error=max_error)
     _validate(header)
 
-    if pos + count * _ENTRY.size > len(body):
+    end = pos + count * _ENTRY.size
+    if end > len(body):
         raise FormatError("truncated .xsc stream table")
-    table = [_ENTRY.unpack_from(body, pos + i * _ENTRY.size) for i in range(count)]
-    pos += count * _ENTRY.size
-    if pos + sum(length for _, length in table) != len(body):
+    kinds, lengths = _split_table(body[pos:end])
+    if end + sum(lengths) != len(body):
         raise FormatError("invalid .xsc stream table (lengths do not match the file size)")
     if version == 2:
-        _validate_v2_kinds([kind for kind, _ in table])
-    streams = []
-    for kind, length in table:
-        streams.append((_stream_kind(kind, version), body[pos : pos + length]))
-        pos += length
-    _validate_streams(header, [kind for kind, _ in streams])
-    return Bitstream(header, streams)
+        kinds = _v2_kinds(kinds)
+    for kind in set(kinds):
+        _stream_kind(kind, version)
+    _validate_streams(header, kinds)
+    _validate_work(header, sum(lengths[: kinds.count(StreamKind.CODED)]))
+    table = Table(header, kinds, lengths, body, end)
+    realism_hint(table)
+    return table
+
+
+def realism_stream(realism: float) -> bytes:
+    """The ``realism`` stream of a suggested realism in [0, 1] (kept in percent)."""
+    return bytes([round(realism * 100)])
+
+
+def realism_hint(streams: Table | Bitstream) -> float | None:
+    """The realism the file's encoder suggested, or None; ``FormatError`` for a malformed stream."""
+    data = streams.stream(StreamKind.REALISM)
+    if data is None:
+        return None
+    if len(data) != 1 or data[0] > 100:
+        raise FormatError("invalid .xsc realism stream (expected one byte, 0..100 percent)")
+    return data[0] / 100
+
+
+def _split_table(entries: bytes) -> tuple[bytes, array.array]:
+    """The kinds and the lengths of a stream table's 5-byte entries, by byte slicing (no loop in Python)."""
+    lengths = bytearray(4 * (len(entries) // _ENTRY.size))
+    for i in range(4):
+        lengths[i::4] = entries[i + 1 :: _ENTRY.size]
+    values = array.array("I", lengths)  # 4 bytes wherever CPython runs
+    if sys.byteorder == "big":
+        values.byteswap()
+    return entries[:: _ENTRY.size], values
 
 
 def _stream_kind(kind: int, version: int) -> StreamKind:
-    if version == 2:
-        return _V2_KINDS[kind]
     try:
         known = StreamKind(kind)
     except ValueError:
@@ -230,12 +317,16 @@ def _validate(h: Header) -> None:
         _validate_exact(h)
     elif not 1 <= h.quality <= 8:
         raise FormatError(f"invalid .xsc header (quality {h.quality} outside 1..8)")
+    elif h.model == LOSSLESS_MODEL:
+        raise FormatError(f"invalid .xsc header (model {LOSSLESS_MODEL!r} codes lossless files only, version {EXACT_VERSION})")
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         raise FormatError(f"invalid .xsc header (image size {h.width}x{h.height})")
     if h.channels not in (1, 3) or h.bit_depth not in (EXACT_DEPTHS if h.max_error is not None else (8,)):
         raise FormatError(f"invalid .xsc header ({h.channels} channels, {h.bit_depth} bits)")
     if h.tile > MAX_SIDE:
         raise FormatError(f"invalid .xsc header (tile size {h.tile})")
+    if 0 < h.tile < MIN_TILE:
+        raise FormatError(f"invalid .xsc header (tile size {h.tile}; tiles are at least {MIN_TILE} pixels a side)")
     if max(h.tile_size) > MAX_TILE:
         raise FormatError(f"the .xsc file has tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec decodes "
                           f"tiles of at most {MAX_TILE} pixels a side")
@@ -244,22 +335,31 @@ def _validate(h: Header) -> None:
 
 
 def _validate_exact(h: Header) -> None:
-    """Version 5: quality 0 (unused) and an error bound of 0 (lossless) .. MAX_ERROR."""
+    """Version 6: the lossless coder's file, quality 0 (unused), an error bound of 0 (lossless) ..
+    MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale, tiles of at most
+    ``EXACT_MAX_TILE`` pixels a side."""
+    if h.model != LOSSLESS_MODEL:
+        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {LOSSLESS_MODEL!r})")
     if h.quality != 0:
         raise FormatError(f"invalid .xsc header (quality {h.quality} in a lossless file, which has none)")
     if h.max_error > MAX_ERROR:
         raise FormatError(f"invalid .xsc header (max error {h.max_error} outside 0..{MAX_ERROR})")
+    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
+        raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
+                          "only in grayscale)")
+    if max(h.tile_size) > EXACT_MAX_TILE:
+        raise FormatError(f"the .xsc file has lossless tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec "
+                          f"decodes lossless tiles of at most {EXACT_MAX_TILE} pixels a side")
 
 
-def _validate_v2_kinds(kinds: list[int]) -> None:
-    """Version 2: a hyper (1) and a latent (2) stream per tile, then at most an icc (16) stream."""
-    if kinds[-1:] == [16]:
-        kinds = kinds[:-1]
-    if kinds != [1, 2] * (len(kinds) // 2):
+def _v2_kinds(kinds: bytes) -> bytes:
+    """Version 2: a hyper (1) and a latent (2) stream per tile, then at most an icc (16) stream; as version-3 kinds."""
+    if not re.fullmatch(rb"(?:\x01\x02)*\x10?", kinds):
         raise FormatError("invalid .xsc stream table (expected a hyper and a latent stream per tile)")
+    return kinds.replace(b"\x02", b"\x01")
 
 
-def _validate_streams(h: Header, kinds: list[StreamKind]) -> None:
+def _validate_streams(h: Header, kinds: bytes) -> None:
     """The coded streams of every tile first, then metadata, each metadata kind at most once."""
     coded = kinds.count(StreamKind.CODED)
     metadata = kinds[coded:]
@@ -272,3 +372,17 @@ def _validate_streams(h: Header, kinds: list[StreamKind]) -> None:
         )
     if len(set(metadata)) != len(metadata):
         raise FormatError("invalid .xsc stream table (a metadata stream appears twice)")
+
+
+def work_fits(h: Header, coded_bytes: int) -> bool:
+    """Whether a file of this header and ``coded_bytes`` of coded streams passes the work bound:
+    at most ``MAX_PIXELS_PER_BYTE`` padded pixels per byte."""
+    height, width = h.padded_size
+    return height * width <= coded_bytes * MAX_PIXELS_PER_BYTE
+
+
+def _validate_work(h: Header, coded_bytes: int) -> None:
+    if not work_fits(h, coded_bytes):
+        height, width = h.padded_size
+        raise FormatError(f"invalid .xsc file ({width}x{height} pixels to decode from {coded_bytes:,} bytes of coded "
+                          f"streams; a file has a byte of them for every {MAX_PIXELS_PER_BYTE:,} pixels at least)")

@@ -19,3 +19,7 @@ class ModelError(XcodecError):
 
 class OutputError(XcodecError):
     """An output cannot be written, or writing it would destroy data (an input, an existing file)."""
+
+
+class TrainingError(XcodecError):
+    """A training run cannot start as asked: an unknown stage or option, weights or a checkpoint that do not fit."""

@@ -15,11 +15,13 @@
 from __future__ import annotations
 
 import io
+import struct
 import warnings
+import zlib
 from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .defaults import check_pixels
 from .errors import FormatError, InputError
@@ -32,7 +34,13 @@ OUTPUT_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
 
 
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}  # outputs that hold an alpha channel
+METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}  # outputs that hold an ICC profile, EXIF and XMP
+METADATA_NAMES = {"icc_profile": "ICC profile", "exif": "EXIF", "xmp": "XMP"}
+# The largest metadata block (bytes) each output holds, where Pillow's writer has a limit: a JPEG
+# segment holds 65,533 bytes (XMP: less its 29-byte name), and an ICC profile spans 255 segments.
+OUTPUT_LIMITS = {"JPEG": {"exif": 65533, "xmp": 65533 - 29, "icc_profile": 255 * (65533 - 14)}}
 ORIENTATION = 0x0112
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -65,8 +73,23 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
     return image
 
 
-def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False, keep_depth: bool = False) -> SourceImage:
-    """Convert a Pillow image to 8-bit RGB, alpha and metadata under the rules in this module's docstring."""
+def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False,
+            metadata: dict[str, bytes | None] | None = None, keep_depth: bool = False) -> SourceImage:
+    """Convert a Pillow image to 8-bit RGB, alpha and metadata under the rules in this module's docstring.
+
+    ``metadata`` (``icc_profile``, ``exif``, ``xmp``: bytes, or None for none) replaces the image's
+    own, as the keywords of Pillow's ``save`` do; its EXIF orientation is the one applied.
+    """
+    info = dict(image.info)
+    for key, value in (metadata or {}).items():
+        info.pop("XML:com.adobe.xmp" if key == "xmp" else key, None)
+        info[key] = value.tobytes() if isinstance(value, Image.Exif) else value
+    if info.get("exif") and (problem := _exif_problem(info["exif"])):
+        warnings.warn(f"the EXIF block is not readable ({problem}): coding the image without it", stacklevel=2)
+        info["exif"] = None
+    if info != image.info:
+        image = image.copy()  # the same pixels with other metadata; the caller's image stays as it was
+        image.info = info
     icc = image.info.get("icc_profile")
     oriented = ORIENTATION in image.getexif()
     image = ImageOps.exif_transpose(image)
@@ -125,10 +148,52 @@ def to_pil(rgb: np.ndarray, channels: int, icc_profile: bytes | None, exif: byte
         image = image.convert("L")
     if alpha is not None:
         image.putalpha(alpha)
-    for key, value in (("icc_profile", icc_profile), ("exif", exif), ("xmp", xmp)):
-        if value:
-            image.info[key] = value
+    image.info.update(read_metadata(icc_profile, exif, xmp))
     return image
+
+
+def read_metadata(icc_profile: bytes | None, exif: bytes | None, xmp: bytes | None) -> dict[str, bytes]:
+    """The metadata streams of a file as Pillow's ``info``, each dropped with a warning unless its
+    structure is what its kind says (an ICC profile header, a TIFF structure, UTF-8): the pixels
+    matter more than the metadata, and outputs must not fail on it."""
+    problems = {"icc_profile": _icc_problem, "exif": _exif_problem, "xmp": _xmp_problem}
+    info = {}
+    for key, value in (("icc_profile", icc_profile), ("exif", exif), ("xmp", xmp)):
+        if value and (problem := problems[key](value)):
+            warnings.warn(f"the {METADATA_NAMES[key]} stream is not readable ({problem}): the image is decoded without it",
+                          stacklevel=3)
+        elif value:
+            info[key] = value
+    return info
+
+
+def _icc_problem(data: bytes) -> str | None:
+    if len(data) < 128 or data[36:40] != b"acsp":
+        return "no ICC profile header"
+    if int.from_bytes(data[:4], "big") > len(data):
+        return f"its header says {int.from_bytes(data[:4], 'big'):,} bytes, the stream has {len(data):,}"
+    return None
+
+
+def _exif_problem(data: bytes) -> str | None:
+    """Why Pillow cannot read and write ``data`` as an EXIF block (None when it can)."""
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # Pillow warns of corrupt IFDs and reads on
+            exif = Image.Exif()
+            exif.load(data)
+            exif.tobytes()
+    except Exception as exc:  # noqa: BLE001 - a stranger's bytes raise whatever Pillow's parser meets
+        return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+    return None
+
+
+def _xmp_problem(data: bytes) -> str | None:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError:
+        return "not UTF-8"
+    return None
 
 
 def encode_alpha(alpha: np.ndarray) -> bytes:
@@ -139,15 +204,42 @@ def encode_alpha(alpha: np.ndarray) -> bytes:
 
 
 def decode_alpha(data: bytes, width: int, height: int) -> Image.Image:
-    """The alpha plane of an ``alpha`` stream; ``FormatError`` unless it is an 8-bit grayscale PNG of the image's size."""
+    """The alpha plane of an ``alpha`` stream; ``FormatError`` unless it is a whole 8-bit grayscale PNG
+    of the image's size (``_check_alpha``), which is checked before a pixel of it is decoded."""
+    _check_alpha(data, width, height)
     try:
-        plane = Image.open(io.BytesIO(data), formats=["PNG"])
-        if plane.mode != "L" or plane.size != (width, height):
-            raise FormatError(f"invalid .xsc alpha stream ({plane.mode} {plane.width}x{plane.height}, not L {width}x{height})")
+        plane = PngImagePlugin.PngImageFile(io.BytesIO(data))  # not Image.open: its pixel limit is Pillow's, not ours
         plane.load()
     except (OSError, SyntaxError, ValueError) as exc:  # Pillow's errors of a broken PNG
         raise FormatError(f"corrupted .xsc alpha stream ({exc})") from None
     return plane
+
+
+def _check_alpha(data: bytes, width: int, height: int) -> None:
+    """An 8-bit grayscale, non-interlaced PNG of ``width`` x ``height`` whose pixel data inflates to
+    exactly its rows (a filter byte and ``width`` samples each); no more than that is inflated."""
+    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+        raise FormatError("invalid .xsc alpha stream (not a PNG)")
+    size, depth, colour, interlace = struct.unpack_from(">8sBB2xB", data, 16)
+    if (depth, colour, interlace) != (8, 0, 0) or size != struct.pack(">II", width, height):
+        found = "x".join(str(n) for n in struct.unpack(">II", size))
+        raise FormatError(f"invalid .xsc alpha stream (a PNG of {found} pixels, {depth}-bit colour type {colour}"
+                          f"{', interlaced' if interlace else ''}; expected 8-bit grayscale {width}x{height})")
+    pixels, pos = [], 8
+    while pos + 12 <= len(data):
+        length, kind = struct.unpack_from(">I4s", data, pos)
+        if kind == b"IDAT":
+            pixels.append(data[pos + 8 : pos + 8 + length])
+        pos += 12 + length
+    rows = height * (width + 1)
+    inflater = zlib.decompressobj()
+    try:
+        inflated = len(inflater.decompress(b"".join(pixels), rows + 1))
+    except zlib.error as exc:
+        raise FormatError(f"corrupted .xsc alpha stream ({exc})") from None
+    if inflated != rows or not inflater.eof:
+        held = f"{inflated // (width + 1):,} of its {height:,} rows" if inflated < rows else "more than its rows"
+        raise FormatError(f"invalid .xsc alpha stream (its PNG holds {held})")
 
 
 def output_format(suffix: str) -> str:
@@ -176,8 +268,9 @@ def save_bytes(image: Image.Image, fmt: str) -> bytes:
     if fmt == "PPM" and image.mode == "L":
         image = image.convert("RGB")  # Pillow would write a PGM
     out = io.BytesIO()
+    info = _fitting(info, fmt)
     kwargs = _metadata(info, fmt)
-    if info.get("icc_profile") and fmt in ("PNG", "TIFF", "WEBP", "JPEG"):
+    if info.get("icc_profile") and fmt in METADATA_FORMATS:
         kwargs["icc_profile"] = info["icc_profile"]
     if fmt == "JPEG":
         kwargs["quality"] = 95
@@ -185,6 +278,23 @@ def save_bytes(image: Image.Image, fmt: str) -> bytes:
         kwargs["lossless"] = True
     image.save(out, "PPM" if fmt == "PGM" else fmt, **kwargs)
     return out.getvalue()
+
+
+def _fitting(info: dict, fmt: str) -> dict:
+    """``info`` less the metadata blocks that ``fmt`` cannot hold, or not at their size, each left out
+    with a one-line warning."""
+    fitting = dict(info)
+    if fmt not in METADATA_FORMATS:
+        if dropped := [METADATA_NAMES[key] for key in METADATA_NAMES if info.get(key)]:
+            warnings.warn(f"{fmt} holds no {' or '.join(dropped)}: written without {'it' if len(dropped) == 1 else 'them'} "
+                          f"(write .png, .jpg, .webp or .tif to keep {'it' if len(dropped) == 1 else 'them'})")
+        return fitting
+    for key, limit in OUTPUT_LIMITS.get(fmt, {}).items():
+        if info.get(key) and len(info[key]) > limit:
+            warnings.warn(f"{fmt} holds an {METADATA_NAMES[key]} block of at most {limit:,} bytes, not {len(info[key]):,}: "
+                          f"written without it (write .png, .webp or .tif to keep it)")
+            del fitting[key]
+    return fitting
 
 
 def _metadata(info: dict, fmt: str) -> dict:

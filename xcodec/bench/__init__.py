@@ -1,7 +1,9 @@
 """Rate-distortion benchmarks on real files (``xcodec bench``; docs/benchmarks.md).
 
 - ``codecs``: one adapter class per codec (xcodec models, JPEG, WebP, AVIF, JPEG 2000, JPEG XL, HEIC).
-- ``metrics`` and ``lpips``: PSNR, MS-SSIM, LPIPS-Alex (weights in weights/lpips-alex.safetensors).
+- ``lpips`` and ``dists``: LPIPS-Alex and DISTS (weights in weights/lpips-alex.safetensors and
+  weights/dists-vgg.safetensors); the metrics themselves (PSNR, MS-SSIM, LPIPS, DISTS) are
+  :mod:`xcodec.metrics`.
 - ``run``: the result cache (a JSON-lines file per codec), worker processes, shards and merging.
 - ``bdrate`` and ``curves``: Bjontegaard delta rate (PCHIP) and published anchor curves.
 - ``report`` and ``benchmark``: tables, CompressAI-format JSON, CSV, plots, the Markdown report.

@@ -12,12 +12,13 @@ from pathlib import Path
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+from rich.text import Text
 
 from . import curves as curves_mod
 from . import report
 from ..files import list_images
 from .codecs import ALL_CODECS, build_codecs, default_threads
-from .metrics import MS_SSIM_MIN_SIDE
+from ..metrics import MS_SSIM_MIN_SIDE
 from .run import Cache, collect, execute, merge_caches, plan, rows_to_csv, select_images, summarize
 
 
@@ -39,8 +40,10 @@ class BenchConfig:
     limit: int | None = None
     device: str = "auto"
     lpips: bool = True
+    dists: bool = True
     plots: bool = True
     postfilter: bool = True  # False: xcodec files decoded without the post-filter
+    realisms: tuple[float, ...] = (0.0,)  # xcodec files decoded at each of these realisms
     command: str = "xcodec bench"
 
 
@@ -78,24 +81,26 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     dataset = cfg.folder.name or str(cfg.folder)
 
     threads = cfg.threads or default_threads(cfg.jobs)
-    codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads, cfg.postfilter)
+    codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads, cfg.postfilter,
+                                   cfg.realisms)
     for message in skipped:
-        err.print(f"[yellow]{message}[/]")
+        err.print(message, style="yellow", markup=False)
     if not codecs:
         raise ValueError("none of the requested codecs can run here")
     cache = Cache(cfg.out / "cache")
     if cfg.merge:
         added = merge_caches(cfg.merge, cache)
-        err.print(f"merged {added} new results from {', '.join(map(str, cfg.merge))}")
+        err.print(f"merged {added} new results from {', '.join(map(str, cfg.merge))}", markup=False)
 
     device = _metric_device(cfg.device)
-    tasks, cached, total = plan(codecs, images, cache, device, cfg.lpips)
+    tasks, cached, total = plan(codecs, images, cache, device, cfg.lpips, cfg.dists)
     todo = sum(len(t.settings) for t in tasks)
     err.print(f"{len(images)} images x {len(codecs)} codecs: {total} results, {cached} cached, {todo} to compute"
               + (f" with {cfg.jobs} processes x {threads} threads" if todo and cfg.compute else ""))
     errors = []
     if tasks and cfg.compute:
-        columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn())
+        columns = (TextColumn("{task.description}", markup=False), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                   TimeRemainingColumn())  # descriptions name images: text, never markup
         with Progress(*columns, console=err, transient=False) as progress:
             bar = progress.add_task("bench", total=todo)
 
@@ -103,13 +108,13 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
                 progress.update(bar, advance=len(task.settings), description=f"{outcome.codec} {outcome.image}")
                 if outcome.error:
                     errors.append(f"{outcome.codec} on {outcome.image}: {outcome.error}")
-                    progress.console.print(f"[red]failed:[/] {errors[-1]}")
+                    progress.console.print(Text.assemble(("failed: ", "red"), errors[-1]))
 
             execute(tasks, cfg.jobs, threads, cache, on_outcome=on_outcome)
     elif tasks:
         notes.append(f"--no-compute: {todo} of {total} results were not in the cache and are missing.")
 
-    rows = collect(codecs, images, cache, cfg.lpips)
+    rows = collect(codecs, images, cache, cfg.lpips, cfg.dists)
     if not rows:
         raise ValueError("no results (nothing cached, and nothing computed)")
     small = {r["image"] for r in rows if min(int(r["width"]), int(r["height"])) < MS_SSIM_MIN_SIDE}
@@ -125,7 +130,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     run_curves = curves_mod.from_summary(summary, descriptions)
     published, anchor_skips = curves_mod.load_anchors(cfg.anchors, cfg.anchor_select) if cfg.anchors else ([], [])
     for message in anchor_skips:
-        err.print(f"[dim]anchors: {message}[/]")
+        err.print(f"anchors: {message}", style="dim", markup=False)
     if published:
         notes.append(f"{len(published)} published curves loaded from {', '.join(map(str, cfg.anchors))}: they were measured on "
                      "their own dataset (Kodak for ../shared/anchors); compare with them only on the same images, all of them.")
@@ -138,7 +143,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     for name in cfg.anchor_curves or [_default_anchor(all_curves)]:
         curve = curves_mod.find(all_curves, name)
         if curve is None:
-            err.print(f"[yellow]anchor curve {name!r} not found (curves: {', '.join(c.id for c in all_curves)})[/]")
+            err.print(f"anchor curve {name!r} not found (curves: {', '.join(c.id for c in all_curves)})", style="yellow", markup=False)
         else:
             anchors.append(curve)
     bd = report.bd_table(all_curves, anchors)
@@ -162,8 +167,9 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
     for anchor in anchors:
         out.print(report.bd_rich_table(bd, anchor.id))
     for note in notes:
-        err.print(f"[dim]{note}[/]")
-    err.print(f"wrote {md}, {cfg.out / 'rows.csv'}, {cfg.out / 'results'}/*.json" + (f", {len(plots)} plots" if plots else ""))
+        err.print(note, style="dim", markup=False)
+    err.print(f"wrote {md}, {cfg.out / 'rows.csv'}, {cfg.out / 'results'}/*.json" + (f", {len(plots)} plots" if plots else ""),
+              markup=False)
     return 1 if errors else 0
 
 

@@ -15,14 +15,17 @@ To add a codec, write a class like :class:`PillowCodec` (or subclass it) and reg
 from __future__ import annotations
 
 import io
-import os
 from importlib import metadata
 
 import numpy as np
 from PIL import Image, features
 
+from ..cores import usable_cores
 
-class Codec:
+
+class BenchCodec:
+    """A codec as the benchmark runs it (see the module docstring); not ``models.codec.Codec``."""
+
     name: str = ""
     description: str = ""
     settings: tuple = ()
@@ -53,7 +56,7 @@ def _pkg_version(name: str) -> str:
         return "?"
 
 
-class PillowCodec(Codec):
+class PillowCodec(BenchCodec):
     """A codec that Pillow (or a Pillow plugin) saves and opens: ``format`` plus fixed save options."""
 
     format = ""
@@ -246,20 +249,22 @@ CONVENTIONAL: dict[str, type[PillowCodec]] = {
 ALL_CODECS = ("xcodec", *CONVENTIONAL)
 
 
-class XcodecCodec(Codec):
+class XcodecCodec(BenchCodec):
     """A shipped xcodec model; settings are qualities. Bits are counted from the real ``.xsc`` bytes."""
 
     setting_label = "quality"
 
     def __init__(self, model: str | None = None, qualities: tuple[float, ...] | None = None, device: str = "auto",
-                 threads: int = 1, estimate: bool = True, postfilter: bool = True):
+                 threads: int = 1, estimate: bool = True, postfilter: bool = True, realism: float = 0.0):
         from ..models import zoo
 
         self.model = model or zoo.DEFAULT_MODEL
         self.settings = tuple(qualities) if qualities else tuple(float(q) for q in range(1, 9))
         self.device, self.threads, self.estimate, self.postfilter = device, threads, estimate, postfilter
-        self.name = f"xcodec-{self.model}" + ("" if postfilter else "-unfiltered")
-        self.description = f"xcodec model {self.model!r} (.xsc files)" + ("" if postfilter else ", decoded without its post-filter")
+        self.realism = realism
+        self.name = f"xcodec-{self.model}" + ("" if postfilter else "-unfiltered") + (f"-r{realism:g}" if realism else "")
+        self.description = (f"xcodec model {self.model!r} (.xsc files)" + ("" if postfilter else ", decoded without its post-filter")
+                            + (f", decoded at realism {realism:g}" if realism else ""))
 
     def unavailable(self) -> str | None:
         from ..errors import XcodecError
@@ -276,17 +281,21 @@ class XcodecCodec(Codec):
         from ..models import zoo
 
         manifest = zoo.read_manifest(self.model)
-        return f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+        version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+        if self.realism:  # the decoded pixels depend on the head's weights too
+            version += f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
+        return version
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api
 
-        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device)
+        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device, threads=self.threads)
 
     def decode(self, data: bytes) -> np.ndarray:
         from .. import api
 
-        return np.asarray(api.decode(data, device=self.device, postfilter=self.postfilter).convert("RGB"))
+        image = api.decode(data, device=self.device, postfilter=self.postfilter, realism=self.realism, threads=self.threads)
+        return np.asarray(image.convert("RGB"))
 
     @staticmethod
     def payload_bytes(data: bytes) -> int:
@@ -302,12 +311,11 @@ class XcodecCodec(Codec):
 
         from .. import api
         from ..models import zoo
+        from ..models.codec import to_tensor
 
         net, _ = zoo.load(self.model)
         dev = api.resolve_device(self.device)
-        stride = net.stride
-        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().div(255)
-        x = torch.nn.functional.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
+        x = to_tensor(rgb, net.stride)
         with torch.inference_mode():
             return float(net.to(dev).estimate_bits(x.to(dev), quality))
 
@@ -331,16 +339,17 @@ def parse_settings(text: str) -> tuple:
 
 
 def build_codecs(names: list[str], models: list[str] | None = None, settings: dict[str, tuple] | None = None,
-                 device: str = "auto", threads: int = 1, postfilter: bool = True) -> tuple[list[Codec], list[str]]:
-    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``; ``postfilter``
-    False decodes them without their post-filters).
+                 device: str = "auto", threads: int = 1, postfilter: bool = True,
+                 realisms: tuple[float, ...] = (0.0,)) -> tuple[list[BenchCodec], list[str]]:
+    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``, once per realism
+    in ``realisms``; ``postfilter`` False decodes them without their post-filters).
 
     Returns the runnable codecs and one message per codec that was skipped, with the reason.
     """
     from ..models import zoo
 
     settings = settings or {}
-    codecs: list[Codec] = []
+    codecs: list[BenchCodec] = []
     skipped: list[str] = []
     for name in names:
         if name == "xcodec":
@@ -348,9 +357,9 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
             if not chosen:
                 skipped.append(f"xcodec: no models installed in {zoo.WEIGHTS_DIR}")
             for model in chosen:
-                codec = XcodecCodec(model, settings.get(f"xcodec-{model}") or settings.get("xcodec"), device, threads,
-                                    postfilter=postfilter)
-                codecs.append(codec)
+                qualities = settings.get(f"xcodec-{model}") or settings.get("xcodec")
+                codecs += [XcodecCodec(model, qualities, device, threads, postfilter=postfilter, realism=realism)
+                           for realism in realisms]
         elif name in CONVENTIONAL:
             codecs.append(CONVENTIONAL[name](settings.get(name), threads=threads))
         else:
@@ -366,4 +375,4 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
 
 
 def default_threads(jobs: int) -> int:
-    return max(1, (os.cpu_count() or 1) // max(1, jobs))
+    return max(1, usable_cores() // max(1, jobs))

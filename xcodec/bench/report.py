@@ -8,6 +8,7 @@ import platform
 from pathlib import Path
 
 from rich.table import Table
+from rich.text import Text
 
 from .bdrate import BD, POOR_OVERLAP, bd_quality, bd_rate
 from .curves import Curve, nan_to_none
@@ -16,8 +17,10 @@ METRICS = {  # curve attribute -> (axis label, short name, higher is better)
     "psnr": ("PSNR RGB (dB)", "PSNR", True),
     "ms_ssim_db": ("MS-SSIM RGB (dB)", "MS-SSIM dB", True),
     "lpips": ("LPIPS Alex (lower is better)", "LPIPS", False),
+    "dists": ("DISTS (lower is better)", "DISTS", False),
 }
-BD_METRICS = ("psnr", "ms_ssim_db")
+BD_METRICS = ("psnr", "ms_ssim_db", "lpips", "dists")
+PERCEPTUAL = ("lpips", "dists")  # distances: BD-rate on the negated values, no BD-quality
 
 
 def _f(value, fmt: str) -> str:
@@ -25,8 +28,8 @@ def _f(value, fmt: str) -> str:
 
 
 def summary_table(summary: list[dict], title: str, labels: dict[str, str] | None = None) -> Table:
-    t = Table(title=title)
-    for col in ("codec", "setting", "images", "bpp", "PSNR dB", "MS-SSIM dB", "LPIPS", "enc s", "dec s", "enc MiB", "dec MiB"):
+    t = Table(title=Text(title))  # the dataset is a folder's name: text, never markup
+    for col in ("codec", "setting", "images", "bpp", "PSNR dB", "MS-SSIM dB", "LPIPS", "DISTS", "enc s", "dec s", "enc MiB", "dec MiB"):
         t.add_column(col, justify="left" if col == "codec" else "right")
     previous = None
     for s in summary:
@@ -34,7 +37,7 @@ def summary_table(summary: list[dict], title: str, labels: dict[str, str] | None
         name = f"{s['codec']} ({label})" if label else s["codec"]
         t.add_row(
             name if s["codec"] != previous else "", f"{s['setting']:g}",
-            str(s["images"]), _f(s["bpp"], ".4f"), _f(s["psnr"], ".2f"), _f(s["ms_ssim_db"], ".2f"), _f(s["lpips"], ".4f"),
+            str(s["images"]), _f(s["bpp"], ".4f"), _f(s["psnr"], ".2f"), _f(s["ms_ssim_db"], ".2f"), _f(s["lpips"], ".4f"), _f(s["dists"], ".4f"),
             _f(s["encode_s"], ".3f"), _f(s["decode_s"], ".3f"), _f(s["encode_extra_mib"], ".0f"), _f(s["decode_extra_mib"], ".0f"),
         )
         previous = s["codec"]
@@ -42,7 +45,10 @@ def summary_table(summary: list[dict], title: str, labels: dict[str, str] | None
 
 
 def bd_table(curves: list[Curve], anchors: list[Curve]) -> list[dict]:
-    """BD-rate (and BD-quality) of every curve against each anchor, for PSNR and MS-SSIM dB."""
+    """BD-rate of every curve against each anchor for PSNR, MS-SSIM dB, LPIPS and DISTS; BD-quality for the first two.
+
+    LPIPS and DISTS (distances, lower is better) are negated first, so that their BD-rate reads like the others'.
+    """
     out = []
     for anchor in anchors:
         for curve in curves:
@@ -54,10 +60,11 @@ def bd_table(curves: list[Curve], anchors: list[Curve]) -> list[dict]:
                 if qa is None or qt is None:
                     entry[key] = None
                     continue
-                rate = bd_rate(anchor.bpp, qa, curve.bpp, qt)
-                quality = bd_quality(anchor.bpp, qa, curve.bpp, qt)
-                entry[key] = {"bd_rate_percent": rate.value, "overlap": rate.overlap, "note": rate.note,
-                              "bd_quality_db": quality.value}
+                sign = -1 if key in PERCEPTUAL else 1
+                rate = bd_rate(anchor.bpp, [sign * q for q in qa], curve.bpp, [sign * q for q in qt])
+                entry[key] = {"bd_rate_percent": rate.value, "overlap": rate.overlap, "note": rate.note}
+                if key not in PERCEPTUAL:
+                    entry[key]["bd_quality_db"] = bd_quality(anchor.bpp, qa, curve.bpp, qt).value
             out.append(entry)
     return out
 
@@ -75,14 +82,15 @@ def _display(entry: dict) -> str:
 
 def bd_rich_table(entries: list[dict], anchor: str) -> Table:
     t = Table(title=f"BD-rate against {anchor} (PCHIP; negative = fewer bits; * overlap < {POOR_OVERLAP:.0%})")
-    for col in ("curve", "BD-rate PSNR", "overlap", "BD-rate MS-SSIM", "overlap"):
-        t.add_column(col, justify="left" if col == "curve" else "right")
+    t.add_column("curve")
+    for key in BD_METRICS:
+        t.add_column(f"BD-rate {METRICS[key][1].removesuffix(' dB')}", justify="right")
+        t.add_column("overlap", justify="right")
     for e in entries:
         if e["anchor"] != anchor:
             continue
-        p, m = e.get("psnr"), e.get("ms_ssim_db")
-        t.add_row(_display(e), _bd_cell(p), _f(p and p["overlap"] * 100, ".0f"),
-                  _bd_cell(m), _f(m and m["overlap"] * 100, ".0f"))
+        cells = [c for key in BD_METRICS for c in (_bd_cell(e.get(key)), _f(e.get(key) and e[key]["overlap"] * 100, ".0f"))]
+        t.add_row(_display(e), *cells)
     return t
 
 
@@ -106,6 +114,7 @@ def write_results_json(summary: list[dict], out: Path, dataset: str, description
                 "ms-ssim-rgb": nan_to_none([p["ms_ssim"] for p in points]),
                 "ms-ssim-db-rgb": nan_to_none([p["ms_ssim_db"] for p in points]),
                 "lpips-alex": nan_to_none([p["lpips"] for p in points]),
+                "dists": nan_to_none([p["dists"] for p in points]),
                 "encoding_time": nan_to_none([p["encode_s"] for p in points]),
                 "decoding_time": nan_to_none([p["decode_s"] for p in points]),
                 "images": [p["images"] for p in points],
@@ -118,7 +127,7 @@ def write_results_json(summary: list[dict], out: Path, dataset: str, description
 
 
 def plot(curves: list[Curve], out: Path, title: str) -> list[Path]:
-    """``rd-psnr.png``, ``rd-ms-ssim.png``, ``rd-lpips.png``: this run's curves solid, published ones dashed."""
+    """``rd-psnr.png``, ``rd-ms-ssim.png``, ``rd-lpips.png``, ``rd-dists.png``: this run's curves solid, published ones dashed."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -128,7 +137,8 @@ def plot(curves: list[Curve], out: Path, title: str) -> list[Path]:
     max_bpp = max((max(c.bpp) for c in run if c.bpp), default=2.0)
     xmax = min(max(max_bpp * 1.05, 0.5), 3.0)
     paths = []
-    for key, filename in (("psnr", "rd-psnr.png"), ("ms_ssim_db", "rd-ms-ssim.png"), ("lpips", "rd-lpips.png")):
+    for key, filename in (("psnr", "rd-psnr.png"), ("ms_ssim_db", "rd-ms-ssim.png"), ("lpips", "rd-lpips.png"),
+                          ("dists", "rd-dists.png")):
         label, short, _ = METRICS[key]
         with_metric = [c for c in curves if c.metric(key) is not None]
         if not with_metric:
@@ -185,26 +195,29 @@ def markdown(out: Path, *, dataset: str, command: str, images: list[str], summar
         lines += [f"## BD-rate against {anchor}", "",
                   f"PCHIP, over the overlapping quality range; negative = fewer bits than {anchor} for the same quality. "
                   f"`*`: the curves overlap on less than {POOR_OVERLAP:.0%} of their joint range, so the number "
-                  "describes only part of them. BD-PSNR is the mean quality difference at equal rate.", "",
-                  "| curve | BD-rate PSNR | BD-PSNR dB | overlap | BD-rate MS-SSIM | BD MS-SSIM dB | overlap |",
-                  "|---|---:|---:|---:|---:|---:|---:|"]
+                  "describes only part of them. BD-PSNR is the mean quality difference at equal rate. "
+                  "LPIPS and DISTS: BD-rate at equal distance.", "",
+                  "| curve | BD-rate PSNR | BD-PSNR dB | overlap | BD-rate MS-SSIM | BD MS-SSIM dB | overlap "
+                  "| BD-rate LPIPS | overlap | BD-rate DISTS | overlap |",
+                  "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
         for e in bd:
             if e["anchor"] != anchor:
                 continue
             p, m = e.get("psnr"), e.get("ms_ssim_db")
             name = _display(e)
             lines.append(f"| {name} | {_bd_cell(p)} | {_f(p and p['bd_quality_db'], '+.3f')} | {_f(p and p['overlap'] * 100, '.0f')}% "
-                         f"| {_bd_cell(m)} | {_f(m and m['bd_quality_db'], '+.3f')} | {_f(m and m['overlap'] * 100, '.0f')}% |")
+                         f"| {_bd_cell(m)} | {_f(m and m['bd_quality_db'], '+.3f')} | {_f(m and m['overlap'] * 100, '.0f')}% "
+                         + "".join(f"| {_bd_cell(e.get(k))} | {_f(e.get(k) and e[k]['overlap'], '.0%')} " for k in PERCEPTUAL) + "|")
         lines += [""]
     lines += ["## Points", "", "Averages over the images (per image, then the mean). Times are wall-clock seconds per image; "
               "MiB is the extra peak resident memory of an encode or decode over the worker's size before it (mean).", "",
-              "| curve | setting | images | bpp | PSNR dB | MS-SSIM | MS-SSIM dB | LPIPS | enc s | dec s | enc MiB | dec MiB | est. bpp |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+              "| curve | setting | images | bpp | PSNR dB | MS-SSIM | MS-SSIM dB | LPIPS | DISTS | enc s | dec s | enc MiB | dec MiB | est. bpp |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in summary:
         lines.append(
             f"| {s['codec']} | {s['setting']:g} | {s['images']} | {_f(s['bpp'], '.4f')} | {_f(s['psnr'], '.2f')} "
             f"| {_f(s['ms_ssim'], '.4f')} "
-            f"| {_f(s['ms_ssim_db'], '.2f')} | {_f(s['lpips'], '.4f')} | {_f(s['encode_s'], '.3f')} | {_f(s['decode_s'], '.3f')} "
+            f"| {_f(s['ms_ssim_db'], '.2f')} | {_f(s['lpips'], '.4f')} | {_f(s['dists'], '.4f')} | {_f(s['encode_s'], '.3f')} | {_f(s['decode_s'], '.3f')} "
             f"| {_f(s['encode_extra_mib'], '.0f')} | {_f(s['decode_extra_mib'], '.0f')} | {_f(s['estimated_bpp'], '.4f')} |")
     lines += [""]
     published = [c for c in curves if c.published]

@@ -9,8 +9,8 @@ other machines (``--shard``) merge by taking the lines that are new (``merge_cac
 process appends the results of each (codec, image) as it ends; a line cut short by a crash is
 skipped when read.
 
-Per image and setting: bits of the real file (``8 * len(bytes) / pixels``), PSNR, MS-SSIM and
-LPIPS of the decoded image against the original, wall-clock encode and decode time, and memory
+Per image and setting: bits of the real file (``8 * len(bytes) / pixels``), PSNR, MS-SSIM, LPIPS
+and DISTS of the decoded image against the original, wall-clock encode and decode time, and memory
 (``mem_method``): the worker's peak resident set size during encode and during decode (Linux
 ``VmHWM``, reset before each call through ``/proc/self/clear_refs``), and the same minus the
 resident size just before the call ("extra"). Where the peak cannot be reset, ``ru_maxrss`` (the
@@ -31,20 +31,21 @@ from pathlib import Path
 
 import numpy as np
 
+from ..cores import limit_threads
 from ..files import sha256
-from .codecs import Codec
-from .metrics import METRICS_VERSION, all_metrics
+from .codecs import BenchCodec
+from ..metrics import METRICS_VERSION, all_metrics
 
 ROW_FIELDS = (
     "codec", "setting", "image", "image_sha256", "width", "height", "bytes", "bpp", "psnr", "ms_ssim",
-    "ms_ssim_db", "lpips", "encode_s", "decode_s", "encode_peak_mib", "decode_peak_mib", "encode_extra_mib",
+    "ms_ssim_db", "lpips", "dists", "encode_s", "decode_s", "encode_peak_mib", "decode_peak_mib", "encode_extra_mib",
     "decode_extra_mib", "mem_method", "estimated_bpp", "codec_version",
 )
 Key = tuple[str, str, str]  # image sha256, setting slug, codec key
 
 
 @dataclass
-class Image_:
+class BenchImage:
     """One benchmark image: its name in tables, its file and the sha256 of the file's bytes."""
 
     name: str
@@ -54,12 +55,13 @@ class Image_:
 
 @dataclass
 class Task:
-    codec: Codec
+    codec: BenchCodec
     codec_key: str
-    image: Image_
+    image: BenchImage
     settings: list
     device: str = "cpu"
     lpips: bool = True
+    dists: bool = True
 
 
 @dataclass
@@ -70,7 +72,7 @@ class Outcome:
     error: str | None = None
 
 
-def select_images(paths: list[Path], root: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[Image_]:
+def select_images(paths: list[Path], root: Path, limit: int | None = None, shard: tuple[int, int] | None = None) -> list[BenchImage]:
     """The first ``limit`` images (sorted by path); of those, every n-th from i for shard (i, n)."""
     paths = sorted(paths)[:limit] if limit else sorted(paths)
     if shard:
@@ -79,7 +81,7 @@ def select_images(paths: list[Path], root: Path, limit: int | None = None, shard
     images = []
     for p in paths:
         name = p.name if root.is_file() else str(p.relative_to(root))
-        images.append(Image_(name, p, sha256(p)))
+        images.append(BenchImage(name, p, sha256(p)))
     return images
 
 
@@ -87,7 +89,8 @@ def setting_slug(setting) -> str:
     return f"{setting:g}" if isinstance(setting, float) else str(setting)
 
 
-def codec_key(codec: Codec, lpips: bool = True) -> str:
+def codec_key(codec: BenchCodec, lpips: bool = True, dists: bool = True) -> str:
+    """With DISTS the key also hashes its weights; without, it is the key from before DISTS, so older caches serve ``--no-dists``."""
     parts = [codec.name, codec.version(), METRICS_VERSION]
     if lpips:
         from .lpips import WEIGHTS_SHA256
@@ -95,6 +98,10 @@ def codec_key(codec: Codec, lpips: bool = True) -> str:
         parts.append(WEIGHTS_SHA256)
     else:
         parts.append("no-lpips")
+    if dists:
+        from .dists import WEIGHTS_SHA256 as DISTS_SHA256
+
+        parts.append("dists " + DISTS_SHA256)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -212,7 +219,7 @@ def _load_rgb(path: Path) -> np.ndarray:
 _warm: set[str] = set()
 
 
-def _warm_up(codec: Codec, rgb: np.ndarray) -> None:
+def _warm_up(codec: BenchCodec, rgb: np.ndarray) -> None:
     """One untimed encode/decode of a small crop, so the first timed image pays no start-up costs."""
     if codec.name in _warm:
         return
@@ -246,7 +253,7 @@ def run_task(task: Task) -> Outcome:
             row = {
                 "codec": codec.name, "setting": setting, "image": image.name, "image_sha256": image.sha256,
                 "width": rgb.shape[1], "height": rgb.shape[0], "bytes": len(data), "bpp": 8 * len(data) / pixels,
-                **all_metrics(rgb, decoded, task.device, task.lpips),
+                **all_metrics(rgb, decoded, task.device, task.lpips, task.dists),
                 "encode_s": encode_s, "decode_s": decode_s, "encode_peak_mib": enc_peak, "decode_peak_mib": memory.peak,
                 "encode_extra_mib": enc_extra, "decode_extra_mib": memory.extra, "mem_method": memory.method,
                 "estimated_bpp": math.nan, "codec_version": version,
@@ -258,26 +265,18 @@ def run_task(task: Task) -> Outcome:
     return outcome
 
 
-def _init_worker(threads: int) -> None:
-    """Thread count for torch (set now if torch is loaded, else when it is) and for the codecs."""
-    import sys
-
-    os.environ["OMP_NUM_THREADS"] = str(threads)  # read by torch when it is first imported
-    if "torch" in sys.modules:
-        sys.modules["torch"].set_num_threads(threads)
-
-
-def plan(codecs: list[Codec], images: list[Image_], cache: Cache, device: str, lpips: bool) -> tuple[list[Task], int, int]:
+def plan(codecs: list[BenchCodec], images: list[BenchImage], cache: Cache, device: str, lpips: bool,
+         dists: bool = True) -> tuple[list[Task], int, int]:
     """Tasks for the (codec, image) pairs with missing settings; also (cached, total) triple counts."""
     tasks, cached, total = [], 0, 0
     for codec in codecs:
-        key = codec_key(codec, lpips)
+        key = codec_key(codec, lpips, dists)
         for image in images:
             missing = [s for s in codec.settings if cache.get(codec.name, image.sha256, s, key) is None]
             total += len(codec.settings)
             cached += len(codec.settings) - len(missing)
             if missing:
-                tasks.append(Task(codec, key, image, missing, device, lpips))
+                tasks.append(Task(codec, key, image, missing, device, lpips, dists))
     return tasks, cached, total
 
 
@@ -296,7 +295,7 @@ def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome
 
         saved_env = os.environ.get("OMP_NUM_THREADS")
         saved_torch = sys.modules["torch"].get_num_threads() if "torch" in sys.modules else None
-        _init_worker(threads)
+        limit_threads(threads)
         try:
             for task in tasks:
                 done(run_task(task), task)
@@ -309,7 +308,7 @@ def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome
                 sys.modules["torch"].set_num_threads(saved_torch)
         return outcomes
     ctx = multiprocessing.get_context("spawn")  # no fork after torch has started threads
-    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker, initargs=(threads,)) as pool:
+    with cf.ProcessPoolExecutor(jobs, mp_context=ctx, initializer=limit_threads, initargs=(threads,)) as pool:
         futures = {pool.submit(run_task, t): t for t in tasks}
         try:
             for future in cf.as_completed(futures):
@@ -321,11 +320,11 @@ def execute(tasks: list[Task], jobs: int, threads: int, cache: Cache, on_outcome
     return outcomes
 
 
-def collect(codecs: list[Codec], images: list[Image_], cache: Cache, lpips: bool) -> list[dict]:
+def collect(codecs: list[BenchCodec], images: list[BenchImage], cache: Cache, lpips: bool, dists: bool = True) -> list[dict]:
     """Rows for every (codec, setting, image) of this run that is in the cache."""
     rows = []
     for codec in codecs:
-        key = codec_key(codec, lpips)
+        key = codec_key(codec, lpips, dists)
         for image in images:
             for setting in codec.settings:
                 row = cache.get(codec.name, image.sha256, setting, key)
@@ -351,7 +350,7 @@ def summarize(rows: list[dict]) -> list[dict]:
     MS-SSIM in dB is computed from the mean MS-SSIM (as CompressAI's plots do); memory is the
     largest peak and the mean extra over all images.
     """
-    from .metrics import to_db
+    from ..metrics import to_db
 
     groups: dict[tuple[str, object], list[dict]] = {}
     for row in rows:
@@ -367,6 +366,7 @@ def summarize(rows: list[dict]) -> list[dict]:
         out.append({
             "codec": codec, "setting": setting, "images": len(group), "bpp": mean(group, "bpp"),
             "psnr": mean(group, "psnr"), "ms_ssim": msssim, "ms_ssim_db": to_db(msssim), "lpips": mean(group, "lpips"),
+            "dists": mean(group, "dists"),
             "encode_s": mean(group, "encode_s"), "decode_s": mean(group, "decode_s"),
             "encode_peak_mib": max(float(r["encode_peak_mib"]) for r in group),
             "decode_peak_mib": max(float(r["decode_peak_mib"]) for r in group),

@@ -20,7 +20,7 @@ from PIL import Image
 from safetensors.numpy import save
 
 from ..files import sha256, write_atomic
-from ..models.zoo import WEIGHTS_DIR
+from ..models.manifest import WEIGHTS_DIR
 from .codec import differences, fit
 from . import tables
 from .tables import NAME

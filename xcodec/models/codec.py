@@ -13,11 +13,15 @@ container, so a model knows nothing of files:
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
 - ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1];
-  ``postprocess(x_hat, quality)`` then applies the model's post-filter, if it has one.
+  ``postprocess(x_hat, quality, realism, seed)`` then applies the model's post-filter, if it has
+  one, and for ``realism`` > 0 its perceptual head (``realistic`` models only), whose noise is
+  drawn from ``seed``.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
+- ``training_stages()``: how the model learns (``stages.Stage``), run by ``xcodec train``; by
+  default the rate-distortion loss of ``forward``.
 - ``aux_loss()``, ``export_tensors()``, ``prepare_inference(tensors)`` and ``inference_tensors``
   have defaults for a model with nothing to add (no entropy bottleneck, no tables computed at
   export).
@@ -32,13 +36,16 @@ import contextlib
 import functools
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor
+
+if TYPE_CHECKING:
+    from .stages import Stage
 
 # CompressAI's MSE lambda ladder (8-bit RGB scale) for qualities 1..8.
 LAMBDAS = (0.0018, 0.0035, 0.0067, 0.0130, 0.0250, 0.0483, 0.0932, 0.1800)
@@ -65,6 +72,13 @@ def to_tensor(rgb: np.ndarray, stride: int = 1) -> Tensor:
     multiples of ``stride`` by replicating the last row and column."""
     x = torch.tensor(rgb).permute(2, 0, 1)[None].float().div(255)
     return F.pad(x, (0, -x.shape[3] % stride, 0, -x.shape[2] % stride), mode="replicate")
+
+
+# How the one walk of a context model, shared by the encoder and the decoder, gets the symbols of
+# the positions it has reached (one call per pass): the encoder takes them from the image, the
+# decoder reads them from the stream. The arguments say where the walk is (each model's own) and
+# end with the scale indices of those positions; the result is their integer symbols.
+TakeSymbols = Callable[..., Tensor]
 
 
 def checkerboard(h: int, w: int, device=None) -> Tensor:
@@ -119,10 +133,26 @@ class Codec(CompressionModel, metaclass=ABCMeta):
                    device: torch.device) -> Tensor:
         """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
 
-    def postprocess(self, x_hat: Tensor, quality: float) -> Tensor:
+    @classmethod
+    def training_stages(cls) -> tuple[Stage, ...]:
+        """How the model learns, the first stage being the default (``xcodec train --stage``).
+
+        By default one stage: every part learns the rate-distortion loss of ``forward``.
+        """
+        from .stages import RATE_DISTORTION  # stages.py builds on this module
+
+        return (RATE_DISTORTION,)
+
+    @property
+    def realistic(self) -> bool:
+        """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
+        return False
+
+    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
         """The decoder-side post-filter of one decoded tile (identity for a model without one).
 
-        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it.
+        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. ``realism`` in
+        [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its noise.
         """
         return x_hat
 

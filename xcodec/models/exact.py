@@ -41,8 +41,8 @@ def to_fixed(x: Tensor, bits: int) -> Tensor:
 
 def _shift_round(acc: Tensor, bits: int) -> Tensor:
     # Division by a power of two and floor are exact (the sums are integers well inside the
-    # mantissa): round-half-up, bit-exact.
-    return torch.floor(acc / 2.0**bits + 0.5)
+    # mantissa): round-half-up, bit-exact. In place: ``acc`` is a fresh sum.
+    return acc.mul_(2.0**-bits).add_(0.5).floor_()
 
 
 class ExactConvNet(nn.Module):
@@ -59,6 +59,7 @@ class ExactConvNet(nn.Module):
         self.weight_bits, self.dtype, self.limit = weight_bits, dtype, EXACT_LIMITS[dtype]
         layers = list(float_net) if isinstance(float_net, nn.Sequential) else [float_net]
         self.ops: list[tuple[str, int, int, int]] = []  # (kind, stride, padding, output_padding)
+        self.bounds: list[tuple[float, float]] = []  # per layer: max over outputs of sum|w|, and max|bias|
         for m in layers:
             if isinstance(m, nn.ReLU):
                 self.ops.append(("relu", 0, 0, 0))
@@ -71,6 +72,9 @@ class ExactConvNet(nn.Module):
             bias = m.bias.detach() if m.bias is not None else torch.zeros(m.out_channels)
             self.register_buffer(f"w{i}", to_fixed(m.weight.detach(), weight_bits).to(dtype))
             self.register_buffer(f"b{i}", to_fixed(bias, weight_bits + act_bits).to(dtype))
+            w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}")
+            reduce_dims = (0, 2, 3) if kind == "deconv" else (1, 2, 3)
+            self.bounds.append((float(w.abs().sum(dim=reduce_dims).max()), float(b.abs().max())))
 
     def forward(self, x_fixed: Tensor) -> Tensor:
         """Map fixed-point input (integers, ``act_bits``) to fixed-point output, both in ``dtype``."""
@@ -81,14 +85,18 @@ class ExactConvNet(nn.Module):
                 a = a.clamp_min(0)
                 continue
             w, b = getattr(self, f"w{i}").cpu(), getattr(self, f"b{i}").cpu()
+            weight_sum, bias = self.bounds[i]
             i += 1
             # Worst-case |partial sum| = max|a| * max over outputs of sum|w|, plus the bias.
-            reduce_dims = (0, 2, 3) if kind == "deconv" else (1, 2, 3)
-            bound = a.abs().max().double() * w.abs().sum(dim=reduce_dims).max().double() + b.abs().max().double()
-            if bound >= self.limit:
+            low, high = torch.aminmax(a)
+            if max(-float(low), float(high)) * weight_sum + bias >= self.limit:
                 raise ExactError("latent values out of the exact integer range")
             if kind == "deconv":
                 acc = F.conv_transpose2d(a, w, b, stride=stride, padding=pad, output_padding=out_pad)
+            elif w.shape[-2:] == (1, 1) and len(a) == 1 and stride == 1 and pad == 0:
+                # per position: one matrix product, several times faster than a convolution on a CPU
+                channels, height, width = a.shape[1:]
+                acc = torch.addmm(b[:, None], w[:, :, 0, 0], a[0].reshape(channels, -1)).view(1, -1, height, width)
             else:
                 acc = F.conv2d(a, w, b, stride=stride, padding=pad)
             a = _shift_round(acc, self.weight_bits)

@@ -1,7 +1,7 @@
 """Variable-rate mean-scale hyperprior: the compact CNN baseline.
 
 Ballé et al. 2018 / Minnen et al. 2018 (mean-scale hyperprior, no context model) with the gain
-units of ``hyper.Hyperprior``. The hyper-synthesis that gives the latent's means and scales
+units of ``latent.Hyperprior``. The hyper-synthesis that gives the latent's means and scales
 has an integer-exact twin (``exact.ExactConvNet``) for coding, so encoder and decoder agree to the
 bit on any machine.
 """
@@ -13,9 +13,9 @@ from compressai.models.utils import conv, deconv
 from torch import Tensor, nn
 
 from ..entropy import SYMBOL_LIMIT
-from .codec import ste_round
+from .codec import TakeSymbols, ste_round
 from .exact import ACT_BITS, ExactConvNet
-from .hyper import HyperpriorCodec, ReadSymbols, scale_index
+from .latent import HyperpriorCodec, scale_index
 
 
 class GainHyperprior(HyperpriorCodec):
@@ -62,6 +62,6 @@ class GainHyperprior(HyperpriorCodec):
         means, indexes = self._means_and_indexes(z_fixed)
         return (y - means).round().clamp(-SYMBOL_LIMIT, SYMBOL_LIMIT).flatten(), indexes.flatten()
 
-    def decode_latent(self, z_fixed: Tensor, read: ReadSymbols) -> Tensor:
+    def decode_latent(self, z_fixed: Tensor, take: TakeSymbols) -> Tensor:
         means, indexes = self._means_and_indexes(z_fixed)
-        return read(indexes) + means
+        return take(indexes) + means

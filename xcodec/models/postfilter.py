@@ -17,6 +17,7 @@ from torch import Tensor, nn
 
 from .blocks import CrossScaleAttention, HybridBlock, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
+from .threads import map_rows
 
 
 class ResidualBlock(nn.Module):
@@ -43,10 +44,18 @@ class PostFilter(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: Tensor, quality: Tensor) -> Tensor:
+        """The fine path runs in stripes (``map_rows``), on several threads inside ``threads(n)``,
+        with the same result for any thread count; the coarse path, global, on the whole map."""
         n, _, h, w = x.shape
         folded = F.pixel_unshuffle(pad_to(x, 2, "replicate"), 2)
         level = ((quality.to(x.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
-        features = self.head(torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:])], 1))
-        features = self.fine(features)
-        features = self.link(features, self.coarse(self.down(pad_to(features, 2, "replicate"))))
-        return x + F.pixel_shuffle(self.tail(features), 2)[..., :h, :w]
+        inputs = torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:])], 1)
+        rows, window = folded.shape[-2], self.link.window
+        stripe = rows if folded.shape[-1] < window else None  # narrower than a window: whole (its windows shrink)
+        radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
+        features = map_rows(lambda lo, hi: self.fine(self.head(inputs[..., lo:hi, :])), rows, radius, window, stripe)
+        coarse = self.coarse(self.down(pad_to(features, 2, "replicate")))
+        # the link's windows see the aligned coarse rows; one window of halo covers the tail's 3x3
+        restored = map_rows(lambda lo, hi: self.tail(self.link(features[..., lo:hi, :], coarse[..., lo // 2 : (hi + 1) // 2, :])),
+                            rows, window, window, stripe)
+        return x + F.pixel_shuffle(restored, 2)[..., :h, :w]

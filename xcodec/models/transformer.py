@@ -17,8 +17,6 @@ to the bit.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from compressai.layers import GDN
 from compressai.models.utils import conv, deconv
@@ -26,9 +24,9 @@ from torch import Tensor, nn
 
 from ..entropy import SYMBOL_LIMIT
 from .blocks import CrossScaleAttention, HybridBlock
-from .codec import checkerboard, ste_round
+from .codec import TakeSymbols, checkerboard, ste_round
 from .exact import ACT_BITS, ExactConvNet
-from .hyper import HyperpriorCodec, ReadSymbols, scale_index
+from .latent import HyperpriorCodec, scale_index
 
 
 class SliceParameters(nn.Module):
@@ -90,12 +88,6 @@ class SynthesisTransform(nn.Module):
         f3 = self.block3(self.cross3(self.up3(f4), f4))
         f2 = self.block2(self.cross2(self.up2(f3), f3))
         return self.up0(self.igdn1(self.up1(f2)))
-
-
-# The coder of one checkerboard pass: (group, positions mask, fixed-point means, scale indexes at
-# those positions) -> integer symbols at those positions. The encoder computes and records them,
-# the decoder reads them from the stream.
-PassCoder = Callable[[int, Tensor, Tensor, Tensor], Tensor]
 
 
 class CrossScaleTransformer(HyperpriorCodec):
@@ -168,8 +160,10 @@ class CrossScaleTransformer(HyperpriorCodec):
         self.exact_slice_params = nn.ModuleList(ExactSliceParameters(net) for net in self.slice_params)
         self.exact_lrp = nn.ModuleList(ExactConvNet(net) for net in self.lrp)
 
-    def _code(self, z_fixed: Tensor, code_pass: PassCoder) -> Tensor:
-        """Walk the groups and checkerboard passes in decoding order, in fixed point; return ŷ (float64)."""
+    def _code(self, z_fixed: Tensor, take: TakeSymbols) -> Tensor:
+        """Walk the groups and checkerboard passes in decoding order, in fixed point; return ŷ (float64).
+
+        ``take(group, positions mask, fixed-point means, scale indices)`` gives each pass's symbols."""
         hyper = self.exact_h_s(z_fixed)
         h, w = hyper.shape[2:]
         anchor = checkerboard(h, w)[None, None]
@@ -182,7 +176,7 @@ class CrossScaleTransformer(HyperpriorCodec):
                 params = self.exact_slice_params[s](support, y_hat if context else None)
                 mean_fixed, scale_fixed = params.chunk(2, dim=1)
                 positions = mask.expand_as(mean_fixed)
-                symbols = code_pass(s, positions, mean_fixed, scale_index(scale_fixed[positions]))
+                symbols = take(s, positions, mean_fixed, scale_index(scale_fixed[positions]))
                 y_hat[positions] = symbols * 2**ACT_BITS + mean_fixed[positions]
             residual = self.exact_lrp[s](torch.cat([support, y_hat], dim=1)).clamp(-half, half)
             done.append(y_hat + residual)
@@ -201,5 +195,5 @@ class CrossScaleTransformer(HyperpriorCodec):
         self._code(z_fixed, encode_pass)
         return torch.cat(symbols), torch.cat(indexes)
 
-    def decode_latent(self, z_fixed: Tensor, read: ReadSymbols) -> Tensor:
-        return self._code(z_fixed, lambda s, positions, mean_fixed, index: read(index))
+    def decode_latent(self, z_fixed: Tensor, take: TakeSymbols) -> Tensor:
+        return self._code(z_fixed, lambda s, positions, mean_fixed, index: take(index))

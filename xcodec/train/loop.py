@@ -1,27 +1,30 @@
-"""The training loop, top to bottom: data, model, optimizers, the rate-distortion step, checkpoints.
+"""The training loop, top to bottom: config, model, optimisers, the step, logs, checkpoints.
 
-One variable-rate model learns every quality at once: each crop in a batch gets its own random
-quality in [1, 8] (continuous), and with it its own lambda and gain vector.
+It runs one stage (``models/stages.py``) of one model: the stage says what learns, the losses, the
+log's columns, the validation and its preferred settings; the loop knows nothing else about the
+model. One variable-rate model learns every quality at once: each crop in a batch gets its own
+random quality in [1, 8] (continuous).
 
-A run lives in a folder (``runs/NAME``): ``last.pt`` (model, optimizers, step, RNG: ``--resume``
-continues exactly), ``log.csv`` (training loss, bpp, PSNR per log interval), ``val.csv`` (the
-model's estimated bpp and PSNR on validation images at qualities 1, 4, 8). Checkpoints are written
+A run lives in a folder (``runs/NAME``): ``last.pt`` (model, the stage's extra modules,
+optimisers, step, every rank's RNG: ``--resume`` continues exactly), ``log.csv`` (the stage's
+``logged`` numbers averaged over each log interval) and ``val.csv`` (the stage's ``measures`` on
+the first validation images at qualities 1, 4, 8), both with a header row. Checkpoints are written
 atomically every few minutes and on SIGTERM/Ctrl-C, so a killed run loses at most that much.
-``--init NAME`` starts a new run from the shipped ``weights/NAME`` (fresh optimizer): this is how a
-later session continues from committed weights.
+``--init NAME`` starts a new run from the shipped ``weights/NAME`` (fresh optimisers); the parts the
+stage adds start fresh.
 
-Distributed: launched by ``torchrun``, each process trains on its own crops and
-DistributedDataParallel averages the gradients (gloo on CPU, nccl on GPU); rank 0 writes.
+Distributed: launched by ``torchrun``, each process trains on its own crops and the gradients of
+every objective are averaged across processes before each update (gloo on CPU, nccl on GPU);
+rank 0 writes.
 """
 
 from __future__ import annotations
 
 import csv
-import math
+import dataclasses
 import os
 import signal
 import time
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,89 +33,53 @@ import torch.distributed as dist
 from PIL import Image
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from torch import nn
 
-from ..models import zoo
-from ..models.codec import MAX_QUALITY, MIN_QUALITY, lambda_for, to_tensor
+from ..errors import TrainingError
 from ..files import list_images, write_atomic
+from ..models import zoo
+from ..models.codec import MAX_QUALITY, MIN_QUALITY, Codec, to_tensor
+from ..models.stages import Batch, Stage, parts
+from .config import TrainConfig, find_stage, learning_rate, settle
 from .data import CropSampler, build_pack
 
 console = Console(stderr=True)
 VAL_QUALITIES = (1.0, 4.0, 8.0)
 
 
-@dataclass
-class TrainConfig:
-    data: Path
-    run_dir: Path
-    arch: str = zoo.DEFAULT_MODEL  # shipped models are named after their architecture
-    arch_config: dict = field(default_factory=dict)
-    init: str | None = None  # a model in weights/ to start from
-    batch_size: int = 8
-    crop: int = 128
-    lr: float = 1e-4
-    warmup_steps: int = 200
-    decay_start: int | None = None  # from this step on, the lr follows a cosine down to lr_end at max_steps
-    lr_end: float = 1e-5
-    max_steps: int = 1_000_000
-    max_minutes: float = math.inf
-    checkpoint_minutes: float = 5.0
-    log_every: int = 50
-    val_dir: Path | None = None
-    val_images: int = 4
-    val_minutes: float = 20.0
-    seed: int = 0
-    threads: int = 0  # 0: torch's default
-    device: str = "cpu"
-
-
-def cosine(lr: float, lr_end: float, t: float) -> float:
-    """A cosine from ``lr`` at ``t = 0`` down to ``lr_end`` at ``t = 1`` (and after)."""
-    return lr_end + (lr - lr_end) * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
-
-
-def learning_rate(cfg: TrainConfig, step: int) -> float:
-    """Linear warm-up over ``warmup_steps``, constant, then a cosine from ``decay_start`` to ``max_steps``."""
-    if cfg.decay_start is None or step < cfg.decay_start:
-        return cfg.lr * min(1.0, (step + 1) / cfg.warmup_steps)
-    return cosine(cfg.lr, cfg.lr_end, (step - cfg.decay_start) / max(1, cfg.max_steps - cfg.decay_start))
-
-
-def rd_loss(model: torch.nn.Module, x: torch.Tensor, quality: torch.Tensor) -> dict:
-    """Per-sample lambda * 255^2 * MSE + bpp, averaged over the batch."""
-    out = model(x, quality)
-    pixels = x.shape[2] * x.shape[3]
-    bpp = sum(-torch.log2(lik).flatten(1).sum(1) for lik in out["likelihoods"].values()) / pixels
-    mse = (out["x_hat"] - x).pow(2).flatten(1).mean(1)
-    loss = (lambda_for(quality) * 255**2 * mse + bpp).mean()
-    return {"loss": loss, "bpp": bpp.mean(), "mse": mse.mean()}
+def starting_model(cfg: TrainConfig, stage: Stage) -> tuple[Codec, dict, dict]:
+    """The model a new run starts from, its constructor arguments, and the training behind it."""
+    config, earlier = {}, {"steps": 0, "minutes": 0.0}
+    if cfg.init:
+        manifest = zoo.read_manifest(cfg.init)
+        if manifest.arch != cfg.model:
+            raise TrainingError(f"--init {cfg.init} is a {manifest.arch} model, not {cfg.model}")
+        config = manifest.build_config
+        earlier = {"steps": manifest.info.get("steps", 0), "minutes": manifest.info.get("train_minutes", 0.0)}
+    config = {**config, **stage.config, **cfg.model_config}
+    model = zoo.build(cfg.model, config)
+    if cfg.init:
+        missing, unexpected = model.load_state_dict(zoo.load_training_weights(cfg.init), strict=False)
+        if unexpected or any(key.split(".")[0] not in stage.fresh for key in missing):
+            raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config} "
+                             f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
+    return model, config, earlier
 
 
 @torch.no_grad()
-def psnr_db(mse: float) -> float:
-    """PSNR of a mean squared error on the [0, 1] scale (capped at 100 dB for a perfect match)."""
-    return 10 * math.log10(1 / max(mse, 1e-10))
-
-
-@torch.no_grad()
-def validate(model: torch.nn.Module, images: list[np.ndarray], device: str) -> list[tuple[float, float, float]]:
-    """(quality, estimated bpp, PSNR) averaged over ``images``, with eval-mode (rounded) latents."""
+def validate(model: Codec, stage: Stage, images: list[torch.Tensor]) -> list[dict[str, float]]:
+    """The stage's measures at each of ``VAL_QUALITIES``, averaged over ``images`` (1, 3, H, W), in
+    eval mode (the model's mode is restored)."""
+    training = model.training
     model.eval()
-    rows = []
-    for q in VAL_QUALITIES:
-        bpps, psnrs = [], []
-        for rgb in images:
-            x = to_tensor(rgb).to(device)
-            out = model(x, torch.tensor([q], device=device))
-            bits = sum(float(-torch.log2(lik).sum()) for lik in out["likelihoods"].values())
-            bpps.append(bits / (x.shape[2] * x.shape[3]))
-            mse = float((out["x_hat"].clamp(0, 1) - x).pow(2).mean())
-            psnrs.append(psnr_db(mse))
-        rows.append((q, float(np.mean(bpps)), float(np.mean(psnrs))))
-    model.train()
-    return rows
+    try:
+        return [{"quality": q, **stage.validate(model, images, q)} for q in VAL_QUALITIES]
+    finally:
+        model.train(training)
 
 
 def validation_images(folder: Path | None, count: int, stride: int) -> list[np.ndarray]:
+    """The first ``count`` images of ``folder``, cropped to multiples of ``stride``."""
     if folder is None:
         return []
     images = []
@@ -160,8 +127,20 @@ def nice_session() -> None:
             pass
 
 
+def average_gradients(params: list[nn.Parameter]) -> None:
+    """Average the gradients across processes, in one collective."""
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in params]
+    flat = torch.cat([g.flatten() for g in grads])
+    dist.all_reduce(flat)
+    flat /= dist.get_world_size()
+    for p, chunk in zip(params, flat.split([p.numel() for p in params])):
+        p.grad = chunk.view_as(p)
+
+
 def train(cfg: TrainConfig, resume: bool = False) -> Path:
     """Train until ``max_steps`` or ``max_minutes``; a SIGTERM or Ctrl-C still saves a checkpoint."""
+    stage = find_stage(cfg.model, cfg.stage)
+    cfg = settle(cfg, stage)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     nice_session()
     distributed = "WORLD_SIZE" in os.environ and int(os.environ["WORLD_SIZE"]) > 1
@@ -185,29 +164,44 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
 
     generator = torch.Generator().manual_seed(cfg.seed + rank)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-    model = zoo.build(cfg.arch, cfg.arch_config)
-    step, elapsed = 0, 0.0
-    earlier = {"steps": 0, "minutes": 0.0}  # the training behind --init weights, for the manifest
-    if cfg.init:
-        model.load_state_dict(zoo.load_training_weights(cfg.init))
-        info = zoo.read_manifest(cfg.init).info
-        earlier = {"steps": info.get("steps", 0), "minutes": info.get("train_minutes", 0.0)}
-    model.to(cfg.device)
-    # CompressAI's convention: entropy bottlenecks' quantiles learn from the auxiliary loss only.
-    main_params = [p for n, p in model.named_parameters() if not n.endswith(".quantiles")]
-    aux_params = [p for n, p in model.named_parameters() if n.endswith(".quantiles")]
-    optimizer = torch.optim.Adam(main_params, lr=cfg.lr)
-    aux_optimizer = torch.optim.Adam(aux_params, lr=1e-3) if aux_params else None
-
-    generators = [generator.get_state()]  # every rank's crop RNG, as of the last collective checkpoint
+    state = None
     if resume and checkpoint_path.exists():
         state = torch.load(checkpoint_path, map_location="cpu", weights_only=False)  # RNG states stay on the CPU
+        if "optimizers" not in state:
+            raise TrainingError(f"{checkpoint_path} was written by an older xcodec; export it and start a new run with --init")
+        if (state["arch"], state["stage"]) != (cfg.model, stage.name):
+            raise TrainingError(f"{checkpoint_path} is stage {state['stage']} of {state['arch']}, not {stage.name} of {cfg.model}")
+        config, earlier = state["arch_config"], state["earlier"]
+        model = zoo.build(cfg.model, config)
+    else:
+        model, config, earlier = starting_model(cfg, stage)
+    extras = nn.ModuleDict(stage.extras() if stage.extras else {})
+    model.to(cfg.device)
+    extras.to(cfg.device)
+
+    named = [*model.named_parameters(), *(("extras." + n, p) for n, p in extras.named_parameters())]
+    objectives = list(stage.objectives)
+    if cfg.parts:
+        objectives[0] = dataclasses.replace(objectives[0], learns=parts(*cfg.parts))
+    trainers = []  # (objective, its parameters, its optimiser)
+    for i, objective in enumerate(objectives):
+        params = [p for n, p in named if objective.learns(n)]
+        if not params and i == 0:
+            raise TrainingError(f"stage {stage.name}: the parts to train ({', '.join(cfg.parts or ())}) hold no parameters")
+        if params:
+            trainers.append((objective, params, torch.optim.Adam(params, lr=objective.lr or cfg.lr)))
+    learning = {id(p) for _, params, _ in trainers for p in params}
+    for _, p in named:
+        p.requires_grad_(id(p) in learning)  # frozen parts build no graph
+
+    step, elapsed = 0, 0.0
+    generators = [generator.get_state()]  # every rank's crop RNG, as of the last collective checkpoint
+    if state is not None:
         model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if aux_optimizer:
-            aux_optimizer.load_state_dict(state["aux_optimizer"])
+        extras.load_state_dict(state["extras"])
+        for (_, _, optimizer), saved in zip(trainers, state["optimizers"]):
+            optimizer.load_state_dict(saved)
         step, elapsed = state["step"], state["elapsed"]
-        earlier = state.get("earlier", earlier)
         generators = state["generators"]
         if rank < len(generators):  # a rank the saving run did not have keeps its own seed
             generator.set_state(generators[rank])
@@ -215,9 +209,8 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if main:
             console.print(f"resumed {checkpoint_path} at step {step} ({elapsed / 60:.1f} min trained)")
 
-    trained = torch.nn.parallel.DistributedDataParallel(model) if distributed else model
     sampler = CropSampler(pack_path, cfg.crop, generator)
-    val_images = validation_images(cfg.val_dir, cfg.val_images, model.stride) if main else []
+    val_images = [to_tensor(rgb).to(cfg.device) for rgb in validation_images(cfg.val_dir, cfg.val_images, model.stride)] if main else []
 
     def checkpoint(collective: bool) -> None:
         """Save (rank 0). ``collective``: all ranks call this at the same step, so gather their RNGs."""
@@ -230,25 +223,24 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         if main:
             save_atomic(
                 {
-                    "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                    "aux_optimizer": aux_optimizer and aux_optimizer.state_dict(), "step": step, "elapsed": elapsed,
-                    "earlier": earlier,
+                    "arch": cfg.model, "arch_config": config, "stage": stage.name, "model": model.state_dict(),
+                    "extras": extras.state_dict(), "optimizers": [o.state_dict() for _, _, o in trainers],
+                    "step": step, "elapsed": elapsed, "earlier": earlier,
                     "generators": generators, "torch_rng": torch.get_rng_state(),
-                    "arch": cfg.arch, "arch_config": cfg.arch_config,
-                    "train_config": {k: str(v) for k, v in asdict(cfg).items()},
+                    "train_config": {k: str(v) for k, v in dataclasses.asdict(cfg).items()},
                 },
                 checkpoint_path,
             )
 
-    log_file, log = _csv(cfg.run_dir / "log.csv", ["step", "minutes", "lr", "loss", "bpp", "psnr"]) if main else (None, None)
-    val_file, val_log = _csv(cfg.run_dir / "val.csv", ["step", "minutes", "quality", "bpp", "psnr"]) if main else (None, None)
-    session_start = last_checkpoint = last_val = time.monotonic()
-    totals = torch.zeros(3)
+    log_file, log = _csv(cfg.run_dir / "log.csv", ["step", "minutes", "lr", *stage.logged]) if main else (None, None)
+    val_file, val_log = _csv(cfg.run_dir / "val.csv", ["step", "minutes", "quality", *stage.measures]) if main else (None, None)
+    last_checkpoint = last_val = session_start = time.monotonic()
+    totals = dict.fromkeys(stage.logged, 0.0)
     model.train()
     progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TimeElapsedColumn(), TextColumn("{task.fields[status]}"), console=console,
                         disable=not (main and console.is_terminal))
-    task = progress.add_task(f"training {cfg.arch}", total=cfg.max_steps, completed=step, status="")
+    task = progress.add_task(f"{cfg.model} {stage.name}", total=cfg.max_steps, completed=step, status="")
 
     def agreed(flag: bool) -> bool:
         """True on every rank if it is true on any: decisions taken from a rank's own clock must be
@@ -259,48 +251,47 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         dist.all_reduce(value, op=dist.ReduceOp.MAX)
         return bool(value)
 
-    def out_of_time() -> bool:
-        return agreed((time.monotonic() - session_start) / 60 >= cfg.max_minutes)
-
     finished = False
     try:
         with progress:
-            while step < cfg.max_steps and not out_of_time():
+            while step < cfg.max_steps and not agreed((time.monotonic() - session_start) / 60 >= cfg.max_minutes):
                 t0 = time.monotonic()
                 lr = learning_rate(cfg, step)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
                 x = sampler.batch(cfg.batch_size).to(cfg.device)
                 quality = MIN_QUALITY + (MAX_QUALITY - MIN_QUALITY) * torch.rand(cfg.batch_size, generator=generator)
-                terms = rd_loss(trained, x, quality.to(cfg.device))
-                optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(main_params, 1.0)
-                optimizer.step()
-                if aux_optimizer:
-                    aux_optimizer.zero_grad(set_to_none=True)
-                    model.aux_loss().backward()  # depends on the (synchronised) weights only: same on every rank
-                    aux_optimizer.step()
+                batch = Batch(model, x, quality.to(cfg.device), generator, cfg.options, extras)
+                for i, (objective, params, optimizer) in enumerate(trainers):
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr if objective.lr is None else objective.lr
+                    loss, numbers = objective.loss(batch)
+                    optimizer.zero_grad(set_to_none=True)
+                    loss.backward()
+                    if distributed:
+                        average_gradients(params)
+                    if objective.clip is not None:
+                        torch.nn.utils.clip_grad_norm_(params, objective.clip)
+                    optimizer.step()
+                    if i == 0:
+                        for name in totals:
+                            totals[name] += numbers[name]
 
                 step += 1
                 elapsed += time.monotonic() - t0
-                totals += torch.tensor([terms["loss"].item(), terms["bpp"].item(), terms["mse"].item()])
                 progress.update(task, completed=step)
                 if step % cfg.log_every == 0:
                     if main:
-                        loss, bpp, mse = (totals / cfg.log_every).tolist()
-                        psnr = psnr_db(mse)
-                        log.writerow([step, f"{elapsed / 60:.2f}", f"{lr:.2e}", f"{loss:.4f}", f"{bpp:.4f}", f"{psnr:.2f}"])
+                        means = {name: total / cfg.log_every for name, total in totals.items()}
+                        log.writerow([step, f"{elapsed / 60:.2f}", f"{lr:.2e}", *(f"{v:.4f}" for v in means.values())])
                         log_file.flush()
-                        status = f"loss {loss:.4f}  bpp {bpp:.3f}  psnr {psnr:.2f}"
+                        status = "  ".join(f"{name} {value:.4f}" for name, value in means.items())
                         progress.update(task, status=status)
                         if progress.disable:  # no live display (a log file): one line per interval
                             console.print(f"step {step:>7}  {elapsed / 60:7.1f} min  {status}")
-                    totals.zero_()
+                    totals = dict.fromkeys(totals, 0.0)
                 if val_images and time.monotonic() - last_val > cfg.val_minutes * 60:
-                    for q, bpp, psnr in validate(model, val_images, cfg.device):
-                        val_log.writerow([step, f"{elapsed / 60:.2f}", q, f"{bpp:.4f}", f"{psnr:.2f}"])
-                        console.print(f"validation q{q:g}: {bpp:.4f} bpp  {psnr:.2f} dB")
+                    for row in validate(model, stage, val_images):
+                        val_log.writerow([step, f"{elapsed / 60:.2f}", row["quality"], *(f"{row[m]:.4f}" for m in stage.measures)])
+                        console.print(f"validation q{row['quality']:g}: " + "  ".join(f"{m} {row[m]:.4f}" for m in stage.measures))
                     val_file.flush()
                     last_val = time.monotonic()
                 if agreed(time.monotonic() - last_checkpoint > cfg.checkpoint_minutes * 60):

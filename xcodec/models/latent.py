@@ -1,4 +1,4 @@
-"""The hyperprior component, and the codec skeleton that the CNN and the transformer share.
+"""The latent models' shared parts: the hyperprior component, and the codec skeleton of the CNN and the transformer.
 
 ``Hyperprior`` holds what a variable-rate hyperprior model needs beside its transforms:
 
@@ -25,13 +25,10 @@ from compressai.entropy_models import EntropyBottleneck, GaussianConditional
 from torch import Tensor, nn
 
 from ..entropy import GaussianReader, decode_categorical, encode_categorical, encode_gaussian
-from .codec import LAMBDAS, Codec, interpolate_quality, one_thread, ste_round
+from .codec import LAMBDAS, Codec, TakeSymbols, interpolate_quality, one_thread, ste_round
 from .exact import ACT_BITS, to_fixed
 
 SCALE_MIN = 0.11
-
-# The decoder of a latent: given scale indices (any shape), returns that many decoded symbols.
-ReadSymbols = Callable[[Tensor], Tensor]
 
 
 def scale_table_fixed() -> Tensor:
@@ -215,14 +212,15 @@ class HyperpriorCodec(Codec):
         """Encoder: all symbols of ``y`` and their scale indices, flattened in decoding order."""
         raise NotImplementedError
 
-    def decode_latent(self, z_fixed: Tensor, read: ReadSymbols) -> Tensor:
+    def decode_latent(self, z_fixed: Tensor, take: TakeSymbols) -> Tensor:
         """Decoder: ŷ (float64), reading symbols in the order ``latent_symbols`` produced them."""
         raise NotImplementedError
 
 
 def _nest_hyperprior_keys(module: nn.Module, state_dict: dict, prefix: str, *args) -> None:
-    """Accept weights saved before ``Hyperprior`` was a component (the shipped files, older training
-    runs): they hold its tensors at the model's level, ``log_gain`` for ``hyper.log_gain``."""
+    """Load the shipped ``hyperprior`` and ``transformer`` weights, which hold the component's tensors
+    at the model's level (``log_gain`` for ``hyper.log_gain``), so that those files, and the
+    bitstreams that name their hash, stay valid."""
     for key in [k for k in state_dict if k.startswith(prefix)]:
         name = key[len(prefix) :]
         if name in ("log_gain", "log_inv_gain") or name.startswith("entropy_bottleneck."):

@@ -1,0 +1,129 @@
+"""The speed benchmark of docs/results.md: single images idle and beside busy processes, batches, AVIF and JPEG XL.
+
+    PYTHONPATH=. python docs/speed.py ../shared/data/kodak [--baseline CHECKOUT] [--repeat 3] [--batch 24]
+
+- Single image (the folder's first, quality 4, each codec at its defaults): a fresh process per
+  codec and condition warms up on a 64x64 crop, then times ``--repeat`` encodes and decodes; the
+  median is shown, in seconds of wall time and of CPU time (all the process's threads: the work
+  done, which other programs' load changes little). "busy": one ``while True: pass`` process per
+  usable core runs meanwhile ("+N busy"); the machine's other load is whatever it was (the load
+  average before and after the run is printed).
+- ``--baseline CHECKOUT``: the same xcodec measurements with another checkout's code (e.g. a
+  worktree of the commit before the thread policy), in the same run.
+- Batch: ``xcodec encode`` and ``xcodec decode`` of the folder's first ``--batch`` images with
+  ``-j 1`` and ``-j 2`` (default threads), wall time of the whole command (model loads included).
+
+Prints a Markdown table and the conditions (cores, load average before the run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+CHILD = """
+import inspect, io, json, sys, time
+import numpy as np
+from PIL import Image
+codec, path, repeat = sys.argv[1], sys.argv[2], int(sys.argv[3])
+rgb = np.asarray(Image.open(path).convert("RGB"))
+if codec == "xcodec":
+    from xcodec import api
+    encode = lambda pixels: api.encode(Image.fromarray(pixels), quality=4)
+    decode = lambda data: api.decode(data)
+else:
+    from xcodec.bench.codecs import AVIF, JPEGXL
+    from xcodec.cores import usable_cores
+    impl, setting = {"avif": (AVIF, 60), "jxl": (JPEGXL, 80)}[codec]
+    impl = impl(threads=usable_cores())
+    encode = lambda pixels: impl.encode(pixels, setting)
+    decode = impl.decode
+decode(encode(np.ascontiguousarray(rgb[:64, :64])))  # warm-up: imports, model, lazy initialisation
+times = {"encode": [], "decode": [], "encode_cpu": [], "decode_cpu": []}
+for _ in range(repeat):
+    start, cpu = time.perf_counter(), time.process_time(); data = encode(rgb)
+    times["encode"].append(time.perf_counter() - start); times["encode_cpu"].append(time.process_time() - cpu)
+    start, cpu = time.perf_counter(), time.process_time(); decode(data)
+    times["decode"].append(time.perf_counter() - start); times["decode_cpu"].append(time.process_time() - cpu)
+print(json.dumps({**times, "bpp": 8 * len(data) / (rgb.shape[0] * rgb.shape[1])}))
+"""
+
+
+def usable_cores() -> int:
+    sys.path.insert(0, str(REPO))
+    from xcodec.cores import usable_cores as cores
+
+    return cores()
+
+
+@contextmanager
+def busy(count: int):
+    """``count`` processes that keep a core busy each, for the block."""
+    spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(count)]
+    try:
+        time.sleep(1)
+        yield
+    finally:
+        for spinner in spinners:
+            spinner.kill()
+            spinner.wait()
+
+
+def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    result = subprocess.run([sys.executable, "-c", CHILD, codec, str(image), str(repeat)], env=env,
+                            capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def batch(command: str, inputs: list[str], out: Path, jobs: int) -> float:
+    start = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "xcodec.cli", command, *inputs, "-d", str(out), "-j", str(jobs), "--quiet"],
+                   env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+    return time.perf_counter() - start
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folder", type=Path)
+    parser.add_argument("--baseline", type=Path, help="another checkout, measured beside this one")
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--batch", type=int, default=24)
+    args = parser.parse_args()
+    images = sorted(args.folder.glob("*.png"))
+    cores = usable_cores()
+    print(f"{cores} usable cores, load average {os.getloadavg()[0]:.1f} before the run, image {images[0].name}, "
+          f"{args.repeat} calls each (median)\n")
+    print("| codec | condition | encode s | decode s | encode CPU s | decode CPU s | bpp |\n|---|---|---:|---:|---:|---:|---:|")
+    runs = [("xcodec", REPO, "xcodec")] + ([("xcodec", args.baseline, "xcodec (baseline)")] if args.baseline else [])
+    runs += [("avif", REPO, "AVIF 4:4:4 q60 speed 6"), ("jxl", REPO, "JPEG XL q80 effort 7")]
+    for condition, spinners in (("no added load", 0), (f"+{cores} busy", cores)):
+        for codec, checkout, label in runs:
+            with busy(spinners):
+                result = single(codec, images[0], args.repeat, checkout)
+            times = " | ".join(f"{statistics.median(result[key]):.2f}" for key in ("encode", "decode", "encode_cpu", "decode_cpu"))
+            print(f"| {label} | {condition} | {times} | {result['bpp']:.3f} |", flush=True)
+    inputs = [str(p) for p in images[: args.batch]]
+    print(f"\n| batch of {len(inputs)} | -j 1 s | -j 2 s | speed-up |\n|---|---:|---:|---:|")
+    with tempfile.TemporaryDirectory() as tmp:
+        coded = {jobs: Path(tmp) / f"coded{jobs}" for jobs in (1, 2)}
+        encode = {jobs: batch("encode", inputs, coded[jobs], jobs) for jobs in (1, 2)}
+        print(f"| encode | {encode[1]:.1f} | {encode[2]:.1f} | {encode[1] / encode[2]:.2f}x |", flush=True)
+        files = sorted(str(p) for p in coded[1].iterdir())
+        decode = {jobs: batch("decode", files, Path(tmp) / f"decoded{jobs}", jobs) for jobs in (1, 2)}
+        print(f"| decode | {decode[1]:.1f} | {decode[2]:.1f} | {decode[1] / decode[2]:.2f}x |")
+    print(f"\nload average {os.getloadavg()[0]:.1f} after the run")
+
+
+if __name__ == "__main__":
+    main()

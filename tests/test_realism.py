@@ -1,0 +1,137 @@
+"""The realism knob: one file, decoded from the fidelity output (0) to the perceptual decoder's (1)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from xcodec import api, container
+from xcodec.container import Bitstream, StreamKind
+from xcodec.errors import FormatError, InputError
+from xcodec.models import zoo
+
+from .conftest import make_photo
+
+
+@pytest.fixture(scope="module")
+def coded() -> bytes:
+    return api.encode(make_photo(96, 72, seed=3), quality=1.5, device="cpu")
+
+
+def decode(data: bytes, **kwargs) -> np.ndarray:
+    return np.asarray(api.decode(data, device="cpu", **kwargs)).astype(int)
+
+
+def test_the_default_model_has_a_perceptual_head():
+    net, manifest = zoo.load(zoo.DEFAULT_MODEL)
+    assert net.realistic and "perceptual" in manifest.heads
+
+
+def test_realism_changes_the_pixels_and_blends_between_the_two_outputs(coded):
+    fidelity, half, sharp = (decode(coded, realism=r) for r in (0.0, 0.5, 1.0))
+    assert np.array_equal(fidelity, decode(coded))  # a file without a suggestion decodes at 0
+    assert np.abs(sharp - fidelity).mean() > 0.5
+    # half way is the blend of the two outputs, up to rounding, where neither is clamped
+    inside = (fidelity > 0) & (fidelity < 255) & (sharp > 0) & (sharp < 255)
+    assert inside.mean() > 0.9
+    assert np.abs(half - (fidelity + sharp) / 2)[inside].max() <= 1.0
+
+
+def test_realism_changes_no_bit_of_the_file():
+    image = make_photo(64, 48, seed=4)
+    plain = api.encode(image, quality=2, device="cpu")
+    hinted = api.encode(image, quality=2, device="cpu", realism=0.7)
+    a, b = container.unpack(plain), container.unpack(hinted)
+    assert b.streams[:-1] == a.streams and b.streams[-1] == (StreamKind.REALISM, bytes([70]))
+    assert (a.header.version, b.header.version) == (container.VERSION, 5)
+    # the suggestion is the default; an explicit realism, 0 included, overrides it
+    assert np.array_equal(decode(hinted), decode(plain, realism=0.7))
+    assert np.array_equal(decode(hinted, realism=0.0), decode(plain))
+    assert np.array_equal(decode(hinted, postfilter=False), decode(plain, postfilter=False))
+
+
+def test_a_decode_is_reproducible(coded):
+    assert np.array_equal(decode(coded, realism=1.0), decode(coded, realism=1.0))
+
+
+@pytest.mark.parametrize("realism", [-0.1, 1.01, math.nan, math.inf])
+def test_a_bad_realism_is_refused(coded, realism):
+    with pytest.raises(InputError, match="realism must be between 0 and 1"):
+        api.decode(coded, device="cpu", realism=realism)
+    with pytest.raises(InputError, match="realism must be between 0 and 1"):
+        api.encode(make_photo(16, 16), quality=2, device="cpu", realism=realism)
+
+
+@pytest.mark.parametrize("realism", ["-0.1", "1.5", "nan"])
+@pytest.mark.parametrize("command", ["decode", "compare", "encode"])
+def test_the_cli_refuses_a_bad_realism_with_exit_2(run_cli, save_png, command, realism):
+    path = save_png(make_photo(16, 16))
+    args = {"decode": ("decode", "x.xsc"), "compare": ("compare", path, "x.xsc"), "encode": ("encode", path)}[command]
+    result = run_cli(*args, "--realism", realism)
+    assert result.returncode == 2
+    assert b"realism" in result.stderr
+
+
+def test_bench_refuses_a_bad_realism_list(run_cli, tmp_path):
+    result = run_cli("bench", str(tmp_path), "--realism", "0,2")
+    assert result.returncode == 2 and b"realism" in result.stderr
+
+
+def test_models_without_a_perceptual_head_refuse_realism():
+    image = make_photo(64, 64)
+    with pytest.raises(InputError, match="no perceptual decoder"):
+        api.encode(image, quality=2, model="hyperprior", device="cpu", realism=0.5)
+    data = api.encode(image, quality=2, model="hyperprior", device="cpu")
+    with pytest.raises(InputError, match="no perceptual decoder"):
+        api.decode(data, device="cpu", realism=0.5)
+    assert api.decode(data, device="cpu", realism=0.0).size == (64, 64)
+
+
+def test_realism_needs_the_postfilter(coded):
+    with pytest.raises(InputError, match="post-filter"):
+        api.decode(coded, device="cpu", realism=1.0, postfilter=False)
+
+
+@pytest.mark.parametrize("payload", [b"", bytes([101]), bytes([255]), bytes([50, 50])])
+def test_a_malformed_realism_stream_is_refused(payload):
+    header = container.Header("wavelet", bytes(8), 4.0, 8, 8)
+    data = container.pack(Bitstream(header, [(StreamKind.CODED, b"x"), (StreamKind.REALISM, payload)]))
+    with pytest.raises(FormatError, match="realism stream"):
+        container.unpack(data)
+
+
+def test_cli_decode_and_compare_take_the_realism(run_cli, save_png, tmp_path):
+    path = save_png(make_photo(96, 72, seed=3))
+    assert run_cli("encode", path, "-o", "x.xsc", "-q", "1.5", "--realism", "1").returncode == 0
+    assert run_cli("decode", "x.xsc", "-o", "hint.png").returncode == 0
+    assert run_cli("decode", "x.xsc", "-o", "r0.png", "--realism", "0").returncode == 0
+    data = (tmp_path / "x.xsc").read_bytes()
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "hint.png")), decode(data, realism=1.0))
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "r0.png")), decode(data, realism=0.0))
+    result = run_cli("compare", path, "x.xsc", "--realism", "0.5", "--json", "--no-lpips")
+    assert result.returncode == 0, result.stderr
+    assert b'"realism": 0.5' in result.stdout
+
+
+def test_pillow_takes_a_default_and_a_per_image_realism(coded, tmp_path, monkeypatch):
+    import xcodec.pillow
+
+    path = tmp_path / "x.xsc"
+    path.write_bytes(coded)
+    monkeypatch.setattr(xcodec.pillow, "REALISM", 1.0)
+    assert np.array_equal(np.asarray(Image.open(path)).astype(int), decode(coded, realism=1.0))
+    image = Image.open(path)
+    image.realism = 0.0
+    assert np.array_equal(np.asarray(image).astype(int), decode(coded))
+    Image.open(path).save(tmp_path / "y.xsc", quality=2, realism=0.3)
+    assert Image.open(tmp_path / "y.xsc").info["realism"] == 0.3
+
+
+def test_bench_names_each_realism_apart():
+    from xcodec.bench.codecs import build_codecs
+
+    codecs, _ = build_codecs(["xcodec"], ["wavelet"], realisms=(0.0, 0.5, 1.0))
+    assert [c.name for c in codecs] == ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]

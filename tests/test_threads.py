@@ -1,0 +1,168 @@
+"""The thread policy and parallel work: usable cores, stripes and tiles on several threads, batch workers.
+
+Whatever the thread or job count, files and pixels are the same; a batch keeps its lines' order,
+its exit codes and its clean Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+
+from xcodec import api, cores
+from xcodec.errors import InputError
+from xcodec.models import threads, zoo
+
+from tests.conftest import REPO_ROOT, make_photo, png_bytes
+
+
+@pytest.mark.parametrize("text,cores_", [("200000 100000\n", 2), ("150000 100000\n", 2), ("50000 100000\n", 1),
+                                         ("max 100000\n", None), ("garbage", None)])
+def test_cgroup_quota_in_whole_cores(tmp_path, text, cores_):
+    (tmp_path / "cpu.max").write_text(text)
+    assert cores.cgroup_cpus(tmp_path / "cpu.max") == cores_
+    assert cores.cgroup_cpus(tmp_path / "missing") is None
+
+
+def test_usable_cores_within_the_affinity():
+    assert 1 <= cores.usable_cores() <= len(os.sched_getaffinity(0))
+
+
+def test_map_ordered_keeps_the_order_and_bounds_the_work_in_flight():
+    running, peak, lock = [0], [0], threading.Lock()
+
+    def work(i: int) -> tuple[int, int]:
+        with lock:
+            running[0] += 1
+            peak[0] = max(peak[0], running[0])
+        time.sleep(0.002 * (i % 3))
+        with lock:
+            running[0] -= 1
+        return i, torch.get_num_threads()
+
+    with threads.threads(3):
+        results = list(threads.map_ordered(work, list(range(30))))
+    assert [i for i, _ in results] == list(range(30))
+    assert {n for _, n in results} == {1}  # each piece's kernels on one thread
+    assert 1 < peak[0] <= 3
+
+
+@pytest.mark.parametrize("height", [7, 50, 203])
+def test_map_rows_gives_the_whole_maps_result_for_any_thread_count(height):
+    torch.manual_seed(height)
+    net = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 8, 5, padding=2), nn.Conv2d(8, 2, 3, padding=1))
+    x = torch.randn(1, 3, height, 37)
+    with torch.inference_mode():
+        with threads.threads(1):
+            whole = net(x)
+        striped = []
+        for count in (1, 2, 3):
+            with threads.threads(count):
+                striped.append(threads.map_rows(lambda lo, hi: net(x[..., lo:hi, :]), height, halo=4, align=8, rows=16))
+    # the same bits for any thread count; the whole map's up to the kernels' rounding (CPU kernels
+    # may sum in another order for another map size; the post-filter's give the same bits)
+    assert all(torch.equal(striped[0], s) for s in striped[1:])
+    torch.testing.assert_close(striped[0], whole, rtol=0, atol=1e-5)
+
+
+def test_postfilter_stripes_give_the_whole_images_result(monkeypatch):
+    postfilter = zoo.load("wavelet")[0].postfilter
+    if postfilter is None:
+        pytest.skip("the installed wavelet model has no post-filter")
+    x = torch.rand(1, 3, 300, 90, generator=torch.Generator().manual_seed(1))
+    quality = torch.tensor([4.0])
+    outputs = []
+    for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; 3 stripes of the 150 folded rows
+        monkeypatch.setattr(threads, "STRIPE_ROWS", rows)
+        with torch.inference_mode(), threads.threads(count):
+            outputs.append(postfilter(x, quality))
+    assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+
+
+def test_files_and_pixels_do_not_depend_on_the_thread_count(torch_threads):
+    image = make_photo(90, 400, seed=4)  # 200 folded rows: the post-filter runs in stripes
+    files = {count: api.encode(image, quality=3.5, device="cpu", threads=count) for count in (1, 2)}
+    tiled = {count: api.encode(image, quality=3.5, device="cpu", tile=128, threads=count) for count in (1, 3)}
+    assert files[1] == files[2] and tiled[1] == tiled[3]
+    for data in (files[1], tiled[1]):
+        pixels = [np.asarray(api.decode(data, device="cpu", threads=count)) for count in (1, 2, 3)]
+        assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
+    assert torch.get_num_threads() == torch_threads  # the caller's thread count comes back
+
+
+def test_thread_count_below_one_is_refused(photo):
+    with pytest.raises(InputError, match="at least 1"):
+        api.encode(photo(16, 16), threads=0)
+
+
+# --- batches in worker processes ---------------------------------------------------------------------
+
+
+def stderr_lines(result) -> list[str]:
+    return result.stderr.decode().strip().splitlines()
+
+
+def test_batch_with_two_jobs_keeps_order_bytes_and_exit_codes(run_cli, tmp_path):
+    names = []
+    for i in range(4):
+        names.append(f"p{i}.png")
+        (tmp_path / names[-1]).write_bytes(png_bytes(make_photo(60 + 10 * i, 40, seed=i)))
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    inputs = [names[0], "bad.png", *names[1:]]
+    one = run_cli("encode", *inputs, "-d", "one", "-j", "1")
+    two = run_cli("encode", *inputs, "-d", "two", "-j", "2")
+    for result in (one, two):
+        assert result.returncode == 1, result.stderr.decode()
+        lines = stderr_lines(result)
+        assert [line.split(" ")[0].rstrip(":") for line in lines[:-1]] == [*inputs[:1], "error", *inputs[2:]], lines
+        assert lines[-1] == "4 of 5 files done, 1 failed"
+    for name in names:
+        xsc = name.replace(".png", ".xsc")
+        assert (tmp_path / "one" / xsc).read_bytes() == (tmp_path / "two" / xsc).read_bytes()
+
+    decoded = run_cli("decode", "two", "-d", "decoded", "-j", "2", "--threads", "1")
+    assert decoded.returncode == 0, decoded.stderr.decode()
+    assert stderr_lines(decoded)[-1] == "4 of 4 files done, 0 failed"
+    reference = run_cli("decode", "one", "-d", "reference", "-j", "1")
+    assert reference.returncode == 0
+    for name in names:
+        with Image.open(tmp_path / "decoded" / name) as a, Image.open(tmp_path / "reference" / name) as b:
+            assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_batch_of_workers_cleanly(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(12):
+        (folder / f"p{i:02}.png").write_bytes(png_bytes(make_photo(320, 240, seed=i)))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, "encode", "images", "-d", "out", "-j", "2"],
+                               cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    assert b" -> " in process.stderr.readline()  # the first file is done, the others in the workers
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    written = list((tmp_path / "out").iterdir())
+    assert written and all(p.suffix == ".xsc" for p in written)  # no temporary file left
+    assert len(written) < 12
+
+
+INTERRUPTIBLE = """
+import signal, sys
+from xcodec import cli
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, also when the suite runs in the background
+sys.argv = ["xcodec", *sys.argv[1:]]
+cli.main()
+"""

@@ -1,0 +1,75 @@
+"""The ``wavelet`` model's perceptual decoder head: detail synthesised on top of the fidelity output.
+
+The MSE post-filter (``postfilter.py``) gives the fidelity image ``y``: the conditional mean of what
+the file allows, blurry where the quantiser zeroed the fine bands. The perceptual head adds a
+residual ``delta(y, quality, noise)`` trained for perceptual similarity (LPIPS with a fidelity
+term), so that the realism knob R in [0, 1] gives ``y + R * delta``: R = 0 is the fidelity output
+bit for bit, R = 1 the perceptual decoder, and values between blend the two outputs, which reaches
+the points between them on the distortion-perception trade-off (Yan et al., ICML 2022). The file is
+the same for every R: the encoder does not know the head exists.
+
+The noise is what lets the head synthesise texture instead of averaging it: at decode time it is
+drawn from a generator seeded by the tile's payload bytes, so a file decodes to the same pixels
+every time, on any thread count.
+
+Layout: the image is folded 2x2 into channels (12) and joined by the quality and ``NOISE`` noise
+channels; residual blocks at 1/2 resolution handle local texture, a path at 1/4 resolution
+(``HybridBlock``: window and pooled global attention, channel attention, mixed FFN) gives each
+position the wider context that decides what texture belongs there, upsampled back and added.
+The last convolution starts at zero: an untrained head leaves the fidelity output unchanged.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .blocks import HybridBlock, pad_to
+from .codec import MAX_QUALITY, MIN_QUALITY
+from .postfilter import ResidualBlock
+
+NOISE = 4  # noise channels at 1/2 resolution
+
+
+def noise_seed(payloads: list[bytes]) -> int:
+    """A 63-bit seed from a tile's payloads: a file always draws the same noise."""
+    digest = hashlib.sha256(b"".join(payloads)).digest()
+    return int.from_bytes(digest[:8], "little") >> 1
+
+
+def draw_noise(shape: tuple[int, int, int], seed: int) -> Tensor:
+    """(1, NOISE, h, w) standard normal noise from a CPU generator (the same on every machine)."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn((1, NOISE, *shape[1:]), generator=generator)
+
+
+class PerceptualHead(nn.Module):
+    """y (N, 3, H, W) in [0, 1], quality (N,), noise (N, NOISE, ceil(H/2), ceil(W/2)) -> delta."""
+
+    def __init__(self, width: int = 32, blocks: int = 1, coarse_width: int = 64):
+        super().__init__()
+        self.head = nn.Conv2d(12 + 1 + NOISE, width, 3, padding=1)
+        self.fine = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
+        self.down = nn.Conv2d(width, coarse_width, 2, stride=2)
+        self.coarse = nn.Sequential(ResidualBlock(coarse_width), HybridBlock(coarse_width, heads=4, window=8, pool=4))
+        self.up = nn.ConvTranspose2d(coarse_width, width, 2, stride=2)
+        self.tail = nn.Conv2d(width, 12, 3, padding=1)
+        nn.init.zeros_(self.tail.weight)
+        nn.init.zeros_(self.tail.bias)
+
+    def noise_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        return NOISE, -(-height // 2), -(-width // 2)
+
+    def forward(self, y: Tensor, quality: Tensor, noise: Tensor) -> Tensor:
+        n, _, h, w = y.shape
+        folded = F.pixel_unshuffle(pad_to(y, 2, "replicate"), 2)
+        level = ((quality.to(y.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
+        features = self.head(torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:]), noise], 1))
+        features = self.fine(features)
+        fh, fw = features.shape[-2:]
+        coarse = self.coarse(self.down(pad_to(features, 2, "replicate")))
+        features = features + self.up(coarse)[..., :fh, :fw]
+        return F.pixel_shuffle(self.tail(features), 2)[..., :h, :w]

@@ -1,0 +1,100 @@
+"""The thread policy: every torch kernel on one thread; several cores only for independent pieces.
+
+Torch splits each kernel over its thread pool and waits for every thread at the kernel's end. The
+coding walk runs thousands of small kernels, so when another process takes a core, each of them
+waits for a descheduled thread: 20-30x slower on a busy two-core machine. Inside ``threads(n)``,
+torch runs on one thread, and up to ``n`` threads work on independent pieces (the tiles of an
+image, the stripes of a post-filter), each piece on one thread, handed out as threads free up: a
+thread that the machine slows down takes fewer pieces, and the others wait for it only at the end.
+
+Pieces are cut by the image's size, never by the thread count, and a piece is computed the same
+way by whichever thread takes it, so files and pixels do not depend on the thread count.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections import deque
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextvars import ContextVar
+from typing import TypeVar
+
+import torch
+from torch import Tensor
+
+from .codec import one_thread
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+CPU = torch.device("cpu")
+STRIPE_ROWS = 96  # rows of a stripe (at the network's own resolution): a few stripes per Kodak image
+
+_threads: ContextVar[int] = ContextVar("threads", default=1)
+
+
+@contextlib.contextmanager
+def threads(count: int) -> Iterator[None]:
+    """Inside the block torch runs on one thread here, and ``map_ordered`` uses ``count`` threads."""
+    if count < 1:
+        raise ValueError(f"the thread count must be at least 1, got {count}")
+    token = _threads.set(count)
+    try:
+        with one_thread(CPU):
+            yield
+    finally:
+        _threads.reset(token)
+
+
+def map_ordered(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``fn`` of each item, in order, computed by the threads of the enclosing ``threads`` block.
+
+    Each thread runs torch on one thread, in the caller's grad mode, and sees a budget of one
+    thread itself (no nested pools); a single item runs here, with the block's whole budget for
+    its own pieces. At most two items per thread are in flight, so that memory stays bounded.
+    """
+    count = _threads.get()
+    if count <= 1 or len(items) <= 1:
+        yield from map(fn, items)
+        return
+    inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
+
+    def run(item: T) -> R:
+        with one_thread(CPU), torch.inference_mode(inference), torch.set_grad_enabled(grad):
+            return fn(item)
+
+    with ThreadPoolExecutor(count, thread_name_prefix="xcodec") as pool:
+        pending = deque()
+        for item in items:
+            pending.append(pool.submit(run, item))
+            if len(pending) >= 2 * count:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def map_rows(fn: Callable[[int, int], Tensor], height: int, halo: int, align: int = 1, rows: int | None = None) -> Tensor:
+    """A map of ``height`` rows (dim -2) computed in horizontal stripes by ``map_ordered``.
+
+    ``fn(top, bottom)`` computes the output's rows ``top:bottom`` from the inputs' same rows alone
+    (each at its own scale), as if they were the whole image; its rows more than ``halo`` away from
+    a cut must be exact, which holds for convolutions of receptive radius ``halo`` and for anything
+    per position. The cuts are at multiples of ``align`` (windowed attention: its window; make
+    ``halo`` a multiple of it too), placed by ``height`` and ``rows`` (default ``STRIPE_ROWS``) alone, so the result does not
+    depend on the thread count. This is how a decoder-side image-to-image network uses several
+    cores deterministically.
+    """
+    rows = rows or STRIPE_ROWS
+    count = max(1, height // rows)
+    tops = sorted({align * round(i * height / count / align) for i in range(count)})
+    bottoms = tops[1:] + [height]
+    if len(tops) == 1:
+        return fn(0, height)
+
+    def stripe(cut: tuple[int, int]) -> Tensor:
+        top, bottom = cut
+        lo, hi = max(0, top - halo), min(height, bottom + halo)
+        return fn(lo, hi)[..., top - lo : bottom - lo, :]
+
+    return torch.cat(list(map_ordered(stripe, list(zip(tops, bottoms)))), -2)

@@ -1,0 +1,162 @@
+"""The ``wavelet`` model's training stages, each cheap enough for two CPU cores.
+
+Its transform is already good before any training (JPEG 2000's CDF 9/7), so it learns in stages,
+each shipped and benchmarked before the next (docs/training.md):
+
+- ``context``: the transform stays fixed; the context networks learn the code length of the
+  dead-zone coefficients. No synthesis, no distortion.
+- ``postfilter``: the codec stays fixed; a post-filter added to the ``--init`` model learns to
+  restore decoded crops.
+- ``joint``: the parts ``--parts`` names (by default all) learn the rate-distortion cost of
+  effort 1's symbols, end to end.
+- ``perceptual``: the codec and its post-filter stay fixed; a perceptual head added to the
+  ``--init`` model learns to add detail to the post-filtered crops (LPIPS, with the dB it costs
+  against the fidelity output as a penalty). DISTS is never trained on: it is the held-out judge.
+
+Every loss is a mean over crops of a logarithm (of bits, of MSE, of a rate-distortion cost), so a
+crop at quality 1 weighs as much as one at quality 8: BD-rate counts percentages and decibels, not
+bits.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from ...bench import lpips
+from ...metrics import batch_psnr
+from ..stages import Batch, Objective, Stage, parts
+from .quantise import RDO_LAMBDA, step_for
+
+# The run settings of every stage unless it says otherwise: a cosine from --lr down to --lr-end
+# over the whole run, no warm-up.
+SCHEDULE = {"crop": 256, "batch_size": 8, "lr": 1e-3, "lr_end": 1e-5, "decay_start": 0, "max_steps": 20_000,
+            "log_every": 25, "val_minutes": 15.0}
+
+
+def context_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """log2 of each crop's code length under the context networks (exactly the unit-bin Laplacian
+    the coder uses), averaged: a crop at quality 1 (a few hundred bits) weighs as much as one at
+    quality 8 (tens of thousands)."""
+    model, x, quality = batch.model, batch.x, batch.quality
+    with torch.no_grad():
+        _, planes = model.quantise(x, quality)
+    bits = model.context.bits(planes, quality).sum(1)
+    return torch.log2(bits).mean(), {"bpp": float(bits.detach().sum() / x[:, 0].numel())}
+
+
+def postfilter_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """Minus the mean PSNR of the post-filtered crops, which the fixed codec decodes as effort 1
+    would, without entropy coding (``WaveletCodec.decoded``); the log shows the filter's gain."""
+    model, x, quality = batch.model, batch.x, batch.quality
+    with torch.no_grad():
+        decoded = model.decoded(x, quality)
+    restored = batch_psnr(model.postfilter(decoded, quality), x)
+    return -restored.mean(), {"gain_db": float((restored.detach() - batch_psnr(decoded, x)).mean())}
+
+
+def joint_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """log of each crop's rate-distortion cost J = bits + SSE / (RDO_LAMBDA step**2) (8-bit units):
+    the trade-off the encoder's RDO makes at that quality's global step, so that learning the band
+    steps does not move the quality scale. The bits are every coefficient's, the low band's too."""
+    model, x, quality = batch.model, batch.x, batch.quality
+    out = model(x, quality)
+    bits = -torch.log2(out["likelihoods"]["coefficients"]).sum(1)
+    sse = ((out["x_hat"] - x) * 255).square().flatten(1).sum(1)
+    cost = bits + sse / (RDO_LAMBDA * step_for(quality) ** 2)
+    return torch.log(cost).mean(), {"cost": float(cost.detach().sum() / x[:, 0].numel())}
+
+
+def coded_bpp(model, images: list[Tensor], quality: float) -> float:
+    """The code length of the exact coder at the default effort (the current weights' networks)."""
+    model.prepare_inference({})
+    return float(np.mean([model.estimate_bits(x, quality) / x[0, 0].numel() for x in images]))
+
+
+def decoded_psnr(model, images: list[Tensor], quality: float) -> dict[str, float]:
+    """PSNR of effort 1's reconstruction (``decoded``) before and after the post-filter."""
+    q = torch.tensor([quality], device=images[0].device)
+    scores = []
+    for x in images:
+        x_hat = model.decoded(x, q)
+        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(model.postprocess(x_hat, quality), x))))
+    decoded, filtered = np.mean(scores, 0)
+    return {"psnr_decoded": float(decoded), "psnr": float(filtered)}
+
+
+def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    """LPIPS of the perceptual output (fresh noise per crop) plus ``fidelity`` times the dB it
+    loses against the fidelity output, so that colours and structure stay put."""
+    model, x, quality = batch.model, batch.x, batch.quality
+    with torch.no_grad():
+        fidelity = model.postfilter(model.decoded(x, quality), quality).clamp(0, 1)
+    noise = torch.randn(len(x), *model.perceptual.noise_shape(*x.shape[-2:]), generator=batch.generator)
+    sharp = (fidelity + model.perceptual(fidelity, quality, noise.to(x.device))).clamp(0, 1)
+    distance = lpips.load(device=str(x.device))(sharp * 2 - 1, x * 2 - 1)
+    lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
+    loss = (distance + batch.options["fidelity"] * lost_db).mean()
+    return loss, {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+
+
+def realism_scores(model, images: list[Tensor], quality: float) -> dict[str, float]:
+    """PSNR and LPIPS of the decoded images at realism 0 (the fidelity output) and 1."""
+    net = lpips.load(device=str(images[0].device))
+    q = torch.tensor([quality], device=images[0].device)
+    scores = []
+    for x in images:
+        x_hat = model.decoded(x, q)
+        fidelity, sharp = (model.postprocess(x_hat, quality, realism) for realism in (0.0, 1.0))
+        scores.append([float(f(y, x)) for y in (fidelity, sharp) for f in (batch_psnr, lambda a, b: net(a * 2 - 1, b * 2 - 1))])
+    return dict(zip(("psnr", "lpips", "psnr_r1", "lpips_r1"), np.mean(scores, 0).tolist()))
+
+
+CONTEXT = Stage(
+    name="context",
+    summary="the context networks learn the code length of the fixed CDF 9/7 transform's coefficients",
+    objectives=(Objective(parts("context"), context_loss),),
+    logged=("bpp",),
+    measures=("bpp",),
+    validate=lambda model, images, q: {"bpp": coded_bpp(model, images, q)},
+    config={"lifting_hidden": 0},
+    defaults=SCHEDULE,
+)
+
+POSTFILTER = Stage(
+    name="postfilter",
+    summary="a post-filter added to the --init model learns to restore its decoded crops (the codec stays fixed)",
+    objectives=(Objective(parts("postfilter"), postfilter_loss),),
+    logged=("gain_db",),
+    measures=("psnr_decoded", "psnr"),
+    validate=decoded_psnr,
+    config={"postfilter": 32},  # its width
+    fresh=("postfilter",),
+    defaults={**SCHEDULE, "crop": 128, "lr": 3e-4, "max_steps": 8000},
+)
+
+JOINT = Stage(
+    name="joint",
+    summary="end-to-end fine-tuning of the rate-distortion cost of effort 1's symbols (--parts: which parts learn)",
+    objectives=(Objective(parts("colour", "wavelet", "log_steps", "recon", "context", "postfilter"), joint_loss),),
+    logged=("cost",),
+    measures=("bpp", "psnr"),
+    validate=lambda model, images, q: {"bpp": coded_bpp(model, images, q), "psnr": decoded_psnr(model, images, q)["psnr"]},
+    config={"lifting_hidden": 8},  # learned lifting residuals, zero at first: the --init transform is the start
+    fresh=("wavelet",),
+    defaults=SCHEDULE,
+)
+
+PERCEPTUAL = Stage(
+    name="perceptual",
+    summary="a perceptual head added to the --init model learns LPIPS on its post-filtered decoded crops (the codec stays fixed)",
+    objectives=(Objective(parts("perceptual"), perceptual_loss),),
+    logged=("lpips", "lost_db"),
+    measures=("psnr", "lpips", "psnr_r1", "lpips_r1"),
+    validate=realism_scores,
+    config={"perceptual": 32},  # its width
+    fresh=("perceptual",),
+    defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
+    options={"fidelity": 0.025},  # LPIPS units per dB lost against the fidelity output
+)
+
+STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
