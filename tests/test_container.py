@@ -176,7 +176,7 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 6, 255])
+@pytest.mark.parametrize("version", [0, 1, 7, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right

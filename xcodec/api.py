@@ -3,6 +3,7 @@
 >>> from xcodec import api
 >>> data = api.encode(Image.open("photo.png"), quality=4)   # bytes of an .xsc file
 >>> image = api.decode(data)                                # a Pillow image
+>>> data = api.encode(Image.open("scan.png"), lossless=True)  # every sample exact (max_error=N: within +-N)
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
+from .lossless import tables
+from .lossless.codec import decode_tile, encode_tile
 from .models.manifest import Layout, check_effort, check_header
 from .models.threads import map_ordered, threads as thread_budget
 
@@ -46,7 +49,8 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
            strip: bool = False, realism: float | None = None, threads: int | None = None,
-           metadata: dict[str, bytes | None] | None = None) -> bytes:
+           metadata: dict[str, bytes | None] | None = None, lossless: bool = False,
+           max_error: int | None = None) -> bytes:
     """Compress a Pillow image into the bytes of an ``.xsc`` file.
 
     The image is coded as independent ``tile`` x ``tile`` tiles (0: one tile), so that memory
@@ -59,7 +63,18 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
     ``threads``: how many threads code tiles at once (None: the cores this process may use,
     ``cores.usable_cores``); every torch kernel runs on one thread (``models.threads``), and the
     file does not depend on the count.
+
+    ``lossless`` codes every sample exactly (8-bit, or 16-bit grayscale), ``max_error`` (1..4) every
+    sample within +-max_error, both with the ``lossless`` coder (``quality``, ``model``, ``effort``
+    and ``realism`` do not apply).
     """
+    if lossless or max_error is not None:
+        if lossless and max_error:
+            raise InputError("lossless means max_error 0; give one or the other")
+        if realism is not None:
+            raise InputError("a lossless or near-lossless file has no realism")
+        source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata, keep_depth=True)
+        return _encode_exact(source, max_error or 0, max_pixels, tile, on_tile, threads)
     source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
                     threads=threads)(quality)
@@ -72,6 +87,69 @@ def thread_count(threads: int | None) -> int:
     if threads < 1:
         raise InputError(f"the thread count must be at least 1, got {threads}")
     return threads
+
+
+def _metadata(source: SourceImage, realism: float | None = None) -> list[tuple[StreamKind, bytes]]:
+    """The metadata streams of a source (the alpha plane coded once, whatever the quality)."""
+    alpha = None if source.alpha is None else encode_alpha(source.alpha)
+    streams = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
+               (StreamKind.ALPHA, alpha), (StreamKind.REALISM, None if realism is None else container.realism_stream(realism))]
+    return [(kind, data) for kind, data in streams if data]
+
+
+def _tile(tile: int, height: int, width: int, stride: int, limit: int) -> int:
+    """The tile side of a file whose padded image is ``height`` x ``width`` (0: one tile), refusing a
+    ``tile`` that is not a multiple of ``stride`` or gives tiles decoders refuse (below ``MIN_TILE``,
+    above ``limit``)."""
+    if tile < 0 or tile % stride:
+        raise InputError(f"the tile size must be 0 (one tile) or a positive multiple of {stride}, got {tile}")
+    if tile >= max(height, width):
+        tile = 0  # one tile: a single representation for it
+    if 0 < tile < container.MIN_TILE:
+        raise InputError(f"tiles are at least {container.MIN_TILE} pixels a side (decoders refuse smaller ones), got {tile}")
+    if (tile or max(height, width)) > limit:
+        raise InputError(f"tiles are limited to {limit} pixels a side (decoders refuse larger ones); "
+                         f"code this image in tiles (--tile {DEFAULT_TILE})")
+    return tile
+
+
+def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: int,
+                  on_tile: TileCallback | None, threads: int | None) -> bytes:
+    """A lossless (``max_error`` 0) or near-lossless file: planes G, R, B (or gray) in tiles."""
+    if not 0 <= max_error <= container.MAX_ERROR:
+        raise InputError(f"max_error must be between 0 and {container.MAX_ERROR}, got {max_error}")
+    if source.gray16 is not None:
+        samples, depth = source.gray16[None].astype(np.int64), 16
+    else:
+        planes = source.rgb[..., :1] if source.channels == 1 else source.rgb[..., [1, 0, 2]]
+        samples, depth = planes.transpose(2, 0, 1).astype(np.int64), 8
+    height, width = samples.shape[1:]
+    check_pixels(width, height, max_pixels)
+    tile = _tile(tile, height, width, 1, container.EXACT_MAX_TILE)
+    scales, manifest = tables.load()
+    count = thread_count(threads)
+
+    def code(box: tuple[int, int, int, int]) -> bytes:
+        top, left, rows, cols = box
+        return encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, scales)
+
+    while True:
+        header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth, tile=tile,
+                        max_error=max_error)
+        payloads = []
+        with thread_budget(count):
+            for done, payload in enumerate(map_ordered(code, list(header.tile_boxes())), 1):
+                payloads.append(payload)
+                if on_tile:
+                    on_tile(done, header.tiles)
+        side = tile or max(height, width)
+        if container.work_fits(header, sum(map(len, payloads))) or side <= container.MIN_TILE:
+            break
+        # A near-flat image codes to fewer bytes than decoders accept for its pixels (the work
+        # bound); halved tiles each carry their own predictor coefficients, which brings it in.
+        tile = max(side // 2, container.MIN_TILE)
+    streams = [(StreamKind.CODED, payload) for payload in payloads]
+    return container.pack(Bitstream(header, streams + _metadata(source)))
 
 
 def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
@@ -88,27 +166,17 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     net, manifest = zoo.load(model)
     dev = resolve_device(device)
     stride = net.stride
-    if tile < 0 or tile % stride:
-        raise InputError(f"the tile size must be 0 (one tile) or a positive multiple of {stride}, got {tile}")
     pad_bottom, pad_right = -height % stride, -width % stride
-    if tile >= max(height + pad_bottom, width + pad_right):
-        tile = 0  # one tile: a single representation for it
-    if 0 < tile < container.MIN_TILE:
-        raise InputError(f"tiles are at least {container.MIN_TILE} pixels a side (decoders refuse smaller ones), got {tile}")
+    tile = _tile(tile, height + pad_bottom, width + pad_right, stride, container.MAX_TILE)
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
                     pad_right, tile, net.streams_per_tile)
-    if max(header.tile_size) > container.MAX_TILE:
-        raise InputError(f"tiles are limited to {container.MAX_TILE} pixels a side (decoders refuse larger ones); "
-                         f"code this image in tiles (--tile {DEFAULT_TILE})")
     effort = check_effort(model, Layout.of(net), effort)
     if realism is not None:
         check_model_realism(net, model, check_realism(realism))
     net = net.to(dev)
     count = thread_count(threads)
     boxes = list(header.tile_boxes())
-    alpha = None if source.alpha is None else encode_alpha(source.alpha)  # once, whatever the quality
-    metadata = [(StreamKind.ICC, source.icc_profile), (StreamKind.EXIF, source.exif), (StreamKind.XMP, source.xmp),
-                (StreamKind.ALPHA, alpha), (StreamKind.REALISM, None if realism is None else container.realism_stream(realism))]
+    metadata = _metadata(source, realism)
 
     def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
         top, left, tile_height, tile_width = box
@@ -134,8 +202,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
                 if on_tile:
                     on_tile(done, header.tiles)
-        streams += [(kind, data) for kind, data in metadata if data]
-        return container.pack(Bitstream(replace(header, quality=quality), streams))
+        return container.pack(Bitstream(replace(header, quality=quality), streams + metadata))
 
     return encode_at
 
@@ -162,6 +229,10 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     table = container.read_table(data)
     h = table.header
     check_pixels(h.width, h.height, max_pixels)
+    if h.max_error is not None:
+        if realism:
+            raise InputError("a lossless or near-lossless file has no perceptual decoder: realism must be 0")
+        return _decode_exact(table, on_tile, threads)
     if realism is None:  # the file's suggestion applies to the post-filtered output only
         realism = (container.realism_hint(table) or 0.0) if postfilter else 0.0
     check_realism(realism)
@@ -195,8 +266,45 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
             rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
-    return to_pil(rgb, h.channels, bitstream.stream(StreamKind.ICC), bitstream.stream(StreamKind.EXIF),
-                  bitstream.stream(StreamKind.XMP), alpha)
+    return _image(rgb, bitstream, alpha)
+
+
+def _image(samples: np.ndarray, bitstream: Bitstream, alpha: np.ndarray | None) -> Image.Image:
+    """The decoded image of (H, W, 3) 8-bit samples (or (H, W) 16-bit gray) with the file's metadata."""
+    icc, exif, xmp = (bitstream.stream(kind) for kind in (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP))
+    if bitstream.header.bit_depth == 16:
+        image = Image.fromarray(samples.astype(np.uint16))  # mode I;16
+        image.info.update({key: value for key, value in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)) if value})
+        return image
+    return to_pil(samples, bitstream.header.channels, icc, exif, xmp, alpha)
+
+
+def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads: int | None) -> Image.Image:
+    """Decode a lossless or near-lossless file (its header already checked by the container)."""
+    h = table.header
+    scales, manifest = tables.load()
+    check_header(h, manifest, None)
+    bitstream = table.bitstream()
+    count = thread_count(threads)
+    alpha = bitstream.stream(StreamKind.ALPHA)
+    alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)
+    planes = 1 if h.channels == 1 else 3
+    samples = np.empty((planes, h.height, h.width), dtype=np.uint16)
+    items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
+
+    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
+        (_, _, rows, cols), (payload,) = item
+        return decode_tile(payload, planes, rows, cols, h.bit_depth, h.max_error, scales)
+
+    with thread_budget(count):
+        for done, (((top, left, rows, cols), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
+            samples[:, top : top + rows, left : left + cols] = pixels
+            if on_tile:
+                on_tile(done, h.tiles)
+    if h.bit_depth == 16:
+        return _image(samples[0], bitstream, alpha)
+    rgb = samples[[0, 0, 0] if planes == 1 else [1, 0, 2]].transpose(1, 2, 0).astype(np.uint8)
+    return _image(rgb, bitstream, alpha)
 
 
 @dataclass

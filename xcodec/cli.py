@@ -30,8 +30,8 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, container
-from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, TILE_ALIGN, check_gpu, check_pixels,
-                       check_realism)
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
+                       check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
 from .models.manifest import check_file, find_model
@@ -251,11 +251,19 @@ def load_model(name: Optional[str]) -> tuple[str, float]:
     Returns its name and the seconds that took, which per-file times leave out.
     """
     start = time.perf_counter()
+    from .lossless import tables
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
-    zoo.load(name)
+    tables.load() if name == LOSSLESS_MODEL else zoo.load(name)
     return name, time.perf_counter() - start
+
+
+def coding(h: container.Header) -> str:
+    """How a file was coded: its quality, or lossless, or its error bound."""
+    if h.max_error is None:
+        return f"quality {h.quality:g}"
+    return "lossless" if h.max_error == 0 else f"max error {h.max_error}"
 
 
 def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
@@ -267,7 +275,7 @@ def describe(info: FileInfo, setup: float, seconds: float) -> list[str]:
     streams += [f"{kind.name.lower()} ({size:,} bytes)" for kind, size in info.streams if kind != container.StreamKind.CODED]
     loaded = f"loaded in {setup:.2f} s" if setup else "already loaded"
     return [
-        f"model {h.model} (weights {h.model_hash.hex()}, {loaded}), quality {h.quality:g}",
+        f"model {h.model} (weights {h.model_hash.hex()}, {loaded}), {coding(h)}",
         f"{h.width}x{h.height}, {'grayscale' if h.channels == 1 else 'RGB'}, {rows}x{cols} tiles of {h.tile_size[1]}x{h.tile_size[0]}",
         f"streams: {', '.join(streams)}; {info.size:,} bytes in all",
         f"coding {seconds:.2f} s",
@@ -455,19 +463,25 @@ class EncodeWork:
     max_pixels: int
     realism: Optional[float]
     threads: Optional[int]
+    max_error: Optional[int]  # 0: lossless, 1..4: near-lossless (the lossless coder); None: lossy
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
         image = load_image(job.source, self.max_pixels)
-        name, setup = load_model(self.model)  # torch: only now that there is work
+        exact = self.max_error is not None
+        name, setup = load_model(LOSSLESS_MODEL if exact else self.model)  # torch: only now that there is work
         from . import api
 
         start = time.perf_counter()
-        kwargs = dict(model=name, device=self.device, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels,
-                      tile=self.tile, effort=self.effort, strip=self.strip, realism=self.realism, threads=self.threads)
-        if self.bpp is None:
-            data = api.encode(image, DEFAULT_QUALITY if self.quality is None else self.quality, on_tile=on_tile, **kwargs)
+        kwargs = dict(device=self.device, drop_alpha=self.drop_alpha, max_pixels=self.max_pixels, tile=self.tile,
+                      strip=self.strip, threads=self.threads)
+        lossy = dict(model=name, effort=self.effort, realism=self.realism)
+        if exact:
+            data = api.encode(image, max_error=self.max_error, on_tile=on_tile, **kwargs)
+        elif self.bpp is None:
+            quality = DEFAULT_QUALITY if self.quality is None else self.quality
+            data = api.encode(image, quality, on_tile=on_tile, **kwargs, **lossy)
         else:
-            data = api.encode_to_bpp(image, self.bpp, **kwargs)
+            data = api.encode_to_bpp(image, self.bpp, **kwargs, **lossy)
         seconds = time.perf_counter() - start
         summary = api.info(data)
         if self.bpp is not None and summary.bpp > self.bpp:
@@ -475,7 +489,7 @@ class EncodeWork:
             if self.strict:
                 raise InputError(message)
             warnings.warn(message)
-        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, quality {summary.header.quality:g}",
+        return Done(data, f"{summary.size:,} bytes, {summary.bpp:.4f} bpp, {coding(summary.header)}",
                     describe(summary, setup, seconds), setup)
 
 
@@ -528,6 +542,8 @@ def encode(
     quality: Annotated[Optional[float], typer.Option("--quality", "-q", min=1, max=8, help=f"Quality 1 (smallest) .. 8 (best); fractions allowed. Default: {DEFAULT_QUALITY:g}.")] = None,
     bpp: Annotated[Optional[float], typer.Option("--bpp", min=0, help="Target bits per pixel: search for the quality that meets it.")] = None,
     strict: Annotated[bool, typer.Option("--strict", help="With --bpp: fail (no file) when even quality 1 is above the target, instead of a warning.")] = False,
+    lossless: Annotated[bool, typer.Option("--lossless", help="Code every sample exactly (8-bit, or 16-bit grayscale kept at 16 bits), with the lossless coder.")] = False,
+    max_error: Annotated[Optional[int], typer.Option("--max-error", min=1, max=4, help="Near-lossless: every sample within +-N of the original (checked), with the lossless coder.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
@@ -548,16 +564,22 @@ def encode(
         raise typer.BadParameter("give either --quality or --bpp, not both")
     if strict and bpp is None:
         raise typer.BadParameter("--strict goes with --bpp", param_hint="--strict")
+    exact = lossless or max_error is not None
+    if exact and (quality is not None or bpp is not None or model is not None or effort is not None or realism is not None):
+        raise typer.BadParameter("--lossless and --max-error take no --quality, --bpp, --model, --effort or --realism")
+    if lossless and max_error is not None:
+        raise typer.BadParameter("give either --lossless or --max-error, not both")
     level = verbosity(quiet, verbose)
     try:  # what every file would meet, refused once and before torch loads
         check_gpu(device)
-        find_model(model or DEFAULT_MODEL, effort)
+        find_model(LOSSLESS_MODEL if exact else model or DEFAULT_MODEL, effort)
     except XcodecError as exc:
         raise fail(str(exc)) from None
     jobs = plan_jobs(sources, output, out_dir, ".xsc", lambda p: is_image(p) and p.suffix.lower() != ".xsc",  # xcodec.pillow reads .xsc
                      recursive)
     workers, threads = parallelism(len(jobs), workers, threads)
-    work = EncodeWork(model, quality, bpp, strict, device, drop_alpha, strip, tile, effort, max_pixels, realism, threads)
+    work = EncodeWork(model, quality, bpp, strict, device, drop_alpha, strip, tile, effort, max_pixels, realism, threads,
+                      0 if lossless else max_error)
     run_jobs(jobs, work, force, level, workers, threads)
 
 
@@ -612,7 +634,7 @@ def info(
     h = table.header
     fields = {
         "model": h.model, "weights": h.model_hash.hex(), "quality": h.quality, "width": h.width,
-        "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "pad_bottom": h.pad_bottom,
+        "height": h.height, "channels": h.channels, "bit_depth": h.bit_depth, "max_error": h.max_error, "pad_bottom": h.pad_bottom,
         "pad_right": h.pad_right, "tile": h.tile, "tiles": h.tile_grid[0] * h.tile_grid[1], "bytes": len(data),
         "bpp": round(8 * len(data) / (h.width * h.height), 6),
     }
@@ -778,11 +800,22 @@ def bench(
     dists: Annotated[bool, typer.Option("--dists/--no-dists", help="Compute DISTS (VGG16; the slowest metric).")] = True,
     plots: Annotated[bool, typer.Option("--plots/--no-plots", help="Write the RD plots (PNG).")] = True,
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
+    lossless: Annotated[bool, typer.Option("--lossless", help="Lossless benchmark instead: xcodec --lossless and --max-error 1, 2, 4 against PNG, WebP, JPEG XL and JPEG 2000 lossless (bpp, CPU times; --codecs, --limit, --shard and --out apply).")] = False,
     realism: Annotated[Optional[str], typer.Option("--realism", help="Decode xcodec files at these realisms, comma-separated, e.g. 0,0.5,1 (curves named xcodec-MODEL-rR for R > 0; default 0).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
     import shlex
+
+    if lossless:
+        from .bench import lossless as lossless_bench
+        from .bench.benchmark import parse_shard
+
+        names = [x.strip() for x in codecs.split(",")] if codecs else None
+        chosen = parse_shard(shard) if shard else None
+        rows = lossless_bench.run(folder, out, names, limit, chosen, log=say)
+        typer.echo(lossless_bench.table(rows, folder.name), nl=False)
+        return
 
     from .bench.benchmark import BenchConfig, benchmark, parse_shard
     from .bench.codecs import ALL_CODECS, parse_settings

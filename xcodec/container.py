@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3, 4 and 5. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 6. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -14,6 +14,8 @@ last tile. Version 4 is version 3 with three more metadata kinds (``exif``, ``xm
 an encoder writes version 3 when a file has none of them, so that such files stay readable by
 decoders that know only version 3. Version 5 adds a ``realism`` stream (the encoder's suggested
 realism for the perceptual decoder, one byte in percent), written only when the user chose one.
+Version 6 marks a sample-exact (lossless or near-lossless) file: version 4 with a ``max error``
+byte after the bit depth, a quality field of 0 and 8 or 16 bits per sample; lossy files never use it.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -35,11 +37,18 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
+from .defaults import LOSSLESS_MODEL
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
 VERSION = 3  # the lowest version ``pack`` writes: coded and icc streams only
-READABLE_VERSIONS = (2, 3, 4, 5)
+EXACT_VERSION = 6  # what it writes for a lossless or near-lossless file
+READABLE_VERSIONS = (2, 3, 4, 5, 6)
+MAX_ERROR = 4  # the largest error bound of a near-lossless file
+EXACT_DEPTHS = (8, 16)
+# The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
+# so its tiles are at most this many pixels a side, on both sides.
+EXACT_MAX_TILE = 1024
 MAX_SIDE = 1 << 20  # a hard sanity bound; the decoded-pixel limit is enforced by the API
 # The largest tile side a decoder takes, whatever the file says: a tile is decoded whole, and the
 # memory it needs grows with its area (with the transformer, a peak of 1.5 GiB for 1024 x 1024, 2.3 GiB
@@ -56,7 +65,8 @@ QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
-_COUNTS = {2: struct.Struct("<I"), 3: struct.Struct("<BI"), 4: struct.Struct("<BI"), 5: struct.Struct("<BI")}  # (streams per tile,) stream count
+_EXACT_HEAD = struct.Struct("<8sHIIBBBHHI")  # version 6: the same with max error after the depth
+_COUNTS = {2: struct.Struct("<I"), **{v: struct.Struct("<BI") for v in (3, 4, 5, 6)}}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -73,6 +83,7 @@ class StreamKind(IntEnum):
 METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
 _KINDS = {int(kind): kind for kind in StreamKind}
 METADATA[5] = (*METADATA[4], StreamKind.REALISM)
+METADATA[EXACT_VERSION] = METADATA[4]  # a sample-exact file has no realism stream
 
 
 def valid_model_name(name: str) -> bool:
@@ -94,6 +105,7 @@ class Header:
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
     version: int = VERSION  # of the file it was read from; ``pack`` writes the lowest that holds the streams
+    max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
     @property
     def padded_size(self) -> tuple[int, int]:
@@ -148,12 +160,17 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
-    version = min(v for v, kinds in METADATA.items() if v >= VERSION
-                  if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
+    if h.max_error is None:
+        version = min(v for v, kinds in METADATA.items() if VERSION <= v < EXACT_VERSION
+                      if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
+    else:
+        version = EXACT_VERSION
+    depth = (h.bit_depth,) if h.max_error is None else (h.bit_depth, h.max_error)
     parts = [
         MAGIC, bytes([version, len(name)]), name,
-        _HEAD.pack(h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels,
-                   h.bit_depth, h.pad_bottom, h.pad_right, h.tile),
+        (_HEAD if h.max_error is None else _EXACT_HEAD).pack(
+            h.model_hash, round(h.quality * QUALITY_STEPS), h.width, h.height, h.channels, *depth, h.pad_bottom,
+            h.pad_right, h.tile),
         _COUNTS[version].pack(h.streams_per_tile, len(bitstream.streams)),
     ]
     parts += [_ENTRY.pack(int(kind), len(data)) for kind, data in bitstream.streams]
@@ -209,7 +226,7 @@ def read_table(data: bytes) -> Table:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 5)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 6)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -218,18 +235,21 @@ def read_table(data: bytes) -> Table:
 
     pos = 6
     counts = _COUNTS[version]
+    head = _EXACT_HEAD if version == EXACT_VERSION else _HEAD
     name_len = data[5]
-    if pos + name_len + _HEAD.size + counts.size > len(body):
+    if pos + name_len + head.size + counts.size > len(body):
         raise FormatError("truncated .xsc header")
     model = body[pos : pos + name_len].decode("latin-1")
     if not valid_model_name(model):
         raise FormatError("invalid .xsc header (the model name is not an identifier [a-z0-9_-])")
     pos += name_len
-    model_hash, q, *sizes = _HEAD.unpack_from(body, pos)
-    pos += _HEAD.size
+    model_hash, q, *sizes = head.unpack_from(body, pos)
+    pos += head.size
+    max_error = sizes.pop(4) if version == EXACT_VERSION else None
     per_tile, count = (2, *counts.unpack_from(body, pos)) if version == 2 else counts.unpack_from(body, pos)
     pos += counts.size
-    header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version)
+    header = Header(model, model_hash, q / QUALITY_STEPS, *sizes, streams_per_tile=per_tile, version=version,
+                    max_error=max_error)
     _validate(header)
 
     end = pos + count * _ENTRY.size
@@ -293,11 +313,15 @@ def tile_streams(bitstream: Bitstream) -> list[list[bytes]]:
 
 
 def _validate(h: Header) -> None:
-    if not 1 <= h.quality <= 8:
+    if h.max_error is not None:
+        _validate_exact(h)
+    elif not 1 <= h.quality <= 8:
         raise FormatError(f"invalid .xsc header (quality {h.quality} outside 1..8)")
+    elif h.model == LOSSLESS_MODEL:
+        raise FormatError(f"invalid .xsc header (model {LOSSLESS_MODEL!r} codes lossless files only, version {EXACT_VERSION})")
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         raise FormatError(f"invalid .xsc header (image size {h.width}x{h.height})")
-    if h.channels not in (1, 3) or h.bit_depth != 8:
+    if h.channels not in (1, 3) or h.bit_depth not in (EXACT_DEPTHS if h.max_error is not None else (8,)):
         raise FormatError(f"invalid .xsc header ({h.channels} channels, {h.bit_depth} bits)")
     if h.tile > MAX_SIDE:
         raise FormatError(f"invalid .xsc header (tile size {h.tile})")
@@ -308,6 +332,24 @@ def _validate(h: Header) -> None:
                           f"tiles of at most {MAX_TILE} pixels a side")
     if h.streams_per_tile < 1:
         raise FormatError("invalid .xsc header (0 streams per tile)")
+
+
+def _validate_exact(h: Header) -> None:
+    """Version 6: the lossless coder's file, quality 0 (unused), an error bound of 0 (lossless) ..
+    MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale, tiles of at most
+    ``EXACT_MAX_TILE`` pixels a side."""
+    if h.model != LOSSLESS_MODEL:
+        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {LOSSLESS_MODEL!r})")
+    if h.quality != 0:
+        raise FormatError(f"invalid .xsc header (quality {h.quality} in a lossless file, which has none)")
+    if h.max_error > MAX_ERROR:
+        raise FormatError(f"invalid .xsc header (max error {h.max_error} outside 0..{MAX_ERROR})")
+    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
+        raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
+                          "only in grayscale)")
+    if max(h.tile_size) > EXACT_MAX_TILE:
+        raise FormatError(f"the .xsc file has lossless tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec "
+                          f"decodes lossless tiles of at most {EXACT_MAX_TILE} pixels a side")
 
 
 def _v2_kinds(kinds: bytes) -> bytes:
@@ -332,9 +374,15 @@ def _validate_streams(h: Header, kinds: bytes) -> None:
         raise FormatError("invalid .xsc stream table (a metadata stream appears twice)")
 
 
-def _validate_work(h: Header, coded_bytes: int) -> None:
-    """At most ``MAX_PIXELS_PER_BYTE`` padded pixels per byte of coded streams."""
+def work_fits(h: Header, coded_bytes: int) -> bool:
+    """Whether a file of this header and ``coded_bytes`` of coded streams passes the work bound:
+    at most ``MAX_PIXELS_PER_BYTE`` padded pixels per byte."""
     height, width = h.padded_size
-    if height * width > coded_bytes * MAX_PIXELS_PER_BYTE:
+    return height * width <= coded_bytes * MAX_PIXELS_PER_BYTE
+
+
+def _validate_work(h: Header, coded_bytes: int) -> None:
+    if not work_fits(h, coded_bytes):
+        height, width = h.padded_size
         raise FormatError(f"invalid .xsc file ({width}x{height} pixels to decode from {coded_bytes:,} bytes of coded "
                           f"streams; a file has a byte of them for every {MAX_PIXELS_PER_BYTE:,} pixels at least)")

@@ -93,14 +93,16 @@ class GaussianReader:
         _check_finished(self.coder)
 
 
-def _decode_pieces(coder: constriction.stream.stack.AnsCoder, model, scales: np.ndarray) -> np.ndarray:
-    """Zero-mean symbols with the given scales, read in pieces of ``PIECE``, refusing a dry stream."""
+def _decode_pieces(coder: constriction.stream.stack.AnsCoder, model, scales: np.ndarray,
+                   means: np.ndarray | None = None) -> np.ndarray:
+    """Symbols with the given scales (and means; None: zero), read in pieces of ``PIECE``, refusing a dry stream."""
     pieces = []
     for start in range(0, scales.size, PIECE):
         piece = scales[start : start + PIECE]
         _check_not_dry(coder, piece.size)
         try:
-            pieces.append(coder.decode(model, np.zeros_like(piece), piece))
+            centre = np.zeros_like(piece) if means is None else means[start : start + PIECE]
+            pieces.append(coder.decode(model, centre, piece))
         except (ValueError, RuntimeError):
             raise FormatError("corrupted entropy-coded stream") from None
     return np.concatenate(pieces or [np.zeros(0, np.int32)])
@@ -117,15 +119,17 @@ class StreamWriter:
     def __init__(self):
         self.chunks: list[tuple] = []
 
-    def laplace(self, symbols: np.ndarray, scales: np.ndarray, limit: int) -> None:
-        """Integer ``symbols`` in [-limit, limit] (clamped) with zero-mean Laplacians of ``scales``.
+    def laplace(self, symbols: np.ndarray, scales: np.ndarray, limit: int, means: np.ndarray | None = None) -> None:
+        """Integer ``symbols`` in [-limit, limit] (clamped) with Laplacians of ``scales`` centred on
+        ``means`` (None: zero; exact values, such as multiples of a power of two, on both sides).
 
         Every symbol of the range gets a minimal probability, so a range no wider than the symbols
         need saves rate: about (2 limit + 1) / 2**24 of a bit per symbol.
         """
         symbols = np.clip(symbols.reshape(-1), -limit, limit).astype(np.int32)
         scales = scales.reshape(-1).astype(np.float64)
-        self.chunks.append((symbols, _laplace(limit), np.zeros_like(scales), scales))
+        centre = np.zeros_like(scales) if means is None else means.reshape(-1).astype(np.float64)
+        self.chunks.append((symbols, _laplace(limit), centre, scales))
 
     def uniform(self, value: int, size: int) -> None:
         """One symbol in 0..size-1, all equally likely."""
@@ -144,8 +148,9 @@ class StreamReader:
     def __init__(self, data: bytes):
         self.coder = _from_bytes(data)
 
-    def laplace(self, scales: np.ndarray, limit: int) -> np.ndarray:
-        return _decode_pieces(self.coder, _laplace(limit), scales.reshape(-1).astype(np.float64))
+    def laplace(self, scales: np.ndarray, limit: int, means: np.ndarray | None = None) -> np.ndarray:
+        centre = None if means is None else means.reshape(-1).astype(np.float64)
+        return _decode_pieces(self.coder, _laplace(limit), scales.reshape(-1).astype(np.float64), centre)
 
     def uniform(self, size: int) -> int:
         _check_not_dry(self.coder, 1)

@@ -6,7 +6,8 @@
   coded losslessly on its own (PNG), unless the caller asks to drop it.
 - EXIF (its orientation set to 1, since it is applied) and XMP are kept, unless the caller strips
   them; the ICC profile is always kept.
-- 16-bit and 32-bit integer images (grayscale, RGB, RGBA) are reduced to 8 bits with a warning.
+- 16-bit and 32-bit integer images (grayscale, RGB, RGBA) are reduced to 8 bits with a warning,
+  except 16-bit grayscale for lossless coding (``keep_depth``), which keeps its 16 bits.
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
 - Of an animated image (GIF, APNG, WebP), the first frame is coded, with a warning.
 """
@@ -50,6 +51,7 @@ class SourceImage:
     exif: bytes | None = None
     xmp: bytes | None = None
     alpha: np.ndarray | None = None  # (H, W) uint8, when the image has transparency
+    gray16: np.ndarray | None = None  # (H, W) uint16 samples of 16-bit grayscale, with ``keep_depth``
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -72,7 +74,7 @@ def open_image(data: bytes, max_pixels: int) -> Image.Image:
 
 
 def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False,
-            metadata: dict[str, bytes | None] | None = None) -> SourceImage:
+            metadata: dict[str, bytes | None] | None = None, keep_depth: bool = False) -> SourceImage:
     """Convert a Pillow image to 8-bit RGB, alpha and metadata under the rules in this module's docstring.
 
     ``metadata`` (``icc_profile``, ``exif``, ``xmp``: bytes, or None for none) replaces the image's
@@ -105,8 +107,10 @@ def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False,
         plane = np.asarray(image.getchannel("A"))
         alpha = plane if plane.min() < 255 and not drop_alpha else None
         image = image.convert("L" if channels == 1 else "RGB")
+    gray16 = _gray16(image) if keep_depth else None
     if image.mode in HIGH_DEPTH_MODES:
-        warnings.warn(f"{image.mode} input has more than 8 bits per sample; coding it at 8 bits", stacklevel=2)
+        if gray16 is None:
+            warnings.warn(f"{image.mode} input has more than 8 bits per sample; coding it at 8 bits", stacklevel=2)
         samples = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or samples.max() > 255 else 255.0
         if image.mode == "F" and samples.max() <= 1.0:
@@ -115,7 +119,15 @@ def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False,
     rgb = np.array(image.convert("RGB"), dtype=np.uint8)
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InputError("the image is empty")
-    return SourceImage(rgb, channels, icc, exif, xmp or None, alpha)
+    return SourceImage(rgb, channels, icc, exif, xmp or None, alpha, gray16)
+
+
+def _gray16(image: Image.Image) -> np.ndarray | None:
+    """The samples of a 16-bit grayscale image (Pillow's I;16 modes, or I within 0..65535)."""
+    if not (image.mode.startswith("I;16") or image.mode == "I"):
+        return None
+    samples = np.asarray(image, dtype=np.int64)
+    return samples.astype(np.uint16) if samples.min(initial=0) >= 0 and samples.max(initial=0) < 1 << 16 else None
 
 
 def _exif(image: Image.Image, oriented: bool) -> bytes | None:

@@ -4,6 +4,7 @@
 >>> register_xsc_opener()                 # what the import did; max_pixels= sets the limit below
 >>> image = Image.open("photo.xsc")       # size and mode from the header; pixels on load()
 >>> image.save("copy.xsc", quality=4)     # also model=, bpp=, effort=, tile=, device=, drop_alpha=, strip=, realism=
+>>> image.save("exact.xsc", lossless=True)  # or max_error=N (1..4): near-lossless
 
 The realism of the decoded pixels (0: fidelity .. 1: the perceptual decoder's detail) is the
 module default ``xcodec.pillow.REALISM`` (None: the file's suggestion, else 0), or set per image
@@ -72,11 +73,14 @@ class XSCImageFile(ImageFile.ImageFile):
         self.info.update(read_metadata(*(table.stream(kind) for kind in (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP))))
         self.info["quality"] = header.quality
         self.info["model"] = header.model
+        if header.max_error is not None:
+            self.info["max_error"] = header.max_error
         if StreamKind.REALISM in table.kinds:
             self.info["realism"] = container.realism_hint(table)
         self.realism = REALISM
         self._size = header.width, header.height
-        self._mode = MODES[header.channels] + ("A" if StreamKind.ALPHA in table.kinds else "")
+        alpha = "A" if StreamKind.ALPHA in table.kinds else ""
+        self._mode = "I;16" if header.bit_depth == 16 else MODES[header.channels] + alpha
         self.tile = []
 
     def load(self) -> Image.core.PixelAccess | None:
@@ -105,7 +109,8 @@ class XSCImageFile(ImageFile.ImageFile):
 
 
 def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
-    """Encode with ``api.encode`` (``quality``) or ``api.encode_to_bpp`` (``bpp``); the other options pass through."""
+    """Encode with ``api.encode`` (``quality``, or ``lossless``/``max_error``) or ``api.encode_to_bpp`` (``bpp``);
+    the other options pass through."""
     from . import api
     from .models import zoo
 
@@ -113,7 +118,10 @@ def _save(image: Image.Image, fp: IO[bytes], filename: str | bytes) -> None:
     quality, bpp = options.pop("quality", None), options.pop("bpp", None)
     if quality is not None and bpp is not None:
         raise ValueError("give either quality or bpp, not both")
-    kwargs = {key: options[key] for key in ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels", "realism") if key in options}
+    keys = ("model", "effort", "tile", "device", "drop_alpha", "strip", "max_pixels", "realism", "lossless", "max_error")
+    kwargs = {key: options[key] for key in keys if key in options}
+    if (kwargs.get("lossless") or kwargs.get("max_error") is not None) and bpp is not None:
+        raise ValueError("give bpp or lossless/max_error, not both")
     kwargs.setdefault("model", zoo.DEFAULT_MODEL)
     kwargs.setdefault("max_pixels", max(1, image.width * image.height))  # the caller already holds the pixels
     kwargs["metadata"] = {key: options[key] for key in ("icc_profile", "exif", "xmp") if key in options}

@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from ..container import Header, valid_model_name
+from ..defaults import LOSSLESS_MODEL
 from ..errors import FormatError, InputError, ModelError
+from ..files import sha256
 
 _PACKAGED = Path(__file__).resolve().parents[1] / "weights"  # xcodec/weights in an installed wheel
 SHIPPED_DIR = _PACKAGED if _PACKAGED.is_dir() else _PACKAGED.parents[1] / "weights"  # else the checkout's weights/
@@ -61,7 +63,8 @@ class Manifest:
 
 
 def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
-    return sorted(p.stem for p in weights_dir.glob("*.json"))
+    """The installed models (not the lossless coder's table, which ``xcodec.lossless.tables`` loads)."""
+    return sorted(p.stem for p in weights_dir.glob("*.json") if p.stem != LOSSLESS_MODEL)
 
 
 def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
@@ -73,6 +76,15 @@ def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
     data = json.loads(path.read_text())
     layout = Layout(**data["layout"]) if "layout" in data else None
     return Manifest(name, data["arch"], data["config"], data["sha256"], data.get("info", {}), layout, data.get("heads", {}))
+
+
+def verified_path(path: Path, digest: str) -> Path:
+    """``path``, once its sha256 is known to be the manifest's ``digest``."""
+    if not path.exists():
+        raise ModelError(f"weights file {path} is missing")
+    if sha256(path) != digest:
+        raise ModelError(f"{path} does not match the sha256 in its manifest; refusing to load it")
+    return path
 
 
 def check_effort(name: str, layout: Layout, effort: int | None) -> int:

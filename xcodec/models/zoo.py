@@ -27,7 +27,7 @@ from ..errors import ModelError
 from ..files import sha256, write_atomic
 from .codec import Codec
 from .hyperprior import GainHyperprior
-from .manifest import SHIPPED_DIR, WEIGHTS_DIR, Layout, Manifest, available, read_manifest  # noqa: F401 (re-exported)
+from .manifest import SHIPPED_DIR, WEIGHTS_DIR, Layout, Manifest, available, read_manifest, verified_path  # noqa: F401 (re-exported)
 from .transformer import CrossScaleTransformer
 from .wavelet import WaveletCodec
 
@@ -42,11 +42,7 @@ def build(arch: str, config: dict) -> Codec:
 
 
 def _verified_file(path: Path, digest: str) -> dict:
-    if not path.exists():
-        raise ModelError(f"weights file {path} is missing")
-    if sha256(path) != digest:
-        raise ModelError(f"{path} does not match the sha256 in its manifest; refusing to load it")
-    return load_file(path)
+    return load_file(verified_path(path, digest))
 
 
 def _verified_tensors(name: str, weights_dir: Path) -> tuple[dict, Manifest]:

@@ -1,0 +1,241 @@
+"""Lossless and near-lossless coding: bit-exact round trips, the error bound, the version-6 header."""
+
+from __future__ import annotations
+
+import io
+import json
+import struct
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import xcodec.pillow  # noqa: F401  (registers .xsc with Pillow)
+from xcodec import api, container
+from xcodec.container import Bitstream, Header, StreamKind
+from xcodec.errors import FormatError, InputError
+from xcodec.lossless import fit as fitting
+from xcodec.lossless import tables
+
+
+def samples(image: Image.Image) -> np.ndarray:
+    return np.asarray(image).astype(np.int64)
+
+
+def round_trip(image: Image.Image, **kwargs) -> tuple[bytes, Image.Image]:
+    data = api.encode(image, **kwargs)
+    return data, api.decode(data)
+
+
+def test_rgb_round_trip_is_bit_exact_at_every_size(sized_photo):
+    data, decoded = round_trip(sized_photo, lossless=True)
+    assert decoded.mode == "RGB" and decoded.size == sized_photo.size
+    assert np.array_equal(samples(decoded), samples(sized_photo))
+    assert container.unpack(data).header.max_error == 0
+
+
+def test_gray_and_rgba_round_trips_are_bit_exact(photo):
+    gray = photo(61, 37).convert("L")
+    assert np.array_equal(samples(round_trip(gray, lossless=True)[1]), samples(gray))
+    rgba = photo(45, 30, seed=2).convert("RGBA")
+    alpha = np.tile(np.arange(45, dtype=np.uint8) * 5, (30, 1))
+    rgba.putalpha(Image.fromarray(alpha))
+    decoded = round_trip(rgba, lossless=True)[1]
+    assert decoded.mode == "RGBA" and np.array_equal(samples(decoded), samples(rgba))
+
+
+def test_sixteen_bit_gray_keeps_its_sixteen_bits(photo):
+    base = samples(photo(50, 33).convert("L"))
+    high = (base * 257 + np.random.default_rng(0).integers(0, 200, base.shape)).astype(np.uint16)
+    image = Image.fromarray(high)
+    assert image.mode == "I;16"
+    data, decoded = round_trip(image, lossless=True)
+    assert container.unpack(data).header.bit_depth == 16
+    assert decoded.mode == "I;16" and np.array_equal(np.asarray(decoded), high)
+
+
+def test_tiled_image_is_bit_exact_and_codes_each_tile(photo):
+    image = photo(150, 97, seed=3)
+    data, decoded = round_trip(image, lossless=True, tile=64)
+    assert container.unpack(data).header.tiles == 6
+    assert np.array_equal(samples(decoded), samples(image))
+
+
+@pytest.mark.parametrize("bound", [1, 2, 3, 4])
+def test_near_lossless_keeps_every_sample_within_the_bound(photo, bound):
+    image = photo(80, 53, seed=bound)
+    data, decoded = round_trip(image, max_error=bound)
+    error = np.abs(samples(decoded) - samples(image))
+    assert error.max() == bound  # within the bound, and the bound is used
+    assert len(data) < len(api.encode(image, lossless=True))
+    assert container.unpack(data).header.max_error == bound
+
+
+def test_near_lossless_sixteen_bit_gray_stays_within_the_bound():
+    high = np.random.default_rng(1).integers(0, 1 << 16, (20, 31)).astype(np.uint16)
+    decoded = round_trip(Image.fromarray(high), max_error=3)[1]
+    assert np.abs(np.asarray(decoded).astype(np.int64) - high).max() <= 3
+
+
+def test_conflicting_or_out_of_range_options_are_refused(photo):
+    with pytest.raises(InputError, match="lossless means max_error 0"):
+        api.encode(photo(8, 8), lossless=True, max_error=2)
+    with pytest.raises(InputError, match="max_error"):
+        api.encode(photo(8, 8), max_error=5)
+
+
+def exact_file(photo, **changes) -> bytes:
+    """A valid lossless file, its header fields changed (the checksum recomputed)."""
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    for key, value in changes.items():
+        setattr(bitstream.header, key, value)
+    return container.pack(bitstream)
+
+
+def test_version_6_header_round_trips_and_older_versions_are_unchanged(photo):
+    data = exact_file(photo)
+    assert data[4] == container.EXACT_VERSION
+    h = container.unpack(data).header
+    assert (h.quality, h.bit_depth, h.max_error, h.model) == (0.0, 8, 0, tables.NAME)
+    lossy = Header("hyperprior", bytes(8), 4.0, 9, 7)
+    assert container.pack(Bitstream(lossy, [(StreamKind.CODED, b"")]))[4] == container.VERSION
+
+
+@pytest.mark.parametrize("changes, message", [
+    ({"quality": 4.0}, "quality"),
+    ({"max_error": 5}, "max error"),
+    ({"bit_depth": 12}, "bits"),
+    ({"bit_depth": 16}, "16 bits only in grayscale"),
+    ({"model": "wavelet"}, "names model"),
+    ({"tile": 32}, "at least 64"),
+])
+def test_parser_refuses_inconsistent_version_6_headers(photo, changes, message):
+    with pytest.raises(FormatError, match=message):
+        container.unpack(exact_file(photo, **changes))
+
+
+def test_lossy_headers_still_refuse_sixteen_bits(photo):
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    bitstream.header.max_error, bitstream.header.quality, bitstream.header.bit_depth = None, 4.0, 16
+    with pytest.raises(FormatError, match="lossless files only"):  # a lossy file never names the lossless coder
+        container.unpack(container.pack(bitstream))
+    bitstream.header.model = "hyperprior"
+    with pytest.raises(FormatError, match="16 bits"):
+        container.unpack(container.pack(bitstream))
+
+
+def test_a_lossless_file_has_no_realism_stream(photo):
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    bitstream.streams.append((StreamKind.REALISM, container.realism_stream(0.5)))
+    with pytest.raises(FormatError, match="REALISM stream"):
+        container.unpack(container.pack(bitstream))
+    with pytest.raises(InputError, match="realism"):
+        api.encode(photo(9, 7), lossless=True, realism=0.5)
+    with pytest.raises(InputError, match="realism"):
+        api.decode(api.encode(photo(9, 7), lossless=True), realism=0.5)
+
+
+def test_decoder_refuses_sixteen_bit_rgb_and_a_stream_with_data_left_over(photo):
+    with pytest.raises(FormatError, match="16 bits"):
+        api.decode(exact_file(photo, bit_depth=16))
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    bitstream.streams[0] = (StreamKind.CODED, bitstream.streams[0][1] + struct.pack("<I", 1))
+    with pytest.raises(FormatError, match="corrupted"):
+        api.decode(container.pack(bitstream))
+
+
+def test_command_line_lossless_and_near_lossless(run_cli, save_png, photo, tmp_path):
+    image = photo(70, 45)
+    source = save_png(image)
+    result = run_cli("encode", source, "-o", "a.xsc", "--lossless")
+    assert result.returncode == 0, result.stderr
+    assert b"lossless" in result.stderr + result.stdout
+    assert run_cli("decode", "a.xsc", "-o", "a.png").returncode == 0
+    assert np.array_equal(samples(Image.open(tmp_path / "a.png")), samples(image))
+    assert run_cli("encode", source, "-o", "b.xsc", "--max-error", "2").returncode == 0
+    assert run_cli("decode", "b.xsc", "-o", "b.png").returncode == 0
+    assert np.abs(samples(Image.open(tmp_path / "b.png")) - samples(image)).max() <= 2
+    assert run_cli("encode", source, "-o", "c.xsc", "--lossless", "-q", "3").returncode != 0
+    assert run_cli("encode", source, "-o", "c.xsc", "--max-error", "5").returncode != 0
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+def test_command_line_sixteen_bit_gray_out_as_sixteen_bits(run_cli, tmp_path, suffix):
+    high = np.random.default_rng(2).integers(0, 1 << 16, (17, 23)).astype(np.uint16)
+    Image.fromarray(high).save(tmp_path / "in.png")
+    assert run_cli("encode", "in.png", "-o", "in.xsc", "--lossless").returncode == 0
+    assert run_cli("decode", "in.xsc", "-o", f"out{suffix}").returncode == 0
+    out = Image.open(tmp_path / f"out{suffix}")
+    assert out.mode.startswith("I") and np.array_equal(np.asarray(out).astype(np.int64), high)
+
+
+def test_pillow_plugin_saves_lossless_and_near_lossless(photo):
+    image = photo(40, 30)
+    for options, bound in (({"lossless": True}, 0), ({"max_error": 3}, 3)):
+        out = io.BytesIO()
+        image.save(out, "XSC", **options)
+        reopened = Image.open(io.BytesIO(out.getvalue()))
+        assert reopened.info["max_error"] == bound
+        assert np.abs(samples(reopened) - samples(image)).max() <= bound
+
+
+def test_fitted_scale_recovers_a_laplacian():
+    rng = np.random.default_rng(0)
+    residuals = rng.laplace(0.0, 3.0, 20000)
+    bins = np.zeros(residuals.size, dtype=np.int64)
+    bins[::2] = 1
+    scales = fitting.fit_scales(bins, residuals, count=2)
+    assert np.allclose(scales, 3.0, rtol=0.05)
+
+
+def test_shipped_table_is_hash_checked():
+    scales, manifest = tables.load()
+    assert scales.shape == (manifest.config["bins"],) and (np.diff(scales) >= 0).all()
+
+
+def test_flat_image_keeps_a_positive_scale():
+    """Long runs of exact predictions shrink a context's statistics; its scale stays above zero."""
+    flat = Image.new("RGB", (200, 200), (90, 140, 200))
+    data, decoded = round_trip(flat, lossless=True)
+    assert np.array_equal(samples(decoded), samples(flat))
+    assert 8 * len(data) / (200 * 200) < 0.1
+
+
+def test_decoder_refuses_lossless_tiles_above_its_limit(photo):
+    """The walk's memory grows with the tile: a file claiming a larger one is refused before it runs."""
+    bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
+    bitstream.header.width = bitstream.header.height = container.EXACT_MAX_TILE + 1
+    with pytest.raises(FormatError, match="lossless tiles"):
+        container.read_table(container.pack(bitstream))  # the header alone decides, before any table loads
+    with pytest.raises(InputError, match=f"tiles are limited to {container.EXACT_MAX_TILE}"):
+        api.encode(photo(container.EXACT_MAX_TILE + 1, 3), lossless=True, tile=0)
+
+
+def test_a_flat_image_is_coded_within_the_work_bound(monkeypatch):
+    """A near-flat image codes to fewer bytes than decoders accept for its pixels: the encoder
+    halves its tiles until the file passes the bound (here a stricter one, to keep the test small)."""
+    monkeypatch.setattr(container, "MAX_PIXELS_PER_BYTE", 256)
+    flat = Image.new("L", (256, 256), 7)
+    data, decoded = round_trip(flat, lossless=True)
+    table = container.read_table(data)
+    assert table.header.tile in (64, 128)
+    assert container.work_fits(table.header, sum(table.sizes(StreamKind.CODED)))
+    assert np.array_equal(samples(decoded), samples(flat))
+
+
+def test_lossless_batches_go_through_the_workers_and_the_header_checks(run_cli, photo, tmp_path):
+    (tmp_path / "in").mkdir()
+    images = [photo(40 + 10 * i, 30, seed=i) for i in range(3)]
+    for i, image in enumerate(images):
+        image.save(tmp_path / "in" / f"p{i}.png")
+    result = run_cli("encode", "in", "-d", "coded", "--lossless", "-j", "2")
+    assert result.returncode == 0, result.stderr
+    other = container.unpack((tmp_path / "coded" / "p0.xsc").read_bytes())
+    other.header.model_hash = bytes(8)  # made with other weights: refused before any table or model loads
+    (tmp_path / "coded" / "p0.xsc").write_bytes(container.pack(other))
+    result = run_cli("decode", "coded", "-d", "out", "-j", "2")
+    assert result.returncode == 1 and b"other weights" in result.stderr
+    for i in (1, 2):
+        assert np.array_equal(samples(Image.open(tmp_path / "out" / f"p{i}.png")), samples(images[i]))
+    fields = json.loads(run_cli("info", "coded/p1.xsc", "--json").stdout)
+    assert (fields["max_error"], fields["bit_depth"], fields["model"]) == (0, 8, tables.NAME)

@@ -1,0 +1,102 @@
+"""Fit the lossless coder's table of Laplacian scales (one per context bin) on training photos.
+
+    python -m xcodec.lossless.fit ../shared/data/train --images 48   # writes weights/lossless.*
+
+The training photos are JPEGs; each is downscaled by 2 (box filter), which hides most of the JPEG
+artefacts, and cut to at most 512 x 512 pixels. The encoder's walk runs on every image with a
+recording coder; each bin's scale is the maximum-likelihood one of the discretised Laplacian over a
+fine log-spaced grid. The walk adapts its scales online, starting from the installed table: a
+refit on the same photos changes it little.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from safetensors.numpy import save
+
+from ..files import sha256, write_atomic
+from ..models.manifest import WEIGHTS_DIR
+from .codec import differences, fit
+from . import tables
+from .tables import NAME
+from .walk import BINS, Batch, Grid, Quantiser, walk
+
+GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 400))
+CROP = 512
+
+
+def training_images(root: Path, count: int) -> list[np.ndarray]:
+    """Every k-th photo under ``root`` (sorted), halved and cropped: (3, H, W) samples in G, R, B order."""
+    paths = sorted(root.rglob("*.jpg"))
+    chosen = paths[:: max(1, len(paths) // count)][:count]
+    images = []
+    for path in chosen:
+        image = Image.open(path).convert("RGB")
+        image = image.reduce(2)
+        rgb = np.asarray(image, dtype=np.int64)[:CROP, :CROP]
+        images.append(rgb.transpose(2, 0, 1)[[1, 0, 2]])
+    return images
+
+
+def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Context bins and residuals (sample minus the centre of its Laplacian) of a lossless walk."""
+    planes, height, width = samples.shape
+    grid, quantiser = Grid(height, width, planes), Quantiser(8, 0)
+    original, _ = differences(samples, grid, 8)
+    bins, res = [], []
+
+    def record(batch: Batch) -> np.ndarray:
+        bins.append(batch.bins)
+        res.append(original[batch.idx] - batch.prediction - batch.mean)
+        return original[batch.idx]
+
+    walk(grid, quantiser, fit(samples, grid, 8), tables.load()[0], record)
+    return np.concatenate(bins), np.concatenate(res)
+
+
+def laplace_bits(r: np.ndarray, scale: float) -> float:
+    """Code length in bits of residuals ``r`` under a discretised Laplacian (centre 0)."""
+    upper, lower = r + 0.5, r - 0.5
+    cdf = lambda v: np.where(v < 0, 0.5 * np.exp(np.minimum(v, 0) / scale), 1 - 0.5 * np.exp(-np.maximum(v, 0) / scale))  # noqa: E731
+    return float(-np.log2(np.maximum(cdf(upper) - cdf(lower), 2.0**-24)).sum())
+
+
+def fit_scales(contexts: np.ndarray, res: np.ndarray, count: int = BINS) -> np.ndarray:
+    """The maximum-likelihood scale of the residuals of each context bin, made non-decreasing."""
+    scales = np.empty(count)
+    for k in range(count):
+        r = res[contexts == k]
+        if r.size < 100:  # an empty bin (the largest activities): extrapolate geometrically
+            scales[k] = scales[k - 1] * scales[k - 1] / scales[k - 2]
+            continue
+        sample = r[:: max(1, r.size // 200_000)]
+        scales[k] = GRID[int(np.argmin([laplace_bits(sample, s) for s in GRID]))]
+    return np.maximum.accumulate(scales)  # sparse top bins can dip; activity never means a narrower law
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("root", type=Path)
+    parser.add_argument("--images", type=int, default=48)
+    parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    args = parser.parse_args()
+    images = training_images(args.root, args.images)
+    pairs = [residuals(image) for image in images]
+    scales = fit_scales(np.concatenate([b for b, _ in pairs]), np.concatenate([r for _, r in pairs]))
+    path = args.out / f"{NAME}.safetensors"
+    write_atomic(path, save({"scales": scales}))
+    pixels = sum(image[0].size for image in images)
+    info = {"note": f"scale table fitted by python -m xcodec.lossless.fit on {len(images)} training photos "
+                    f"({pixels} pixels, each halved and cropped to {CROP})"}
+    manifest = {"arch": NAME, "config": {"bins": BINS}, "sha256": sha256(path), "info": info}
+    write_atomic(args.out / f"{NAME}.json", (json.dumps(manifest, indent=2) + "\n").encode())
+    print(np.array2string(scales, precision=3))
+
+
+if __name__ == "__main__":
+    main()
