@@ -239,3 +239,12 @@ def test_lossless_batches_go_through_the_workers_and_the_header_checks(run_cli, 
         assert np.array_equal(samples(Image.open(tmp_path / "out" / f"p{i}.png")), samples(images[i]))
     fields = json.loads(run_cli("info", "coded/p1.xsc", "--json").stdout)
     assert (fields["max_error"], fields["bit_depth"], fields["model"]) == (0, 8, tables.NAME)
+
+
+def test_bench_lossless_checks_the_round_trip_and_reports_each_codec(run_cli, tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    Image.new("RGB", (48, 40), (90, 140, 200)).save(folder / "a.png")
+    result = run_cli("bench", folder, "--lossless", "--codecs", "xcodec-lossless,png", "--out", "out")
+    assert result.returncode == 0, result.stderr
+    assert b"xcodec --lossless" in result.stdout and b"PNG" in result.stdout

@@ -18,7 +18,7 @@ from PIL import Image
 from . import container
 from .container import Bitstream, Header, StreamKind
 from .cores import usable_cores
-from .errors import InputError
+from .errors import FormatError, InputError
 from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor

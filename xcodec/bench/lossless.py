@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 
 from ..files import list_images
-from .codecs import JPEG2000, JPEGXL, Codec, PillowCodec, WebP, _pkg_version
+from .codecs import JPEG2000, JPEGXL, BenchCodec, PillowCodec, WebP
 
 
 class PNG(PillowCodec):
@@ -73,7 +73,7 @@ class JPEG2000Reversible(JPEG2000):
         return dict(self.options)
 
 
-class XcodecExact(Codec):
+class XcodecExact(BenchCodec):
     """xcodec's lossless coder; ``max_error`` 0 is ``--lossless``, 1..4 ``--max-error``."""
 
     def __init__(self, max_error: int = 0):
@@ -100,13 +100,13 @@ class XcodecExact(Codec):
         return np.asarray(api.decode(data).convert("RGB"))
 
 
-def lossless_codecs(names: list[str] | None = None) -> list[Codec]:
+def lossless_codecs(names: list[str] | None = None) -> list[BenchCodec]:
     everything = [XcodecExact(0), XcodecExact(1), XcodecExact(2), XcodecExact(4), PNG(), WebPLossless(),
                   JPEGXLLossless(), JPEGXLLossless9(), JPEG2000Reversible()]
     return [codec for codec in everything if names is None or codec.name in names]
 
 
-def measure(codec: Codec, rgb: np.ndarray) -> dict:
+def measure(codec: BenchCodec, rgb: np.ndarray) -> dict:
     """Bytes, the largest error, and the CPU seconds (this process, one thread) and wall seconds of
     one encode and one decode: on a busy machine the CPU time is the fair one."""
     wall, cpu = time.perf_counter(), time.process_time()
