@@ -41,9 +41,9 @@ def noise_seed(payloads: list[bytes]) -> int:
 
 
 def draw_noise(shape: tuple[int, int, int], seed: int) -> Tensor:
-    """(1, NOISE, h, w) standard normal noise from a CPU generator (the same on every machine)."""
+    """(1, *shape) standard normal noise from a CPU generator (the same on every machine)."""
     generator = torch.Generator().manual_seed(seed)
-    return torch.randn((1, NOISE, *shape[1:]), generator=generator)
+    return torch.randn((1, *shape), generator=generator)
 
 
 class PerceptualHead(nn.Module):
@@ -61,6 +61,7 @@ class PerceptualHead(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def noise_shape(self, height: int, width: int) -> tuple[int, int, int]:
+        """The noise one image of ``height`` x ``width`` takes: ``NOISE`` channels at 1/2 resolution."""
         return NOISE, -(-height // 2), -(-width // 2)
 
     def forward(self, y: Tensor, quality: Tensor, noise: Tensor) -> Tensor:
