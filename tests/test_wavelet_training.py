@@ -124,3 +124,38 @@ def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
         "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", "--seed", "5", weights=weights)  # another post-filter
     with pytest.raises(ModelError, match="not trained on the shipped"):
         zoo.export_head(tmp_path / "ii2" / "last.pt", "wavelet", "perceptual", {}, weights)
+
+
+def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its_weight():
+    """The critic learns from the head's output of the same step (no second decode, no gradient
+    into the head); the head feels the critic in proportion to ``adversarial``, and not at 0."""
+    from torch import nn
+
+    from xcodec.models.stages import Batch
+    from xcodec.models.wavelet.training import PERCEPTUAL
+
+    manifest = zoo.read_manifest("wavelet")
+    model = zoo.build("wavelet", {**manifest.build_config, **PERCEPTUAL.config})
+    model.load_state_dict(zoo.load_training_weights("wavelet"))
+    extras = nn.ModuleDict(PERCEPTUAL.extras())
+    head_loss, critic_loss = (objective.loss for objective in PERCEPTUAL.objectives)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def gradients(adversarial: float) -> tuple[torch.Tensor, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        extras.zero_grad(set_to_none=True)
+        batch = Batch(model, x, torch.tensor([1.5, 6.0]), torch.Generator().manual_seed(1),
+                      {**PERCEPTUAL.options, "adversarial": adversarial}, extras)
+        loss, numbers = head_loss(batch)
+        loss.backward()
+        assert set(numbers) == set(PERCEPTUAL.logged)
+        head = model.perceptual.tail.weight.grad.clone()
+        extras.zero_grad(set_to_none=True)
+        critic_loss(batch)[0].backward()
+        assert model.perceptual.tail.weight.grad.equal(head)  # the critic's loss does not reach the head
+        return head, next(extras.parameters()).grad
+
+    plain, critic_grad = gradients(0.0)
+    assert critic_grad is not None and bool(critic_grad.any())
+    assert gradients(0.0)[0].equal(plain)
+    assert not gradients(1.0)[0].allclose(plain)
