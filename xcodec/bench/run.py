@@ -99,9 +99,9 @@ def codec_key(codec: BenchCodec, lpips: bool = True, dists: bool = True) -> str:
     else:
         parts.append("no-lpips")
     if dists:
-        from .dists import WEIGHTS_SHA256 as DISTS_SHA256
+        from .dists import WEIGHTS_ID as DISTS_ID
 
-        parts.append("dists " + DISTS_SHA256)
+        parts.append("dists " + DISTS_ID)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
