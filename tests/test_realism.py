@@ -135,3 +135,49 @@ def test_bench_names_each_realism_apart():
 
     codecs, _ = build_codecs(["xcodec"], ["wavelet"], realisms=(0.0, 0.5, 1.0))
     assert [c.name for c in codecs] == ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]
+
+
+def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
+    """Realism is the decoder's: `bench --realism` encodes each image at each quality once, decodes
+    that file at every realism, and keeps each realism's curve under its own name; a later run with
+    one more realism encodes again only for the results it lacks."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from xcodec.bench import codecs
+    from xcodec.cli import app
+
+    folder, out = tmp_path / "images", tmp_path / "out"
+    folder.mkdir()
+    make_photo(96, 72, seed=5).save(folder / "a.png")
+    encodes = []
+    encode = codecs.XcodecCodec.encode
+
+    def counted(self, rgb, quality):
+        if rgb.shape[:2] == (72, 96):  # not the untimed warm-up's 64x64 crop
+            encodes.append(quality)
+        return encode(self, rgb, quality)
+
+    monkeypatch.setattr(codecs.XcodecCodec, "encode", counted)
+
+    def bench(realisms: str) -> dict:
+        result = CliRunner().invoke(app, ["bench", str(folder), "--out", str(out), "--codecs", "xcodec", "--models", "wavelet",
+                                          "--qualities", "1,3", "--realism", realisms, "--no-lpips", "--no-dists",
+                                          "--no-plots", "--threads", "1", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        return {(row["codec"], float(row["setting"])): row for row in csv.DictReader((out / "rows.csv").open())}
+
+    rows = bench("0,0.5,1")
+    assert sorted(encodes) == [1, 3]
+    names = ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]
+    assert set(rows) == {(name, q) for name in names for q in (1, 3)}
+    assert sorted(path.stem for path in (out / "cache").glob("*.jsonl")) == names
+    for q in (1, 3):
+        assert len({rows[name, q]["bytes"] for name in names}) == 1  # one file
+        assert len({rows[name, q]["psnr"] for name in names}) == 3  # decoded three ways
+    encodes.clear()
+    rows = bench("0.5,0.25")
+    assert sorted(encodes) == [1, 3]  # for 0.25 only: 0.5 is cached
+    assert {name for name, _ in rows} == {"xcodec-wavelet-r0.5", "xcodec-wavelet-r0.25"}
+    assert len((out / "cache" / "xcodec-wavelet-r0.5.jsonl").read_text().splitlines()) == 2
