@@ -6,8 +6,9 @@ RGB array of shape HxWx3, ``decode(bytes) -> rgb``, ``version()`` (library versi
 options; part of the cache key, so results are recomputed when it changes) and ``unavailable()``
 (``None`` when the codec can run here, else the reason, so a missing package skips that codec with
 a message instead of crashing the run). Codecs whose ``encoder()`` is the same differ only in how
-they decode (xcodec at several realisms): the bench encodes each image and setting once for them. Bits are always counted from the complete bytes that
-``encode`` returns: a real file, headers included.
+they decode (xcodec at several realisms): the bench encodes each image and setting once for them.
+Bits are always counted from the complete bytes that ``encode`` returns: a real file, headers
+included.
 
 To add a codec, write a class like :class:`PillowCodec` (or subclass it) and register a factory in
 :data:`CONVENTIONAL`.
