@@ -40,6 +40,57 @@ def test_realism_changes_the_pixels_and_blends_between_the_two_outputs(coded):
     assert np.abs(half - (fidelity + sharp) / 2)[inside].max() <= 1.0
 
 
+def test_one_decode_gives_every_realism(photo, monkeypatch):
+    """decode_realisms reads each tile and runs the perceptual head once, and gives at each realism
+    the pixels of a decode at that realism alone (None: the file's suggestion)."""
+    data = api.encode(photo(150, 100, seed=4), quality=2, device="cpu", tile=64, realism=0.3)  # 6 tiles
+    net, _ = zoo.load(zoo.DEFAULT_MODEL)
+    calls = {"decompress": 0, "perceptual": 0}
+
+    def counted(name, method):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(net, "decompress", counted("decompress", net.decompress))
+    monkeypatch.setattr(net.perceptual, "forward", counted("perceptual", net.perceptual.forward))
+    realisms = (0.7, 0.0, None, 1.0, 0.0)
+    images = api.decode_realisms(data, realisms, device="cpu")
+    assert calls == {"decompress": 6, "perceptual": 6}
+    for realism, image in zip(realisms, images):
+        assert np.array_equal(np.asarray(image).astype(int), decode(data, realism=realism)), realism
+    assert len({np.asarray(image).tobytes() for image in images}) == 4
+    unfiltered = api.decode_realisms(data, (None, 0.0), device="cpu", postfilter=False)
+    assert all(np.array_equal(np.asarray(image).astype(int), decode(data, postfilter=False)) for image in unfiltered)
+    with pytest.raises(InputError, match="needs the post-filter"):
+        api.decode_realisms(data, (0.0, 0.5), device="cpu", postfilter=False)
+
+
+def test_compare_crops_take_both_outputs_from_one_decode(photo, tmp_path, monkeypatch):
+    """`compare --realism R --crops` shows the fidelity output beside the output at R, from one decode."""
+    from typer.testing import CliRunner
+
+    from xcodec.cli import app
+
+    photo(96, 72, seed=3).save(tmp_path / "a.png")
+    (tmp_path / "a.xsc").write_bytes(api.encode(Image.open(tmp_path / "a.png"), quality=1.5, device="cpu"))
+    decodes = []
+    decode_realisms = api.decode_realisms
+
+    def counted(data, realisms, **kwargs):
+        decodes.append(tuple(realisms))
+        return decode_realisms(data, realisms, **kwargs)
+
+    monkeypatch.setattr(api, "decode_realisms", counted)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["compare", "a.png", "a.xsc", "--realism", "0.5", "--crops", "crops.png", "--crop-size", "32",
+                                      "--no-lpips", "--no-dists", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert decodes == [(0.5, 0.0)]
+    assert "fidelity, xcodec wavelet q1.5 realism 0.5" in " ".join(result.output.split())
+
+
 def test_realism_changes_no_bit_of_the_file():
     image = make_photo(64, 48, seed=4)
     plain = api.encode(image, quality=2, device="cpu")
