@@ -264,12 +264,13 @@ def run_task(task: Task) -> Outcome:
         versions = [decoder.codec.version() for decoder in task.decoders]
         for setting in task.settings:
             decoders = [(d, version) for d, version in zip(task.decoders, versions) if setting in d.settings]
+            encoder = decoders[0][0].codec
             with memory:
                 t0 = time.perf_counter()
-                data = decoders[0][0].codec.encode(rgb, setting)
+                data = encoder.encode(rgb, setting)
                 encode_s = time.perf_counter() - t0
             enc_peak, enc_extra = memory.peak, memory.extra
-            extra = decoders[0][0].codec.extra(rgb, setting, data)
+            extra = encoder.extra(rgb, setting, data)
             for decoder, version in decoders:
                 codec = decoder.codec
                 with memory:
