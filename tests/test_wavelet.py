@@ -244,9 +244,9 @@ def test_decoding_with_and_without_the_postfilter(torch_threads):
     x = to_tensor(make_photo(40, 30, seed=8))
     with torch.inference_mode():
         plain = model.decompress(model.compress(x, 3.0), 30, 40, 3.0, torch.device("cpu"))
-        filtered = model.postprocess(plain, 3.0)
+        (filtered,) = model.postprocess(plain, 3.0)
         torch.set_num_threads(1)
-        again = model.postprocess(plain, 3.0)
+        (again,) = model.postprocess(plain, 3.0)
     assert not torch.equal(plain, filtered)
     assert torch.equal(filtered, again)
     assert float(filtered.min()) >= 0 and float(filtered.max()) <= 1

@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -226,47 +226,58 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     decoder's (1), for models with a perceptual head; None takes the file's suggestion, else 0.
     Its noise is seeded by each tile's bytes: a file and a realism always give the same pixels.
     """
+    return decode_realisms(data, (realism,), device, max_pixels, on_tile, postfilter, threads)[0]
+
+
+def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str = "auto",
+                    max_pixels: int = DEFAULT_MAX_PIXELS, on_tile: TileCallback | None = None,
+                    postfilter: bool = True, threads: int | None = None) -> list[Image.Image]:
+    """``decode`` at each of ``realisms`` from one decode: the tiles are read and post-filtered
+    once, and the perceptual head's detail ``delta``, computed once, is added to that fidelity
+    output ``y`` at each realism R (``y + R * delta``). Each image is the one ``decode`` gives at R."""
     table = container.read_table(data)
     h = table.header
     check_pixels(h.width, h.height, max_pixels)
     if h.max_error is not None:
-        if realism:
+        if any(realisms):
             raise InputError("a lossless or near-lossless file has no perceptual decoder: realism must be 0")
-        return _decode_exact(table, on_tile, threads)
-    if realism is None:  # the file's suggestion applies to the post-filtered output only
-        realism = (container.realism_hint(table) or 0.0) if postfilter else 0.0
-    check_realism(realism)
-    if realism > 0 and not postfilter:
+        image = _decode_exact(table, on_tile, threads)
+        return [image] + [image.copy() for _ in realisms[1:]]
+    if None in realisms:  # the file's suggestion applies to the post-filtered output only
+        hint = (container.realism_hint(table) or 0.0) if postfilter else 0.0
+        realisms = [hint if realism is None else realism for realism in realisms]
+    highest = max(check_realism(realism) for realism in realisms)
+    if highest > 0 and not postfilter:
         raise InputError("a realism above 0 needs the post-filter (it adds detail to the post-filtered image)")
     net, manifest = zoo.load(h.model)
     check_header(h, manifest, Layout.of(net))
-    check_model_realism(net, h.model, realism)
+    check_model_realism(net, h.model, highest)
     bitstream = table.bitstream()  # the payloads, once the header is known to be the model's
     dev = resolve_device(device)
     count = thread_count(threads)
     alpha = bitstream.stream(StreamKind.ALPHA)
     alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
-    rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
+    rgbs = [np.empty((h.height, h.width, 3), dtype=np.uint8) for _ in realisms]
     net = net.to(dev)
 
-    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
+    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
         (top, left, tile_height, tile_width), payloads = item
         try:
             x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
-            if postfilter:
-                x_hat = net.postprocess(x_hat, h.quality, realism, noise_seed(payloads))
+            outputs = net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads)) if postfilter else [x_hat] * len(realisms)
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None
         rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
-        return x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+        return [x[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy() for x in outputs]
 
     items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
     with torch.inference_mode(), thread_budget(count):
-        for done, (((top, left, _, _), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
-            rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+        for done, (((top, left, _, _), _), tiles) in enumerate(zip(items, map_ordered(tile, items)), 1):
+            for rgb, pixels in zip(rgbs, tiles):
+                rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
-    return _image(rgb, bitstream, alpha)
+    return [_image(rgb, bitstream, alpha) for rgb in rgbs]
 
 
 def _image(samples: np.ndarray, bitstream: Bitstream, alpha: np.ndarray | None) -> Image.Image:

@@ -658,9 +658,9 @@ def info(
 
 
 def read_rgb(path: Path, max_pixels: int, device: str,
-             realism: Optional[float] = None) -> tuple[np.ndarray, Optional[FileInfo]]:
-    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file
-    decoded (at ``realism``) with its info."""
+             realisms: tuple[Optional[float], ...] = (None,)) -> tuple[list[np.ndarray], Optional[FileInfo]]:
+    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), once per realism, or
+    an .xsc file decoded once at each of ``realisms`` (``api.decode_realisms``), with its info."""
     import numpy as np
 
     data = read_input(str(path))
@@ -670,11 +670,11 @@ def read_rgb(path: Path, max_pixels: int, device: str,
         check_file(header)
         from . import api
 
-        image = api.decode(data, device=device, max_pixels=max_pixels, realism=realism)
-        return np.asarray(image.convert("RGB")), api.info(data)
+        images = api.decode_realisms(data, realisms, device=device, max_pixels=max_pixels)
+        return [np.asarray(image.convert("RGB")) for image in images], api.info(data)
     from .image import prepare
 
-    return prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb, None
+    return [prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb] * len(realisms), None
 
 
 @app.command()
@@ -704,12 +704,12 @@ def compare(
             raise fail(str(exc)) from None
     try:
         with plain_warnings(str(reference)):
-            a, _ = read_rgb(reference, max_pixels, device)
-        with plain_warnings(str(distorted)):
-            b, coded = read_rgb(distorted, max_pixels, device, realism)
-            fidelity = read_rgb(distorted, max_pixels, device, 0.0)[0] if crops and coded and realism else None
+            (a,), _ = read_rgb(reference, max_pixels, device)
+        with plain_warnings(str(distorted)):  # for --crops at a realism, the fidelity output too, from the same decode
+            decoded, coded = read_rgb(distorted, max_pixels, device, (realism, 0.0) if crops and realism else (realism,))
     except XcodecError as exc:
         raise fail(str(exc)) from None
+    b, fidelity = decoded[0], (decoded[1] if len(decoded) > 1 else None)
     if a.shape != b.shape:
         raise fail(f"the images differ in size: {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
     if crops is not None and coded is None:

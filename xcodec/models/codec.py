@@ -13,8 +13,8 @@ container, so a model knows nothing of files:
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
 - ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1];
-  ``postprocess(x_hat, quality, realism, seed)`` then applies the model's post-filter, if it has
-  one, and for ``realism`` > 0 its perceptual head (``realistic`` models only), whose noise is
+  ``postprocess(x_hat, quality, realisms, seed)`` then applies the model's post-filter, if it has
+  one, and for each realism > 0 its perceptual head (``realistic`` models only), whose noise is
   drawn from ``seed``.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
@@ -35,7 +35,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -148,13 +148,14 @@ class Codec(CompressionModel, metaclass=ABCMeta):
         """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
         return False
 
-    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
-        """The decoder-side post-filter of one decoded tile (identity for a model without one).
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
+        """The decoder-side post-filter of one decoded tile (identity for a model without one), at each of ``realisms``.
 
-        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. ``realism`` in
-        [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its noise.
+        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. A realism in
+        [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its
+        noise. The post-filter and the head run once, whatever the number of realisms.
         """
-        return x_hat
+        return [x_hat] * len(realisms)
 
     def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).

@@ -3,7 +3,7 @@ and the low band composed into one model, with its training forward and its code
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 import torch
@@ -202,16 +202,18 @@ class WaveletCodec(Codec):
     def realistic(self) -> bool:
         return self.perceptual is not None and self.postfilter is not None
 
-    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
+        """The fidelity output ``y`` (the post-filter's), and ``y + R * delta`` for each realism R > 0."""
         if self.postfilter is None:
-            return x_hat
+            return [x_hat] * len(realisms)
         q = torch.tensor([quality], device=x_hat.device)
         with one_thread(x_hat.device):
             fidelity = self.postfilter(x_hat, q).clamp(0, 1)
-            if realism == 0:
-                return fidelity
+            if not any(realisms):
+                return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
-            return (fidelity + realism * self.perceptual(fidelity, q, noise)).clamp(0, 1)
+            delta = self.perceptual(fidelity, q, noise)
+            return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()

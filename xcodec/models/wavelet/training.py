@@ -83,7 +83,7 @@ def decoded_psnr(model, images: list[Tensor], quality: float) -> dict[str, float
     scores = []
     for x in images:
         x_hat = model.decoded(x, q)
-        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(model.postprocess(x_hat, quality), x))))
+        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(model.postprocess(x_hat, quality)[0], x))))
     decoded, filtered = np.mean(scores, 0)
     return {"psnr_decoded": float(decoded), "psnr": float(filtered)}
 
@@ -123,7 +123,7 @@ def realism_scores(model, images: list[Tensor], quality: float) -> dict[str, flo
     scores = []
     for x in images:
         x_hat = model.decoded(x, q)
-        fidelity, sharp = (model.postprocess(x_hat, quality, realism) for realism in (0.0, 1.0))
+        fidelity, sharp = model.postprocess(x_hat, quality, (0.0, 1.0))
         scores.append([float(f(y, x)) for y in (fidelity, sharp) for f in (batch_psnr, lambda a, b: net(a * 2 - 1, b * 2 - 1))])
     return dict(zip(("psnr", "lpips", "psnr_r1", "lpips_r1"), np.mean(scores, 0).tolist()))
 
