@@ -4,6 +4,7 @@ and the low band composed into one model, with its training forward and its code
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,7 +17,7 @@ from ..postfilter import PostFilter
 from ..stages import Stage
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
 from .context import ContextModel
-from .lifting import Wavelet2D, level_count, synthesis_norms
+from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
 from .low import low_bits, read_low, write_low
 from .quantise import LOW_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
@@ -24,6 +25,19 @@ from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 MAX_TRAINING_BITS = 100.0  # per coefficient, in the training forward's likelihoods
+
+# A part of the stream: (level, channel, orientation), "hl", "lh", "hh" or, at level L, "ll" (the low band).
+Part = tuple[int, int, str]
+
+
+class Coded(NamedTuple):
+    """One tile through the encoder's walk: the stream, each part's code length (``coded_bits``,
+    the low band's scale indices included) and the symbols (the low band's and the detail planes)."""
+
+    writer: StreamWriter
+    bits: dict[Part, float]
+    low: Tensor
+    planes: dict[Band, Tensor]
 
 
 class WaveletCodec(Codec):
@@ -148,26 +162,27 @@ class WaveletCodec(Codec):
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``). The decoder is the same.
         """
-        code = self._coder(x, effort)
-        return lambda quality: [code(quality)[0].finish()]
+        code = self.coder(x, effort)
+        return lambda quality: [code(quality).writer.finish()]
 
-    def _coder(self, x: Tensor, effort: int) -> Callable[[float], tuple[StreamWriter, float]]:
-        """The encoder's walk: a function from quality to the filled stream writer and the code
-        length (bits, ``coded_bits``) of the symbols it holds under the exact probabilities."""
+    def coder(self, x: Tensor, effort: int) -> Callable[[float], Coded]:
+        """The encoder's walk: a function from quality to the filled stream writer, the code length
+        (bits, ``coded_bits``) of each band's symbols under the exact probabilities, and the symbols."""
         with torch.inference_mode():
             coefficients = self.analysis(x)
         height, width = x.shape[-2:]
-        shapes = subband_shapes(height, width, level_count(height, width, self.levels))
+        levels = level_count(height, width, self.levels)
+        shapes = subband_shapes(height, width, levels)
 
         @torch.inference_mode()
-        def code(quality: float) -> tuple[StreamWriter, float]:
+        def code(quality: float) -> Coded:
             low, ratios = self.scale(coefficients, torch.tensor([quality], device=x.device))
             ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
             writer = StreamWriter()
-            bits = write_low(writer, torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu())
+            low_q = torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu()
+            bits = {(levels, c, "ll"): b for c, b in enumerate(write_low(writer, low_q))}
 
             def take(band: Band, positions: Tensor, index: Tensor) -> Tensor:
-                nonlocal bits
                 ratio, limit = ratios[band].reshape(-1)[positions], symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
@@ -176,11 +191,12 @@ class WaveletCodec(Codec):
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
                 writer.laplace(symbols.numpy(), scales, limit)
-                bits += float(coded_bits(symbols, log_scale, limit).sum())
+                part = (band[0], band[1], ORIENTATIONS[band[2]])
+                bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum())
                 return symbols
 
-            self.context.walk(shapes, quality, take)
-            return writer, bits
+            planes = self.context.walk(shapes, quality, take)
+            return Coded(writer, bits, low_q, planes)
 
         return code
 
@@ -236,4 +252,4 @@ class WaveletCodec(Codec):
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """Code length (``coded_bits``) of what the default effort codes, under the coder's own
         probabilities (so a file's size checks the ANS coder and the container, not the float networks)."""
-        return self._coder(x, self.default_effort)(quality)[1]
+        return sum(self.coder(x, self.default_effort)(quality).bits.values())

@@ -34,15 +34,17 @@ def low_bits(low_q: Tensor) -> Tensor:
     return laplace_bits(residuals, torch.log(scale)).flatten(1)
 
 
-def write_low(writer: StreamWriter, low_q: Tensor) -> float:
-    """Code the low band's residuals; returns their code length in bits (``coded_bits``)."""
+def write_low(writer: StreamWriter, low_q: Tensor) -> list[float]:
+    """Code the low band's residuals; returns each channel's code length in bits (``coded_bits``,
+    its scale index included)."""
     residuals = low_residuals(low_q)
-    bits = math.log2(SCALE_COUNT) * CHANNELS
+    bits = []
     for c in range(CHANNELS):
         index = low_scale_index(residuals[c])
         writer.uniform(index, SCALE_COUNT)
         writer.laplace(residuals[c].numpy(), np.full(residuals[c].numel(), SCALES[index]), LOW_LIMIT)
-        bits += float(coded_bits(residuals[c], torch.tensor(math.log(SCALES[index])), LOW_LIMIT).sum())
+        coded = coded_bits(residuals[c], torch.tensor(math.log(SCALES[index])), LOW_LIMIT)
+        bits.append(math.log2(SCALE_COUNT) + float(coded.sum()))
     return bits
 
 
