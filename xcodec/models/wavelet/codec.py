@@ -18,8 +18,8 @@ from ..stages import Stage
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
 from .context import ContextModel
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
-from .low import low_bits, read_low, write_low
-from .quantise import LOW_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
+from .low import LOW_CONTEXT_VERSION, low_bits, read_flat_low, read_low, write_low
+from .quantise import LOW_VALUE_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
 from .training import STAGES
 
@@ -45,6 +45,7 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
+    file_version = LOW_CONTEXT_VERSION
     efforts = 2
     default_effort = 1
 
@@ -114,7 +115,7 @@ class WaveletCodec(Codec):
         """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
         low, planes = self.scale(self.analysis(x), quality)
         planes = {band: dead_zone(ratio, symbol_limit(band[0])) for band, ratio in planes.items()}
-        return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
+        return torch.round(low).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT), planes
 
     def dequantise(self, low_q: Tensor, planes: dict[Band, Tensor], quality: Tensor) -> Tensor:
         """The decoder's image (N, 3, H, W) in [0, 1] from integer coefficients at qualities (N,)."""
@@ -151,7 +152,7 @@ class WaveletCodec(Codec):
         """Training data for the post-filter: what the decoder reconstructs at effort 1 (``symbols``),
         without entropy coding, for a batch with one quality per crop."""
         low, ratios = self.scale(self.transform(x), quality)
-        return self.dequantise(torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), self.symbols(ratios, quality), quality)
+        return self.dequantise(torch.round(low).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT), self.symbols(ratios, quality), quality)
 
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x, self.default_effort)(quality)
@@ -179,7 +180,7 @@ class WaveletCodec(Codec):
             low, ratios = self.scale(coefficients, torch.tensor([quality], device=x.device))
             ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
             writer = StreamWriter()
-            low_q = torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu()
+            low_q = torch.round(low[0]).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT).double().cpu()
             bits = {(levels, c, "ll"): b for c, b in enumerate(write_low(writer, low_q))}
 
             def take(band: Band, positions: Tensor, index: Tensor) -> Tensor:
@@ -200,8 +201,10 @@ class WaveletCodec(Codec):
 
         return code
 
-    def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device) -> Tensor:
-        """Decode one tile's stream into (1, 3, height, width) in [0, 1]."""
+    def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device,
+                   version: int | None = None) -> Tensor:
+        """Decode one tile's stream into (1, 3, height, width) in [0, 1]; a file of a version before
+        ``LOW_CONTEXT_VERSION`` has the low band of one scale per channel."""
         levels = level_count(height, width, self.levels)
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
@@ -209,7 +212,8 @@ class WaveletCodec(Codec):
         def read(band: Band, positions: Tensor, index: Tensor) -> Tensor:
             return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float64))
 
-        low_q = read_low(reader, low_shape(height, width, levels))
+        read_band = read_low if (version or self.file_version) >= LOW_CONTEXT_VERSION else read_flat_low
+        low_q = read_band(reader, low_shape(height, width, levels))
         planes = self.context.walk(shapes, quality, read)
         reader.finish()
         return self.dequantise(low_q[None], planes, torch.tensor([quality], device=device))
@@ -235,7 +239,7 @@ class WaveletCodec(Codec):
     def forward(self, x: Tensor, quality: Tensor) -> dict:
         """Training: the decoder's image of effort 1's symbols (``symbols``, straight-through),
         post-filtered when the model has a post-filter, and the likelihoods of every coefficient:
-        the detail bands under the context model, the low band under its DPCM Laplacian (5-15% of
+        the detail bands under the context model, the low band under its context Laplacians (5-15% of
         a Kodak file at quality 1)."""
         low, ratios = self.scale(self.transform(x), quality)
         low = ste(low, 0.5)
