@@ -32,11 +32,10 @@ Part = tuple[int, int, str]
 
 class Coded(NamedTuple):
     """One tile through the encoder's walk: the stream, each part's code length (``coded_bits``,
-    the low band's scale indices included) and the symbols (the low band's and the detail planes)."""
+    the low band's scale indices included) and the detail planes' symbols."""
 
     writer: StreamWriter
     bits: dict[Part, float]
-    low: Tensor
     planes: dict[Band, Tensor]
 
 
@@ -197,7 +196,7 @@ class WaveletCodec(Codec):
                 return symbols
 
             planes = self.context.walk(shapes, quality, take)
-            return Coded(writer, bits, low_q, planes)
+            return Coded(writer, bits, planes)
 
         return code
 
