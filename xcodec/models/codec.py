@@ -12,7 +12,10 @@ container, so a model knows nothing of files:
   from quality to payloads, for coding a tile at several qualities (the default calls
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
-- ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1];
+- ``file_version``: the ``.xsc`` format version its files are written in (3, the lowest, unless
+  its coded streams changed at a later version: ``container.STREAMS_VERSION``).
+- ``decompress(payloads, height, width, quality, device, version) -> Tensor``: (1, 3, H, W) in
+  [0, 1], from the streams of a file of format ``version`` (by default the model's own);
   ``postprocess(x_hat, quality, realisms, seed)`` then applies the model's post-filter, if it has
   one, and for each realism > 0 its perceptual head (``realistic`` models only), whose noise is
   drawn from ``seed``.
@@ -114,6 +117,7 @@ class Codec(CompressionModel, metaclass=ABCMeta):
 
     stride: ClassVar[int]
     streams_per_tile: ClassVar[int]
+    file_version: ClassVar[int] = 3
     # Names of the tensors that ``export_tensors`` adds to the shipped weights file.
     inference_tensors: ClassVar[tuple[str, ...]] = ()
     # Encoder effort levels 0 .. efforts - 1, and the one used when the caller names none.
@@ -130,8 +134,9 @@ class Codec(CompressionModel, metaclass=ABCMeta):
 
     @abstractmethod
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
-                   device: torch.device) -> Tensor:
-        """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
+                   device: torch.device, version: int | None = None) -> Tensor:
+        """Decode the payloads of one ``height`` x ``width`` tile of a file of format ``version``
+        (None: ``file_version``) into (1, 3, H, W) in [0, 1]."""
 
     @classmethod
     def training_stages(cls) -> tuple[Stage, ...]:

@@ -92,11 +92,14 @@ class ExactBandContext:
     """Integer-exact twin of ``BandContext`` in float32: fixed-point in, scale indices out.
 
     Inputs are multiples of 1/16 below 12 and weights are rounded to 1/256, so every partial sum
-    is an integer far below 2**24 (``ExactConvNet`` checks it before each layer).
+    is an integer far below 2**24 (``ExactConvNet`` checks it before each layer). Other
+    ``act_bits`` (and float64 where sums outgrow float32) measure what the fixed point costs
+    (``xcodec.tools.bits``); the coder uses the defaults.
     """
 
-    def __init__(self, net: BandContext):
-        exact = functools.partial(ExactConvNet, weight_bits=WEIGHT_BITS, act_bits=ACT_BITS, dtype=torch.float32)
+    def __init__(self, net: BandContext, act_bits: int = ACT_BITS, dtype: torch.dtype = torch.float32):
+        exact = functools.partial(ExactConvNet, weight_bits=WEIGHT_BITS, act_bits=act_bits, dtype=dtype)
+        self.act_bits = act_bits
         self.support, self.anchors = exact(net.support), exact(net.anchors)
         self.heads = [exact(head) for head in net.heads]
 
@@ -106,7 +109,7 @@ class ExactBandContext:
         if order.numel() == 0:
             return torch.zeros(0, dtype=torch.long)
         picked = pass_grid(features, step)[..., None]  # (1, hidden, n, 1): the heads are 1x1
-        return scale_index(self.heads[step](picked)[0, 0, :, 0][order].double() * 2 ** (SCALE_BITS - ACT_BITS))
+        return scale_index(self.heads[step](picked)[0, 0, :, 0][order].double() * 2 ** (SCALE_BITS - self.act_bits))
 
 
 class ContextModel(nn.Module):
@@ -118,8 +121,8 @@ class ContextModel(nn.Module):
         self.nets = nn.ModuleDict({band_key(band): BandContext(hidden) for band in coding_order(levels)})
         self.exact: dict[str, ExactBandContext] = {}
 
-    def prepare_inference(self) -> None:
-        self.exact = {key: ExactBandContext(net) for key, net in self.nets.items()}
+    def prepare_inference(self, act_bits: int = ACT_BITS, dtype: torch.dtype = torch.float32) -> None:
+        self.exact = {key: ExactBandContext(net, act_bits, dtype) for key, net in self.nets.items()}
 
     def log_scales(self, planes: dict[Band, Tensor], quality: Tensor) -> dict[Band, Tensor]:
         """Training: the float networks' Laplacian log-scales {band: (N, h, w)} of complete planes,
@@ -154,10 +157,10 @@ class ContextModel(nn.Module):
             net = self.exact[band_key(band)]
             plane = torch.zeros(shape, dtype=torch.float64)
             (anchors, anchor_order), (others, other_order) = passes(*shape)
-            features = net.support(support_inputs(magnitudes, band, shape, q) * 2**ACT_BITS)
+            features = net.support(support_inputs(magnitudes, band, shape, q) * 2**net.act_bits)
             plane.view(-1)[anchors] = take(band, anchors, net.index(features, 0, anchor_order)).double()
             # the plane holds the anchors alone (lg(0) = 0 elsewhere)
-            features += net.anchors((lg(plane) * 2**ACT_BITS)[None, None])
+            features += net.anchors((lg(plane) * 2**net.act_bits)[None, None])
             plane.view(-1)[others] = take(band, others, net.index(features, 1, other_order)).double()
             planes[band], magnitudes[band] = plane[None], lg(plane)[None]
         return planes
