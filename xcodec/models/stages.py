@@ -47,8 +47,9 @@ class Batch:
     shared: dict[str, Tensor] = field(default_factory=dict)  # what one objective leaves for the next of the same step
 
 
-# The scalar to minimise, and the numbers the log shows (the stage's ``logged``, first objective only).
-Loss = Callable[[Batch], tuple[Tensor, dict[str, float]]]
+# The scalar to minimise (None: nothing to learn this step, e.g. a critic whose weight is 0), and
+# the numbers the log shows (the stage's ``logged``, first objective only).
+Loss = Callable[[Batch], tuple[Tensor | None, dict[str, float]]]
 # Validation of one quality: the stage's ``measures`` averaged over the images (1, 3, H, W).
 Validate = Callable[["Codec", list[Tensor], float], dict[str, float]]
 

@@ -101,16 +101,21 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
     distance = lpips.load(device=str(x.device))(sharp * 2 - 1, x * 2 - 1)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
-    fooling = -batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
-    options = batch.options
-    loss = (distance + options["fidelity"] * lost_db + options["adversarial"] * fooling).mean()
-    return loss, {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean()),
-                  "fooling": float(fooling.detach().mean())}
+    loss = distance + batch.options["fidelity"] * lost_db
+    numbers = {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+    if batch.options["adversarial"]:
+        fooling = -batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
+        loss = loss + batch.options["adversarial"] * fooling
+        numbers["fooling"] = float(fooling.detach().mean())
+    return loss.mean(), numbers
 
 
-def critic_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
+def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
     """Hinge loss of the critic: photos above +1, the head's outputs (from ``perceptual_loss`` of the
-    same step) below -1, each given the fidelity output."""
+    same step) below -1, each given the fidelity output. At ``adversarial`` 0 nobody listens to it,
+    so it does not train."""
+    if not batch.options["adversarial"]:
+        return None, {}
     critic, fidelity = batch.extras["critic"], batch.shared["fidelity"]
     loss = F.relu(1 - critic(batch.x, fidelity)).mean() + F.relu(1 + critic(batch.shared["sharp"], fidelity)).mean()
     return loss, {}
@@ -168,7 +173,7 @@ PERCEPTUAL = Stage(
     summary="a perceptual head added to the --init model learns LPIPS on its post-filtered decoded crops (the codec stays fixed)",
     objectives=(Objective(parts("perceptual"), perceptual_loss),
                 Objective(parts("extras.critic"), critic_loss, lr=1e-4, clip=None)),
-    logged=("lpips", "lost_db", "fooling"),
+    logged=("lpips", "lost_db"),
     measures=("psnr", "lpips", "psnr_r1", "lpips_r1"),
     validate=realism_scores,
     config={"perceptual": 32},  # its width
@@ -176,7 +181,7 @@ PERCEPTUAL = Stage(
     extras=lambda: {"critic": Critic()},
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
     # LPIPS units per dB lost against the fidelity output, and per unit of the critic's score
-    options={"fidelity": 0.025, "adversarial": 0.0},
+    options={"fidelity": 0.005, "adversarial": 0.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
