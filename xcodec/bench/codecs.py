@@ -288,7 +288,8 @@ class XcodecCodec(BenchCodec):
         from ..models import zoo
 
         manifest = zoo.read_manifest(self.model)
-        version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+        file_version = zoo.ARCHITECTURES[manifest.arch].file_version  # the same weights code differently in another format
+        version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}; .xsc version {file_version}"
         if self.realism:  # the decoded pixels depend on the head's weights too
             version += f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
         return version
