@@ -102,12 +102,9 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     distance = lpips.load(device=str(x.device))(sharp * 2 - 1, x * 2 - 1)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
     loss = distance + batch.options["fidelity"] * lost_db
-    numbers = {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
     if batch.options["adversarial"]:
-        fooling = -batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
-        loss = loss + batch.options["adversarial"] * fooling
-        numbers["fooling"] = float(fooling.detach().mean())
-    return loss.mean(), numbers
+        loss = loss - batch.options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
+    return loss.mean(), {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
 
 
 def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
