@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -248,3 +250,17 @@ def test_bench_lossless_checks_the_round_trip_and_reports_each_codec(run_cli, tm
     result = run_cli("bench", folder, "--lossless", "--codecs", "xcodec-lossless,png", "--out", "out")
     assert result.returncode == 0, result.stderr
     assert b"xcodec --lossless" in result.stdout and b"PNG" in result.stdout
+
+
+GOLDEN = {  # version-6 files of the first generation (model ``lossless``): SHA-256 of the decoded samples
+    "version-6-lossless.xsc": "a7599ea1bb0d7f7c0cb65a119fccf230d90ed6209df45728fd21a0590f76044f",
+    "version-6-max-error-2.xsc": "c3fc6c17f0af3fd7d415b559c750ddf95c892167ad4fea0c4a52c53b362d47ac",
+    "version-6-gray16.xsc": "9644c518560d195a6105c4f4450a133a47d7423ab08cc2ca703cc7f84a142daf",
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_first_generation_files_still_decode_to_the_same_samples(name):
+    data = (Path(__file__).parent / "corpus" / name).read_bytes()
+    assert container.unpack(data).header.model == "lossless" != tables.NAME
+    assert hashlib.sha256(np.asarray(api.decode(data)).tobytes()).hexdigest() == GOLDEN[name]

@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, container
-from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, LOSSLESS_MODELS, TILE_ALIGN, check_gpu,
                        check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
@@ -255,7 +255,7 @@ def load_model(name: Optional[str]) -> tuple[str, float]:
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
-    tables.load() if name == LOSSLESS_MODEL else zoo.load(name)
+    tables.load(name) if name in LOSSLESS_MODELS else zoo.load(name)
     return name, time.perf_counter() - start
 
 

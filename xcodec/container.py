@@ -37,7 +37,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .defaults import LOSSLESS_MODEL
+from .defaults import LOSSLESS_MODELS
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
@@ -317,8 +317,8 @@ def _validate(h: Header) -> None:
         _validate_exact(h)
     elif not 1 <= h.quality <= 8:
         raise FormatError(f"invalid .xsc header (quality {h.quality} outside 1..8)")
-    elif h.model == LOSSLESS_MODEL:
-        raise FormatError(f"invalid .xsc header (model {LOSSLESS_MODEL!r} codes lossless files only, version {EXACT_VERSION})")
+    elif h.model in LOSSLESS_MODELS:
+        raise FormatError(f"invalid .xsc header (model {h.model!r} codes lossless files only, version {EXACT_VERSION})")
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         raise FormatError(f"invalid .xsc header (image size {h.width}x{h.height})")
     if h.channels not in (1, 3) or h.bit_depth not in (EXACT_DEPTHS if h.max_error is not None else (8,)):
@@ -338,8 +338,8 @@ def _validate_exact(h: Header) -> None:
     """Version 6: the lossless coder's file, quality 0 (unused), an error bound of 0 (lossless) ..
     MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale, tiles of at most
     ``EXACT_MAX_TILE`` pixels a side."""
-    if h.model != LOSSLESS_MODEL:
-        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {LOSSLESS_MODEL!r})")
+    if h.model not in LOSSLESS_MODELS:
+        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not one of {', '.join(LOSSLESS_MODELS)})")
     if h.quality != 0:
         raise FormatError(f"invalid .xsc header (quality {h.quality} in a lossless file, which has none)")
     if h.max_error > MAX_ERROR:

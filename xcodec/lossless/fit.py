@@ -1,11 +1,11 @@
 """Fit the lossless coder's table of Laplacian scales (one per context bin) on training photos.
 
-    python -m xcodec.lossless.fit ../shared/data/train --images 48   # writes weights/lossless.*
+    python -m xcodec.lossless.fit ../shared/data/train --images 48   # writes weights/lossless-2.*
 
 The training photos are JPEGs; each is downscaled by 2 (box filter), which hides most of the JPEG
 artefacts, and cut to at most 512 x 512 pixels. The encoder's walk runs on every image with a
 recording coder; each bin's scale is the maximum-likelihood one of the discretised Laplacian over a
-fine log-spaced grid. The walk adapts its scales online, starting from the installed table: a
+fine log-spaced grid (the generation encoders write, ``tables.NAME``). The walk adapts its scales online, starting from the installed table: a
 refit on the same photos changes it little.
 """
 
@@ -24,7 +24,7 @@ from ..models.manifest import WEIGHTS_DIR
 from .codec import differences, fit
 from . import tables
 from .tables import NAME
-from .walk import BINS, Batch, Grid, Quantiser, walk
+from .walk import BINS, DESIGNS, Batch, Grid, Quantiser, walk
 
 GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 400))
 CROP = 512
@@ -46,7 +46,7 @@ def training_images(root: Path, count: int) -> list[np.ndarray]:
 def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Context bins and residuals (sample minus the centre of its Laplacian) of a lossless walk."""
     planes, height, width = samples.shape
-    grid, quantiser = Grid(height, width, planes), Quantiser(8, 0)
+    grid, quantiser = Grid(height, width, planes, DESIGNS[NAME]), Quantiser(8, 0)
     original, _ = differences(samples, grid, 8)
     bins, res = [], []
 
@@ -55,7 +55,7 @@ def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         res.append(original[batch.idx] - batch.prediction - batch.mean)
         return original[batch.idx]
 
-    walk(grid, quantiser, fit(samples, grid, 8), tables.load()[0], record)
+    walk(grid, quantiser, fit(samples, grid, 8)[0], tables.load(NAME)[0], record)
     return np.concatenate(bins), np.concatenate(res)
 
 
