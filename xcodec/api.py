@@ -126,12 +126,12 @@ def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: in
     height, width = samples.shape[1:]
     check_pixels(width, height, max_pixels)
     tile = _tile(tile, height, width, 1, container.EXACT_MAX_TILE)
-    scales, manifest = tables.load()
+    coder, manifest = tables.load()
     count = thread_count(threads)
 
     def code(box: tuple[int, int, int, int]) -> bytes:
         top, left, rows, cols = box
-        return encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, scales, tables.NAME)
+        return encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, coder, tables.NAME)
 
     while True:
         header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth, tile=tile,
@@ -282,7 +282,7 @@ def _image(samples: np.ndarray, bitstream: Bitstream, alpha: np.ndarray | None) 
 def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads: int | None) -> Image.Image:
     """Decode a lossless or near-lossless file (its header already checked by the container)."""
     h = table.header
-    scales, manifest = tables.load(h.model)
+    coder, manifest = tables.load(h.model)
     check_header(h, manifest, None)
     bitstream = table.bitstream()
     count = thread_count(threads)
@@ -294,7 +294,7 @@ def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads:
 
     def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
         (_, _, rows, cols), (payload,) = item
-        return decode_tile(payload, planes, rows, cols, h.bit_depth, h.max_error, scales, h.model)
+        return decode_tile(payload, planes, rows, cols, h.bit_depth, h.max_error, coder, h.model)
 
     with thread_budget(count):
         for done, (((top, left, rows, cols), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):

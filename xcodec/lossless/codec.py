@@ -13,6 +13,8 @@ import numpy as np
 
 from ..entropy import StreamReader, StreamWriter
 from ..errors import FormatError, InputError
+from .tables import Table
+from .tokens import Histograms
 from .walk import COEF_BITS, COEF_LIMIT, DESIGNS, Batch, Grid, Quantiser, blank, features, reference, segments, walk
 
 COEF_BITS_MAX = 16  # the bit length of the largest coefficient magnitude, 2**15
@@ -100,7 +102,7 @@ def read_coefs(reader: StreamReader, shape: tuple[int, int], packed: bool) -> np
     return coefs
 
 
-def encode_tile(samples: np.ndarray, depth: int, max_error: int, scales: np.ndarray, model: str) -> bytes:
+def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, model: str) -> bytes:
     """Code (planes, H, W) integer samples of ``depth`` bits within +-``max_error`` with the
     generation ``model`` of the coder."""
     planes, height, width = samples.shape
@@ -115,12 +117,21 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, scales: np.ndar
         write_coefs(writer, coefs, grid.design.packed)
     original, _ = differences(samples, grid, depth)
 
+    histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
+
     def code(batch: Batch) -> np.ndarray:
         q = quantiser.symbols(original[batch.idx], batch.prediction)
-        writer.laplace(q, batch.scale, quantiser.limit, batch.mean)
+        if histograms is None:
+            writer.laplace(q, batch.scale, quantiser.limit, batch.mean)
+            return quantiser.reconstruct(q, batch.prediction)
+        contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
+        symbols, raw, bits = histograms.symbols(q, batch.mean)
+        writer.categorical(symbols, histograms.probabilities(contexts))
+        writer.uniforms(raw[bits > 0], 1 << bits[bits > 0])
+        histograms.update(contexts, symbols)
         return quantiser.reconstruct(q, batch.prediction)
 
-    decoded = walk(grid, quantiser, coefs, scales, code)
+    decoded = walk(grid, quantiser, coefs, table.scales, code)
     error = int(np.abs(decoded - samples).max(initial=0))
     if error > max_error:  # a bug, never the input's fault; refuse to write the file
         raise InputError(f"internal error: a sample would be off by {error} (bound {max_error})")
@@ -128,7 +139,7 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, scales: np.ndar
 
 
 def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int, max_error: int,
-                scales: np.ndarray, model: str) -> np.ndarray:
+                table: Table, model: str) -> np.ndarray:
     """Inverse of ``encode_tile``: (planes, H, W) int64 samples; ``FormatError`` on a broken stream."""
     grid, quantiser = Grid(height, width, planes, DESIGNS[model]), Quantiser(depth, max_error)
     reader = StreamReader(payload)
@@ -136,10 +147,20 @@ def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int
     if reader.uniform(2):
         coefs = read_coefs(reader, coefs.shape, grid.design.packed)
 
-    def code(batch: Batch) -> np.ndarray:
-        q = reader.laplace(batch.scale, quantiser.limit, batch.mean).astype(np.int64)
-        return quantiser.reconstruct(q, batch.prediction)
+    histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
 
-    decoded = walk(grid, quantiser, coefs, scales, code)
+    def code(batch: Batch) -> np.ndarray:
+        if histograms is None:
+            q = reader.laplace(batch.scale, quantiser.limit, batch.mean).astype(np.int64)
+            return quantiser.reconstruct(q, batch.prediction)
+        contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
+        symbols = reader.categorical(histograms.probabilities(contexts)).astype(np.int64)
+        bits = histograms.raw_bits(symbols)
+        raw = np.zeros_like(symbols)
+        raw[bits > 0] = reader.uniforms(1 << bits[bits > 0])
+        histograms.update(contexts, symbols)
+        return quantiser.reconstruct(histograms.values(symbols, raw, batch.mean), batch.prediction)
+
+    decoded = walk(grid, quantiser, coefs, table.scales, code)
     reader.finish()
     return decoded

@@ -90,6 +90,7 @@ class Design:
     # every plane's and set's coefficient in that many bits and a sign (``codec``).
     packed: bool = False
     prior: int = 16  # how many samples the learned scale of a context counts as
+    tokens: bool = False  # the symbols' distributions: Laplacians (False) or histograms (``tokens``)
     features: int = field(init=False)
     classes: int = field(init=False)
 
@@ -107,7 +108,7 @@ DESIGNS = {
                        ((0, 0, 0), (1, 0, 0), (1, 1, 1))),
     "lossless-2": Design(OWN_1 + ((-2, -2), (-2, 2), (0, -3), (-3, 0)),
                          ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 2), (0, -2, 2), (-2, -2, 1), (-2, 2, 1)),
-                         ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4),
+                         ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True),
 }
 
 
@@ -286,6 +287,7 @@ class Batch:
     Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
 
     idx: np.ndarray  # flat indices
+    plane: np.ndarray
     prediction: np.ndarray  # integer prediction of x
     mean: np.ndarray
     scale: np.ndarray
@@ -339,6 +341,6 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
         full = np.clip(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
         prediction = (full + FRAC // 2) // FRAC
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
-        x = code(Batch(idx, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
+        x = code(Batch(idx, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(idx, ctx, x)
     return np.stack([state.x[grid.index(p)] for p in range(grid.planes)])
