@@ -190,9 +190,11 @@ def test_fitted_scale_recovers_a_laplacian():
     assert np.allclose(scales, 3.0, rtol=0.05)
 
 
-def test_shipped_table_is_hash_checked():
-    scales, manifest = tables.load()
-    assert scales.shape == (manifest.config["bins"],) and (np.diff(scales) >= 0).all()
+@pytest.mark.parametrize("name", ["lossless", tables.NAME])
+def test_shipped_tables_are_hash_checked(name):
+    table, manifest = tables.load(name)
+    assert table.scales.shape == (manifest.config["bins"],) and (np.diff(table.scales) >= 0).all()
+    assert (table.counts is None) == (name == "lossless")
 
 
 def test_flat_image_keeps_a_positive_scale():
