@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ import pytest
 from PIL import Image
 
 import xcodec.pillow  # noqa: F401  (registers .xsc with Pillow)
-from xcodec import api, container
+from xcodec import api, container, deep
 from xcodec.container import Bitstream, Header, StreamKind
 from xcodec.errors import FormatError, InputError
 from xcodec.lossless import fit as fitting
@@ -107,7 +108,7 @@ def test_version_6_header_round_trips_and_older_versions_are_unchanged(photo):
     ({"quality": 4.0}, "quality"),
     ({"max_error": 5}, "max error"),
     ({"bit_depth": 12}, "bits"),
-    ({"bit_depth": 16}, "16 bits only in grayscale"),
+    ({"bit_depth": 16, "model": "lossless"}, "16 bits only in grayscale"),
     ({"model": "wavelet"}, "names model"),
     ({"tile": 32}, "at least 64"),
 ])
@@ -137,9 +138,9 @@ def test_a_lossless_file_has_no_realism_stream(photo):
         api.decode(api.encode(photo(9, 7), lossless=True), realism=0.5)
 
 
-def test_decoder_refuses_sixteen_bit_rgb_and_a_stream_with_data_left_over(photo):
+def test_decoder_refuses_first_generation_sixteen_bit_rgb_and_a_stream_with_data_left_over(photo):
     with pytest.raises(FormatError, match="16 bits"):
-        api.decode(exact_file(photo, bit_depth=16))
+        api.decode(exact_file(photo, bit_depth=16, model="lossless"))
     bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
     bitstream.streams[0] = (StreamKind.CODED, bitstream.streams[0][1] + struct.pack("<I", 1))
     with pytest.raises(FormatError, match="corrupted"):
@@ -159,6 +160,85 @@ def test_command_line_lossless_and_near_lossless(run_cli, save_png, photo, tmp_p
     assert np.abs(samples(Image.open(tmp_path / "b.png")) - samples(image)).max() <= 2
     assert run_cli("encode", source, "-o", "c.xsc", "--lossless", "-q", "3").returncode != 0
     assert run_cli("encode", source, "-o", "c.xsc", "--max-error", "5").returncode != 0
+
+
+def rgb16(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth 16-bit RGB photo with noise in its low bits (as a scanner's), (H, W, 3) uint16."""
+    ys, xs = np.mgrid[:height, :width]
+    base = np.stack([20000 + 300 * xs + 100 * ys, 30000 + 150 * np.sin(ys / 3.0) * 100, 10000 + 200 * (xs ^ ys)], -1)
+    noise = np.random.default_rng(seed).integers(0, 512, (height, width, 3))
+    return np.clip(base + noise, 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 23), (150, 97)])
+def test_sixteen_bit_rgb_round_trip_is_bit_exact(size):
+    high = rgb16(*size)
+    data = api.encode(high, lossless=True, tile=64)
+    h = container.unpack(data).header
+    assert (h.bit_depth, h.channels, h.model) == (16, 3, tables.NAME)
+    decoded, metadata = api.decode_samples(data)
+    assert decoded.dtype == np.uint16 and np.array_equal(decoded, high) and metadata == {}
+    with pytest.warns(UserWarning, match="16-bit RGB"):
+        image = api.decode(data)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), (high.astype(np.int64) * 255 + 32767) // 65535)
+
+
+def test_sixteen_bit_rgb_near_lossless_stays_within_the_bound():
+    high = rgb16(61, 40, seed=4)
+    decoded, _ = api.decode_samples(api.encode(high, max_error=3))
+    assert np.abs(decoded.astype(np.int64) - high).max() == 3
+
+
+def test_arrays_are_sixteen_bit_rgb_and_coded_exactly_only():
+    with pytest.raises(InputError, match="lossless=True or max_error"):
+        api.encode(rgb16(8, 8))
+    with pytest.raises(InputError, match="uint16"):
+        api.encode(rgb16(8, 8).astype(np.int32), lossless=True)
+    with pytest.raises(InputError, match="decode reads this one"):
+        api.decode_samples(api.encode(Image.new("RGB", (8, 8)), quality=4))
+
+
+def filtered_png(high: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG of ``high`` whose rows use PNG's five filters in turn (None, Sub, Up, Average, Paeth)."""
+    height, width, _ = high.shape
+    raw = high.astype(">u2").reshape(height, width * 3).view(np.uint8).astype(np.int64)
+    rows = []
+    for y in range(height):
+        up = raw[y - 1] if y else np.zeros_like(raw[y])
+        left, corner = (np.concatenate([np.zeros(6, np.int64), row[:-6]]) for row in (raw[y], up))
+        pa, pb, pc = np.abs(up - corner), np.abs(left - corner), np.abs(left + up - 2 * corner)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+        predicted = [0 * up, left, up, (left + up) >> 1, paeth][y % 5]
+        rows.append(bytes([y % 5]) + ((raw[y] - predicted) & 0xFF).astype(np.uint8).tobytes())
+    png = deep.write_png16(high)
+    start = png.index(b"IDAT") - 4
+    end = png.index(b"IEND") - 4
+    body = zlib.compress(b"".join(rows))
+    return png[:start] + struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body)) + png[end:]
+
+
+def test_sixteen_bit_png_reader_undoes_every_filter():
+    high = rgb16(29, 17, seed=5)
+    assert deep.is_png16_rgb(filtered_png(high)) and np.array_equal(deep.read_png16(filtered_png(high)), high)
+    assert np.array_equal(deep.read_png16(deep.write_png16(high, b"profile")), high)
+    assert Image.open(io.BytesIO(deep.write_png16(high, b"profile"))).info["icc_profile"] == b"profile"
+
+
+def test_command_line_sixteen_bit_rgb_png_in_png_and_tiff_out(run_cli, tmp_path):
+    high = rgb16(70, 45, seed=6)
+    (tmp_path / "in.png").write_bytes(filtered_png(high))
+    result = run_cli("encode", "in.png", "-o", "in.xsc", "--lossless")
+    assert result.returncode == 0 and b"8 bits" not in result.stderr, result.stderr
+    assert container.unpack((tmp_path / "in.xsc").read_bytes()).header.bit_depth == 16
+    assert run_cli("decode", "in.xsc", "-o", "out.png").returncode == 0
+    assert np.array_equal(deep.read_png16((tmp_path / "out.png").read_bytes()), high)
+    assert run_cli("decode", "in.xsc", "-o", "out.tif").returncode == 0
+    tiff = Image.open(tmp_path / "out.tif")
+    offset = tiff.tile[0].offset
+    assert tiff.tile[0].args[0] == "RGB;16L" and tiff.size == (70, 45)
+    pixels = np.frombuffer((tmp_path / "out.tif").read_bytes()[offset : offset + high.nbytes], "<u2").reshape(high.shape)
+    assert np.array_equal(pixels, high)
+    assert run_cli("decode", "in.xsc", "-o", "out.jpg").returncode != 0
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
