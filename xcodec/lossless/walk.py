@@ -62,9 +62,10 @@ BINS = 36
 THRESHOLDS = np.array([int(np.ceil(4 * 2 ** (k / 3))) for k in range(BINS - 1)], dtype=np.int64)
 # Online statistics per context (plane, bin): the learned scale counts as the design's ``prior`` samples; counts
 # halve at LIMIT, so that recent samples weigh more. Bias classes split each context by the signs of
-# NW, NE, W and N against the blend.
+# NW, NE, W and N against the blend (16 patterns), and with the design's ``rich_bias`` (512 patterns,
+# three activity bins a class) those of NN, WW and the fitted predictor too, and the sign of the
+# earlier plane's final error at the pixel.
 LIMIT = 1024
-BIAS_CLASSES = 16
 CROSS_THRESHOLDS = np.array([16, 64], dtype=np.int64)  # of the earlier plane's final error at the pixel, in 1/8
 CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
 PARITIES = 4  # (y & 1, x & 1)
@@ -91,6 +92,7 @@ class Design:
     packed: bool = False
     prior: int = 16  # how many samples the learned scale of a context counts as
     tokens: bool = False  # the symbols' distributions: Laplacians (False) or histograms (``tokens``)
+    rich_bias: bool = False
     features: int = field(init=False)
     classes: int = field(init=False)
 
@@ -108,7 +110,8 @@ DESIGNS = {
                        ((0, 0, 0), (1, 0, 0), (1, 1, 1))),
     "lossless-2": Design(OWN_1 + ((-2, -2), (-2, 2), (0, -3), (-3, 0)),
                          ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 2), (0, -2, 2), (-2, -2, 1), (-2, 2, 1)),
-                         ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True),
+                         ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True,
+                         rich_bias=True),
 }
 
 
@@ -200,7 +203,7 @@ class Context:
     ref: np.ndarray  # (n,)
     bins: np.ndarray  # (n,) activity bins
     contexts: np.ndarray  # (n,) plane * BINS + bin
-    classes: np.ndarray  # (n,) bias classes: contexts * BIAS_CLASSES + sign pattern
+    classes: np.ndarray  # (n,) bias classes: (coarser) contexts times sign patterns
     scale: np.ndarray  # (n,) float64 Laplacian scale in samples
 
 
@@ -221,14 +224,16 @@ class State:
         contexts = grid.planes * CROSS_LEVELS * self.parities * BINS
         self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * grid.design.prior).astype(np.int64)
         self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
-        self.bias = np.zeros(contexts * BIAS_CLASSES, dtype=np.int64)
-        self.bias_count = np.ones(contexts * BIAS_CLASSES, dtype=np.int64)
+        self.patterns = 512 if grid.design.rich_bias else 16
+        self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
+        self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
         self.x, self.d = blank(grid, depth)
         # Position-major, so that one gather reads a neighbour's errors of every predictor together;
         # saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile of
         # 1024 x 1024 take about 400 MB.
         self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int16)  # real planes only
         self.residuals = np.zeros(grid.size, dtype=np.int32)
+        self.signed = np.zeros(grid.size, dtype=np.int32)
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
         self.coefs = coefs[:, :-1].astype(np.float64)  # integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
@@ -256,10 +261,18 @@ class State:
         bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
         cross = self.residuals[idx - g.plane] >> (self.depth - 8)  # the earlier plane's error here (0 for the first)
         contexts = plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
+        unsplit = contexts * self.parities * BINS + bins
         if self.parities > 1:
             contexts = contexts * self.parities + g.parity(idx)
         contexts = contexts * BINS + bins
-        classes = contexts * BIAS_CLASSES + 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        if g.design.rich_bias:
+            earlier = self.signed[idx - g.plane]
+            pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[-1] > blend)
+                        + 128 * (earlier > 0) + 256 * (earlier < 0))
+            classes = (contexts - bins + bins // 3) * self.patterns + pattern
+        else:
+            classes = contexts * self.patterns + pattern
         blend += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
         count = self.count[contexts]
         scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
@@ -271,14 +284,20 @@ class State:
         self.errors[idx - 2 * self.grid.plane] = np.minimum(np.abs(ctx.predictions - FRAC * d), ERROR_CAP).T
         residual = FRAC * d - ctx.blend
         self.residuals[idx] = np.abs(residual)
-        self.spread += np.bincount(ctx.contexts, np.abs(residual), self.spread.size).astype(np.int64)
-        self.count += np.bincount(ctx.contexts, minlength=self.count.size)
-        self.bias += np.bincount(ctx.classes, residual, self.bias.size).astype(np.int64)
-        self.bias_count += np.bincount(ctx.classes, minlength=self.bias.size)
-        for total, count in ((self.spread, self.count), (self.bias, self.bias_count)):
-            full = count >= LIMIT
-            total[full] >>= 1
-            count[full] >>= 1
+        self.signed[idx] = residual
+        accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
+        accumulate(self.bias, self.bias_count, ctx.classes, residual)
+
+
+def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """Add integer ``values`` to ``total`` and one to ``count`` at ``index``; halve both where the
+    count reaches LIMIT (only entries touched now can)."""
+    touched, inverse = np.unique(index, return_inverse=True)
+    total[touched] += np.bincount(inverse, values).astype(np.int64)  # sums of integers: exact
+    count[touched] += np.bincount(inverse)
+    full = touched[count[touched] >= LIMIT]
+    total[full] >>= 1
+    count[full] >>= 1
 
 
 @dataclass
