@@ -48,7 +48,7 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     for p in range(grid.planes):
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
         f = features(d, idx, grid)
-        sets = grid.ls_class(f, idx, depth)
+        sets = grid.ls_class(f, grid.parity(idx), depth)
         a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)
         for c in range(grid.design.classes):
             rows = a[sets == c]

@@ -56,7 +56,6 @@ COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
 PREDICTORS = 10
 ERROR_CAP = (1 << 15) - 1  # predictor errors are stored saturated (1/8 sample units)
-LS_WEIGHT = 4  # the fitted predictor counts four times in the blend
 # Scale contexts: bin k >= 1 holds activities (8-bit units, 1/8 sample) of at least THRESHOLDS[k - 1].
 BINS = 36
 THRESHOLDS = np.array([int(np.ceil(4 * 2 ** (k / 3))) for k in range(BINS - 1)], dtype=np.int64)
@@ -93,6 +92,7 @@ class Design:
     prior: int = 16  # how many samples the learned scale of a context counts as
     tokens: bool = False  # the symbols' distributions: Laplacians (False) or histograms (``tokens``)
     rich_bias: bool = False
+    ls_weight: int = 4  # how many times the fitted predictor counts in the blend
     features: int = field(init=False)
     classes: int = field(init=False)
 
@@ -111,7 +111,7 @@ DESIGNS = {
     "lossless-2": Design(OWN_1 + ((-2, -2), (-2, 2), (0, -3), (-3, 0)),
                          ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 2), (0, -2, 2), (-2, -2, 1), (-2, 2, 1)),
                          ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True,
-                         rich_bias=True),
+                         rich_bias=True, ls_weight=16),
 }
 
 
@@ -149,13 +149,13 @@ class Grid:
         row, column = np.divmod(idx % self.plane, self.row)
         return 2 * ((column - TOP) & 1) + ((row - LEAD) & 1)
 
-    def ls_class(self, f: np.ndarray, idx: np.ndarray, depth: int) -> np.ndarray:
-        """Which least-squares coefficient set predicts the samples at ``idx`` (features ``f``)."""
+    def ls_class(self, f: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
+        """Which least-squares coefficient set predicts the samples of features ``f`` and ``parity``."""
         design = self.design
         n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
         gradient = (np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n)) >> (depth - 8)
         cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient, side="right")
-        return cls * PARITIES + self.parity(idx) if design.parity else cls
+        return cls * PARITIES + parity if design.parity else cls
 
     def index(self, p: int) -> np.ndarray:
         """(H, W) flat indices of plane ``p``'s samples."""
@@ -245,7 +245,8 @@ class State:
         f = features(self.d, idx, g)
         n, w, nw, ne, nn, ww, nne = (f[:, k] for k in range(7))
         parts = segments(plane, g.planes)
-        sets = plane * g.design.classes + g.ls_class(f, idx, self.depth)
+        parity = g.parity(idx) if g.design.parity else None
+        sets = plane * g.design.classes + g.ls_class(f, parity, self.depth)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
         dot = (f * self.coefs[sets]).sum(1)
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
@@ -253,9 +254,11 @@ class State:
         p = np.stack([8 * w, 8 * n, 8 * (w + n - nw), 8 * (w + ne - n), 4 * (w + ne), 8 * (n + ne - nne),
                       4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted])
         own = idx - 2 * g.plane
-        recent = np.einsum("njk,j->kn", self.errors[own[:, None] + self.recent], self.weights).astype(np.int64)
+        recent = np.zeros(p.shape, dtype=np.int64)
+        for offset, weight in zip(self.recent, self.weights):  # faster than one gather and einsum
+            recent += weight * self.errors[own + offset].T.astype(np.int32)  # int16 times a scalar stays int16
         weight = (1 << 36) // ((recent >> (self.depth - 8)) + 8) ** 2 + 1  # never 0: 16-bit errors are large
-        weight[-1] *= LS_WEIGHT
+        weight[-1] *= g.design.ls_weight
         blend = (weight * p).sum(0) // weight.sum(0)
         activity = self.residuals[idx[:, None] + self.recent] @ self.weights.astype(np.int64) + p.max(0) - p.min(0)
         bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
@@ -263,7 +266,7 @@ class State:
         contexts = plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
         unsplit = contexts * self.parities * BINS + bins
         if self.parities > 1:
-            contexts = contexts * self.parities + g.parity(idx)
+            contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
         pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
         if g.design.rich_bias:
