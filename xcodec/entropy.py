@@ -146,7 +146,7 @@ class StreamWriter:
     def categorical(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
         """Symbols in 0..L-1, each with its row of ``probabilities`` (n, L): non-negative and finite
         (exact values on both sides, such as integer counts), normalised by constriction."""
-        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, probabilities.astype(np.float64)))
+        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, np.asarray(probabilities, dtype=np.float64)))
 
     def uniforms(self, values: np.ndarray, sizes: np.ndarray) -> None:
         """Symbols each in 0..size-1 of its own ``sizes`` (at least 2), all equally likely."""
@@ -170,7 +170,7 @@ class StreamReader:
         return _decode_pieces(self.coder, _laplace(limit), scales.reshape(-1).astype(np.float64), centre)
 
     def categorical(self, probabilities: np.ndarray) -> np.ndarray:
-        return _decode_parameters(self.coder, _CATEGORICAL, probabilities.astype(np.float64))
+        return _decode_parameters(self.coder, _CATEGORICAL, np.asarray(probabilities, dtype=np.float64))
 
     def uniforms(self, sizes: np.ndarray) -> np.ndarray:
         """Raw bits, which may end a valid stream as zeros (the lowest symbols, which take no bits at

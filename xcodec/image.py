@@ -7,7 +7,8 @@
 - EXIF (its orientation set to 1, since it is applied) and XMP are kept, unless the caller strips
   them; the ICC profile is always kept.
 - 16-bit and 32-bit integer images (grayscale, RGB, RGBA) are reduced to 8 bits with a warning,
-  except 16-bit grayscale for lossless coding (``keep_depth``), which keeps its 16 bits.
+  except 16-bit grayscale for lossless coding (``keep_depth``), which keeps its 16 bits. 16-bit
+  RGB, which Pillow cannot hold, comes to lossless coding as an array (``from_samples``).
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
 - Of an animated image (GIF, APNG, WebP), the first frame is coded, with a warning.
 """

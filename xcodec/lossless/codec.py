@@ -49,15 +49,19 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
         f = features(d, idx, grid)
         sets = grid.ls_class(f, grid.parity(idx), depth)
+        order = np.argsort(sets, kind="stable")  # each set's samples together
+        f, target = f[order], d[idx[order]].astype(np.float64)
         a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)
-        for c in range(grid.design.classes):
-            rows = a[sets == c]
+        bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
+        fitted = np.empty(idx.size)
+        for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
+            rows = a[start:stop]
             gram = rows.T @ rows + RIDGE * max(rows.shape[0], size) * np.eye(size)
-            solution = np.linalg.solve(gram, rows.T @ d[idx[sets == c]].astype(np.float64))
+            solution = np.linalg.solve(gram, rows.T @ target[start:stop])
             coefs[p, c] = np.clip(np.round(solution * 2**COEF_BITS), -COEF_LIMIT, COEF_LIMIT - 1)
-        fitted = (a * coefs[p, sets]).sum(1) / 2**COEF_BITS
+            fitted[start:stop] = rows @ coefs[p, c] / 2**COEF_BITS
         gradient = f[:, 1] + f[:, 0] - f[:, 2]
-        errors = [np.abs(d[idx] - prediction).mean() + 0.5 for prediction in (gradient, fitted)]
+        errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (gradient, fitted)]
         saving += samples[p].size * np.log2(errors[0] / errors[1])
     return coefs, saving
 

@@ -76,7 +76,8 @@ class Histograms:
         self.tokens = magnitude_tokens(limit)  # per sign
         self.size = 2 * self.tokens - 1
         table = prior[..., TOKENS - self.tokens : TOKENS + self.tokens - 1]  # the tokens up to limit
-        self.counts = table[:planes].reshape(-1, self.size).astype(np.int64)
+        # Integers held as float64 (exact below 2**53), the type constriction takes.
+        self.counts = table[:planes].reshape(-1, self.size).astype(np.float64)
         self.totals = self.counts.sum(1)
 
     def contexts(self, plane: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
@@ -100,12 +101,12 @@ class Histograms:
         return raw_bits(np.abs(token - (self.tokens - 1)))
 
     def probabilities(self, contexts: np.ndarray) -> np.ndarray:
-        return self.counts[contexts].astype(np.float64)
+        return self.counts[contexts]
 
     def update(self, contexts: np.ndarray, token: np.ndarray) -> None:
         self.counts.reshape(-1)[:] += INCREMENT * np.bincount(contexts * self.size + token, minlength=self.counts.size)
         self.totals += INCREMENT * np.bincount(contexts, minlength=self.totals.size)
         full = np.flatnonzero(self.totals > LIMIT)
         if full.size:
-            self.counts[full] = (self.counts[full] + 1) >> 1
-            self.totals[full] = self.counts[full].sum(1)
+            self.counts[full] = np.floor((self.counts[full] + 1) / 2)  # (c + 1) >> 1, exact
+            self.totals[full] = self.counts[full].sum(1)  # integers below 2**53: exact in any order
