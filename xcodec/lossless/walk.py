@@ -26,7 +26,9 @@ Two generations of this model exist, each a ``Design`` named by the file's model
 (the first; still decoded) and ``lossless-2``, which takes B against G rather than (R + G) / 2,
 fits a least-squares predictor per pixel parity (row and column, even or odd: photos whose colour
 was stored at half resolution, as Kodak's Photo CD scans, have parity-dependent chroma) and local
-gradient class, puts the parity in the scale contexts, and looks at more neighbours.
+gradient class, puts the parity in the scale contexts, looks at more neighbours, splits the bias
+classes further (512 sign patterns), weighs the fitted predictor 16 times in the blend, and codes
+its symbols as tokens with adaptive histograms (``tokens``) rather than with Laplacians.
 
 Order: anti-diagonal wavefronts ``2y + x = t`` (each depends only on earlier ones), every plane
 ``LAG`` wavefronts behind the one before it, so that its cross-plane features may use the earlier
@@ -239,6 +241,7 @@ class State:
         self.constants = coefs[:, -1].astype(np.int64)
         self.recent = grid.offsets(grid.design.recent)
         self.weights = np.array([w for *_, w in grid.design.recent], dtype=np.int32)
+        self.weights_64 = self.weights.astype(np.int64)
 
     def context(self, idx: np.ndarray, plane: np.ndarray) -> Context:
         g = self.grid
@@ -260,11 +263,10 @@ class State:
         weight = (1 << 36) // ((recent >> (self.depth - 8)) + 8) ** 2 + 1  # never 0: 16-bit errors are large
         weight[-1] *= g.design.ls_weight
         blend = (weight * p).sum(0) // weight.sum(0)
-        activity = self.residuals[idx[:, None] + self.recent] @ self.weights.astype(np.int64) + p.max(0) - p.min(0)
+        activity = self.residuals[idx[:, None] + self.recent] @ self.weights_64 + p.max(0) - p.min(0)
         bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
         cross = self.residuals[idx - g.plane] >> (self.depth - 8)  # the earlier plane's error here (0 for the first)
         contexts = plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
-        unsplit = contexts * self.parities * BINS + bins
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
