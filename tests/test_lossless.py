@@ -346,3 +346,35 @@ def test_first_generation_files_still_decode_to_the_same_samples(name):
     data = (Path(__file__).parent / "corpus" / name).read_bytes()
     assert container.unpack(data).header.model == "lossless" != tables.NAME
     assert hashlib.sha256(np.asarray(api.decode(data)).tobytes()).hexdigest() == GOLDEN[name]
+
+
+def test_tokens_split_and_join_every_sixteen_bit_magnitude():
+    from xcodec.lossless import tokens
+
+    magnitude = np.arange(1 << 16)
+    token, raw, bits = tokens.split(magnitude)
+    assert np.array_equal(tokens.join(token, raw), magnitude) and np.array_equal(tokens.raw_bits(token), bits)
+    assert (raw < (1 << bits)).all() and token.max() + 1 == tokens.TOKENS == tokens.magnitude_tokens((1 << 16) - 1)
+    assert tokens.magnitude_tokens(255) == 32
+
+
+def test_symbols_round_trip_with_either_sign_of_the_centre():
+    from xcodec.lossless.tokens import Histograms
+
+    table, _ = tables.load()
+    histograms = Histograms(table.counts, 3, 255)
+    q = np.arange(-255, 256)
+    for centre in (-0.375, 0.0, 0.25):
+        mean = np.full(q.size, centre)
+        symbols, raw, bits = histograms.symbols(q, mean)
+        assert symbols.min() >= 0 and symbols.max() < histograms.size
+        assert np.array_equal(histograms.values(symbols, raw, mean), q)
+        assert np.array_equal(histograms.raw_bits(symbols), bits)
+
+
+def test_prior_counts_without_data_are_the_laplacians():
+    counts = fitting.prior_counts(np.zeros(int(np.prod(tables.COUNTS_SHAPE)), dtype=np.int64))
+    assert counts.shape == tables.COUNTS_SHAPE and counts.dtype == np.int64
+    assert np.abs(counts.sum(-1) - 256).max() <= 32  # PRIOR_TOTAL, less rounding
+    centre = counts.shape[-1] // 2  # the token of 0
+    assert (counts[:, :20].argmax(-1) == centre).all()  # narrow scales: 0 is the likeliest
