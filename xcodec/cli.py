@@ -30,7 +30,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, container
-from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, LOSSLESS_MODELS, TILE_ALIGN, check_gpu,
                        check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
@@ -142,17 +142,33 @@ def read_input(path: str) -> bytes:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def load_image(path: str, max_pixels: int) -> Image:
-    """Open an input image under ``--max-pixels`` (which replaces Pillow's own limit and its warning)."""
+def load_image(path: str, max_pixels: int, data: Optional[bytes] = None) -> Image:
+    """Open an input image (``data``: its bytes, already read) under ``--max-pixels`` (which replaces
+    Pillow's own limit and its warning)."""
     from PIL import Image as pillow
 
     from .image import open_image
 
     saved, pillow.MAX_IMAGE_PIXELS = pillow.MAX_IMAGE_PIXELS, None
     try:
-        return open_image(read_input(path), max_pixels)
+        return open_image(read_input(path) if data is None else data, max_pixels)
     finally:
         pillow.MAX_IMAGE_PIXELS = saved
+
+
+def load_exact(path: str, max_pixels: int):
+    """The input of a lossless or near-lossless encode: a Pillow image, or the (H, W, 3) uint16
+    samples of a 16-bit RGB PNG (which Pillow would read as 8 bits) and its ICC profile and EXIF."""
+    from .deep import is_png16_rgb, read_png16
+
+    data = read_input(path)
+    if not is_png16_rgb(data):
+        return load_image(path, max_pixels, data), None
+    with warnings.catch_warnings():  # Pillow's image, for its size and metadata only: no "coded at 8 bits"
+        warnings.simplefilter("ignore")
+        image = load_image(path, max_pixels, data)
+    metadata = {key: image.info.get(key) for key in ("icc_profile", "exif")}
+    return read_png16(data), metadata
 
 
 def check_target(path: str, inputs: frozenset[Path], force: bool) -> None:
@@ -255,7 +271,7 @@ def load_model(name: Optional[str]) -> tuple[str, float]:
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
-    tables.load() if name == LOSSLESS_MODEL else zoo.load(name)
+    tables.load(name) if name in LOSSLESS_MODELS else zoo.load(name)
     return name, time.perf_counter() - start
 
 
@@ -466,8 +482,8 @@ class EncodeWork:
     max_error: Optional[int]  # 0: lossless, 1..4: near-lossless (the lossless coder); None: lossy
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
-        image = load_image(job.source, self.max_pixels)
         exact = self.max_error is not None
+        image, metadata = load_exact(job.source, self.max_pixels) if exact else (load_image(job.source, self.max_pixels), None)
         name, setup = load_model(LOSSLESS_MODEL if exact else self.model)  # torch: only now that there is work
         from . import api
 
@@ -476,7 +492,7 @@ class EncodeWork:
                       strip=self.strip, threads=self.threads)
         lossy = dict(model=name, effort=self.effort, realism=self.realism)
         if exact:
-            data = api.encode(image, max_error=self.max_error, on_tile=on_tile, **kwargs)
+            data = api.encode(image, max_error=self.max_error, on_tile=on_tile, metadata=metadata, **kwargs)
         elif self.bpp is None:
             quality = DEFAULT_QUALITY if self.quality is None else self.quality
             data = api.encode(image, quality, on_tile=on_tile, **kwargs, **lossy)
@@ -512,7 +528,7 @@ class DecodeWork:
         check_pixels(header.width, header.height, self.max_pixels)
         check_file(header)
         fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
-        check_format(fmt, header.channels)
+        check_format(fmt, header.channels, header.bit_depth)
         return header, fmt
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
@@ -524,6 +540,13 @@ class DecodeWork:
         from . import api
 
         start = time.perf_counter()
+        if header.bit_depth == 16 and header.channels == 3:  # Pillow has no 16-bit RGB
+            from .deep import write_png16, write_tiff16
+
+            samples, metadata = api.decode_samples(data, max_pixels=self.max_pixels, threads=self.threads)
+            seconds = time.perf_counter() - start
+            out = (write_png16 if fmt == "PNG" else write_tiff16)(samples, metadata.get("icc_profile"))
+            return Done(out, f"{header.width}x{header.height} RGB, 16 bits", describe(api.info(data), setup, seconds), setup)
         image = api.decode(data, device=self.device, max_pixels=self.max_pixels, on_tile=on_tile,
                            postfilter=self.postfilter, realism=self.realism, threads=self.threads)
         seconds = time.perf_counter() - start

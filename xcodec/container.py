@@ -40,7 +40,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .defaults import LOSSLESS_MODEL
+from .defaults import LOSSLESS_MODELS
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
@@ -326,8 +326,8 @@ def _validate(h: Header) -> None:
         _validate_exact(h)
     elif not 1 <= h.quality <= 8:
         raise FormatError(f"invalid .xsc header (quality {h.quality} outside 1..8)")
-    elif h.model == LOSSLESS_MODEL:
-        raise FormatError(f"invalid .xsc header (model {LOSSLESS_MODEL!r} codes lossless files only, version {EXACT_VERSION})")
+    elif h.model in LOSSLESS_MODELS:
+        raise FormatError(f"invalid .xsc header (model {h.model!r} codes lossless files only, version {EXACT_VERSION})")
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         raise FormatError(f"invalid .xsc header (image size {h.width}x{h.height})")
     if h.channels not in (1, 3) or h.bit_depth not in (EXACT_DEPTHS if h.max_error is not None else (8,)):
@@ -345,17 +345,19 @@ def _validate(h: Header) -> None:
 
 def _validate_exact(h: Header) -> None:
     """Version 6: the lossless coder's file, quality 0 (unused), an error bound of 0 (lossless) ..
-    MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale, tiles of at most
+    MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale for ``lossless`` (the first
+    generation; ``lossless-2`` has 16-bit RGB too), tiles of at most
     ``EXACT_MAX_TILE`` pixels a side."""
-    if h.model != LOSSLESS_MODEL:
-        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {LOSSLESS_MODEL!r})")
+    if h.model not in LOSSLESS_MODELS:
+        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not one of {', '.join(LOSSLESS_MODELS)})")
     if h.quality != 0:
         raise FormatError(f"invalid .xsc header (quality {h.quality} in a lossless file, which has none)")
     if h.max_error > MAX_ERROR:
         raise FormatError(f"invalid .xsc header (max error {h.max_error} outside 0..{MAX_ERROR})")
-    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
-        raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
-                          "only in grayscale)")
+    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0):
+        raise FormatError("invalid .xsc header (a lossless file has one stream per tile and no padding)")
+    if h.bit_depth == 16 and h.channels != 1 and h.model == LOSSLESS_MODELS[0]:
+        raise FormatError(f"invalid .xsc header (model {h.model!r} has 16 bits only in grayscale)")
     if max(h.tile_size) > EXACT_MAX_TILE:
         raise FormatError(f"the .xsc file has lossless tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec "
                           f"decodes lossless tiles of at most {EXACT_MAX_TILE} pixels a side")
