@@ -34,6 +34,7 @@ from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAU
                        check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
+from .models import DEPENDENCY_NOISE
 from .models.manifest import check_file, find_model
 
 if TYPE_CHECKING:
@@ -122,10 +123,18 @@ def verbosity(quiet: bool, verbose: bool) -> int:
 
 
 @contextmanager
-def plain_warnings(source: str, show: bool = True) -> Iterator[None]:
-    """Warnings as one line each on stderr, naming the file (not Python's two lines with a source path)."""
+def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning of the block, each time it is raised, except the dependencies' noise."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=DEPENDENCY_NOISE)
+        yield caught
+
+
+@contextmanager
+def plain_warnings(source: str, show: bool = True) -> Iterator[None]:
+    """Warnings as one line each on stderr, naming the file (not Python's two lines with a source path)."""
+    with recorded_warnings() as caught:
         try:
             yield
         finally:
@@ -317,8 +326,7 @@ def attempt(work: Callable[[Job, Optional[TileCallback]], Done], job: Job, input
     """
     outcome = Outcome()
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:
         try:
             check_target(job.target, inputs, force)  # before the work, not only at the end of it
             done = work(job, on_tile)
