@@ -15,7 +15,7 @@ from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
 from ..stages import Stage
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
-from .context import ContextModel
+from .context import ContextModel, pass_values
 from .lifting import Wavelet2D, level_count, synthesis_norms
 from .low import low_bits, read_low, write_low
 from .quantise import LOW_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
@@ -166,9 +166,9 @@ class WaveletCodec(Codec):
             writer = StreamWriter()
             bits = write_low(writer, torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu())
 
-            def take(band: Band, positions: Tensor, index: Tensor) -> Tensor:
+            def take(band: Band, step: int, index: Tensor) -> Tensor:
                 nonlocal bits
-                ratio, limit = ratios[band].reshape(-1)[positions], symbol_limit(band[0])
+                ratio, limit = pass_values(ratios[band], step), symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
                 if effort == 0:
@@ -190,8 +190,8 @@ class WaveletCodec(Codec):
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
 
-        def read(band: Band, positions: Tensor, index: Tensor) -> Tensor:
-            return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float64))
+        def read(band: Band, step: int, index: Tensor) -> Tensor:
+            return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float32))
 
         low_q = read_low(reader, low_shape(height, width, levels))
         planes = self.context.walk(shapes, quality, read)
