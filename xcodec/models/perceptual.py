@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import HybridBlock, pad_to
+from .blocks import HybridBlock, blocked, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
 from .postfilter import ResidualBlock
 from .threads import map_rows
@@ -75,7 +75,7 @@ class PerceptualHead(nn.Module):
         inputs = torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:]), noise], 1)
         fh, fw = folded.shape[-2:]
         radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
-        features = map_rows(lambda lo, hi: self.fine(self.head(inputs[..., lo:hi, :])), fh, radius)
+        features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), fh, radius)
         padded = pad_to(features, 2, "replicate")
         residual, block = self.coarse
         coarse = map_rows(lambda lo, hi: residual(self.down(padded[..., 2 * lo : 2 * hi, :])), padded.shape[-2] // 2, 2, 1, scale=2)

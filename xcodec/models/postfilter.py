@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import CrossScaleAttention, HybridBlock, pad_to
+from .blocks import CrossScaleAttention, HybridBlock, blocked, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
 from .threads import map_rows
 
@@ -55,7 +55,7 @@ class PostFilter(nn.Module):
         rows, window = folded.shape[-2], self.link.window
         stripe = rows if folded.shape[-1] < window else None  # narrower than a window: whole (its windows shrink)
         radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
-        features = map_rows(lambda lo, hi: self.fine(self.head(inputs[..., lo:hi, :])), rows, radius, window, stripe)
+        features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), rows, radius, window, stripe)
         padded = pad_to(features, 2, "replicate")
         coarse = map_rows(lambda lo, hi: self.down(padded[..., 2 * lo : 2 * hi, :]), padded.shape[-2] // 2, 0, 1, scale=2)
         coarse = self.coarse(coarse, partial(map_rows, scale=2))

@@ -148,12 +148,14 @@ class WaveletCodec(Codec):
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``). The decoder is the same.
         """
-        code = self._coder(x, effort)
+        code = self._coder(x, effort, count_bits=False)
         return lambda quality: [code(quality)[0].finish()]
 
-    def _coder(self, x: Tensor, effort: int) -> Callable[[float], tuple[StreamWriter, float]]:
+    def _coder(self, x: Tensor, effort: int, count_bits: bool) -> Callable[[float], tuple[StreamWriter, float]]:
         """The encoder's walk: a function from quality to the filled stream writer and the code
-        length (bits, ``coded_bits``) of the symbols it holds under the exact probabilities."""
+        length (bits, ``coded_bits``) of the symbols it holds under the exact probabilities; without
+        ``count_bits``, of the low band's alone (counting the others costs a third of the walk, and
+        ``compress`` has no use for it)."""
         with torch.inference_mode():
             coefficients = self.analysis(x)
         height, width = x.shape[-2:]
@@ -176,7 +178,8 @@ class WaveletCodec(Codec):
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
                 writer.laplace(symbols.numpy(), scales, limit)
-                bits += float(coded_bits(symbols, log_scale, limit).sum())
+                if count_bits:
+                    bits += float(coded_bits(symbols, log_scale, limit).sum())
                 return symbols
 
             self.context.walk(shapes, quality, take)
@@ -236,4 +239,4 @@ class WaveletCodec(Codec):
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """Code length (``coded_bits``) of what the default effort codes, under the coder's own
         probabilities (so a file's size checks the ANS coder and the container, not the float networks)."""
-        return self._coder(x, self.default_effort)(quality)[1]
+        return self._coder(x, self.default_effort, count_bits=True)(quality)[1]
