@@ -62,8 +62,9 @@ def blocked(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
 
 
 def pad_to(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
-    """Pad the bottom and right of an NCHW map to multiples of ``multiple``."""
-    return F.pad(x, (0, -x.shape[3] % multiple, 0, -x.shape[2] % multiple), mode=mode)
+    """Pad the bottom and right of an NCHW map to multiples of ``multiple`` (``x`` itself if they are)."""
+    bottom, right = -x.shape[2] % multiple, -x.shape[3] % multiple
+    return F.pad(x, (0, right, 0, bottom), mode=mode) if bottom or right else x
 
 
 def windows(x: Tensor, size: int, heads: int) -> Tensor:
