@@ -86,8 +86,9 @@ def busy(count: int):
 
 
 def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
+    # run in the checkout: ``python -c`` puts the working directory before PYTHONPATH
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    result = subprocess.run([sys.executable, "-c", CHILD, codec, str(image), str(repeat)], env=env,
+    result = subprocess.run([sys.executable, "-c", CHILD, codec, str(image), str(repeat)], env=env, cwd=checkout,
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout.splitlines()[-1])
 
@@ -95,7 +96,8 @@ def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
 def cli(*args: str) -> tuple[float, float]:
     """Wall time (s) and peak memory (MiB, the largest resident set of the command and its workers) of ``xcodec ARGS``."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(REPO)})
+    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                               cwd=REPO)
     _, status, usage = os.wait4(process.pid, 0)
     if status:
         raise SystemExit(f"xcodec {' '.join(args)} failed")
@@ -114,7 +116,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=24, help="images in the batches (0: no batches)")
     parser.add_argument("--large", type=Path, help="a large photo (PNG) coded once with no flags")
     args = parser.parse_args()
-    images = sorted(args.folder.glob("*.png"))
+    images = sorted(args.folder.resolve().glob("*.png"))
+    args.large, args.baseline = (path and path.resolve() for path in (args.large, args.baseline))
     cores = usable_cores()
     print(f"{cores} usable cores, load average {os.getloadavg()[0]:.1f} before the run, image {images[0].name}, "
           f"{args.repeat} calls each (median)\n")
