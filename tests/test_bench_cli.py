@@ -205,3 +205,14 @@ def test_parallel_workers(tmp_path):
     assert [o.error for o in outcomes if o.error] == []
     assert sorted(o.image for o in outcomes) == sorted(["a.png", "b.png"] * len(chosen))
     assert sum(cached(tmp_path).values()) == n
+
+
+def test_a_cached_xcodec_result_is_not_reused_across_format_versions(monkeypatch):
+    """The same weights code to other bytes in another .xsc version (the low band's context):
+    the cache key must tell the two apart."""
+    from xcodec.bench.codecs import XcodecCodec
+    from xcodec.models.wavelet.codec import WaveletCodec
+
+    before = XcodecCodec("wavelet").version()
+    monkeypatch.setattr(WaveletCodec, "file_version", WaveletCodec.file_version - 1)
+    assert XcodecCodec("wavelet").version() != before

@@ -17,6 +17,7 @@ test_live_reference runs the reference with the shipped weights, which must agre
 from __future__ import annotations
 
 import hashlib
+import json
 
 import pytest
 import torch
@@ -45,38 +46,74 @@ def test_identical_images_and_symmetry():
     assert D.dists(a, b) == D.dists(b, a)
 
 
-def test_weights_file_is_the_converted_one():
-    path = D.default_weights_path()
-    assert path.exists(), "weights/dists-vgg.safetensors is missing"
-    assert hashlib.sha256(path.read_bytes()).hexdigest() == D.WEIGHTS_SHA256
+def weights() -> dict[str, torch.Tensor]:
+    """The tensors of both shipped files, as float32."""
+    from safetensors.torch import load_file
+
+    folder = D.default_weights_folder()
+    return {k: v.float() for name in D.WEIGHTS for k, v in load_file(str(folder / name)).items()}
+
+
+def test_weights_files_are_the_converted_ones():
+    folder = D.default_weights_folder()
+    for name, digest in D.WEIGHTS.items():
+        assert (folder / name).exists(), f"weights/{name} is missing"
+        assert hashlib.sha256((folder / name).read_bytes()).hexdigest() == digest
+        assert (folder / name).stat().st_size < 20_000_000  # the project keeps a file under 25 MB
+
+
+def test_the_files_hold_the_tensors_of_the_one_file_that_names_them_in_the_cache():
+    """The two files' tensors make dists-vgg.safetensors again, bit for bit (its sha256, WEIGHTS_ID,
+    keys the bench cache). Its header held the tensors as safetensors writes them, after metadata
+    in this order (safetensors' writer orders several metadata keys anew in each run)."""
+    from safetensors.numpy import load_file, save
+
+    folder = D.default_weights_folder()
+    first, second = (load_file(str(folder / name)) for name in D.WEIGHTS)
+    assert set(first) == {f"convs.{i}.{p}" for i in range(dists_weights.FIRST_CONVS) for p in ("weight", "bias")}
+    assert [set(part) for part in dists_weights.split(first | second)] == [set(first), set(second)]
+    metadata = {"source": dists_weights.SOURCE, "model": "DISTS (VGG16 conv1_1..conv5_3 as float16, alpha and beta as float32)"}
+    plain = save(first | second)
+    size = int.from_bytes(plain[:8], "little")
+    header = json.dumps({"__metadata__": metadata, **json.loads(plain[8 : 8 + size])}, separators=(",", ":"))
+    header += " " * (-len(header) % 8)
+    merged = len(header).to_bytes(8, "little") + header.encode() + plain[8 + size :]
+    assert hashlib.sha256(merged).hexdigest() == D.WEIGHTS_ID
 
 
 def test_other_weights_and_packages_are_refused(tmp_path):
     other = tmp_path / "other.safetensors"
     other.write_bytes(b"not the weights")
-    with pytest.raises(ValueError, match="not the converted DISTS weights"):
-        D.load(str(other))
-    with pytest.raises(FileNotFoundError, match="dists_weights"):
-        D.load(str(tmp_path / "missing.safetensors"))
+    first, second = D.WEIGHTS
+    (tmp_path / first).write_bytes((D.default_weights_folder() / first).read_bytes())
+    (tmp_path / second).write_bytes(b"not the weights")
+    with pytest.raises(ValueError, match=f"{second} has sha256 .* not the converted DISTS weights"):
+        D.load(str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"{first} are missing; convert them with .*dists_weights .*missing`"):
+        D.load(str(tmp_path / "missing"))
     with pytest.raises(ValueError, match="not DISTS_pytorch-0.1"):
         dists_weights.alpha_beta(other)
+
+
+def test_the_environment_names_the_folder(tmp_path, monkeypatch):
+    monkeypatch.setenv("XCODEC_DISTS_WEIGHTS", str(tmp_path))
+    assert D.default_weights_folder() == tmp_path
 
 
 def test_live_reference(monkeypatch):
     torchvision = pytest.importorskip("torchvision")
     reference = pytest.importorskip("DISTS_pytorch")
-    from safetensors.torch import load_file
 
     vgg16 = torchvision.models.vgg16
     monkeypatch.setattr(torchvision.models, "vgg16", lambda pretrained=False, **kw: vgg16(weights=None))
-    weights = {k: v.float() for k, v in load_file(str(D.default_weights_path())).items()}
+    shipped = weights()
     m = reference.DISTS().eval()
-    assert torch.equal(m.alpha.detach(), weights["alpha"]) and torch.equal(m.beta.detach(), weights["beta"])
+    assert torch.equal(m.alpha.detach(), shipped["alpha"]) and torch.equal(m.beta.detach(), shipped["beta"])
     convs = [c for c in m.modules() if isinstance(c, torch.nn.Conv2d)]
     assert len(convs) == dists_weights.CONVS
     for i, conv in enumerate(convs):
-        conv.weight.data.copy_(weights[f"convs.{i}.weight"])
-        conv.bias.data.copy_(weights[f"convs.{i}.bias"])
+        conv.weight.data.copy_(shipped[f"convs.{i}.weight"])
+        conv.bias.data.copy_(shipped[f"convs.{i}.bias"])
     with torch.inference_mode():
         for name, a, b in pairs():
             assert D.dists(a, b) == pytest.approx(float(m(D.to_tensor(a), D.to_tensor(b))), abs=1e-6), name

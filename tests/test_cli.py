@@ -432,6 +432,14 @@ def test_warnings_are_one_plain_line(run_cli, tmp_path, mode):
     assert len(stderr_lines(result)) == 2 and "UserWarning" not in result.stderr.decode()
 
 
+def test_a_plain_encode_and_decode_warn_of_nothing(run_cli_process, tmp_path):
+    """A fresh process (the dependencies imported inside the command) shows no warning of theirs."""
+    make_photo(40, 30).save(tmp_path / "photo.png")
+    for args in (("encode", "photo.png"), ("decode", "photo.xsc", "-o", "back.png")):
+        result = run_cli_process(*args)
+        assert result.returncode == 0 and "warning" not in result.stderr.decode(), result.stderr.decode()
+
+
 # --- refusals answer at once, without torch (fresh processes) --------------------------------------
 
 PROBE = """

@@ -176,12 +176,24 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 7, 255])
+@pytest.mark.parametrize("version", [0, 1, 8, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right
     error = assert_format_error(data, match="version")
     assert str(version) in str(error)
+
+
+def test_version_7_is_written_when_the_header_asks_and_holds_every_lossy_kind(bitstream):
+    bitstream.header.version = container.STREAMS_VERSION
+    bitstream.streams.append((StreamKind.REALISM, b"\x32"))
+    data = container.pack(bitstream)
+    assert data[4] == container.STREAMS_VERSION
+    out = container.unpack(data)
+    assert out.header.version == container.STREAMS_VERSION and out.streams == bitstream.streams
+    assert container.pack(out) == data  # a file read as version 7 is written as version 7 again
+    bitstream.header.version = 4  # any other version read from a file: the lowest that holds the streams
+    assert container.pack(bitstream)[4] == 5
 
 
 @pytest.mark.parametrize("delta", [-15, -2, -1, 1, 2, 1000, 2**32 - 1 - 15])

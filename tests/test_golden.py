@@ -27,16 +27,18 @@ ENCODED = {  # (model, quality, tile): SHA-256 of the .xsc file of the 96x80 cro
     ("hyperprior", 7.5, 0): "b0b7d8d40cfb6a16b2761369961af576d4590abbe91db14fd194c4dc9b6df657",
     ("transformer", 2.0, 64): "c314fa41fdfb036b0a4163c9dd8435e126b4ed290ea2b78e28738820929c0c86",
     ("transformer", 7.5, 0): "f76795e177dab0f05a5890ea2966ae2660e2ba417d70a3f735aa35f85b533537",
-    ("wavelet", 2.0, 64): "f4495b1adfd964415e01d919601a1cf3f26236edfa9ad1cd6fe38bf9b9603e10",
-    ("wavelet", 7.5, 0): "8bb898aa401580b00c0a7e2d39a3740f03f0d84110dbdefbd332ac9319cef7ed",
+    ("wavelet", 2.0, 64): "b2eb4f08ea0fce2d5a6a774269c0a0bc69db1788cb521e3b110f612a92b53a5f",
+    ("wavelet", 7.5, 0): "a7fa0fdfbe39b43018bfc931a3e94ea5c64eab61f32eb05260d16826a951aa78",
 }
 FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0
     (2.0, 64): "2ca7e56934d73ee92312c80c235646c94985088a0a936fb0086f8a34356102b1",
     (7.5, 0): "8c02dc7b5421d60655e8726815caacc18e48bc234acdbab33e1eebc685071540",
 }
-DECODED = {  # committed version-2 files (the crop, quality 4, 2x2 tiles of 64): SHA-256 of the RGB pixels
-    "version-2-hyperprior.xsc": "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c",
-    "version-2-transformer.xsc": "d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee",
+DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): version, SHA-256 of the RGB pixels
+    "version-2-hyperprior.xsc": (2, "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c"),  # quality 4
+    "version-2-transformer.xsc": (2, "d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee"),  # quality 4
+    # quality 3, the low band of one scale per channel (before version 7)
+    "version-3-wavelet.xsc": (3, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
 }
 
 
@@ -51,7 +53,8 @@ def pixels_sha256(image: Image.Image) -> str:
 @pytest.mark.parametrize("model,quality,tile", list(ENCODED), ids=lambda v: str(v))
 def test_encoded_bytes(model, quality, tile):
     data = api.encode(crop(), quality=quality, model=model, tile=tile, device="cpu", strip=True)  # the sample's XMP aside
-    assert container.unpack(data).header.version == container.VERSION
+    version = container.STREAMS_VERSION if model == "wavelet" else container.VERSION
+    assert container.unpack(data).header.version == version
     assert hashlib.sha256(data).hexdigest() == ENCODED[model, quality, tile]
 
 
@@ -63,10 +66,11 @@ def test_realism_0_is_the_fidelity_output_of_before_the_perceptual_head(quality,
 
 
 @pytest.mark.parametrize("name", list(DECODED))
-def test_version_2_files_decode_to_the_same_pixels(name):
+def test_files_of_older_versions_decode_to_the_same_pixels(name):
     data = (CORPUS / name).read_bytes()
-    assert container.unpack(data).header.version == 2
-    assert pixels_sha256(api.decode(data, device="cpu")) == DECODED[name]
+    version, pixels = DECODED[name]
+    assert container.unpack(data).header.version == version
+    assert pixels_sha256(api.decode(data, device="cpu")) == pixels
 
 
 DECODE_SCRIPT = """

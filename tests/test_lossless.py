@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import struct
+import zlib
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 import xcodec.pillow  # noqa: F401  (registers .xsc with Pillow)
-from xcodec import api, container
+from xcodec import api, container, deep
 from xcodec.container import Bitstream, Header, StreamKind
 from xcodec.errors import FormatError, InputError
 from xcodec.lossless import fit as fitting
@@ -105,7 +108,7 @@ def test_version_6_header_round_trips_and_older_versions_are_unchanged(photo):
     ({"quality": 4.0}, "quality"),
     ({"max_error": 5}, "max error"),
     ({"bit_depth": 12}, "bits"),
-    ({"bit_depth": 16}, "16 bits only in grayscale"),
+    ({"bit_depth": 16, "model": "lossless"}, "16 bits only in grayscale"),
     ({"model": "wavelet"}, "names model"),
     ({"tile": 32}, "at least 64"),
 ])
@@ -135,9 +138,9 @@ def test_a_lossless_file_has_no_realism_stream(photo):
         api.decode(api.encode(photo(9, 7), lossless=True), realism=0.5)
 
 
-def test_decoder_refuses_sixteen_bit_rgb_and_a_stream_with_data_left_over(photo):
+def test_decoder_refuses_first_generation_sixteen_bit_rgb_and_a_stream_with_data_left_over(photo):
     with pytest.raises(FormatError, match="16 bits"):
-        api.decode(exact_file(photo, bit_depth=16))
+        api.decode(exact_file(photo, bit_depth=16, model="lossless"))
     bitstream = container.unpack(api.encode(photo(9, 7), lossless=True))
     bitstream.streams[0] = (StreamKind.CODED, bitstream.streams[0][1] + struct.pack("<I", 1))
     with pytest.raises(FormatError, match="corrupted"):
@@ -157,6 +160,85 @@ def test_command_line_lossless_and_near_lossless(run_cli, save_png, photo, tmp_p
     assert np.abs(samples(Image.open(tmp_path / "b.png")) - samples(image)).max() <= 2
     assert run_cli("encode", source, "-o", "c.xsc", "--lossless", "-q", "3").returncode != 0
     assert run_cli("encode", source, "-o", "c.xsc", "--max-error", "5").returncode != 0
+
+
+def rgb16(width: int, height: int, seed: int = 0) -> np.ndarray:
+    """A smooth 16-bit RGB photo with noise in its low bits (as a scanner's), (H, W, 3) uint16."""
+    ys, xs = np.mgrid[:height, :width]
+    base = np.stack([20000 + 300 * xs + 100 * ys, 30000 + 150 * np.sin(ys / 3.0) * 100, 10000 + 200 * (xs ^ ys)], -1)
+    noise = np.random.default_rng(seed).integers(0, 512, (height, width, 3))
+    return np.clip(base + noise, 0, 65535).astype(np.uint16)
+
+
+@pytest.mark.parametrize("size", [(1, 1), (37, 23), (150, 97)])
+def test_sixteen_bit_rgb_round_trip_is_bit_exact(size):
+    high = rgb16(*size)
+    data = api.encode(high, lossless=True, tile=64)
+    h = container.unpack(data).header
+    assert (h.bit_depth, h.channels, h.model) == (16, 3, tables.NAME)
+    decoded, metadata = api.decode_samples(data)
+    assert decoded.dtype == np.uint16 and np.array_equal(decoded, high) and metadata == {}
+    with pytest.warns(UserWarning, match="16-bit RGB"):
+        image = api.decode(data)
+    assert image.mode == "RGB" and np.array_equal(np.asarray(image), (high.astype(np.int64) * 255 + 32767) // 65535)
+
+
+def test_sixteen_bit_rgb_near_lossless_stays_within_the_bound():
+    high = rgb16(61, 40, seed=4)
+    decoded, _ = api.decode_samples(api.encode(high, max_error=3))
+    assert np.abs(decoded.astype(np.int64) - high).max() == 3
+
+
+def test_arrays_are_sixteen_bit_rgb_and_coded_exactly_only():
+    with pytest.raises(InputError, match="lossless=True or max_error"):
+        api.encode(rgb16(8, 8))
+    with pytest.raises(InputError, match="uint16"):
+        api.encode(rgb16(8, 8).astype(np.int32), lossless=True)
+    with pytest.raises(InputError, match="decode reads this one"):
+        api.decode_samples(api.encode(Image.new("RGB", (8, 8)), quality=4))
+
+
+def filtered_png(high: np.ndarray) -> bytes:
+    """A 16-bit RGB PNG of ``high`` whose rows use PNG's five filters in turn (None, Sub, Up, Average, Paeth)."""
+    height, width, _ = high.shape
+    raw = high.astype(">u2").reshape(height, width * 3).view(np.uint8).astype(np.int64)
+    rows = []
+    for y in range(height):
+        up = raw[y - 1] if y else np.zeros_like(raw[y])
+        left, corner = (np.concatenate([np.zeros(6, np.int64), row[:-6]]) for row in (raw[y], up))
+        pa, pb, pc = np.abs(up - corner), np.abs(left - corner), np.abs(left + up - 2 * corner)
+        paeth = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, up, corner))
+        predicted = [0 * up, left, up, (left + up) >> 1, paeth][y % 5]
+        rows.append(bytes([y % 5]) + ((raw[y] - predicted) & 0xFF).astype(np.uint8).tobytes())
+    png = deep.write_png16(high)
+    start = png.index(b"IDAT") - 4
+    end = png.index(b"IEND") - 4
+    body = zlib.compress(b"".join(rows))
+    return png[:start] + struct.pack(">I", len(body)) + b"IDAT" + body + struct.pack(">I", zlib.crc32(b"IDAT" + body)) + png[end:]
+
+
+def test_sixteen_bit_png_reader_undoes_every_filter():
+    high = rgb16(29, 17, seed=5)
+    assert deep.is_png16_rgb(filtered_png(high)) and np.array_equal(deep.read_png16(filtered_png(high)), high)
+    assert np.array_equal(deep.read_png16(deep.write_png16(high, b"profile")), high)
+    assert Image.open(io.BytesIO(deep.write_png16(high, b"profile"))).info["icc_profile"] == b"profile"
+
+
+def test_command_line_sixteen_bit_rgb_png_in_png_and_tiff_out(run_cli, tmp_path):
+    high = rgb16(70, 45, seed=6)
+    (tmp_path / "in.png").write_bytes(filtered_png(high))
+    result = run_cli("encode", "in.png", "-o", "in.xsc", "--lossless")
+    assert result.returncode == 0 and b"8 bits" not in result.stderr, result.stderr
+    assert container.unpack((tmp_path / "in.xsc").read_bytes()).header.bit_depth == 16
+    assert run_cli("decode", "in.xsc", "-o", "out.png").returncode == 0
+    assert np.array_equal(deep.read_png16((tmp_path / "out.png").read_bytes()), high)
+    assert run_cli("decode", "in.xsc", "-o", "out.tif").returncode == 0
+    tiff = Image.open(tmp_path / "out.tif")
+    offset = tiff.tile[0].offset
+    assert tiff.tile[0].args[0] == "RGB;16L" and tiff.size == (70, 45)
+    pixels = np.frombuffer((tmp_path / "out.tif").read_bytes()[offset : offset + high.nbytes], "<u2").reshape(high.shape)
+    assert np.array_equal(pixels, high)
+    assert run_cli("decode", "in.xsc", "-o", "out.jpg").returncode != 0
 
 
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
@@ -188,9 +270,11 @@ def test_fitted_scale_recovers_a_laplacian():
     assert np.allclose(scales, 3.0, rtol=0.05)
 
 
-def test_shipped_table_is_hash_checked():
-    scales, manifest = tables.load()
-    assert scales.shape == (manifest.config["bins"],) and (np.diff(scales) >= 0).all()
+@pytest.mark.parametrize("name", ["lossless", tables.NAME])
+def test_shipped_tables_are_hash_checked(name):
+    table, manifest = tables.load(name)
+    assert table.scales.shape == (manifest.config["bins"],) and (np.diff(table.scales) >= 0).all()
+    assert (table.counts is None) == (name == "lossless")
 
 
 def test_flat_image_keeps_a_positive_scale():
@@ -248,3 +332,49 @@ def test_bench_lossless_checks_the_round_trip_and_reports_each_codec(run_cli, tm
     result = run_cli("bench", folder, "--lossless", "--codecs", "xcodec-lossless,png", "--out", "out")
     assert result.returncode == 0, result.stderr
     assert b"xcodec --lossless" in result.stdout and b"PNG" in result.stdout
+
+
+GOLDEN = {  # version-6 files of the first generation (model ``lossless``): SHA-256 of the decoded samples
+    "version-6-lossless.xsc": "a7599ea1bb0d7f7c0cb65a119fccf230d90ed6209df45728fd21a0590f76044f",
+    "version-6-max-error-2.xsc": "c3fc6c17f0af3fd7d415b559c750ddf95c892167ad4fea0c4a52c53b362d47ac",
+    "version-6-gray16.xsc": "9644c518560d195a6105c4f4450a133a47d7423ab08cc2ca703cc7f84a142daf",
+}
+
+
+@pytest.mark.parametrize("name", list(GOLDEN))
+def test_first_generation_files_still_decode_to_the_same_samples(name):
+    data = (Path(__file__).parent / "corpus" / name).read_bytes()
+    assert container.unpack(data).header.model == "lossless" != tables.NAME
+    assert hashlib.sha256(np.asarray(api.decode(data)).tobytes()).hexdigest() == GOLDEN[name]
+
+
+def test_tokens_split_and_join_every_sixteen_bit_magnitude():
+    from xcodec.lossless import tokens
+
+    magnitude = np.arange(1 << 16)
+    token, raw, bits = tokens.split(magnitude)
+    assert np.array_equal(tokens.join(token, raw), magnitude) and np.array_equal(tokens.raw_bits(token), bits)
+    assert (raw < (1 << bits)).all() and token.max() + 1 == tokens.TOKENS == tokens.magnitude_tokens((1 << 16) - 1)
+    assert tokens.magnitude_tokens(255) == 32
+
+
+def test_symbols_round_trip_with_either_sign_of_the_centre():
+    from xcodec.lossless.tokens import Histograms
+
+    table, _ = tables.load()
+    histograms = Histograms(table.counts, 3, 255)
+    q = np.arange(-255, 256)
+    for centre in (-0.375, 0.0, 0.25):
+        mean = np.full(q.size, centre)
+        symbols, raw, bits = histograms.symbols(q, mean)
+        assert symbols.min() >= 0 and symbols.max() < histograms.size
+        assert np.array_equal(histograms.values(symbols, raw, mean), q)
+        assert np.array_equal(histograms.raw_bits(symbols), bits)
+
+
+def test_prior_counts_without_data_are_the_laplacians():
+    counts = fitting.prior_counts(np.zeros(int(np.prod(tables.COUNTS_SHAPE)), dtype=np.int64))
+    assert counts.shape == tables.COUNTS_SHAPE and counts.dtype == np.int64
+    assert np.abs(counts.sum(-1) - 256).max() <= 32  # PRIOR_TOTAL, less rounding
+    centre = counts.shape[-1] // 2  # the token of 0
+    assert (counts[:, :20].argmax(-1) == centre).all()  # narrow scales: 0 is the likeliest

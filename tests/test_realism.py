@@ -40,13 +40,64 @@ def test_realism_changes_the_pixels_and_blends_between_the_two_outputs(coded):
     assert np.abs(half - (fidelity + sharp) / 2)[inside].max() <= 1.0
 
 
+def test_one_decode_gives_every_realism(photo, monkeypatch):
+    """decode_realisms reads each tile and runs the perceptual head once, and gives at each realism
+    the pixels of a decode at that realism alone (None: the file's suggestion)."""
+    data = api.encode(photo(150, 100, seed=4), quality=2, device="cpu", tile=64, realism=0.3)  # 6 tiles
+    net, _ = zoo.load(zoo.DEFAULT_MODEL)
+    calls = {"decompress": 0, "perceptual": 0}
+
+    def counted(name, method):
+        def call(*args, **kwargs):
+            calls[name] += 1
+            return method(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(net, "decompress", counted("decompress", net.decompress))
+    monkeypatch.setattr(net.perceptual, "forward", counted("perceptual", net.perceptual.forward))
+    realisms = (0.7, 0.0, None, 1.0, 0.0)
+    images = api.decode_realisms(data, realisms, device="cpu")
+    assert calls == {"decompress": 6, "perceptual": 6}
+    for realism, image in zip(realisms, images):
+        assert np.array_equal(np.asarray(image).astype(int), decode(data, realism=realism)), realism
+    assert len({np.asarray(image).tobytes() for image in images}) == 4
+    unfiltered = api.decode_realisms(data, (None, 0.0), device="cpu", postfilter=False)
+    assert all(np.array_equal(np.asarray(image).astype(int), decode(data, postfilter=False)) for image in unfiltered)
+    with pytest.raises(InputError, match="needs the post-filter"):
+        api.decode_realisms(data, (0.0, 0.5), device="cpu", postfilter=False)
+
+
+def test_compare_crops_take_both_outputs_from_one_decode(photo, tmp_path, monkeypatch):
+    """`compare --realism R --crops` shows the fidelity output beside the output at R, from one decode."""
+    from typer.testing import CliRunner
+
+    from xcodec.cli import app
+
+    photo(96, 72, seed=3).save(tmp_path / "a.png")
+    (tmp_path / "a.xsc").write_bytes(api.encode(Image.open(tmp_path / "a.png"), quality=1.5, device="cpu"))
+    decodes = []
+    decode_realisms = api.decode_realisms
+
+    def counted(data, realisms, **kwargs):
+        decodes.append(tuple(realisms))
+        return decode_realisms(data, realisms, **kwargs)
+
+    monkeypatch.setattr(api, "decode_realisms", counted)
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(app, ["compare", "a.png", "a.xsc", "--realism", "0.5", "--crops", "crops.png", "--crop-size", "32",
+                                      "--no-lpips", "--no-dists", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert decodes == [(0.5, 0.0)]
+    assert "fidelity, xcodec wavelet q1.5 realism 0.5" in " ".join(result.output.split())
+
+
 def test_realism_changes_no_bit_of_the_file():
     image = make_photo(64, 48, seed=4)
     plain = api.encode(image, quality=2, device="cpu")
     hinted = api.encode(image, quality=2, device="cpu", realism=0.7)
     a, b = container.unpack(plain), container.unpack(hinted)
     assert b.streams[:-1] == a.streams and b.streams[-1] == (StreamKind.REALISM, bytes([70]))
-    assert (a.header.version, b.header.version) == (container.VERSION, 5)
+    assert a.header.version == b.header.version == container.STREAMS_VERSION  # the wavelet's files hold any kind
     # the suggestion is the default; an explicit realism, 0 included, overrides it
     assert np.array_equal(decode(hinted), decode(plain, realism=0.7))
     assert np.array_equal(decode(hinted, realism=0.0), decode(plain))
@@ -135,3 +186,49 @@ def test_bench_names_each_realism_apart():
 
     codecs, _ = build_codecs(["xcodec"], ["wavelet"], realisms=(0.0, 0.5, 1.0))
     assert [c.name for c in codecs] == ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]
+
+
+def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
+    """Realism is the decoder's: `bench --realism` encodes each image at each quality once, decodes
+    that file at every realism, and keeps each realism's curve under its own name; a later run with
+    one more realism encodes again only for the results it lacks."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from xcodec.bench import codecs
+    from xcodec.cli import app
+
+    folder, out = tmp_path / "images", tmp_path / "out"
+    folder.mkdir()
+    make_photo(96, 72, seed=5).save(folder / "a.png")
+    encodes = []
+    encode = codecs.XcodecCodec.encode
+
+    def counted(self, rgb, quality):
+        if rgb.shape[:2] == (72, 96):  # not the untimed warm-up's 64x64 crop
+            encodes.append(quality)
+        return encode(self, rgb, quality)
+
+    monkeypatch.setattr(codecs.XcodecCodec, "encode", counted)
+
+    def bench(realisms: str) -> dict:
+        result = CliRunner().invoke(app, ["bench", str(folder), "--out", str(out), "--codecs", "xcodec", "--models", "wavelet",
+                                          "--qualities", "1,3", "--realism", realisms, "--no-lpips", "--no-dists",
+                                          "--no-plots", "--threads", "1", "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        return {(row["codec"], float(row["setting"])): row for row in csv.DictReader((out / "rows.csv").open())}
+
+    rows = bench("0,0.5,1")
+    assert sorted(encodes) == [1, 3]
+    names = ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]
+    assert set(rows) == {(name, q) for name in names for q in (1, 3)}
+    assert sorted(path.stem for path in (out / "cache").glob("*.jsonl")) == names
+    for q in (1, 3):
+        assert len({rows[name, q]["bytes"] for name in names}) == 1  # one file
+        assert len({rows[name, q]["psnr"] for name in names}) == 3  # decoded three ways
+    encodes.clear()
+    rows = bench("0.5,0.25")
+    assert sorted(encodes) == [1, 3]  # for 0.25 only: 0.5 is cached
+    assert {name for name, _ in rows} == {"xcodec-wavelet-r0.5", "xcodec-wavelet-r0.25"}
+    assert len((out / "cache" / "xcodec-wavelet-r0.5.jsonl").read_text().splitlines()) == 2

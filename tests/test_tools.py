@@ -10,7 +10,7 @@ import pytest
 
 from xcodec.tools import lightfield
 
-TOOLS = ["ceiling", "cost", "lightfield", "lpips_weights", "scale", "tiling"]
+TOOLS = ["bits", "ceiling", "cost", "lightfield", "lpips_weights", "scale", "tiling"]
 
 
 @pytest.mark.parametrize("name", TOOLS)
@@ -56,3 +56,20 @@ def test_ceiling_names_the_parts_a_model_lacks(monkeypatch, capsys):
         ceiling.main()
     assert exit.value.code == 2
     assert "has no g_a, g_s, hyper" in capsys.readouterr().err
+
+
+@pytest.mark.skipif("wavelet" not in __import__("xcodec.models.zoo").models.zoo.available(), reason="no wavelet weights installed")
+def test_bits_accounts_for_the_whole_file(tmp_path):
+    from tests.conftest import make_photo
+    from xcodec.models import zoo
+    from xcodec.tools import bits
+
+    make_photo(96, 64, seed=3).save(tmp_path / "photo.png")
+    model, _ = zoo.load("wavelet")
+    totals = bits.measure(model, "wavelet", [tmp_path / "photo.png"], [2.0], [4, 8])[2.0]
+    parts = sum(totals["parts"].values())
+    assert {part[2] for part in totals["parts"]} == {"ll", "hl", "lh", "hh"}
+    assert parts < totals["file"] < parts + 8 * 100  # the container and the last ANS words
+    detail = totals["detail"]
+    assert detail["act 4"] == detail["exact"]  # the shipped fixed point, replayed in float64: the same scales
+    assert detail["float"] != detail["exact"] and detail["act 8"] != detail["exact"]

@@ -55,7 +55,7 @@ class ToyCodec(Codec):
         return [coder.get_compressed().astype("<u4").tobytes()]
 
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
-                   device: torch.device) -> Tensor:
+                   device: torch.device, version: int | None = None) -> Tensor:
         coder = constriction.stream.stack.AnsCoder(np.frombuffer(payloads[0], dtype="<u4").astype(np.uint32))
         count = 3 * (height // 8) * (width // 8)
         symbols = coder.decode(self.model, count)

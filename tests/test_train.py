@@ -241,6 +241,8 @@ def test_a_stage_with_its_own_module_and_optimizer_resumes_exactly(photos, tmp_p
     from xcodec.models.stages import Objective, Stage, parts, rate_distortion_loss
 
     def critic_loss(batch):
+        if not batch.options["weight"]:
+            return None, {}  # nothing to learn: the loop skips this objective
         with torch.no_grad():
             x_hat = batch.model(batch.x, batch.quality)["x_hat"]
         critic = batch.extras["critic"]
@@ -262,6 +264,8 @@ def test_a_stage_with_its_own_module_and_optimizer_resumes_exactly(photos, tmp_p
     first = torch.load(train(_config(photos, tmp_path / "c", 1)), weights_only=False)
     assert not torch.equal(first["extras"]["critic.0.weight"], straight["extras"]["critic.0.weight"])
     assert torch.equal(first["model"]["h_a.0.weight"], straight["model"]["h_a.0.weight"])  # not a part that learns
+    idle = torch.load(train(dataclasses.replace(_config(photos, tmp_path / "d", 1), options={"weight": 0.0})), weights_only=False)
+    assert torch.equal(idle["extras"]["critic.0.weight"], torch.load(train(_config(photos, tmp_path / "e", 0)), weights_only=False)["extras"]["critic.0.weight"])
 
 
 def test_train_help_lists_the_stages_the_models_declare():

@@ -14,7 +14,7 @@ from PIL import Image
 
 from tests.conftest import make_photo
 from xcodec import api
-from xcodec.entropy import SYMBOL_LIMIT, StreamWriter
+from xcodec.entropy import SYMBOL_LIMIT, StreamReader, StreamWriter
 from xcodec.errors import FormatError, InputError
 from xcodec.models import zoo
 from xcodec.models.codec import checkerboard
@@ -25,7 +25,8 @@ from xcodec.models.wavelet.context import (
     ACT_BITS, INPUT_BOUND, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, lg, pass_values, put_pass,
 )
 from xcodec.models.wavelet.lifting import Wavelet2D, level_count
-from xcodec.models.wavelet.quantise import FINEST_LIMIT
+from xcodec.models.wavelet.low import low_bits, read_low, write_low
+from xcodec.models.wavelet.quantise import FINEST_LIMIT, LOW_VALUE_LIMIT
 from xcodec.models.wavelet.rate import SCALES, coded_bits
 
 ODD_SIZES = [(1, 1), (2, 3), (7, 5), (1, 40), (33, 17), (61, 97)]
@@ -137,6 +138,30 @@ def test_corrupted_stream_is_refused(codec):
         for bad in (b"", data[:-1], data[:-4], data[: len(data) // 2], data + b"\x01\x00\x00\x00"):
             with pytest.raises(FormatError):
                 codec.decompress([bad], 40, 48, 4.0, torch.device("cpu"))
+
+
+@pytest.mark.parametrize("height,width", [(1, 1), (2, 3), (5, 7), (16, 24)])
+def test_low_band_codes_any_values_in_its_range(height, width):
+    """Extremes of both signs, a checkerboard of them in luma, give MED's largest residuals
+    (twice the limit): the walk codes them and decodes them back."""
+    rng = np.random.default_rng(height * width)
+    values = torch.from_numpy(rng.choice([-LOW_VALUE_LIMIT, 0, LOW_VALUE_LIMIT], size=(3, height, width)))
+    values[0] = LOW_VALUE_LIMIT * (1 - 2 * ((torch.arange(height)[:, None] + torch.arange(width)) % 2))
+    writer = StreamWriter()
+    write_low(writer, values.double())
+    reader = StreamReader(writer.finish())
+    assert torch.equal(read_low(reader, (height, width)), values.double())
+    reader.finish()
+
+
+def test_training_rate_of_the_low_band_is_the_coders(codec):
+    """The training forward's low-band rate is the coder's code length, up to the scale table's
+    1% steps and the three scale indices."""
+    with torch.no_grad():
+        low, _ = codec.scale(codec.transform(to_tensor(make_photo(512, 384, seed=4))), torch.tensor([6.0]))
+    low_q = torch.round(low)
+    coded = sum(write_low(StreamWriter(), low_q[0].double()))
+    assert abs(coded - float(low_bits(low_q).sum())) < 0.01 * coded + 32
 
 
 # --- the shipped checkpoint --------------------------------------------------------------------
@@ -271,9 +296,9 @@ def test_decoding_with_and_without_the_postfilter(torch_threads):
     x = to_tensor(make_photo(40, 30, seed=8))
     with torch.inference_mode():
         plain = model.decompress(model.compress(x, 3.0), 30, 40, 3.0, torch.device("cpu"))
-        filtered = model.postprocess(plain, 3.0)
+        (filtered,) = model.postprocess(plain, 3.0)
         torch.set_num_threads(1)
-        again = model.postprocess(plain, 3.0)
+        (again,) = model.postprocess(plain, 3.0)
     assert not torch.equal(plain, filtered)
     assert torch.equal(filtered, again)
     assert float(filtered.min()) >= 0 and float(filtered.max()) <= 1

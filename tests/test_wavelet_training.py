@@ -89,7 +89,7 @@ def test_postfilter_then_joint_stage(tmp_path):
     x = torch.rand(1, 3, 20, 30)
     with torch.inference_mode():
         decoded = model.decompress(model.compress(x, 3.0), 20, 30, 3.0, torch.device("cpu"))
-        assert not torch.equal(model.postprocess(decoded, 3.0), decoded)
+        assert not torch.equal(model.postprocess(decoded, 3.0)[0], decoded)
 
 
 @pytest.mark.slow
@@ -118,9 +118,49 @@ def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
     x = torch.rand(1, 3, 20, 30)
     with torch.inference_mode():
         decoded = model.decompress(model.compress(x, 2.0), 20, 30, 2.0, torch.device("cpu"))
-        assert not torch.equal(model.postprocess(decoded, 2.0, 1.0, seed=1), model.postprocess(decoded, 2.0))
+        assert not torch.equal(*model.postprocess(decoded, 2.0, (1.0, 0.0), seed=1))
 
     run(*common, "--run-dir", str(tmp_path / "ii2"), "--stage", "postfilter", "--init", "wavelet",
         "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", "--seed", "5", weights=weights)  # another post-filter
     with pytest.raises(ModelError, match="not trained on the shipped"):
         zoo.export_head(tmp_path / "ii2" / "last.pt", "wavelet", "perceptual", {}, weights)
+
+
+def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its_weight():
+    """The critic learns from the head's output of the same step (no second decode, no gradient
+    into the head); the head feels the critic in proportion to ``adversarial``; at 0 the critic
+    neither pulls nor trains."""
+    from torch import nn
+
+    from xcodec.models.stages import Batch
+    from xcodec.models.wavelet.training import PERCEPTUAL
+
+    manifest = zoo.read_manifest("wavelet")
+    model = zoo.build("wavelet", {**manifest.build_config, **PERCEPTUAL.config})
+    model.load_state_dict(zoo.load_training_weights("wavelet"))
+    extras = nn.ModuleDict(PERCEPTUAL.extras())
+    head_loss, critic_loss = (objective.loss for objective in PERCEPTUAL.objectives)
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def step(adversarial: float) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """The head's gradient, and the critic's loss of the same batch."""
+        model.zero_grad(set_to_none=True)
+        batch = Batch(model, x, torch.tensor([1.5, 6.0]), torch.Generator().manual_seed(1),
+                      {**PERCEPTUAL.options, "adversarial": adversarial}, extras)
+        loss, numbers = head_loss(batch)
+        loss.backward()
+        assert set(PERCEPTUAL.logged) <= set(numbers)
+        head = model.perceptual.tail.weight.grad.clone()
+        extras.zero_grad(set_to_none=True)
+        critic, _ = critic_loss(batch)
+        if critic is not None:
+            critic.backward()
+            assert model.perceptual.tail.weight.grad.equal(head)  # the critic's loss does not reach the head
+            assert bool(next(extras.parameters()).grad.any())
+        return head, critic
+
+    plain, critic = step(0.0)
+    assert critic is None
+    pulled, critic = step(1.0)
+    assert critic is not None and not pulled.allclose(plain)
+    assert step(0.0)[0].equal(plain)

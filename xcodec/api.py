@@ -8,7 +8,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -19,7 +20,7 @@ from . import container
 from .container import Bitstream, Header, StreamKind
 from .cores import usable_cores
 from .errors import FormatError, InputError
-from .image import SourceImage, decode_alpha, encode_alpha, prepare, to_pil
+from .image import SourceImage, decode_alpha, encode_alpha, from_samples, prepare, to_pil
 from .models import zoo
 from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
 from .models.exact import ExactError
@@ -45,7 +46,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
-def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
+def encode(image: Image.Image | np.ndarray, quality: float = DEFAULT_QUALITY, model: str = zoo.DEFAULT_MODEL,
            device: str = "auto", drop_alpha: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
            tile: int = DEFAULT_TILE, effort: int | None = None, on_tile: TileCallback | None = None,
            strip: bool = False, realism: float | None = None, threads: int | None = None,
@@ -66,15 +67,21 @@ def encode(image: Image.Image, quality: float = DEFAULT_QUALITY, model: str = zo
 
     ``lossless`` codes every sample exactly (8-bit, or 16-bit grayscale), ``max_error`` (1..4) every
     sample within +-max_error, both with the ``lossless`` coder (``quality``, ``model``, ``effort``
-    and ``realism`` do not apply).
+    and ``realism`` do not apply). 16-bit RGB, which Pillow cannot hold, is coded from a (H, W, 3)
+    uint16 array instead of an image (``decode_samples`` gives it back).
     """
     if lossless or max_error is not None:
         if lossless and max_error:
             raise InputError("lossless means max_error 0; give one or the other")
         if realism is not None:
             raise InputError("a lossless or near-lossless file has no realism")
-        source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata, keep_depth=True)
+        if isinstance(image, np.ndarray):
+            source = from_samples(image, None if strip else metadata)
+        else:
+            source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata, keep_depth=True)
         return _encode_exact(source, max_error or 0, max_pixels, tile, on_tile, threads)
+    if isinstance(image, np.ndarray):
+        raise InputError("an array of 16-bit RGB samples is coded with lossless=True or max_error only")
     source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
                     threads=threads)(quality)
@@ -118,20 +125,21 @@ def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: in
     """A lossless (``max_error`` 0) or near-lossless file: planes G, R, B (or gray) in tiles."""
     if not 0 <= max_error <= container.MAX_ERROR:
         raise InputError(f"max_error must be between 0 and {container.MAX_ERROR}, got {max_error}")
-    if source.gray16 is not None:
-        samples, depth = source.gray16[None].astype(np.int64), 16
+    if source.deep is not None:
+        deep = source.deep[None] if source.deep.ndim == 2 else source.deep[..., [1, 0, 2]].transpose(2, 0, 1)
+        samples, depth = deep.astype(np.int64), 16
     else:
         planes = source.rgb[..., :1] if source.channels == 1 else source.rgb[..., [1, 0, 2]]
         samples, depth = planes.transpose(2, 0, 1).astype(np.int64), 8
     height, width = samples.shape[1:]
     check_pixels(width, height, max_pixels)
     tile = _tile(tile, height, width, 1, container.EXACT_MAX_TILE)
-    scales, manifest = tables.load()
+    coder, manifest = tables.load()
     count = thread_count(threads)
 
     def code(box: tuple[int, int, int, int]) -> bytes:
         top, left, rows, cols = box
-        return encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, scales)
+        return encode_tile(samples[:, top : top + rows, left : left + cols], depth, max_error, coder, tables.NAME)
 
     while True:
         header = Header(tables.NAME, manifest.model_hash, 0.0, width, height, source.channels, depth, tile=tile,
@@ -169,7 +177,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     pad_bottom, pad_right = -height % stride, -width % stride
     tile = _tile(tile, height + pad_bottom, width + pad_right, stride, container.MAX_TILE)
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
-                    pad_right, tile, net.streams_per_tile)
+                    pad_right, tile, net.streams_per_tile, net.file_version)
     effort = check_effort(model, Layout.of(net), effort)
     if realism is not None:
         check_model_realism(net, model, check_realism(realism))
@@ -226,52 +234,91 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     decoder's (1), for models with a perceptual head; None takes the file's suggestion, else 0.
     Its noise is seeded by each tile's bytes: a file and a realism always give the same pixels.
     """
+    return decode_realisms(data, (realism,), device, max_pixels, on_tile, postfilter, threads)[0]
+
+
+def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str = "auto",
+                    max_pixels: int = DEFAULT_MAX_PIXELS, on_tile: TileCallback | None = None,
+                    postfilter: bool = True, threads: int | None = None) -> list[Image.Image]:
+    """``decode`` at each of ``realisms`` from one decode: the tiles are read and post-filtered
+    once, and the perceptual head's detail ``delta``, computed once, is added to that fidelity
+    output ``y`` at each realism R (``y + R * delta``). Each image is the one ``decode`` gives at R."""
     table = container.read_table(data)
     h = table.header
     check_pixels(h.width, h.height, max_pixels)
     if h.max_error is not None:
-        if realism:
+        if any(realisms):
             raise InputError("a lossless or near-lossless file has no perceptual decoder: realism must be 0")
-        return _decode_exact(table, on_tile, threads)
-    if realism is None:  # the file's suggestion applies to the post-filtered output only
-        realism = (container.realism_hint(table) or 0.0) if postfilter else 0.0
-    check_realism(realism)
-    if realism > 0 and not postfilter:
+        samples, bitstream, alpha = _decode_exact(table, on_tile, threads)
+        if h.bit_depth == 16 and h.channels == 3:
+            warnings.warn("a 16-bit RGB file decodes to 8-bit RGB here (Pillow has no 16-bit RGB); "
+                          "decode_samples gives its 16 bits", stacklevel=2)
+            samples = (samples.astype(np.uint32) * 255 + 32767) // 65535
+            image = to_pil(samples.astype(np.uint8), 3, *_metadata_streams(bitstream), None)
+        else:
+            image = _image(samples, bitstream, alpha)
+        return [image] + [image.copy() for _ in realisms[1:]]
+    if None in realisms:  # the file's suggestion applies to the post-filtered output only
+        hint = (container.realism_hint(table) or 0.0) if postfilter else 0.0
+        realisms = [hint if realism is None else realism for realism in realisms]
+    highest = max(check_realism(realism) for realism in realisms)
+    if highest > 0 and not postfilter:
         raise InputError("a realism above 0 needs the post-filter (it adds detail to the post-filtered image)")
     net, manifest = zoo.load(h.model)
     check_header(h, manifest, Layout.of(net))
-    check_model_realism(net, h.model, realism)
+    check_model_realism(net, h.model, highest)
     bitstream = table.bitstream()  # the payloads, once the header is known to be the model's
     dev = resolve_device(device)
     count = thread_count(threads)
     alpha = bitstream.stream(StreamKind.ALPHA)
     alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
-    rgb = np.empty((h.height, h.width, 3), dtype=np.uint8)
+    rgbs = [np.empty((h.height, h.width, 3), dtype=np.uint8) for _ in realisms]
     net = net.to(dev)
 
-    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
+    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
         (top, left, tile_height, tile_width), payloads = item
         try:
-            x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev)
-            if postfilter:
-                x_hat = net.postprocess(x_hat, h.quality, realism, noise_seed(payloads))
+            x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev, h.version)
+            outputs = net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads)) if postfilter else [x_hat] * len(realisms)
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None
         rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
-        return x_hat[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy()
+        return [x[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy() for x in outputs]
 
     items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
     with torch.inference_mode(), thread_budget(count):
-        for done, (((top, left, _, _), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
-            rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
+        for done, (((top, left, _, _), _), tiles) in enumerate(zip(items, map_ordered(tile, items)), 1):
+            for rgb, pixels in zip(rgbs, tiles):
+                rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
-    return _image(rgb, bitstream, alpha)
+    return [_image(rgb, bitstream, alpha) for rgb in rgbs]
+
+
+def _metadata_streams(bitstream: Bitstream) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """The file's ICC profile, EXIF and XMP streams (None where it has none)."""
+    return tuple(bitstream.stream(kind) for kind in (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP))
+
+
+def decode_samples(data: bytes, max_pixels: int = DEFAULT_MAX_PIXELS, threads: int | None = None
+                   ) -> tuple[np.ndarray, dict[str, bytes]]:
+    """The exact samples of a lossless or near-lossless file: (H, W) for grayscale, (H, W, 3) RGB,
+    uint8 or uint16 as the file's bit depth (no alpha), and its metadata (``icc_profile``, ``exif``,
+    ``xmp``, where present). The one way to get 16-bit RGB back."""
+    table = container.read_table(data)
+    check_pixels(table.header.width, table.header.height, max_pixels)
+    if table.header.max_error is None:
+        raise InputError("decode_samples reads lossless and near-lossless files; decode reads this one")
+    samples, bitstream, _ = _decode_exact(table, None, threads)
+    if table.header.channels == 1 and samples.ndim == 3:
+        samples = samples[..., 0]
+    names = ("icc_profile", "exif", "xmp")
+    return samples, {name: value for name, value in zip(names, _metadata_streams(bitstream)) if value}
 
 
 def _image(samples: np.ndarray, bitstream: Bitstream, alpha: np.ndarray | None) -> Image.Image:
     """The decoded image of (H, W, 3) 8-bit samples (or (H, W) 16-bit gray) with the file's metadata."""
-    icc, exif, xmp = (bitstream.stream(kind) for kind in (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP))
+    icc, exif, xmp = _metadata_streams(bitstream)
     if bitstream.header.bit_depth == 16:
         image = Image.fromarray(samples.astype(np.uint16))  # mode I;16
         image.info.update({key: value for key, value in (("icc_profile", icc), ("exif", exif), ("xmp", xmp)) if value})
@@ -279,10 +326,12 @@ def _image(samples: np.ndarray, bitstream: Bitstream, alpha: np.ndarray | None) 
     return to_pil(samples, bitstream.header.channels, icc, exif, xmp, alpha)
 
 
-def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads: int | None) -> Image.Image:
-    """Decode a lossless or near-lossless file (its header already checked by the container)."""
+def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads: int | None
+                  ) -> tuple[np.ndarray, Bitstream, Image.Image | None]:
+    """Decode a lossless or near-lossless file (its header already checked by the container): its
+    samples ((H, W) gray or (H, W, 3) RGB, uint8 or uint16), bitstream and alpha plane."""
     h = table.header
-    scales, manifest = tables.load()
+    coder, manifest = tables.load(h.model)
     check_header(h, manifest, None)
     bitstream = table.bitstream()
     count = thread_count(threads)
@@ -294,17 +343,17 @@ def _decode_exact(table: container.Table, on_tile: TileCallback | None, threads:
 
     def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> np.ndarray:
         (_, _, rows, cols), (payload,) = item
-        return decode_tile(payload, planes, rows, cols, h.bit_depth, h.max_error, scales)
+        return decode_tile(payload, planes, rows, cols, h.bit_depth, h.max_error, coder, h.model)
 
     with thread_budget(count):
         for done, (((top, left, rows, cols), _), pixels) in enumerate(zip(items, map_ordered(tile, items)), 1):
             samples[:, top : top + rows, left : left + cols] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
-    if h.bit_depth == 16:
-        return _image(samples[0], bitstream, alpha)
-    rgb = samples[[0, 0, 0] if planes == 1 else [1, 0, 2]].transpose(1, 2, 0).astype(np.uint8)
-    return _image(rgb, bitstream, alpha)
+    if planes == 1:
+        return (samples[0] if h.bit_depth == 16 else samples[[0, 0, 0]].transpose(1, 2, 0).astype(np.uint8)), bitstream, alpha
+    rgb = samples[[1, 0, 2]].transpose(1, 2, 0)
+    return (rgb if h.bit_depth == 16 else rgb.astype(np.uint8)), bitstream, alpha
 
 
 @dataclass

@@ -30,10 +30,11 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, container
-from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, LOSSLESS_MODELS, TILE_ALIGN, check_gpu,
                        check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
+from .models import DEPENDENCY_NOISE
 from .models.manifest import check_file, find_model
 
 if TYPE_CHECKING:
@@ -122,10 +123,18 @@ def verbosity(quiet: bool, verbose: bool) -> int:
 
 
 @contextmanager
-def plain_warnings(source: str, show: bool = True) -> Iterator[None]:
-    """Warnings as one line each on stderr, naming the file (not Python's two lines with a source path)."""
+def recorded_warnings() -> Iterator[list[warnings.WarningMessage]]:
+    """Every warning of the block, each time it is raised, except the dependencies' noise."""
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
+        warnings.filterwarnings("ignore", message=DEPENDENCY_NOISE)
+        yield caught
+
+
+@contextmanager
+def plain_warnings(source: str, show: bool = True) -> Iterator[None]:
+    """Warnings as one line each on stderr, naming the file (not Python's two lines with a source path)."""
+    with recorded_warnings() as caught:
         try:
             yield
         finally:
@@ -142,17 +151,33 @@ def read_input(path: str) -> bytes:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def load_image(path: str, max_pixels: int) -> Image:
-    """Open an input image under ``--max-pixels`` (which replaces Pillow's own limit and its warning)."""
+def load_image(path: str, max_pixels: int, data: Optional[bytes] = None) -> Image:
+    """Open an input image (``data``: its bytes, already read) under ``--max-pixels`` (which replaces
+    Pillow's own limit and its warning)."""
     from PIL import Image as pillow
 
     from .image import open_image
 
     saved, pillow.MAX_IMAGE_PIXELS = pillow.MAX_IMAGE_PIXELS, None
     try:
-        return open_image(read_input(path), max_pixels)
+        return open_image(read_input(path) if data is None else data, max_pixels)
     finally:
         pillow.MAX_IMAGE_PIXELS = saved
+
+
+def load_exact(path: str, max_pixels: int):
+    """The input of a lossless or near-lossless encode: a Pillow image, or the (H, W, 3) uint16
+    samples of a 16-bit RGB PNG (which Pillow would read as 8 bits) and its ICC profile and EXIF."""
+    from .deep import is_png16_rgb, read_png16
+
+    data = read_input(path)
+    if not is_png16_rgb(data):
+        return load_image(path, max_pixels, data), None
+    with warnings.catch_warnings():  # Pillow's image, for its size and metadata only: no "coded at 8 bits"
+        warnings.simplefilter("ignore")
+        image = load_image(path, max_pixels, data)
+    metadata = {key: image.info.get(key) for key in ("icc_profile", "exif")}
+    return read_png16(data), metadata
 
 
 def check_target(path: str, inputs: frozenset[Path], force: bool) -> None:
@@ -255,7 +280,7 @@ def load_model(name: Optional[str]) -> tuple[str, float]:
     from .models import zoo
 
     name = name or zoo.DEFAULT_MODEL
-    tables.load() if name == LOSSLESS_MODEL else zoo.load(name)
+    tables.load(name) if name in LOSSLESS_MODELS else zoo.load(name)
     return name, time.perf_counter() - start
 
 
@@ -301,8 +326,7 @@ def attempt(work: Callable[[Job, Optional[TileCallback]], Done], job: Job, input
     """
     outcome = Outcome()
     start = time.perf_counter()
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with recorded_warnings() as caught:
         try:
             check_target(job.target, inputs, force)  # before the work, not only at the end of it
             done = work(job, on_tile)
@@ -466,8 +490,8 @@ class EncodeWork:
     max_error: Optional[int]  # 0: lossless, 1..4: near-lossless (the lossless coder); None: lossy
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
-        image = load_image(job.source, self.max_pixels)
         exact = self.max_error is not None
+        image, metadata = load_exact(job.source, self.max_pixels) if exact else (load_image(job.source, self.max_pixels), None)
         name, setup = load_model(LOSSLESS_MODEL if exact else self.model)  # torch: only now that there is work
         from . import api
 
@@ -476,7 +500,7 @@ class EncodeWork:
                       strip=self.strip, threads=self.threads)
         lossy = dict(model=name, effort=self.effort, realism=self.realism)
         if exact:
-            data = api.encode(image, max_error=self.max_error, on_tile=on_tile, **kwargs)
+            data = api.encode(image, max_error=self.max_error, on_tile=on_tile, metadata=metadata, **kwargs)
         elif self.bpp is None:
             quality = DEFAULT_QUALITY if self.quality is None else self.quality
             data = api.encode(image, quality, on_tile=on_tile, **kwargs, **lossy)
@@ -512,7 +536,7 @@ class DecodeWork:
         check_pixels(header.width, header.height, self.max_pixels)
         check_file(header)
         fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
-        check_format(fmt, header.channels)
+        check_format(fmt, header.channels, header.bit_depth)
         return header, fmt
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
@@ -524,6 +548,13 @@ class DecodeWork:
         from . import api
 
         start = time.perf_counter()
+        if header.bit_depth == 16 and header.channels == 3:  # Pillow has no 16-bit RGB
+            from .deep import write_png16, write_tiff16
+
+            samples, metadata = api.decode_samples(data, max_pixels=self.max_pixels, threads=self.threads)
+            seconds = time.perf_counter() - start
+            out = (write_png16 if fmt == "PNG" else write_tiff16)(samples, metadata.get("icc_profile"))
+            return Done(out, f"{header.width}x{header.height} RGB, 16 bits", describe(api.info(data), setup, seconds), setup)
         image = api.decode(data, device=self.device, max_pixels=self.max_pixels, on_tile=on_tile,
                            postfilter=self.postfilter, realism=self.realism, threads=self.threads)
         seconds = time.perf_counter() - start
@@ -658,9 +689,9 @@ def info(
 
 
 def read_rgb(path: Path, max_pixels: int, device: str,
-             realism: Optional[float] = None) -> tuple[np.ndarray, Optional[FileInfo]]:
-    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), or an .xsc file
-    decoded (at ``realism``) with its info."""
+             realisms: tuple[Optional[float], ...] = (None,)) -> tuple[list[np.ndarray], Optional[FileInfo]]:
+    """An image as the encoder sees it (8-bit RGB, EXIF orientation applied), once per realism, or
+    an .xsc file decoded once at each of ``realisms`` (``api.decode_realisms``), with its info."""
     import numpy as np
 
     data = read_input(str(path))
@@ -670,11 +701,11 @@ def read_rgb(path: Path, max_pixels: int, device: str,
         check_file(header)
         from . import api
 
-        image = api.decode(data, device=device, max_pixels=max_pixels, realism=realism)
-        return np.asarray(image.convert("RGB")), api.info(data)
+        images = api.decode_realisms(data, realisms, device=device, max_pixels=max_pixels)
+        return [np.asarray(image.convert("RGB")) for image in images], api.info(data)
     from .image import prepare
 
-    return prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb, None
+    return [prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb] * len(realisms), None
 
 
 @app.command()
@@ -704,12 +735,12 @@ def compare(
             raise fail(str(exc)) from None
     try:
         with plain_warnings(str(reference)):
-            a, _ = read_rgb(reference, max_pixels, device)
-        with plain_warnings(str(distorted)):
-            b, coded = read_rgb(distorted, max_pixels, device, realism)
-            fidelity = read_rgb(distorted, max_pixels, device, 0.0)[0] if crops and coded and realism else None
+            (a,), _ = read_rgb(reference, max_pixels, device)
+        with plain_warnings(str(distorted)):  # for --crops at a realism, the fidelity output too, from the same decode
+            decoded, coded = read_rgb(distorted, max_pixels, device, (realism, 0.0) if crops and realism else (realism,))
     except XcodecError as exc:
         raise fail(str(exc)) from None
+    b, fidelity = decoded[0], (decoded[1] if len(decoded) > 1 else None)
     if a.shape != b.shape:
         raise fail(f"the images differ in size: {a.shape[1]}x{a.shape[0]} and {b.shape[1]}x{b.shape[0]}")
     if crops is not None and coded is None:

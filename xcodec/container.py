@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 6. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 7. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -16,6 +16,9 @@ decoders that know only version 3. Version 5 adds a ``realism`` stream (the enco
 realism for the perceptual decoder, one byte in percent), written only when the user chose one.
 Version 6 marks a sample-exact (lossless or near-lossless) file: version 4 with a ``max error``
 byte after the bit depth, a quality field of 0 and 8 or 16 bits per sample; lossy files never use it.
+Version 7 is version 5 (its layout and stream kinds) for a model whose coded streams changed at
+version 7 (the ``wavelet`` model's low band); the model decodes the streams of older versions as
+they were written, and an encoder writes version 7 when the header asks for it.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -37,13 +40,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from enum import IntEnum
 
-from .defaults import LOSSLESS_MODEL
+from .defaults import LOSSLESS_MODELS
 from .errors import FormatError
 
 MAGIC = b"\x89XSC"
 VERSION = 3  # the lowest version ``pack`` writes: coded and icc streams only
 EXACT_VERSION = 6  # what it writes for a lossless or near-lossless file
-READABLE_VERSIONS = (2, 3, 4, 5, 6)
+STREAMS_VERSION = 7  # version 5 whose coded streams follow a model's later stream format
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
 # The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
@@ -66,7 +70,7 @@ MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
 _EXACT_HEAD = struct.Struct("<8sHIIBBBHHI")  # version 6: the same with max error after the depth
-_COUNTS = {2: struct.Struct("<I"), **{v: struct.Struct("<BI") for v in (3, 4, 5, 6)}}  # (streams per tile,) stream count
+_COUNTS = {2: struct.Struct("<I"), **{v: struct.Struct("<BI") for v in (3, 4, 5, 6, 7)}}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -84,6 +88,7 @@ METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, Stre
 _KINDS = {int(kind): kind for kind in StreamKind}
 METADATA[5] = (*METADATA[4], StreamKind.REALISM)
 METADATA[EXACT_VERSION] = METADATA[4]  # a sample-exact file has no realism stream
+METADATA[STREAMS_VERSION] = METADATA[5]
 
 
 def valid_model_name(name: str) -> bool:
@@ -104,7 +109,9 @@ class Header:
     pad_right: int = 0
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
-    version: int = VERSION  # of the file it was read from; ``pack`` writes the lowest that holds the streams
+    # of the file it was read from; ``pack`` writes the lowest that holds the streams, or
+    # STREAMS_VERSION when the header has it (a model whose coded streams need it)
+    version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
     @property
@@ -160,7 +167,9 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
-    if h.max_error is None:
+    if h.max_error is None and h.version == STREAMS_VERSION:
+        version = STREAMS_VERSION
+    elif h.max_error is None:
         version = min(v for v, kinds in METADATA.items() if VERSION <= v < EXACT_VERSION
                       if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
     else:
@@ -226,7 +235,7 @@ def read_table(data: bytes) -> Table:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 6)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 7)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -317,8 +326,8 @@ def _validate(h: Header) -> None:
         _validate_exact(h)
     elif not 1 <= h.quality <= 8:
         raise FormatError(f"invalid .xsc header (quality {h.quality} outside 1..8)")
-    elif h.model == LOSSLESS_MODEL:
-        raise FormatError(f"invalid .xsc header (model {LOSSLESS_MODEL!r} codes lossless files only, version {EXACT_VERSION})")
+    elif h.model in LOSSLESS_MODELS:
+        raise FormatError(f"invalid .xsc header (model {h.model!r} codes lossless files only, version {EXACT_VERSION})")
     if not (0 < h.width <= MAX_SIDE and 0 < h.height <= MAX_SIDE):
         raise FormatError(f"invalid .xsc header (image size {h.width}x{h.height})")
     if h.channels not in (1, 3) or h.bit_depth not in (EXACT_DEPTHS if h.max_error is not None else (8,)):
@@ -336,17 +345,19 @@ def _validate(h: Header) -> None:
 
 def _validate_exact(h: Header) -> None:
     """Version 6: the lossless coder's file, quality 0 (unused), an error bound of 0 (lossless) ..
-    MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale, tiles of at most
+    MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale for ``lossless`` (the first
+    generation; ``lossless-2`` has 16-bit RGB too), tiles of at most
     ``EXACT_MAX_TILE`` pixels a side."""
-    if h.model != LOSSLESS_MODEL:
-        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not {LOSSLESS_MODEL!r})")
+    if h.model not in LOSSLESS_MODELS:
+        raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not one of {', '.join(LOSSLESS_MODELS)})")
     if h.quality != 0:
         raise FormatError(f"invalid .xsc header (quality {h.quality} in a lossless file, which has none)")
     if h.max_error > MAX_ERROR:
         raise FormatError(f"invalid .xsc header (max error {h.max_error} outside 0..{MAX_ERROR})")
-    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0) or (h.bit_depth == 16 and h.channels != 1):
-        raise FormatError("invalid .xsc header (a lossless file has one stream per tile, no padding, and 16 bits "
-                          "only in grayscale)")
+    if (h.streams_per_tile, h.pad_bottom, h.pad_right) != (1, 0, 0):
+        raise FormatError("invalid .xsc header (a lossless file has one stream per tile and no padding)")
+    if h.bit_depth == 16 and h.channels != 1 and h.model == LOSSLESS_MODELS[0]:
+        raise FormatError(f"invalid .xsc header (model {h.model!r} has 16 bits only in grayscale)")
     if max(h.tile_size) > EXACT_MAX_TILE:
         raise FormatError(f"the .xsc file has lossless tiles of {h.tile_size[1]}x{h.tile_size[0]} pixels; this xcodec "
                           f"decodes lossless tiles of at most {EXACT_MAX_TILE} pixels a side")

@@ -96,16 +96,24 @@ class GaussianReader:
 def _decode_pieces(coder: constriction.stream.stack.AnsCoder, model, scales: np.ndarray,
                    means: np.ndarray | None = None) -> np.ndarray:
     """Symbols with the given scales (and means; None: zero), read in pieces of ``PIECE``, refusing a dry stream."""
+    return _decode_parameters(coder, model, np.zeros_like(scales) if means is None else means, scales)
+
+
+def _decode_parameters(coder: constriction.stream.stack.AnsCoder, model, *parameters: np.ndarray) -> np.ndarray:
+    """One symbol per row of the ``parameters`` of ``model``, read in pieces of ``PIECE``, refusing a dry stream."""
     pieces = []
-    for start in range(0, scales.size, PIECE):
-        piece = scales[start : start + PIECE]
-        _check_not_dry(coder, piece.size)
+    for start in range(0, len(parameters[0]), PIECE):
+        piece = [p[start : start + PIECE] for p in parameters]
+        _check_not_dry(coder, len(piece[0]))
         try:
-            centre = np.zeros_like(piece) if means is None else means[start : start + PIECE]
-            pieces.append(coder.decode(model, centre, piece))
+            pieces.append(coder.decode(model, *piece))
         except (ValueError, RuntimeError):
             raise FormatError("corrupted entropy-coded stream") from None
     return np.concatenate(pieces or [np.zeros(0, np.int32)])
+
+
+_CATEGORICAL = constriction.stream.model.Categorical(perfect=False)  # probabilities per symbol
+_UNIFORM = constriction.stream.model.Uniform()  # a size per symbol
 
 
 @functools.cache
@@ -135,6 +143,15 @@ class StreamWriter:
         """One symbol in 0..size-1, all equally likely."""
         self.chunks.append((np.array([value], dtype=np.int32), constriction.stream.model.Uniform(size)))
 
+    def categorical(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
+        """Symbols in 0..L-1, each with its row of ``probabilities`` (n, L): non-negative and finite
+        (exact values on both sides, such as integer counts), normalised by constriction."""
+        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, np.asarray(probabilities, dtype=np.float64)))
+
+    def uniforms(self, values: np.ndarray, sizes: np.ndarray) -> None:
+        """Symbols each in 0..size-1 of its own ``sizes`` (at least 2), all equally likely."""
+        self.chunks.append((values.astype(np.int32), _UNIFORM, sizes.astype(np.int32)))
+
     def finish(self) -> bytes:
         coder = constriction.stream.stack.AnsCoder()
         for chunk in reversed(self.chunks):
@@ -151,6 +168,18 @@ class StreamReader:
     def laplace(self, scales: np.ndarray, limit: int, means: np.ndarray | None = None) -> np.ndarray:
         centre = None if means is None else means.reshape(-1).astype(np.float64)
         return _decode_pieces(self.coder, _laplace(limit), scales.reshape(-1).astype(np.float64), centre)
+
+    def categorical(self, probabilities: np.ndarray) -> np.ndarray:
+        return _decode_parameters(self.coder, _CATEGORICAL, np.asarray(probabilities, dtype=np.float64))
+
+    def uniforms(self, sizes: np.ndarray) -> np.ndarray:
+        """Raw bits, which may end a valid stream as zeros (the lowest symbols, which take no bits at
+        the end of an ANS stream): read without the check for a dry stream (the last symbols a
+        stream's own decoder reads in any case, it refuses data left over)."""
+        try:
+            return self.coder.decode(_UNIFORM, sizes.astype(np.int32))
+        except (ValueError, RuntimeError):
+            raise FormatError("corrupted entropy-coded stream") from None
 
     def uniform(self, size: int) -> int:
         _check_not_dry(self.coder, 1)

@@ -7,7 +7,8 @@
 - EXIF (its orientation set to 1, since it is applied) and XMP are kept, unless the caller strips
   them; the ICC profile is always kept.
 - 16-bit and 32-bit integer images (grayscale, RGB, RGBA) are reduced to 8 bits with a warning,
-  except 16-bit grayscale for lossless coding (``keep_depth``), which keeps its 16 bits.
+  except 16-bit grayscale for lossless coding (``keep_depth``), which keeps its 16 bits. 16-bit
+  RGB, which Pillow cannot hold, comes to lossless coding as an array (``from_samples``).
 - CMYK, YCbCr and LAB images are converted to RGB by Pillow.
 - Of an animated image (GIF, APNG, WebP), the first frame is coded, with a warning.
 """
@@ -51,7 +52,7 @@ class SourceImage:
     exif: bytes | None = None
     xmp: bytes | None = None
     alpha: np.ndarray | None = None  # (H, W) uint8, when the image has transparency
-    gray16: np.ndarray | None = None  # (H, W) uint16 samples of 16-bit grayscale, with ``keep_depth``
+    deep: np.ndarray | None = None  # (H, W) or (H, W, 3) uint16 samples kept at 16 bits (``keep_depth``, ``from_samples``)
 
 
 def open_image(data: bytes, max_pixels: int) -> Image.Image:
@@ -107,9 +108,9 @@ def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False,
         plane = np.asarray(image.getchannel("A"))
         alpha = plane if plane.min() < 255 and not drop_alpha else None
         image = image.convert("L" if channels == 1 else "RGB")
-    gray16 = _gray16(image) if keep_depth else None
+    deep = _gray16(image) if keep_depth else None
     if image.mode in HIGH_DEPTH_MODES:
-        if gray16 is None:
+        if deep is None:
             warnings.warn(f"{image.mode} input has more than 8 bits per sample; coding it at 8 bits", stacklevel=2)
         samples = np.asarray(image, dtype=np.float64)
         peak = 65535.0 if image.mode.startswith("I;16") or samples.max() > 255 else 255.0
@@ -119,7 +120,17 @@ def prepare(image: Image.Image, drop_alpha: bool = False, strip: bool = False,
     rgb = np.array(image.convert("RGB"), dtype=np.uint8)
     if rgb.shape[0] == 0 or rgb.shape[1] == 0:
         raise InputError("the image is empty")
-    return SourceImage(rgb, channels, icc, exif, xmp or None, alpha, gray16)
+    return SourceImage(rgb, channels, icc, exif, xmp or None, alpha, deep)
+
+
+def from_samples(samples: np.ndarray, metadata: dict[str, bytes | None] | None = None) -> SourceImage:
+    """A (H, W, 3) uint16 array of 16-bit RGB samples (which Pillow cannot hold) as a source image
+    for lossless coding, with ``metadata`` (``icc_profile``, ``exif``, ``xmp``; None: none)."""
+    if samples.dtype != np.uint16 or samples.ndim != 3 or samples.shape[2] != 3 or 0 in samples.shape:
+        raise InputError(f"an array to code is (H, W, 3) uint16 16-bit RGB, not {samples.dtype} of shape {samples.shape}")
+    metadata = metadata or {}
+    rgb = ((samples.astype(np.uint32) * 255 + 32767) // 65535).astype(np.uint8)
+    return SourceImage(rgb, 3, metadata.get("icc_profile"), metadata.get("exif"), metadata.get("xmp"), None, samples)
 
 
 def _gray16(image: Image.Image) -> np.ndarray | None:
@@ -249,10 +260,12 @@ def output_format(suffix: str) -> str:
     return fmt
 
 
-def check_format(fmt: str, channels: int) -> None:
+def check_format(fmt: str, channels: int, depth: int = 8) -> None:
     """Refuse an output format that cannot hold the image (before it is decoded)."""
     if fmt == "PGM" and channels != 1:
         raise InputError("PGM holds grayscale only and this image is RGB: write .ppm or .png")
+    if depth == 16 and channels == 3 and fmt not in ("PNG", "TIFF"):
+        raise InputError(f"this image is 16-bit RGB, which {fmt} does not hold here: write .png or .tif")
 
 
 def save_bytes(image: Image.Image, fmt: str) -> bytes:

@@ -94,7 +94,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
 
     device = _metric_device(cfg.device)
     tasks, cached, total = plan(codecs, images, cache, device, cfg.lpips, cfg.dists)
-    todo = sum(len(t.settings) for t in tasks)
+    todo = sum(t.results for t in tasks)
     err.print(f"{len(images)} images x {len(codecs)} codecs: {total} results, {cached} cached, {todo} to compute"
               + (f" with {cfg.jobs} processes x {threads} threads" if todo and cfg.compute else ""))
     errors = []
@@ -105,7 +105,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
             bar = progress.add_task("bench", total=todo)
 
             def on_outcome(outcome, task):
-                progress.update(bar, advance=len(task.settings), description=f"{outcome.codec} {outcome.image}")
+                progress.update(bar, advance=task.results, description=f"{outcome.codec} {outcome.image}")
                 if outcome.error:
                     errors.append(f"{outcome.codec} on {outcome.image}: {outcome.error}")
                     progress.console.print(Text.assemble(("failed: ", "red"), errors[-1]))

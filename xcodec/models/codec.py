@@ -12,9 +12,12 @@ container, so a model knows nothing of files:
   from quality to payloads, for coding a tile at several qualities (the default calls
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
-- ``decompress(payloads, height, width, quality, device) -> Tensor``: (1, 3, H, W) in [0, 1];
-  ``postprocess(x_hat, quality, realism, seed)`` then applies the model's post-filter, if it has
-  one, and for ``realism`` > 0 its perceptual head (``realistic`` models only), whose noise is
+- ``file_version``: the ``.xsc`` format version its files are written in (3, the lowest, unless
+  its coded streams changed at a later version: ``container.STREAMS_VERSION``).
+- ``decompress(payloads, height, width, quality, device, version) -> Tensor``: (1, 3, H, W) in
+  [0, 1], from the streams of a file of format ``version`` (by default the model's own);
+  ``postprocess(x_hat, quality, realisms, seed)`` then applies the model's post-filter, if it has
+  one, and for each realism > 0 its perceptual head (``realistic`` models only), whose noise is
   drawn from ``seed``.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
@@ -35,7 +38,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from abc import ABCMeta, abstractmethod
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
@@ -114,6 +117,7 @@ class Codec(CompressionModel, metaclass=ABCMeta):
 
     stride: ClassVar[int]
     streams_per_tile: ClassVar[int]
+    file_version: ClassVar[int] = 3
     # Names of the tensors that ``export_tensors`` adds to the shipped weights file.
     inference_tensors: ClassVar[tuple[str, ...]] = ()
     # Encoder effort levels 0 .. efforts - 1, and the one used when the caller names none.
@@ -130,8 +134,9 @@ class Codec(CompressionModel, metaclass=ABCMeta):
 
     @abstractmethod
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
-                   device: torch.device) -> Tensor:
-        """Decode the payloads of one ``height`` x ``width`` tile into (1, 3, H, W) in [0, 1]."""
+                   device: torch.device, version: int | None = None) -> Tensor:
+        """Decode the payloads of one ``height`` x ``width`` tile of a file of format ``version``
+        (None: ``file_version``) into (1, 3, H, W) in [0, 1]."""
 
     @classmethod
     def training_stages(cls) -> tuple[Stage, ...]:
@@ -148,13 +153,14 @@ class Codec(CompressionModel, metaclass=ABCMeta):
         """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
         return False
 
-    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
-        """The decoder-side post-filter of one decoded tile (identity for a model without one).
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
+        """The decoder-side post-filter of one decoded tile (identity for a model without one), at each of ``realisms``.
 
-        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. ``realism`` in
-        [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its noise.
+        It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. A realism in
+        [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its
+        noise. The post-filter and the head run once, whatever the number of realisms.
         """
-        return x_hat
+        return [x_hat] * len(realisms)
 
     def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).

@@ -187,7 +187,7 @@ class HyperpriorCodec(Codec):
         return compress
 
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float,
-                   device: torch.device) -> Tensor:
+                   device: torch.device, version: int | None = None) -> Tensor:
         z_data, y_data = payloads
         z_fixed = self.hyper.decode(z_data, height // self.stride, width // self.stride)
         reader = GaussianReader(y_data, scales())

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from ..container import Header, valid_model_name
-from ..defaults import LOSSLESS_MODEL
+from ..defaults import LOSSLESS_MODELS
 from ..errors import FormatError, InputError, ModelError
 from ..files import sha256
 
@@ -63,8 +63,8 @@ class Manifest:
 
 
 def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:
-    """The installed models (not the lossless coder's table, which ``xcodec.lossless.tables`` loads)."""
-    return sorted(p.stem for p in weights_dir.glob("*.json") if p.stem != LOSSLESS_MODEL)
+    """The installed models (not the lossless coder's tables, which ``xcodec.lossless.tables`` loads)."""
+    return sorted(p.stem for p in weights_dir.glob("*.json") if p.stem not in LOSSLESS_MODELS)
 
 
 def read_manifest(name: str, weights_dir: Path = WEIGHTS_DIR) -> Manifest:

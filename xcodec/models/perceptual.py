@@ -17,6 +17,10 @@ channels; residual blocks at 1/2 resolution handle local texture, a path at 1/4 
 (``HybridBlock``: window and pooled global attention, channel attention, mixed FFN) gives each
 position the wider context that decides what texture belongs there, upsampled back and added.
 The last convolution starts at zero: an untrained head leaves the fidelity output unchanged.
+
+``Critic`` is the adversary of its training (stage ``perceptual``), never shipped: a conditional
+PatchGAN that scores each patch of an image as a photo or a decoded one, given the fidelity output
+it was decoded to.
 """
 
 from __future__ import annotations
@@ -84,3 +88,22 @@ class PerceptualHead(nn.Module):
         delta = map_rows(lambda lo, hi: self.tail(features[..., lo:hi, :] + self.up(coarse[..., lo // 2 : (hi + 1) // 2, :])[..., : hi - lo, :fw]),
                          fh, 2, 2)
         return F.pixel_shuffle(delta, 2)[..., :h, :w]
+
+
+class Critic(nn.Module):
+    """(image, fidelity) (N, 3, H, W) each in [0, 1] -> a score per ~34 px patch (N, 1, H/4 - 2, W/4 - 2).
+
+    Spectral norm on every convolution keeps it 1-Lipschitz per layer (Miyato et al. 2018), which
+    is what lets a hinge-loss critic this small train stably against the head."""
+
+    def __init__(self, width: int = 32):
+        super().__init__()
+        norm = nn.utils.parametrizations.spectral_norm
+        channels, strides = (6, width, 2 * width, 4 * width), (2, 2, 1)
+        layers: list[nn.Module] = []
+        for cin, cout, stride in zip(channels, channels[1:], strides):
+            layers += [norm(nn.Conv2d(cin, cout, 4, stride, 1)), nn.LeakyReLU(0.2)]
+        self.net = nn.Sequential(*layers, norm(nn.Conv2d(channels[-1], 1, 4, 1, 1)))
+
+    def forward(self, image: Tensor, fidelity: Tensor) -> Tensor:
+        return self.net(torch.cat([image, fidelity], 1) * 2 - 1)

@@ -15,7 +15,8 @@ A model's ``training_stages()`` lists its stages, the first being the default. A
   the loss settings a user may change (``options``, ``--option NAME=VALUE``).
 
 A loss sees a ``Batch``: the model, the crops, one quality per crop, the run's generator (noise
-drawn from it is restored on ``--resume``) and the options. Crops are pixels; a stage that learns
+drawn from it is restored on ``--resume``), the options, and ``shared``: what an earlier objective
+of the same step computed (a critic scores the generator's output without decoding the crops again). Crops are pixels; a stage that learns
 on decoded crops decodes them inside its loss, under ``torch.no_grad``, with its frozen parts.
 """
 
@@ -43,10 +44,12 @@ class Batch:
     generator: torch.Generator
     options: dict[str, float]
     extras: nn.ModuleDict
+    shared: dict[str, Tensor] = field(default_factory=dict)  # what one objective leaves for the next of the same step
 
 
-# The scalar to minimise, and the numbers the log shows (the stage's ``logged``, first objective only).
-Loss = Callable[[Batch], tuple[Tensor, dict[str, float]]]
+# The scalar to minimise (None: nothing to learn this step, e.g. a critic whose weight is 0), and
+# the numbers the log shows (the stage's ``logged``, first objective only).
+Loss = Callable[[Batch], tuple[Tensor | None, dict[str, float]]]
 # Validation of one quality: the stage's ``measures`` averaged over the images (1, 3, H, W).
 Validate = Callable[["Codec", list[Tensor], float], dict[str, float]]
 

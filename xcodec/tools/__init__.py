@@ -1,5 +1,6 @@
 """Research probes, each a small entry point (``python -m xcodec.tools.NAME --help``).
 
+- ``bits``: where a ``wavelet`` file's bits go (level, channel, band), and what its exact context costs.
 - ``cost``: parameters, multiply-accumulates per pixel and training-step time of an architecture.
 - ``ceiling``: PSNR of a latent model's transforms without quantization, beside its coded PSNR.
 - ``tiling``: the rate-distortion cost of coding images as independent tiles.

@@ -264,6 +264,11 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     for group in optimizer.param_groups:
                         group["lr"] = lr if objective.lr is None else objective.lr
                     loss, numbers = objective.loss(batch)
+                    if i == 0:
+                        for name in totals:
+                            totals[name] += numbers[name]
+                    if loss is None:  # nothing to learn this step
+                        continue
                     optimizer.zero_grad(set_to_none=True)
                     loss.backward()
                     if distributed:
@@ -271,9 +276,6 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
                     if objective.clip is not None:
                         torch.nn.utils.clip_grad_norm_(params, objective.clip)
                     optimizer.step()
-                    if i == 0:
-                        for name in totals:
-                            totals[name] += numbers[name]
 
                 step += 1
                 elapsed += time.monotonic() - t0

@@ -7,7 +7,9 @@ Pipeline (one tile; any size, no padding)::
     decoder: the same in reverse, then an optional post-filter (``postfilter.py``) on the image
 
 Coding order (one walk shared by encoder and decoder, ``ContextModel.walk``): the coarsest low band
-first (2D-difference DPCM, one Laplacian scale per channel sent in the stream), then level by
+first (MED prediction, each residual's Laplacian scale from its decoded neighbours and one mean
+scale per channel sent in the stream; files before version 7: 2D-difference DPCM, one scale per
+channel), then level by
 level from coarse to fine; inside a level channel by channel (Y, Cb, Cr), inside a channel the
 bands HL, LH, HH; each band in two checkerboard passes (anchors, then the rest), each pass decoded
 at once. A coefficient's Laplacian scale comes from a small convolutional network (one per level,
@@ -19,7 +21,7 @@ their output, so the decoder selects the same probabilities as the encoder on an
 
 The files, in the order a reader meets them: ``lifting`` (the transform), ``bands`` (band sizes and
 the coding order), ``rate`` (the scale table and the bits a symbol costs), ``quantise`` (steps and
-roundings), ``context`` (the context model and its walk), ``low`` (the low band's DPCM) and
+roundings), ``context`` (the context model and its walk), ``low`` (the low band's prediction and context) and
 ``codec`` (``WaveletCodec``, which composes them).
 """
 

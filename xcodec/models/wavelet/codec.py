@@ -3,7 +3,8 @@ and the low band composed into one model, with its training forward and its code
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -16,14 +17,26 @@ from ..postfilter import PostFilter
 from ..stages import Stage
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
 from .context import ContextModel, pass_values
-from .lifting import Wavelet2D, level_count, synthesis_norms
-from .low import low_bits, read_low, write_low
-from .quantise import LOW_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
+from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
+from .low import LOW_CONTEXT_VERSION, low_bits, read_flat_low, read_low, write_low
+from .quantise import LOW_VALUE_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
 from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 MAX_TRAINING_BITS = 100.0  # per coefficient, in the training forward's likelihoods
+
+# A part of the stream: (level, channel, orientation), "hl", "lh", "hh" or, at level L, "ll" (the low band).
+Part = tuple[int, int, str]
+
+
+class Coded(NamedTuple):
+    """One tile through the encoder's walk: the stream, each part's code length (``coded_bits``,
+    the low band's scale indices included) and the detail planes' symbols."""
+
+    writer: StreamWriter
+    bits: dict[Part, float]
+    planes: dict[Band, Tensor]
 
 
 class WaveletCodec(Codec):
@@ -31,6 +44,7 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
+    file_version = LOW_CONTEXT_VERSION
     efforts = 2
     default_effort = 1
 
@@ -100,7 +114,7 @@ class WaveletCodec(Codec):
         """Integer low band (N, 3, h, w) and detail planes {band: (N, h, w)} at qualities (N,)."""
         low, planes = self.scale(self.analysis(x), quality)
         planes = {band: dead_zone(ratio, symbol_limit(band[0])) for band, ratio in planes.items()}
-        return torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), planes
+        return torch.round(low).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT), planes
 
     def dequantise(self, low_q: Tensor, planes: dict[Band, Tensor], quality: Tensor) -> Tensor:
         """The decoder's image (N, 3, H, W) in [0, 1] from integer coefficients at qualities (N,)."""
@@ -137,7 +151,7 @@ class WaveletCodec(Codec):
         """Training data for the post-filter: what the decoder reconstructs at effort 1 (``symbols``),
         without entropy coding, for a batch with one quality per crop."""
         low, ratios = self.scale(self.transform(x), quality)
-        return self.dequantise(torch.round(low).clamp(-LOW_LIMIT, LOW_LIMIT), self.symbols(ratios, quality), quality)
+        return self.dequantise(torch.round(low).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT), self.symbols(ratios, quality), quality)
 
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x, self.default_effort)(quality)
@@ -148,28 +162,29 @@ class WaveletCodec(Codec):
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``). The decoder is the same.
         """
-        code = self._coder(x, effort, count_bits=False)
-        return lambda quality: [code(quality)[0].finish()]
+        code = self.coder(x, effort, count_bits=False)
+        return lambda quality: [code(quality).writer.finish()]
 
-    def _coder(self, x: Tensor, effort: int, count_bits: bool) -> Callable[[float], tuple[StreamWriter, float]]:
-        """The encoder's walk: a function from quality to the filled stream writer and the code
-        length (bits, ``coded_bits``) of the symbols it holds under the exact probabilities; without
-        ``count_bits``, of the low band's alone (counting the others costs a third of the walk, and
-        ``compress`` has no use for it)."""
+    def coder(self, x: Tensor, effort: int, count_bits: bool) -> Callable[[float], Coded]:
+        """The encoder's walk: a function from quality to the filled stream writer, the code length
+        (bits, ``coded_bits``) of each band's symbols under the exact probabilities, and the symbols;
+        without ``count_bits``, the code lengths of the low band's alone (counting the others costs
+        a third of the walk, and ``compress`` has no use for it)."""
         with torch.inference_mode():
             coefficients = self.analysis(x)
         height, width = x.shape[-2:]
-        shapes = subband_shapes(height, width, level_count(height, width, self.levels))
+        levels = level_count(height, width, self.levels)
+        shapes = subband_shapes(height, width, levels)
 
         @torch.inference_mode()
-        def code(quality: float) -> tuple[StreamWriter, float]:
+        def code(quality: float) -> Coded:
             low, ratios = self.scale(coefficients, torch.tensor([quality], device=x.device))
             ratios = {band: ratio[0].double().cpu() for band, ratio in ratios.items()}
             writer = StreamWriter()
-            bits = write_low(writer, torch.round(low[0]).clamp(-LOW_LIMIT, LOW_LIMIT).double().cpu())
+            low_q = torch.round(low[0]).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT).double().cpu()
+            bits = {(levels, c, "ll"): b for c, b in enumerate(write_low(writer, low_q))}
 
             def take(band: Band, step: int, index: Tensor) -> Tensor:
-                nonlocal bits
                 ratio, limit = pass_values(ratios[band], step), symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
@@ -179,16 +194,19 @@ class WaveletCodec(Codec):
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
                 writer.laplace(symbols.numpy(), scales, limit)
                 if count_bits:
-                    bits += float(coded_bits(symbols, log_scale, limit).sum())
+                    part = (band[0], band[1], ORIENTATIONS[band[2]])
+                    bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum())
                 return symbols
 
-            self.context.walk(shapes, quality, take)
-            return writer, bits
+            planes = self.context.walk(shapes, quality, take)
+            return Coded(writer, bits, planes)
 
         return code
 
-    def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device) -> Tensor:
-        """Decode one tile's stream into (1, 3, height, width) in [0, 1]."""
+    def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device,
+                   version: int | None = None) -> Tensor:
+        """Decode one tile's stream into (1, 3, height, width) in [0, 1]; a file of a version before
+        ``LOW_CONTEXT_VERSION`` has the low band of one scale per channel."""
         levels = level_count(height, width, self.levels)
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
@@ -196,7 +214,8 @@ class WaveletCodec(Codec):
         def read(band: Band, step: int, index: Tensor) -> Tensor:
             return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float32))
 
-        low_q = read_low(reader, low_shape(height, width, levels))
+        read_band = read_low if (version or self.file_version) >= LOW_CONTEXT_VERSION else read_flat_low
+        low_q = read_band(reader, low_shape(height, width, levels))
         planes = self.context.walk(shapes, quality, read)
         reader.finish()
         return self.dequantise(low_q[None], planes, torch.tensor([quality], device=device))
@@ -205,16 +224,18 @@ class WaveletCodec(Codec):
     def realistic(self) -> bool:
         return self.perceptual is not None and self.postfilter is not None
 
-    def postprocess(self, x_hat: Tensor, quality: float, realism: float = 0.0, seed: int = 0) -> Tensor:
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
+        """The fidelity output ``y`` (the post-filter's), and ``y + R * delta`` for each realism R > 0."""
         if self.postfilter is None:
-            return x_hat
+            return [x_hat] * len(realisms)
         q = torch.tensor([quality], device=x_hat.device)
         with one_thread(x_hat.device):
             fidelity = self.postfilter(x_hat, q).clamp(0, 1)
-            if realism == 0:
-                return fidelity
+            if not any(realisms):
+                return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
-            return (fidelity + realism * self.perceptual(fidelity, q, noise)).clamp(0, 1)
+            delta = self.perceptual(fidelity, q, noise)
+            return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()
@@ -222,8 +243,8 @@ class WaveletCodec(Codec):
     def forward(self, x: Tensor, quality: Tensor) -> dict:
         """Training: the decoder's image of effort 1's symbols (``symbols``, straight-through),
         post-filtered when the model has a post-filter, and the likelihoods of every coefficient:
-        the detail bands under the context model, the low band under its DPCM Laplacian (5-15% of
-        a Kodak file at quality 1)."""
+        the detail bands under the context model, the low band under its context Laplacians (6.8% of
+        a Kodak file at quality 1: docs/training-log.md)."""
         low, ratios = self.scale(self.transform(x), quality)
         low = ste(low, 0.5)
         planes = self.symbols(ratios, quality)
@@ -239,4 +260,4 @@ class WaveletCodec(Codec):
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """Code length (``coded_bits``) of what the default effort codes, under the coder's own
         probabilities (so a file's size checks the ANS coder and the container, not the float networks)."""
-        return self._coder(x, self.default_effort, count_bits=True)(quality)[1]
+        return sum(self.coder(x, self.default_effort, count_bits=True)(quality).bits.values())

@@ -132,13 +132,16 @@ class ExactBandContext:
     Inputs are multiples of 1/16 below 12 and weights are rounded to 1/256, so every partial sum
     is an integer far below 2**24 (``ExactConvNet`` checks it, for inputs up to ``INPUT_BOUND``,
     when it builds each network). The support network reads the inputs of ``channels`` alone
-    (``support_channels``: those that may be other than zero; zeros add nothing to a sum).
+    (``support_channels``: those that may be other than zero; zeros add nothing to a sum). Other
+    ``act_bits`` (and float64 where sums outgrow float32) measure what the fixed point costs
+    (``xcodec.tools.bits``); the coder uses the defaults.
     """
 
-    def __init__(self, net: BandContext, channels: Sequence[int] = range(SUPPORT)):
-        exact = functools.partial(ExactConvNet, weight_bits=WEIGHT_BITS, act_bits=ACT_BITS, dtype=torch.float32,
-                                  input_bound=INPUT_BOUND)
-        self.channels = list(channels)
+    def __init__(self, net: BandContext, channels: Sequence[int] = range(SUPPORT), act_bits: int = ACT_BITS,
+                 dtype: torch.dtype = torch.float32):
+        exact = functools.partial(ExactConvNet, weight_bits=WEIGHT_BITS, act_bits=act_bits, dtype=dtype,
+                                  input_bound=INPUT_BOUND * 2.0 ** (act_bits - ACT_BITS))
+        self.channels, self.act_bits = list(channels), act_bits
         support = nn.Conv2d(len(self.channels), net.support.out_channels, 3, padding=1)
         support.weight.data, support.bias.data = net.support.weight.detach()[:, self.channels], net.support.bias.detach()
         # the anchors' 3x3 at the second pass's positions only: stride 2 over the padded plane
@@ -163,7 +166,7 @@ class ExactBandContext:
         """Scale indices of checkerboard pass ``step`` from its (1, hidden, n) fixed-point features."""
         if features.shape[-1] == 0:
             return torch.zeros(0, dtype=torch.long)
-        return scale_index(self.heads[step](features[..., None])[0, 0, :, 0].double() * 2 ** (SCALE_BITS - ACT_BITS))
+        return scale_index(self.heads[step](features[..., None])[0, 0, :, 0].double() * 2 ** (SCALE_BITS - self.act_bits))
 
 
 class ContextModel(nn.Module):
@@ -175,8 +178,8 @@ class ContextModel(nn.Module):
         self.nets = nn.ModuleDict({band_key(band): BandContext(hidden) for band in coding_order(levels)})
         self.exact: dict[str, ExactBandContext] = {}
 
-    def prepare_inference(self) -> None:
-        self.exact = {band_key(band): ExactBandContext(self.nets[band_key(band)], support_channels(band))
+    def prepare_inference(self, act_bits: int = ACT_BITS, dtype: torch.dtype = torch.float32) -> None:
+        self.exact = {band_key(band): ExactBandContext(self.nets[band_key(band)], support_channels(band), act_bits, dtype)
                       for band in coding_order(self.levels)}
 
     def log_scales(self, planes: dict[Band, Tensor], quality: Tensor) -> dict[Band, Tensor]:
@@ -213,11 +216,12 @@ class ContextModel(nn.Module):
             shape = shapes[band[0]][band[2]]
             net = self.exact[band_key(band)]
             plane, magnitude = torch.zeros(shape), torch.zeros(shape)
-            features = net.support(support_inputs(magnitudes, band, shape, q, net.channels) * FRACTION)
+            unit = 2**net.act_bits  # the fixed point's 1
+            features = net.support(support_inputs(magnitudes, band, shape, q, net.channels) * unit)
             symbols = take(band, 0, net.index(pass_values(features, 0), 0)).float()
             put_pass(plane, 0, symbols)
             put_pass(magnitude, 0, lg(symbols))  # the anchors alone: lg(0) = 0 elsewhere
-            symbols = take(band, 1, net.index(net.second(features, magnitude * FRACTION), 1)).float()
+            symbols = take(band, 1, net.index(net.second(features, magnitude * unit), 1)).float()
             put_pass(plane, 1, symbols)
             put_pass(magnitude, 1, lg(symbols))
             planes[band], magnitudes[band] = plane[None], magnitude[None]

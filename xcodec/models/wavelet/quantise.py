@@ -17,8 +17,12 @@ DEADZONE = 0.3  # encoder rounding at effort 0: q = sign(x) floor(|x| / step + D
 RDO_LAMBDA = 0.15  # effort 1: squared error (in steps) per bit (measured best of 0.08, 0.15, 0.25)
 RECON = 0.1  # initial decoder offset: x = sign(q) (|q| + RECON) step
 # Symbol ranges: the finest level's coefficients stay far inside +-511 at every quality (its steps
-# are the largest), the other levels inside +-4095; the low band's DPCM residuals need more.
+# are the largest), the other levels inside +-4095; the low band's residuals need more. The low
+# band's values stay within +-LOW_VALUE_LIMIT, so that a residual (a value less its prediction,
+# which lies between two of its neighbours) stays in range; a low band of 8-bit pixels stays
+# below about 2,000.
 FINEST_LIMIT, LOW_LIMIT = 511, (1 << 15) - 1
+LOW_VALUE_LIMIT = LOW_LIMIT // 2
 
 
 def step_for(quality: Tensor) -> Tensor:

@@ -11,7 +11,8 @@ each shipped and benchmarked before the next (docs/training.md):
   effort 1's symbols, end to end.
 - ``perceptual``: the codec and its post-filter stay fixed; a perceptual head added to the
   ``--init`` model learns to add detail to the post-filtered crops (LPIPS, with the dB it costs
-  against the fidelity output as a penalty). DISTS is never trained on: it is the held-out judge.
+  against the fidelity output as a penalty, and optionally an adversarial loss from a critic that
+  trains beside it). DISTS is never trained on: it is the held-out judge.
 
 Every loss is a mean over crops of a logarithm (of bits, of MSE, of a rate-distortion cost), so a
 crop at quality 1 weighs as much as one at quality 8: BD-rate counts percentages and decibels, not
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 from ...bench import lpips
 from ...metrics import batch_psnr
+from ..perceptual import Critic
 from ..stages import Batch, Objective, Stage, parts
 from .quantise import RDO_LAMBDA, step_for
 
@@ -80,23 +83,39 @@ def decoded_psnr(model, images: list[Tensor], quality: float) -> dict[str, float
     scores = []
     for x in images:
         x_hat = model.decoded(x, q)
-        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(model.postprocess(x_hat, quality), x))))
+        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(model.postprocess(x_hat, quality)[0], x))))
     decoded, filtered = np.mean(scores, 0)
     return {"psnr_decoded": float(decoded), "psnr": float(filtered)}
 
 
 def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
-    """LPIPS of the perceptual output (fresh noise per crop) plus ``fidelity`` times the dB it
-    loses against the fidelity output, so that colours and structure stay put."""
+    """LPIPS of the perceptual output (fresh noise per crop), plus ``fidelity`` times the dB it
+    loses against the fidelity output (so that colours and structure stay put), plus
+    ``adversarial`` times the critic's hinge loss for the head (-score: the critic should take the
+    output for a photo)."""
     model, x, quality = batch.model, batch.x, batch.quality
     with torch.no_grad():
         fidelity = model.postfilter(model.decoded(x, quality), quality).clamp(0, 1)
     noise = torch.randn(len(x), *model.perceptual.noise_shape(*x.shape[-2:]), generator=batch.generator)
     sharp = (fidelity + model.perceptual(fidelity, quality, noise.to(x.device))).clamp(0, 1)
+    batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
     distance = lpips.load(device=str(x.device))(sharp * 2 - 1, x * 2 - 1)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
-    loss = (distance + batch.options["fidelity"] * lost_db).mean()
-    return loss, {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+    loss = distance + batch.options["fidelity"] * lost_db
+    if batch.options["adversarial"]:
+        loss = loss - batch.options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
+    return loss.mean(), {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+
+
+def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
+    """Hinge loss of the critic: photos above +1, the head's outputs (from ``perceptual_loss`` of the
+    same step) below -1, each given the fidelity output. At ``adversarial`` 0 nobody listens to it,
+    so it does not train."""
+    if not batch.options["adversarial"]:
+        return None, {}
+    critic, fidelity = batch.extras["critic"], batch.shared["fidelity"]
+    loss = F.relu(1 - critic(batch.x, fidelity)).mean() + F.relu(1 + critic(batch.shared["sharp"], fidelity)).mean()
+    return loss, {}
 
 
 def realism_scores(model, images: list[Tensor], quality: float) -> dict[str, float]:
@@ -106,7 +125,7 @@ def realism_scores(model, images: list[Tensor], quality: float) -> dict[str, flo
     scores = []
     for x in images:
         x_hat = model.decoded(x, q)
-        fidelity, sharp = (model.postprocess(x_hat, quality, realism) for realism in (0.0, 1.0))
+        fidelity, sharp = model.postprocess(x_hat, quality, (0.0, 1.0))
         scores.append([float(f(y, x)) for y in (fidelity, sharp) for f in (batch_psnr, lambda a, b: net(a * 2 - 1, b * 2 - 1))])
     return dict(zip(("psnr", "lpips", "psnr_r1", "lpips_r1"), np.mean(scores, 0).tolist()))
 
@@ -149,14 +168,17 @@ JOINT = Stage(
 PERCEPTUAL = Stage(
     name="perceptual",
     summary="a perceptual head added to the --init model learns LPIPS on its post-filtered decoded crops (the codec stays fixed)",
-    objectives=(Objective(parts("perceptual"), perceptual_loss),),
+    objectives=(Objective(parts("perceptual"), perceptual_loss),
+                Objective(parts("extras.critic"), critic_loss, lr=1e-4, clip=None)),
     logged=("lpips", "lost_db"),
     measures=("psnr", "lpips", "psnr_r1", "lpips_r1"),
     validate=realism_scores,
     config={"perceptual": 32},  # its width
     fresh=("perceptual",),
+    extras=lambda: {"critic": Critic()},
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
-    options={"fidelity": 0.025},  # LPIPS units per dB lost against the fidelity output
+    # LPIPS units per dB lost against the fidelity output, and per unit of the critic's score
+    options={"fidelity": 0.005, "adversarial": 0.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
