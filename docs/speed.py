@@ -1,6 +1,6 @@
 """The speed benchmark of docs/results.md: single images idle and beside busy processes, batches, AVIF and JPEG XL.
 
-    PYTHONPATH=. python docs/speed.py ../shared/data/kodak [--baseline CHECKOUT] [--repeat 3] [--batch 24]
+    PYTHONPATH=. python docs/speed.py ../shared/data/kodak [--baseline CHECKOUT] [--repeat 3] [--batch 24] [--large PNG]
 
 - Single image (the folder's first, quality 4, each codec at its defaults): a fresh process per
   codec and condition warms up on a 64x64 crop, then times ``--repeat`` encodes and decodes; the
@@ -11,7 +11,11 @@
 - ``--baseline CHECKOUT``: the same xcodec measurements with another checkout's code (e.g. a
   worktree of the commit before the thread policy), in the same run.
 - Batch: ``xcodec encode`` and ``xcodec decode`` of the folder's first ``--batch`` images with
-  ``-j 1`` and ``-j 2`` (default threads), wall time of the whole command (model loads included).
+  ``-j 1`` (default threads: a single process uses both cores for a decode's post-filter stripes),
+  ``-j 1 --threads 1`` (one core: the fair base of a speed-up) and ``-j 2``, wall time of the whole
+  command (model loads included).
+- ``--large PNG``: ``xcodec encode`` and ``xcodec decode`` of one large photo (e.g. 24 Mpixel) with
+  no flags, wall time of the command and its peak memory (maximum resident set).
 
 Prints a Markdown table and the conditions (cores, load average before the run).
 """
@@ -28,6 +32,8 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+
+from PIL import Image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -80,48 +86,76 @@ def busy(count: int):
 
 
 def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
+    # run in the checkout: ``python -c`` puts the working directory before PYTHONPATH
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    result = subprocess.run([sys.executable, "-c", CHILD, codec, str(image), str(repeat)], env=env,
+    result = subprocess.run([sys.executable, "-c", CHILD, codec, str(image), str(repeat)], env=env, cwd=checkout,
                             capture_output=True, text=True, check=True)
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def batch(command: str, inputs: list[str], out: Path, jobs: int) -> float:
+def cli(*args: str) -> tuple[float, float]:
+    """Wall time (s) and peak memory (MiB, the largest resident set of the command and its workers) of ``xcodec ARGS``."""
     start = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "xcodec.cli", command, *inputs, "-d", str(out), "-j", str(jobs), "--quiet"],
-                   env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
-    return time.perf_counter() - start
+    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(REPO)},
+                               cwd=REPO)
+    _, status, usage = os.wait4(process.pid, 0)
+    if status:
+        raise SystemExit(f"xcodec {' '.join(args)} failed")
+    return time.perf_counter() - start, usage.ru_maxrss / 1024
+
+
+def batch(command: str, inputs: list[str], out: Path, jobs: int, threads: int | None = None) -> float:
+    return cli(command, *inputs, "-d", str(out), "-j", str(jobs), *(["--threads", str(threads)] if threads else []))[0]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folder", type=Path)
     parser.add_argument("--baseline", type=Path, help="another checkout, measured beside this one")
-    parser.add_argument("--repeat", type=int, default=3)
-    parser.add_argument("--batch", type=int, default=24)
+    parser.add_argument("--repeat", type=int, default=3, help="calls per single-image measurement (0: none)")
+    parser.add_argument("--batch", type=int, default=24, help="images in the batches (0: no batches)")
+    parser.add_argument("--large", type=Path, help="a large photo (PNG) coded once with no flags")
     args = parser.parse_args()
-    images = sorted(args.folder.glob("*.png"))
+    images = sorted(args.folder.resolve().glob("*.png"))
+    args.large, args.baseline = (path and path.resolve() for path in (args.large, args.baseline))
     cores = usable_cores()
     print(f"{cores} usable cores, load average {os.getloadavg()[0]:.1f} before the run, image {images[0].name}, "
           f"{args.repeat} calls each (median)\n")
-    print("| codec | condition | encode s | decode s | encode CPU s | decode CPU s | bpp |\n|---|---|---:|---:|---:|---:|---:|")
     runs = [("xcodec", REPO, "xcodec")] + ([("xcodec", args.baseline, "xcodec (baseline)")] if args.baseline else [])
     runs += [("avif", REPO, "AVIF 4:4:4 q60 speed 6"), ("jxl", REPO, "JPEG XL q80 effort 7")]
-    for condition, spinners in (("no added load", 0), (f"+{cores} busy", cores)):
+    if args.repeat:
+        print("| codec | condition | encode s | decode s | encode CPU s | decode CPU s | bpp |\n|---|---|---:|---:|---:|---:|---:|")
+    for condition, spinners in (("no added load", 0), (f"+{cores} busy", cores)) if args.repeat else ():
         for codec, checkout, label in runs:
             with busy(spinners):
                 result = single(codec, images[0], args.repeat, checkout)
             times = " | ".join(f"{statistics.median(result[key]):.2f}" for key in ("encode", "decode", "encode_cpu", "decode_cpu"))
             print(f"| {label} | {condition} | {times} | {result['bpp']:.3f} |", flush=True)
     inputs = [str(p) for p in images[: args.batch]]
-    print(f"\n| batch of {len(inputs)} | -j 1 s | -j 2 s | speed-up |\n|---|---:|---:|---:|")
+    settings = {"-j 1": (1, None), "one core": (1, 1), "-j 2": (2, None)}
+    if inputs:
+        print(f"\n| batch of {len(inputs)} | -j 1 s | -j 1 --threads 1 s | -j 2 s | speed-up over -j 1 | over one core |\n"
+              "|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
-        coded = {jobs: Path(tmp) / f"coded{jobs}" for jobs in (1, 2)}
-        encode = {jobs: batch("encode", inputs, coded[jobs], jobs) for jobs in (1, 2)}
-        print(f"| encode | {encode[1]:.1f} | {encode[2]:.1f} | {encode[1] / encode[2]:.2f}x |", flush=True)
-        files = sorted(str(p) for p in coded[1].iterdir())
-        decode = {jobs: batch("decode", files, Path(tmp) / f"decoded{jobs}", jobs) for jobs in (1, 2)}
-        print(f"| decode | {decode[1]:.1f} | {decode[2]:.1f} | {decode[1] / decode[2]:.2f}x |")
+        coded = {name: Path(tmp) / f"coded{i}" for i, name in enumerate(settings)}
+        files = None
+        for command in ("encode", "decode") if inputs else ():
+            times = {}
+            for i, (name, (jobs, threads)) in enumerate(settings.items()):
+                sources = inputs if command == "encode" else files
+                times[name] = batch(command, sources, coded[name] if command == "encode" else Path(tmp) / f"decoded{i}", jobs, threads)
+            files = sorted(str(p) for p in coded["-j 1"].iterdir())
+            print(f"| {command} | {times['-j 1']:.1f} | {times['one core']:.1f} | {times['-j 2']:.1f} | "
+                  f"{times['-j 1'] / times['-j 2']:.2f}x | {times['one core'] / times['-j 2']:.2f}x |", flush=True)
+        if args.large:
+            with Image.open(args.large) as image:
+                size = f"{image.width}x{image.height}"
+            coded_file, decoded = Path(tmp) / "large.xsc", Path(tmp) / "large.png"
+            encode, encode_mib = cli("encode", str(args.large), "-o", str(coded_file))
+            decode, decode_mib = cli("decode", str(coded_file), "-o", str(decoded))
+            bpp = 8 * coded_file.stat().st_size / (image.width * image.height)
+            print(f"\n| {args.large.name} ({size}), quality 4, no flags | s | peak MiB |\n|---|---:|---:|\n"
+                  f"| encode ({bpp:.3f} bpp) | {encode:.1f} | {encode_mib:.0f} |\n| decode (to PNG) | {decode:.1f} | {decode_mib:.0f} |")
     print(f"\nload average {os.getloadavg()[0]:.1f} after the run")
 
 

@@ -22,6 +22,8 @@ from torch import nn
 from xcodec import api, cores
 from xcodec.errors import InputError
 from xcodec.models import threads, zoo
+from xcodec.models.blocks import ONEDNN_MIN, blocked
+from xcodec.models.perceptual import draw_noise
 
 from tests.conftest import REPO_ROOT, make_photo, png_bytes
 
@@ -75,18 +77,35 @@ def test_map_rows_gives_the_whole_maps_result_for_any_thread_count(height):
     torch.testing.assert_close(striped[0], whole, rtol=0, atol=1e-5)
 
 
-def test_postfilter_stripes_give_the_whole_images_result(monkeypatch):
-    postfilter = zoo.load("wavelet")[0].postfilter
-    if postfilter is None:
-        pytest.skip("the installed wavelet model has no post-filter")
-    x = torch.rand(1, 3, 300, 90, generator=torch.Generator().manual_seed(1))
+@pytest.mark.parametrize("head", ["postfilter", "perceptual"])
+@pytest.mark.parametrize("height,width", [(300, 90), (257, 203)])
+def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width):
+    """The post-filter and the perceptual head, their coarse HybridBlocks included, give the same
+    bits in stripes on any thread count as on the whole map (odd sizes: partial windows, pools, vector tails)."""
+    model = zoo.load("wavelet")[0]
+    if getattr(model, head) is None:
+        pytest.skip(f"the installed wavelet model has no {head}")
+    x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1))
     quality = torch.tensor([4.0])
+    noise = draw_noise(model.perceptual.noise_shape(height, width), 5) if head == "perceptual" else None
     outputs = []
-    for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; 3 stripes of the 150 folded rows
+    for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; stripes of 40 folded rows, 20 coarse
         monkeypatch.setattr(threads, "STRIPE_ROWS", rows)
         with torch.inference_mode(), threads.threads(count):
-            outputs.append(postfilter(x, quality))
+            outputs.append(model.postfilter(x, quality) if noise is None else model.perceptual(x, quality, noise))
     assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+
+
+@pytest.mark.parametrize("height,width", [(35, 45), (8, 197), (96, 130)])
+def test_blocked_convolutions_give_the_dense_result(height, width):
+    """On oneDNN's blocked tensors the same kernels run as torch picks for these maps: the same bits
+    (fails if a torch version stops using oneDNN above ``ONEDNN_MIN``)."""
+    assert 13 * 35 * 45 < ONEDNN_MIN < 13 * 8 * 197  # just below and just above; then a larger map
+    torch.manual_seed(4)
+    chain = nn.Sequential(nn.Conv2d(13, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 13, 3, padding=1))
+    x = torch.randn(1, 13, height, width)
+    with torch.inference_mode(), threads.threads(1):
+        assert torch.equal(blocked(lambda t: t + chain(t), x), x + chain(x))
 
 
 def test_files_and_pixels_do_not_depend_on_the_thread_count(torch_threads):

@@ -17,11 +17,12 @@ from xcodec import api
 from xcodec.entropy import SYMBOL_LIMIT, StreamReader, StreamWriter
 from xcodec.errors import FormatError, InputError
 from xcodec.models import zoo
+from xcodec.models.codec import checkerboard
 from xcodec.models.exact import ExactConvNet
 from xcodec.models.postfilter import PostFilter
 from xcodec.models.wavelet import WaveletCodec
 from xcodec.models.wavelet.context import (
-    ACT_BITS, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, lg, passes,
+    ACT_BITS, INPUT_BOUND, MAGNITUDE_CAP, SUPPORT, WEIGHT_BITS, BandContext, ExactBandContext, lg, pass_values, put_pass,
 )
 from xcodec.models.wavelet.lifting import Wavelet2D, level_count
 from xcodec.models.wavelet.low import low_bits, read_low, write_low
@@ -179,15 +180,41 @@ def test_shipped_model_round_trips_through_the_api(tile):
     assert 10 * np.log10(255**2 / np.mean(error**2)) > 30
 
 
+@pytest.mark.parametrize("shape", ODD_SIZES + [(2, 2), (6, 4)])
+def test_pass_values_are_the_checkerboard_passes_in_raster_order(shape):
+    x = torch.arange(float(shape[0] * shape[1])).view(shape)
+    anchors = checkerboard(*shape)
+    for step, mask in enumerate((anchors, ~anchors)):
+        assert torch.equal(pass_values(x[None], step)[0], x[mask])  # a mask takes them in raster order
+        plane = torch.full(shape, -1.0)
+        put_pass(plane, step, x[mask])
+        assert torch.equal(plane[mask], x[mask]) and bool((plane[~mask] == -1).all())
+
+
+@pytest.mark.parametrize("shape", ODD_SIZES + [(6, 4)])
+def test_second_pass_features_are_the_whole_maps_at_its_positions(shape):
+    """The anchors' 3x3 evaluated at the second pass's positions alone gives the whole map's values there."""
+    torch.manual_seed(3)
+    net = BandContext(12)
+    exact = ExactBandContext(net)
+    whole_anchors = ExactConvNet(net.anchors, WEIGHT_BITS, ACT_BITS, torch.float32)
+    features = torch.randint(-300, 300, (1, 12, *shape)).float()
+    anchors = lg(torch.randint(-50, 50, shape) * checkerboard(*shape)) * 2**ACT_BITS
+    expected = pass_values(features + whole_anchors(anchors[None, None]), 1)
+    assert torch.equal(exact.second(features, anchors), expected)
+
+
 @shipped
 def test_shipped_networks_stay_in_the_exact_range():
-    """The largest context inputs (capped magnitudes, quality 8) pass every layer's bound check."""
+    """Every layer's sums are exact for the largest context inputs (capped magnitudes, quality 8),
+    checked when the networks are built: the walk checks nothing."""
     model, _ = zoo.load("wavelet")
-    worst = torch.full((1, SUPPORT, 3, 3), float(lg(torch.tensor(MAGNITUDE_CAP))) * 2**ACT_BITS)
     for net in model.context.exact.values():
-        features = net.support(worst) + net.anchors(worst[:, :1])
-        for step, (_, order) in enumerate(passes(3, 3)):
-            net.index(features, step, order)
+        assert all(layer.static for layer in (net.support, net.anchors, *net.heads))
+        worst = torch.full((1, len(net.channels), 3, 3), INPUT_BOUND)
+        features = net.support(worst)
+        net.index(pass_values(features, 0), 0)
+        net.index(net.second(features, torch.full((3, 3), INPUT_BOUND)), 1)
 
 
 @shipped

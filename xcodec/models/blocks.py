@@ -11,9 +11,17 @@
 - ``CrossScaleAttention``: positions of one resolution attend to the aligned region of another
   resolution (coarse windows to the fine features they summarise, or fine windows to their coarse
   context), linking global context and detail.
+
+``HybridBlock`` and its parts take a ``rows`` function (``Rows``) that computes a map from its
+rows: ``whole`` at once (training, the encoder), ``threads.map_rows`` in stripes on several threads
+(the decoder's post-filter and perceptual head). The global steps (the pooled keys and values, the
+channel attention's C x C maps, the FFN's mean) run on the whole map, everything per position or
+per window in stripes, with the same kernels on the same rows: the result is the same bits.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
@@ -27,9 +35,36 @@ class LayerNorm2d(nn.LayerNorm):
         return super().forward(x.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)
 
 
+# (fn, height, halo, align) -> the map of ``height`` rows that ``fn(top, bottom)`` computes by rows
+# (dim -2), exact at rows more than ``halo`` from a cut, cuts at multiples of ``align``.
+Rows = Callable[[Callable[[int, int], Tensor], int, int, int], Tensor]
+
+
+def whole(fn: Callable[[int, int], Tensor], height: int, halo: int = 0, align: int = 1) -> Tensor:
+    """The ``Rows`` that computes a map at once: ``fn(0, height)``."""
+    return fn(0, height)
+
+
+ONEDNN_MIN = 20480  # torch convolves a batch-1 float32 CPU map of more values than this with oneDNN
+
+
+def blocked(fn: Callable[[Tensor], Tensor], x: Tensor) -> Tensor:
+    """``fn(x)`` for a chain of convolutions (not 1x1), ReLUs and sums whose smallest input is
+    ``x``: in inference on the CPU, on oneDNN's blocked tensors whenever torch would run each of
+    those convolutions with oneDNN anyway. The same kernels give the same bits, without the
+    reorders to and from NCHW around every call (a third of the post-filter's fine path).
+    """
+    if (x.device.type == "cpu" and x.dtype == torch.float32 and not torch.is_grad_enabled()
+            and torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled
+            and (len(x) > 1 or x.numel() > ONEDNN_MIN)):
+        return fn(x.to_mkldnn()).to_dense()
+    return fn(x)
+
+
 def pad_to(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
-    """Pad the bottom and right of an NCHW map to multiples of ``multiple``."""
-    return F.pad(x, (0, -x.shape[3] % multiple, 0, -x.shape[2] % multiple), mode=mode)
+    """Pad the bottom and right of an NCHW map to multiples of ``multiple`` (``x`` itself if they are)."""
+    bottom, right = -x.shape[2] % multiple, -x.shape[3] % multiple
+    return F.pad(x, (0, right, 0, bottom), mode=mode) if bottom or right else x
 
 
 def windows(x: Tensor, size: int, heads: int) -> Tensor:
@@ -71,9 +106,8 @@ class HybridAttention(nn.Module):
             self.coarse_kv = nn.Conv2d(dim, 2 * self.coarse_dim, 1)
         self.proj = nn.Conv2d(dim, dim, 1)
 
-    def _local(self, x: Tensor) -> Tensor:
+    def _local(self, x: Tensor, w: int) -> Tensor:
         B, _, H, W = x.shape
-        w = min(self.window, H, W)
         offset = w // 2 if self.shift else 0
         xp = pad_to(x, w)
         if offset:
@@ -86,17 +120,34 @@ class HybridAttention(nn.Module):
             out = torch.roll(out, (offset, offset), dims=(2, 3))
         return out[:, :, :H, :W]
 
-    def _coarse(self, x: Tensor) -> Tensor:
-        B, _, H, W = x.shape
+    def _pooled(self, x: Tensor) -> tuple[Tensor, Tensor]:
+        """The coarse branch's keys and values, from the pooled whole map."""
+        H, W = x.shape[2:]
         pooled = F.avg_pool2d(x, self.pool, ceil_mode=True) if min(H, W) > self.pool else x
-        q = _heads(self.coarse_q(x), self.coarse_heads)
         k, v = (_heads(t, self.coarse_heads) for t in self.coarse_kv(pooled).chunk(2, dim=1))
+        return k, v
+
+    def _coarse(self, x: Tensor, k: Tensor, v: Tensor) -> Tensor:
+        B, _, H, W = x.shape
+        q = _heads(self.coarse_q(x), self.coarse_heads)
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(2, 3).reshape(B, self.coarse_dim, H, W)
 
-    def forward(self, x: Tensor) -> Tensor:
-        parts = ([self._local(x)] if self.local_dim else []) + ([self._coarse(x)] if self.coarse_dim else [])
-        return self.proj(torch.cat(parts, dim=1))
+    def forward(self, x: Tensor, rows: Rows = whole) -> Tensor:
+        """Each query row attends to its own windows and to all of the pooled map: stripes of whole
+        windows are exact (not with ``shift``, whose windows wrap around)."""
+        H, W = x.shape[2:]
+        w = min(self.window, H, W)
+        if self.shift and rows is not whole:
+            raise ValueError("shifted windows cannot be computed in stripes")
+        kv = self._pooled(x) if self.coarse_dim else ()
+
+        def part(top: int, bottom: int) -> Tensor:
+            stripe = x[..., top:bottom, :]
+            parts = ([self._local(stripe, w)] if self.local_dim else []) + ([self._coarse(stripe, *kv)] if kv else [])
+            return self.proj(torch.cat(parts, dim=1))
+
+        return rows(part, H, 0, w)
 
 
 class ChannelAttention(nn.Module):
@@ -107,11 +158,12 @@ class ChannelAttention(nn.Module):
         self.temperature = nn.Parameter(torch.ones(heads, 1, 1))
         self.proj = nn.Conv2d(dim, dim, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rows: Rows = whole) -> Tensor:
         B, C, H, W = x.shape
-        q, k, v = (t.reshape(B, self.heads, C // self.heads, H * W) for t in self.qkv(x).chunk(3, dim=1))
-        attn = (F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(2, 3)) * self.temperature
-        return self.proj((attn.softmax(dim=-1) @ v).reshape(B, C, H, W))
+        qkv = rows(lambda top, bottom: self.qkv(x[..., top:bottom, :]), H, 0, 1)
+        q, k, v = (t.reshape(B, self.heads, C // self.heads, H * W) for t in qkv.chunk(3, dim=1))
+        attn = ((F.normalize(q, dim=-1) @ F.normalize(k, dim=-1).transpose(2, 3)) * self.temperature).softmax(dim=-1)
+        return rows(lambda top, bottom: self.proj((attn @ v[..., top * W : bottom * W]).reshape(B, C, bottom - top, W)), H, 0, 1)
 
 
 class MixFFN(nn.Module):
@@ -127,13 +179,20 @@ class MixFFN(nn.Module):
             self.gate = nn.Linear(hidden, hidden)
         self.down = nn.Conv2d(hidden, dim, 1)
 
-    def forward(self, x: Tensor) -> Tensor:
-        h = self.up(x)
-        if self.mixed:
-            a, b = h.split([self.dw3.in_channels, self.dw5.in_channels], dim=1)
-            h = torch.cat([self.dw3(a), self.dw5(b)], dim=1)
-            h = h * torch.sigmoid(self.gate(h.mean(dim=(2, 3))))[:, :, None, None]
-        return self.down(F.gelu(h))
+    def forward(self, x: Tensor, rows: Rows = whole) -> Tensor:
+        """The convolutions by ``rows``; the GELU on the whole map (a kernel's vector loop and its
+        scalar tail may differ in the last bit, so its input keeps the whole map's length)."""
+        if not self.mixed:  # an ablation: whole
+            return self.down(F.gelu(self.up(x)))
+        H = x.shape[2]
+
+        def mix(top: int, bottom: int) -> Tensor:
+            a, b = self.up(x[..., top:bottom, :]).split([self.dw3.in_channels, self.dw5.in_channels], dim=1)
+            return torch.cat([self.dw3(a), self.dw5(b)], dim=1)
+
+        h = rows(mix, H, 2, 1)  # exact two rows from a cut: the radius of the 5x5
+        h = F.gelu(h * torch.sigmoid(self.gate(h.mean(dim=(2, 3))))[:, :, None, None])
+        return rows(lambda top, bottom: self.down(h[..., top:bottom, :]), H, 0, 1)
 
 
 class HybridBlock(nn.Module):
@@ -148,11 +207,11 @@ class HybridBlock(nn.Module):
             self.norm2, self.channel_attn = LayerNorm2d(dim), ChannelAttention(dim, heads)
         self.norm3, self.ffn = LayerNorm2d(dim), MixFFN(dim, mixed=mixed_ffn)
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.norm1(x))
+    def forward(self, x: Tensor, rows: Rows = whole) -> Tensor:
+        x = x + self.attn(self.norm1(x), rows)
         if self.channel:
-            x = x + self.channel_attn(self.norm2(x))
-        return x + self.ffn(self.norm3(x))
+            x = x + self.channel_attn(self.norm2(x), rows)
+        return x + self.ffn(self.norm3(x), rows)
 
 
 class CrossScaleAttention(nn.Module):

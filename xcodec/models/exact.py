@@ -11,7 +11,8 @@ is an integer convolution followed by a rounding shift back to ``ACT_BITS``. The
 in float64, where every sum of integers below 2**53 is exact *whatever the order of the additions*,
 so any BLAS, thread count or device gives identical results. Before each layer we check that the
 largest possible partial sum stays below 2**53, so a pathological input fails loudly instead of
-silently rounding.
+silently rounding; a network whose inputs are bounded by construction (``input_bound``) is checked
+once, when it is built, for every input within the bound.
 
 Small networks on small integer inputs can use fewer bits and float32 (exact below 2**24), which
 is an order of magnitude faster on a CPU: ``ExactConvNet(net, weight_bits, act_bits, torch.float32)``.
@@ -39,24 +40,24 @@ def to_fixed(x: Tensor, bits: int) -> Tensor:
     return torch.round(x.double() * 2.0**bits)
 
 
-def _shift_round(acc: Tensor, bits: int) -> Tensor:
-    # Division by a power of two and floor are exact (the sums are integers well inside the
-    # mantissa): round-half-up, bit-exact. In place: ``acc`` is a fresh sum.
-    return acc.mul_(2.0**-bits).add_(0.5).floor_()
-
-
 class ExactConvNet(nn.Module):
     """A chain of (transposed) convolutions and ReLUs, evaluated in fixed point.
 
     Built from a float ``nn.Sequential`` of ``Conv2d``/``ConvTranspose2d``/``ReLU`` layers (a single
     convolution works too); the float weights are rounded once here. Buffers hold the integer
     weights. Input and output are integers in ``dtype`` with ``act_bits`` fractional bits.
+
+    A layer rounds half up, back to ``act_bits``: its sum starts from the bias plus half the last
+    step (``r{i}``), then it is divided by a power of two and floored, all exact. ``input_bound``:
+    the largest |input| the caller ever gives; if every layer's sums stay exact for such inputs,
+    ``forward`` checks nothing (``static``), and ``output_bound`` bounds the output.
     """
 
     def __init__(self, float_net: nn.Module, weight_bits: int = WEIGHT_BITS, act_bits: int = ACT_BITS,
-                 dtype: torch.dtype = torch.float64):
+                 dtype: torch.dtype = torch.float64, input_bound: float | None = None):
         super().__init__()
         self.weight_bits, self.dtype, self.limit = weight_bits, dtype, EXACT_LIMITS[dtype]
+        self.half = 2.0 ** (weight_bits - 1)
         layers = list(float_net) if isinstance(float_net, nn.Sequential) else [float_net]
         self.ops: list[tuple[str, int, int, int]] = []  # (kind, stride, padding, output_padding)
         self.bounds: list[tuple[float, float]] = []  # per layer: max over outputs of sum|w|, and max|bias|
@@ -73,8 +74,25 @@ class ExactConvNet(nn.Module):
             self.register_buffer(f"w{i}", to_fixed(m.weight.detach(), weight_bits).to(dtype))
             self.register_buffer(f"b{i}", to_fixed(bias, weight_bits + act_bits).to(dtype))
             w, b = getattr(self, f"w{i}"), getattr(self, f"b{i}")
+            self.register_buffer(f"r{i}", b + self.half, persistent=False)
             reduce_dims = (0, 2, 3) if kind == "deconv" else (1, 2, 3)
             self.bounds.append((float(w.abs().sum(dim=reduce_dims).max()), float(b.abs().max())))
+        self.output_bound = None if input_bound is None else self._propagate(input_bound)
+        self.static = self.output_bound is not None
+
+    def _fits(self, bound: float, layer: int) -> bool:
+        """Whether every partial sum of conv layer ``layer`` is exact for inputs of |value| <= ``bound``."""
+        weight_sum, bias = self.bounds[layer]
+        return bound * weight_sum + bias + self.half < self.limit
+
+    def _propagate(self, bound: float) -> float | None:
+        """A bound of |output| for inputs of |value| <= ``bound``; None where a layer might not be exact."""
+        for layer in range(len(self.bounds)):
+            if not self._fits(bound, layer):
+                return None
+            weight_sum, bias = self.bounds[layer]
+            bound = (bound * weight_sum + bias + self.half) * 2.0**-self.weight_bits + 1
+        return bound
 
     def forward(self, x_fixed: Tensor) -> Tensor:
         """Map fixed-point input (integers, ``act_bits``) to fixed-point output, both in ``dtype``."""
@@ -82,22 +100,23 @@ class ExactConvNet(nn.Module):
         i = 0
         for kind, stride, pad, out_pad in self.ops:
             if kind == "relu":
-                a = a.clamp_min(0)
+                a = a.clamp_min(0) if a is x_fixed else a.clamp_min_(0)  # in place on a fresh sum
                 continue
-            w, b = getattr(self, f"w{i}").cpu(), getattr(self, f"b{i}").cpu()
-            weight_sum, bias = self.bounds[i]
+            w, r = getattr(self, f"w{i}").cpu(), getattr(self, f"r{i}").cpu()
+            if not self.static:
+                # Worst-case |partial sum| = max|a| * max over outputs of sum|w|, plus the bias.
+                low, high = torch.aminmax(a)
+                if not self._fits(max(-float(low), float(high)), i):
+                    raise ExactError("latent values out of the exact integer range")
             i += 1
-            # Worst-case |partial sum| = max|a| * max over outputs of sum|w|, plus the bias.
-            low, high = torch.aminmax(a)
-            if max(-float(low), float(high)) * weight_sum + bias >= self.limit:
-                raise ExactError("latent values out of the exact integer range")
             if kind == "deconv":
-                acc = F.conv_transpose2d(a, w, b, stride=stride, padding=pad, output_padding=out_pad)
+                acc = F.conv_transpose2d(a, w, r, stride=stride, padding=pad, output_padding=out_pad)
             elif w.shape[-2:] == (1, 1) and len(a) == 1 and stride == 1 and pad == 0:
                 # per position: one matrix product, several times faster than a convolution on a CPU
                 channels, height, width = a.shape[1:]
-                acc = torch.addmm(b[:, None], w[:, :, 0, 0], a[0].reshape(channels, -1)).view(1, -1, height, width)
+                acc = torch.addmm(r[:, None], w[:, :, 0, 0], a[0].reshape(channels, -1)).view(1, -1, height, width)
             else:
-                acc = F.conv2d(a, w, b, stride=stride, padding=pad)
-            a = _shift_round(acc, self.weight_bits)
+                acc = F.conv2d(a, w, r, stride=stride, padding=pad)
+            # exact: a power of two and a floor of integers inside the mantissa (round half up, from ``r``)
+            a = acc.mul_(2.0**-self.weight_bits).floor_()
         return a

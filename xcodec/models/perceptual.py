@@ -26,14 +26,16 @@ it was decoded to.
 from __future__ import annotations
 
 import hashlib
+from functools import partial
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import HybridBlock, pad_to
+from .blocks import HybridBlock, blocked, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
 from .postfilter import ResidualBlock
+from .threads import map_rows
 
 NOISE = 4  # noise channels at 1/2 resolution
 
@@ -69,15 +71,23 @@ class PerceptualHead(nn.Module):
         return NOISE, -(-height // 2), -(-width // 2)
 
     def forward(self, y: Tensor, quality: Tensor, noise: Tensor) -> Tensor:
+        """In stripes (``map_rows``) like the post-filter, the same bits for any thread count; the
+        ``HybridBlock``'s global steps on the whole map."""
         n, _, h, w = y.shape
         folded = F.pixel_unshuffle(pad_to(y, 2, "replicate"), 2)
         level = ((quality.to(y.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
-        features = self.head(torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:]), noise], 1))
-        features = self.fine(features)
-        fh, fw = features.shape[-2:]
-        coarse = self.coarse(self.down(pad_to(features, 2, "replicate")))
-        features = features + self.up(coarse)[..., :fh, :fw]
-        return F.pixel_shuffle(self.tail(features), 2)[..., :h, :w]
+        inputs = torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:]), noise], 1)
+        fh, fw = folded.shape[-2:]
+        radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
+        features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), fh, radius)
+        padded = pad_to(features, 2, "replicate")
+        residual, block = self.coarse
+        coarse = map_rows(lambda lo, hi: residual(self.down(padded[..., 2 * lo : 2 * hi, :])), padded.shape[-2] // 2, 2, 1, scale=2)
+        coarse = block(coarse, partial(map_rows, scale=2))
+        # even cuts, so that a stripe's coarse rows upsample to its own rows; two rows of halo cover the tail's 3x3
+        delta = map_rows(lambda lo, hi: self.tail(features[..., lo:hi, :] + self.up(coarse[..., lo // 2 : (hi + 1) // 2, :])[..., : hi - lo, :fw]),
+                         fh, 2, 2)
+        return F.pixel_shuffle(delta, 2)[..., :h, :w]
 
 
 class Critic(nn.Module):

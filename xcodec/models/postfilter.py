@@ -11,11 +11,13 @@ attention, mixed FFN) gathers wider context that the fine path reads back throug
 
 from __future__ import annotations
 
+from functools import partial
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .blocks import CrossScaleAttention, HybridBlock, pad_to
+from .blocks import CrossScaleAttention, HybridBlock, blocked, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
 from .threads import map_rows
 
@@ -44,8 +46,8 @@ class PostFilter(nn.Module):
         nn.init.zeros_(self.tail.bias)
 
     def forward(self, x: Tensor, quality: Tensor) -> Tensor:
-        """The fine path runs in stripes (``map_rows``), on several threads inside ``threads(n)``,
-        with the same result for any thread count; the coarse path, global, on the whole map."""
+        """Everything runs in stripes (``map_rows``), on several threads inside ``threads(n)``, with
+        the same result for any thread count; the coarse path's global steps on the whole map."""
         n, _, h, w = x.shape
         folded = F.pixel_unshuffle(pad_to(x, 2, "replicate"), 2)
         level = ((quality.to(x.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
@@ -53,8 +55,10 @@ class PostFilter(nn.Module):
         rows, window = folded.shape[-2], self.link.window
         stripe = rows if folded.shape[-1] < window else None  # narrower than a window: whole (its windows shrink)
         radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
-        features = map_rows(lambda lo, hi: self.fine(self.head(inputs[..., lo:hi, :])), rows, radius, window, stripe)
-        coarse = self.coarse(self.down(pad_to(features, 2, "replicate")))
+        features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), rows, radius, window, stripe)
+        padded = pad_to(features, 2, "replicate")
+        coarse = map_rows(lambda lo, hi: self.down(padded[..., 2 * lo : 2 * hi, :]), padded.shape[-2] // 2, 0, 1, scale=2)
+        coarse = self.coarse(coarse, partial(map_rows, scale=2))
         # the link's windows see the aligned coarse rows; one window of halo covers the tail's 3x3
         restored = map_rows(lambda lo, hi: self.tail(self.link(features[..., lo:hi, :], coarse[..., lo // 2 : (hi + 1) // 2, :])),
                             rows, window, window, stripe)

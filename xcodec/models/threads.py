@@ -74,18 +74,20 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
             yield pending.popleft().result()
 
 
-def map_rows(fn: Callable[[int, int], Tensor], height: int, halo: int, align: int = 1, rows: int | None = None) -> Tensor:
+def map_rows(fn: Callable[[int, int], Tensor], height: int, halo: int, align: int = 1, rows: int | None = None,
+             scale: int = 1) -> Tensor:
     """A map of ``height`` rows (dim -2) computed in horizontal stripes by ``map_ordered``.
 
     ``fn(top, bottom)`` computes the output's rows ``top:bottom`` from the inputs' same rows alone
     (each at its own scale), as if they were the whole image; its rows more than ``halo`` away from
     a cut must be exact, which holds for convolutions of receptive radius ``halo`` and for anything
     per position. The cuts are at multiples of ``align`` (windowed attention: its window; make
-    ``halo`` a multiple of it too), placed by ``height`` and ``rows`` (default ``STRIPE_ROWS``) alone, so the result does not
-    depend on the thread count. This is how a decoder-side image-to-image network uses several
-    cores deterministically.
+    ``halo`` a multiple of it too), placed by ``height`` and ``rows`` (default ``STRIPE_ROWS // scale``:
+    a map at 1/``scale`` of the network's resolution gets stripes of as many image rows) alone, so
+    the result does not depend on the thread count. This is how a decoder-side image-to-image
+    network uses several cores deterministically.
     """
-    rows = rows or STRIPE_ROWS
+    rows = rows or STRIPE_ROWS // scale
     count = max(1, height // rows)
     tops = sorted({align * round(i * height / count / align) for i in range(count)})
     bottoms = tops[1:] + [height]

@@ -31,7 +31,7 @@ from ..models import zoo
 from ..models.codec import to_tensor
 from ..models.wavelet.bands import Band
 from ..models.wavelet.codec import Coded, Part, WaveletCodec
-from ..models.wavelet.context import ContextModel, ExactBandContext
+from ..models.wavelet.context import ContextModel, pass_values
 from ..models.wavelet.lifting import level_count
 from ..models.wavelet.bands import subband_shapes
 from ..models.wavelet.quantise import symbol_limit
@@ -50,9 +50,9 @@ def exact_bits(context: ContextModel, coded: Coded, shapes: list, quality: float
     """Code length of the coded detail symbols under ``context``'s exact networks (its walk, replayed)."""
     total = 0.0
 
-    def replay(band: Band, positions, index) -> torch.Tensor:
+    def replay(band: Band, step: int, index: torch.Tensor) -> torch.Tensor:
         nonlocal total
-        symbols = coded.planes[band].reshape(-1)[positions]
+        symbols = pass_values(coded.planes[band][0], step)
         total += float(coded_bits(symbols, torch.from_numpy(np.log(SCALES[index.numpy()])), symbol_limit(band[0])).sum())
         return symbols
 
@@ -63,7 +63,7 @@ def exact_bits(context: ContextModel, coded: Coded, shapes: list, quality: float
 def with_act_bits(context: ContextModel, act_bits: int) -> ContextModel:
     """A copy of ``context`` whose exact networks keep ``act_bits`` fractional bits (in float64)."""
     variant = copy.copy(context)
-    variant.exact = {key: ExactBandContext(net, act_bits, torch.float64) for key, net in context.nets.items()}
+    variant.prepare_inference(act_bits, torch.float64)
     return variant
 
 
@@ -76,7 +76,7 @@ def measure(model: WaveletCodec, name: str, paths: list[Path], qualities: list[f
         x = to_tensor(np.asarray(image))
         height, width = x.shape[-2:]
         shapes = subband_shapes(height, width, level_count(height, width, model.levels))
-        code = model.coder(x, model.default_effort)
+        code = model.coder(x, model.default_effort, count_bits=True)
         for q in qualities:
             t = totals[q]
             t["file"] += 8 * len(api.encode(image, quality=q, model=name, device="cpu", strip=True))

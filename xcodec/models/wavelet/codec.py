@@ -16,7 +16,7 @@ from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
 from ..stages import Stage
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
-from .context import ContextModel
+from .context import ContextModel, pass_values
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
 from .low import LOW_CONTEXT_VERSION, low_bits, read_flat_low, read_low, write_low
 from .quantise import LOW_VALUE_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
@@ -162,12 +162,14 @@ class WaveletCodec(Codec):
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``). The decoder is the same.
         """
-        code = self.coder(x, effort)
+        code = self.coder(x, effort, count_bits=False)
         return lambda quality: [code(quality).writer.finish()]
 
-    def coder(self, x: Tensor, effort: int) -> Callable[[float], Coded]:
+    def coder(self, x: Tensor, effort: int, count_bits: bool) -> Callable[[float], Coded]:
         """The encoder's walk: a function from quality to the filled stream writer, the code length
-        (bits, ``coded_bits``) of each band's symbols under the exact probabilities, and the symbols."""
+        (bits, ``coded_bits``) of each band's symbols under the exact probabilities, and the symbols;
+        without ``count_bits``, the code lengths of the low band's alone (counting the others costs
+        a third of the walk, and ``compress`` has no use for it)."""
         with torch.inference_mode():
             coefficients = self.analysis(x)
         height, width = x.shape[-2:]
@@ -182,8 +184,8 @@ class WaveletCodec(Codec):
             low_q = torch.round(low[0]).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT).double().cpu()
             bits = {(levels, c, "ll"): b for c, b in enumerate(write_low(writer, low_q))}
 
-            def take(band: Band, positions: Tensor, index: Tensor) -> Tensor:
-                ratio, limit = ratios[band].reshape(-1)[positions], symbol_limit(band[0])
+            def take(band: Band, step: int, index: Tensor) -> Tensor:
+                ratio, limit = pass_values(ratios[band], step), symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
                 if effort == 0:
@@ -191,8 +193,9 @@ class WaveletCodec(Codec):
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
                 writer.laplace(symbols.numpy(), scales, limit)
-                part = (band[0], band[1], ORIENTATIONS[band[2]])
-                bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum())
+                if count_bits:
+                    part = (band[0], band[1], ORIENTATIONS[band[2]])
+                    bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum())
                 return symbols
 
             planes = self.context.walk(shapes, quality, take)
@@ -208,8 +211,8 @@ class WaveletCodec(Codec):
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
 
-        def read(band: Band, positions: Tensor, index: Tensor) -> Tensor:
-            return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float64))
+        def read(band: Band, step: int, index: Tensor) -> Tensor:
+            return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float32))
 
         read_band = read_low if (version or self.file_version) >= LOW_CONTEXT_VERSION else read_flat_low
         low_q = read_band(reader, low_shape(height, width, levels))
@@ -257,4 +260,4 @@ class WaveletCodec(Codec):
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """Code length (``coded_bits``) of what the default effort codes, under the coder's own
         probabilities (so a file's size checks the ANS coder and the container, not the float networks)."""
-        return sum(self.coder(x, self.default_effort)(quality).bits.values())
+        return sum(self.coder(x, self.default_effort, count_bits=True)(quality).bits.values())
