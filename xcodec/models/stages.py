@@ -16,8 +16,9 @@ A model's ``training_stages()`` lists its stages, the first being the default. A
 
 A loss sees a ``Batch``: the model, the crops, one quality per crop, the run's generator (noise
 drawn from it is restored on ``--resume``), the options, and ``shared``: what an earlier objective
-of the same step computed (a critic scores the generator's output without decoding the crops again). Crops are pixels; a stage that learns
-on decoded crops decodes them inside its loss, under ``torch.no_grad``, with its frozen parts.
+of the same step computed (a critic scores the generator's output without decoding the crops
+again). Crops are pixels; a stage that learns on decoded crops decodes them inside its loss, under
+``torch.no_grad``, with its frozen parts.
 """
 
 from __future__ import annotations
