@@ -127,6 +127,18 @@ def test_thread_count_below_one_is_refused(photo):
 # --- batches in worker processes ---------------------------------------------------------------------
 
 
+def test_the_default_model_codes_without_importing_compressai():
+    """Every command and batch worker imports the API and its model: CompressAI alone costs about
+    3 CPU s there, so only the models built on it import it, when first used."""
+    code = ("import sys; from PIL import Image; from xcodec import api; from xcodec.models import zoo; "
+            "api.decode(api.encode(Image.new('RGB', (16, 16)), threads=1), threads=1); "
+            "assert 'compressai' not in sys.modules, 'imported for the default model'; "
+            "zoo.ARCHITECTURES['hyperprior']; assert 'compressai' in sys.modules")
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO_ROOT, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+
+
 def stderr_lines(result) -> list[str]:
     return result.stderr.decode().strip().splitlines()
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 import numpy as np
 import torch
 from compressai.entropy_models import EntropyBottleneck, GaussianConditional
+from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from ..entropy import GaussianReader, decode_categorical, encode_categorical, encode_gaussian
@@ -127,8 +128,9 @@ class Hyperprior(nn.Module):
         self.z_pmf = z_pmf.double()
 
 
-class HyperpriorCodec(Codec):
-    """A latent *y* at 1/16 of the tile, coded with Gaussians conditioned on a ``Hyperprior``."""
+class HyperpriorCodec(CompressionModel, Codec):
+    """A latent *y* at 1/16 of the tile, coded with Gaussians conditioned on a ``Hyperprior``
+    (CompressAI's ``CompressionModel``: the entropy bottleneck's auxiliary loss and buffers)."""
 
     stride = 64
     streams_per_tile = 2  # z, then y

@@ -15,7 +15,9 @@ file made with the model decodable.
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import json
+from collections.abc import Iterator, MutableMapping
 from functools import cache
 from pathlib import Path
 
@@ -26,13 +28,39 @@ from ..defaults import DEFAULT_MODEL  # noqa: F401 (torch-free, for the command 
 from ..errors import ModelError
 from ..files import sha256, write_atomic
 from .codec import Codec
-from .hyperprior import GainHyperprior
 from .manifest import SHIPPED_DIR, WEIGHTS_DIR, Layout, Manifest, available, read_manifest, verified_path  # noqa: F401 (re-exported)
-from .transformer import CrossScaleTransformer
-from .wavelet import WaveletCodec
 
-ARCHITECTURES: dict[str, type[Codec]] = {"hyperprior": GainHyperprior, "transformer": CrossScaleTransformer,
-                                         "wavelet": WaveletCodec}
+
+class Architectures(MutableMapping[str, type[Codec]]):
+    """Architectures by name, each imported when first looked up: the CNN and the transformer
+    import CompressAI, which costs about 3 CPU s (it imports its point-cloud datasets, SciPy and
+    torch_geometric), and the default ``wavelet`` model has no use for it."""
+
+    def __init__(self, paths: dict[str, str]):
+        self._items: dict[str, str | type[Codec]] = dict(paths)  # "module:class" until imported
+
+    def __getitem__(self, name: str) -> type[Codec]:
+        item = self._items[name]
+        if isinstance(item, str):
+            module, cls = item.split(":")
+            item = self._items[name] = getattr(importlib.import_module(module, __package__), cls)
+        return item
+
+    def __setitem__(self, name: str, codec: type[Codec]) -> None:
+        self._items[name] = codec
+
+    def __delitem__(self, name: str) -> None:
+        del self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+ARCHITECTURES = Architectures({"hyperprior": ".hyperprior:GainHyperprior", "transformer": ".transformer:CrossScaleTransformer",
+                               "wavelet": ".wavelet:WaveletCodec"})
 
 
 def build(arch: str, config: dict) -> Codec:
