@@ -15,7 +15,7 @@
   ``-j 1 --threads 1`` (one core: the fair base of a speed-up) and ``-j 2``, wall time of the whole
   command (model loads included).
 - ``--large PNG``: ``xcodec encode`` and ``xcodec decode`` of one large photo (e.g. 24 Mpixel) with
-  no flags, wall time of the command and its peak memory (maximum resident set).
+  no flags, wall and CPU time of the command and its peak memory (maximum resident set).
 
 Prints a Markdown table and the conditions (cores, load average before the run).
 """
@@ -93,15 +93,17 @@ def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def cli(*args: str) -> tuple[float, float]:
-    """Wall time (s) and peak memory (MiB, the largest resident set of the command and its workers) of ``xcodec ARGS``."""
+def cli(*args: str) -> tuple[float, float, float]:
+    """Wall time (s), CPU time (s: all the command's threads; not its batch workers, which are the
+    forkserver's children) and peak memory (MiB, the largest resident set of the command and its
+    workers) of ``xcodec ARGS``."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(REPO)},
                                cwd=REPO)
     _, status, usage = os.wait4(process.pid, 0)
     if status:
         raise SystemExit(f"xcodec {' '.join(args)} failed")
-    return time.perf_counter() - start, usage.ru_maxrss / 1024
+    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
 def batch(command: str, inputs: list[str], out: Path, jobs: int, threads: int | None = None) -> float:
@@ -151,11 +153,12 @@ def main() -> None:
             with Image.open(args.large) as image:
                 size = f"{image.width}x{image.height}"
             coded_file, decoded = Path(tmp) / "large.xsc", Path(tmp) / "large.png"
-            encode, encode_mib = cli("encode", str(args.large), "-o", str(coded_file))
-            decode, decode_mib = cli("decode", str(coded_file), "-o", str(decoded))
+            encode = cli("encode", str(args.large), "-o", str(coded_file))
+            decode = cli("decode", str(coded_file), "-o", str(decoded))
             bpp = 8 * coded_file.stat().st_size / (image.width * image.height)
-            print(f"\n| {args.large.name} ({size}), quality 4, no flags | s | peak MiB |\n|---|---:|---:|\n"
-                  f"| encode ({bpp:.3f} bpp) | {encode:.1f} | {encode_mib:.0f} |\n| decode (to PNG) | {decode:.1f} | {decode_mib:.0f} |")
+            print(f"\n| {args.large.name} ({size}), quality 4, no flags | s | CPU s | peak MiB |\n|---|---:|---:|---:|\n"
+                  f"| encode ({bpp:.3f} bpp) | {encode[0]:.1f} | {encode[1]:.1f} | {encode[2]:.0f} |\n"
+                  f"| decode (to PNG) | {decode[0]:.1f} | {decode[1]:.1f} | {decode[2]:.0f} |")
     print(f"\nload average {os.getloadavg()[0]:.1f} after the run")
 
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
+import warnings
 from collections.abc import Iterator, MutableMapping
 from functools import cache
 from pathlib import Path
@@ -27,6 +28,7 @@ from safetensors.torch import load_file, save
 from ..defaults import DEFAULT_MODEL  # noqa: F401 (torch-free, for the command line; re-exported)
 from ..errors import ModelError
 from ..files import sha256, write_atomic
+from . import DEPENDENCY_NOISE
 from .codec import Codec
 from .manifest import SHIPPED_DIR, WEIGHTS_DIR, Layout, Manifest, available, read_manifest, verified_path  # noqa: F401 (re-exported)
 
@@ -43,7 +45,9 @@ class Architectures(MutableMapping[str, type[Codec]]):
         item = self._items[name]
         if isinstance(item, str):
             module, cls = item.split(":")
-            item = self._items[name] = getattr(importlib.import_module(module, __package__), cls)
+            with warnings.catch_warnings():  # also where the caller's filters were reset (a test)
+                warnings.filterwarnings("ignore", message=DEPENDENCY_NOISE)
+                item = self._items[name] = getattr(importlib.import_module(module, __package__), cls)
         return item
 
     def __setitem__(self, name: str, codec: type[Codec]) -> None:
