@@ -7,7 +7,8 @@
   median is shown, in seconds of wall time and of CPU time (all the process's threads: the work
   done, which other programs' load changes little). "busy": one ``while True: pass`` process per
   usable core runs meanwhile ("+N busy"); the machine's other load is whatever it was (the load
-  average before and after the run is printed).
+  average before and after the run is printed). Then ``xcodec encode`` and ``xcodec decode`` of
+  that one file as whole commands, start-up (imports, model load) included.
 - ``--baseline CHECKOUT``: the same xcodec measurements with another checkout's code (e.g. a
   worktree of the commit before the thread policy), in the same run.
 - Batch: ``xcodec encode`` and ``xcodec decode`` of the folder's first ``--batch`` images with
@@ -93,13 +94,13 @@ def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def cli(*args: str) -> tuple[float, float, float]:
+def cli(*args: str, checkout: Path = REPO) -> tuple[float, float, float]:
     """Wall time (s), CPU time (s: all the command's threads; not its batch workers, which are the
     forkserver's children) and peak memory (MiB, the largest resident set of the command and its
     workers) of ``xcodec ARGS``."""
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(REPO)},
-                               cwd=REPO)
+    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(checkout)},
+                               cwd=checkout)
     _, status, usage = os.wait4(process.pid, 0)
     if status:
         raise SystemExit(f"xcodec {' '.join(args)} failed")
@@ -133,6 +134,16 @@ def main() -> None:
                 result = single(codec, images[0], args.repeat, checkout)
             times = " | ".join(f"{statistics.median(result[key]):.2f}" for key in ("encode", "decode", "encode_cpu", "decode_cpu"))
             print(f"| {label} | {condition} | {times} | {result['bpp']:.3f} |", flush=True)
+    if args.repeat:
+        print("\n| one file, whole command (start-up and model load included) | encode s | decode s | encode CPU s | decode CPU s |\n"
+              "|---|---:|---:|---:|---:|")
+    for codec, checkout, label in runs if args.repeat else ():
+        if codec == "xcodec":
+            with tempfile.TemporaryDirectory() as tmp:
+                coded = f"{tmp}/{images[0].stem}.xsc"
+                encode = cli("encode", str(images[0]), "-o", coded, checkout=checkout)
+                decode = cli("decode", coded, "-o", f"{tmp}/{images[0].stem}.png", checkout=checkout)
+            print(f"| {label} | {encode[0]:.2f} | {decode[0]:.2f} | {encode[1]:.2f} | {decode[1]:.2f} |", flush=True)
     inputs = [str(p) for p in images[: args.batch]]
     settings = {"-j 1": (1, None), "one core": (1, 1), "-j 2": (2, None)}
     if inputs:
