@@ -19,6 +19,11 @@ container, so a model knows nothing of files:
   ``postprocess(x_hat, quality, realisms, seed)`` then applies the model's post-filter, if it has
   one, and for each realism > 0 its perceptual head (``realistic`` models only), whose noise is
   drawn from ``seed``.
+- Per-image adaptation (optional): at an effort where ``adapts(effort)``, the API gives
+  ``fit_tile(x, payloads, quality)`` each coded tile, then ``fit(parts, quality)`` the tiles' parts in
+  raster order; the bytes it returns (None: nothing worth sending) become the file's ``adapt``
+  stream, which the decoder reads with ``adaptation(data)`` (``FormatError`` if malformed) before
+  any tile and gives ``postprocess`` of every tile.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
@@ -46,6 +51,8 @@ import torch
 import torch.nn.functional as F
 from compressai.models import CompressionModel
 from torch import Tensor
+
+from ..errors import FormatError
 
 if TYPE_CHECKING:
     from .stages import Stage
@@ -153,14 +160,33 @@ class Codec(CompressionModel, metaclass=ABCMeta):
         """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
         return False
 
-    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
+                    adaptation: object | None = None) -> list[Tensor]:
         """The decoder-side post-filter of one decoded tile (identity for a model without one), at each of ``realisms``.
 
         It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. A realism in
         [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its
         noise. The post-filter and the head run once, whatever the number of realisms.
+        ``adaptation``: the file's adapted parameters (``adaptation``), None for the shipped ones.
         """
         return [x_hat] * len(realisms)
+
+    def adapts(self, effort: int) -> bool:
+        """Whether the encoder fits decoder parameters to each image at ``effort`` (module docstring)."""
+        return False
+
+    def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> object:
+        """What ``fit`` needs of one tile: its original (1, 3, H, W) and its coded ``payloads``."""
+        raise NotImplementedError
+
+    def fit(self, parts: list, quality: float) -> bytes | None:
+        """The ``adapt`` stream of an image from its tiles' ``fit_tile`` parts, or None."""
+        raise NotImplementedError
+
+    def adaptation(self, data: bytes) -> object:
+        """The parameters of an ``adapt`` stream for ``postprocess``; ``FormatError`` for one this
+        model cannot use."""
+        raise FormatError("invalid .xsc file (an adapt stream for a model that adapts nothing)")
 
     def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
