@@ -123,3 +123,16 @@ def test_a_corrupted_adapt_stream_is_refused_before_any_tile():
     bad = replace(bitstream, streams=bitstream.streams[:-1] + [(kind, stream[:-4])])
     with pytest.raises(FormatError):
         api.decode(container.pack(bad), device="cpu")
+
+
+@shipped
+def test_bench_names_each_effort_apart_and_the_default_as_before():
+    """`bench --effort 1,2`: the default effort keeps the curve (and cache) of a run without the
+    option; effort 2 is another curve, another encoder and another version in the cache key."""
+    from xcodec.bench.codecs import build_codecs
+
+    codecs, _ = build_codecs(["xcodec"], ["wavelet"], efforts=(1, 2))
+    (plain, *_), _ = build_codecs(["xcodec"], ["wavelet"])
+    assert [c.name for c in codecs] == ["xcodec-wavelet", "xcodec-wavelet-e2"]
+    assert (codecs[0].encoder(), codecs[0].version()) == (plain.encoder(), plain.version())
+    assert codecs[1].encoder() != plain.encoder() and codecs[1].version().endswith("effort 2")
