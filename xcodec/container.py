@@ -117,9 +117,9 @@ class Header:
     pad_right: int = 0
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
-    # of the file it was read from; ``pack`` writes the lowest that holds the streams, or
-    # STREAMS_VERSION when the header has it or ADAPT_VERSION (a model whose coded streams need it;
-    # ADAPT_VERSION when the file has an ``adapt`` stream)
+    # of the file it was read from; ``pack`` writes the lowest that holds the streams or, when the
+    # header has STREAMS_VERSION or later (a model whose coded streams need it), STREAMS_VERSION, and
+    # ADAPT_VERSION for a file with an ``adapt`` stream
     version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 

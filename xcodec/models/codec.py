@@ -19,13 +19,13 @@ container, so a model knows nothing of files:
   ``postprocess(x_hat, quality, realisms, seed)`` then applies the model's post-filter, if it has
   one, and for each realism > 0 its perceptual head (``realistic`` models only), whose noise is
   drawn from ``seed``.
+  It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
+  (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - Per-image adaptation (optional): at an effort where ``adapts(effort)``, the API gives
   ``fit_tile(x, payloads, quality)`` each coded tile, then ``fit(parts, quality)`` the tiles' parts in
   raster order; the bytes it returns (None: nothing worth sending) become the file's ``adapt``
   stream, which the decoder reads with ``adaptation(data)`` (``FormatError`` if malformed) before
   any tile and gives ``postprocess`` of every tile.
-  It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
-  (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
 - ``training_stages()``: how the model learns (``stages.Stage``), run by ``xcodec train``; by
