@@ -39,6 +39,8 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
     "version-2-transformer.xsc": (2, "d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee"),  # quality 4
     # quality 3, the low band of one scale per channel (before version 7)
     "version-3-wavelet.xsc": (3, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
+    # quality 3, effort 1 (xcodec 0.2.0, before version 8's adapt stream): the same pixels
+    "version-7-wavelet.xsc": (7, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
 }
 
 

@@ -195,7 +195,7 @@ def test_header_refusals_need_no_torch(cases, name, tmp_path):
 
 ARGUMENTS = {  # refused once for a whole batch, before torch loads
     "unknown model": (["--model", "nosuchmodel"], "unknown model 'nosuchmodel'"),
-    "effort the model lacks": (["--effort", "2"], "has effort levels 0..1, not 2"),
+    "effort the model lacks": (["--effort", "3"], "has effort levels 0..2, not 3"),
     "no GPU": (["--device", "cuda"], "no CUDA GPU is available"),
 }
 

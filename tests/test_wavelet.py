@@ -243,7 +243,7 @@ def test_rdo_quantisation_trades_error_for_bits():
 def test_cli_encodes_with_wavelet_at_each_effort_and_by_bpp(run_cli, tmp_path):
     make_photo(90, 70, seed=9).save(tmp_path / "photo.png")
     sizes = {}
-    for effort in ("0", "1"):
+    for effort in ("0", "1", "2"):
         enc = run_cli("encode", "photo.png", "-m", "wavelet", "-q", "2.75", "--effort", effort, "-o", f"e{effort}.xsc")
         assert enc.returncode == 0, enc.stderr.decode()
         sizes[effort] = (tmp_path / f"e{effort}.xsc").stat().st_size

@@ -167,7 +167,8 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
     coding at several qualities); without, tiles are cut and analysed per call. Tiles are coded
-    by ``threads`` threads, at most two per thread in flight.
+    by ``threads`` threads, at most two per thread in flight. At an effort where the model
+    ``adapts``, the tiles' ``fit_tile`` parts give the file's ``adapt`` stream (``fit``).
     """
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
@@ -185,11 +186,14 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     count = thread_count(threads)
     boxes = list(header.tile_boxes())
     metadata = _metadata(source, realism)
+    adapting = net.adapts(effort)
+
+    def pixels(box: tuple[int, int, int, int]) -> torch.Tensor:
+        top, left, tile_height, tile_width = box
+        return to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev)
 
     def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
-        top, left, tile_height, tile_width = box
-        pixels = source.rgb[top : top + tile_height, left : left + tile_width]
-        return net.compressor(to_tensor(pixels, stride).to(dev), effort)
+        return net.compressor(pixels(box), effort)
 
     with torch.inference_mode(), thread_budget(count):
         kept = list(map_ordered(analyse, boxes)) if keep else None
@@ -198,19 +202,23 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
         if not MIN_QUALITY <= quality <= MAX_QUALITY:
             raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
         quality = container.quantize_quality(quality)
-        streams = []
+        streams, parts = [], []
 
-        def code(item) -> list[bytes]:
-            return (item if keep else analyse(item))(quality)
+        def code(index: int) -> tuple[list[bytes], object]:
+            payloads = (kept[index] if keep else analyse(boxes[index]))(quality)
+            return payloads, net.fit_tile(pixels(boxes[index]), payloads, quality) if adapting else None
 
         with torch.inference_mode(), thread_budget(count):
-            for done, payloads in enumerate(map_ordered(code, kept if keep else boxes), 1):
+            for done, (payloads, part) in enumerate(map_ordered(code, range(len(boxes))), 1):
                 if len(payloads) != net.streams_per_tile:
                     raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
                 streams += [(StreamKind.CODED, payload) for payload in payloads]
+                parts.append(part)
                 if on_tile:
                     on_tile(done, header.tiles)
-        return container.pack(Bitstream(replace(header, quality=quality), streams + metadata))
+            adapted = net.fit(parts, quality) if adapting else None
+        adaptation = [(StreamKind.ADAPT, adapted)] if adapted else []
+        return container.pack(Bitstream(replace(header, quality=quality), streams + metadata + adaptation))
 
     return encode_at
 
@@ -274,12 +282,15 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
     alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
     rgbs = [np.empty((h.height, h.width, 3), dtype=np.uint8) for _ in realisms]
     net = net.to(dev)
+    adapted = bitstream.stream(StreamKind.ADAPT)
+    adaptation = None if adapted is None else net.adaptation(adapted)  # checked before the tiles, used by the post-filter
 
     def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
         (top, left, tile_height, tile_width), payloads = item
         try:
             x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev, h.version)
-            outputs = net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads)) if postfilter else [x_hat] * len(realisms)
+            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), adaptation) if postfilter
+                       else [x_hat] * len(realisms))
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None
         rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)

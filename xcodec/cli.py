@@ -576,7 +576,7 @@ def encode(
     lossless: Annotated[bool, typer.Option("--lossless", help="Code every sample exactly (8-bit, or 16-bit grayscale kept at 16 bits), with the lossless coder.")] = False,
     max_error: Annotated[Optional[int], typer.Option("--max-error", min=1, max=4, help="Near-lossless: every sample within +-N of the original (checked), with the lossless coder.")] = None,
     model: Annotated[Optional[str], typer.Option("--model", "-m", callback=check_model, help="Model from weights/.")] = None,
-    effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding) or 1 (rate-distortion optimised, its default); other models: 0.")] = None,
+    effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding), 1 (rate-distortion optimised, its default) or 2 (1, and its post-filter fitted to the image, sent in the file; about 1 s more per Kodak image); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
     strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF and XMP metadata (kept by default; the ICC profile is always kept).")] = False,
     realism: Annotated[Optional[float], typer.Option("--realism", callback=check_realism_option, help="Store a suggested realism 0..1 for decoders that are given none (wavelet: 0 fidelity .. 1 perceptual detail). The coded image is the same.")] = None,
@@ -833,6 +833,7 @@ def bench(
     postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="--no-postfilter: decode xcodec files without the post-filter (curves named xcodec-MODEL-unfiltered).")] = True,
     lossless: Annotated[bool, typer.Option("--lossless", help="Lossless benchmark instead: xcodec --lossless and --max-error 1, 2, 4 against PNG, WebP, JPEG XL and JPEG 2000 lossless (bpp, CPU times; --codecs, --limit, --shard and --out apply).")] = False,
     realism: Annotated[Optional[str], typer.Option("--realism", help="Decode xcodec files at these realisms, comma-separated, e.g. 0,0.5,1 (curves named xcodec-MODEL-rR for R > 0; default 0).")] = None,
+    effort: Annotated[Optional[str], typer.Option("--effort", help="xcodec encoder efforts, comma-separated, e.g. 1,2 (curves named xcodec-MODEL-eN, except at the model's default effort: xcodec-MODEL; default: the model's own).")] = None,
     device: DeviceOpt = "auto",
 ) -> None:
     """Rate-distortion benchmark: xcodec models against conventional codecs and published curves."""
@@ -880,6 +881,7 @@ def bench(
             anchor_select=split(anchor_select), anchor_curves=split(anchor_curve), jobs=jobs, threads=threads,
             shard=parse_shard(shard) if shard else None, merge=list(merge or []), compute=compute, limit=limit,
             device=device, lpips=lpips, dists=dists, plots=plots, postfilter=postfilter, realisms=realisms,
+            efforts=tuple(int(e) for e in split(effort)) if effort else (None,),
             command=shlex.join(["xcodec", *sys.argv[1:]]) if sys.argv and "xcodec" in Path(sys.argv[0]).name else "xcodec bench",
         )
     except ValueError as exc:

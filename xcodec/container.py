@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 7. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 8. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -19,6 +19,9 @@ byte after the bit depth, a quality field of 0 and 8 or 16 bits per sample; loss
 Version 7 is version 5 (its layout and stream kinds) for a model whose coded streams changed at
 version 7 (the ``wavelet`` model's low band); the model decodes the streams of older versions as
 they were written, and an encoder writes version 7 when the header asks for it.
+Version 8 is version 7 with an ``adapt`` stream: decoder parameters that the encoder fitted to the
+image (the ``wavelet`` model's post-filter at effort 2), at most ``MAX_ADAPT_BYTES``, whose contents
+the model checks; an encoder writes it only for a file that has one.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -47,7 +50,8 @@ MAGIC = b"\x89XSC"
 VERSION = 3  # the lowest version ``pack`` writes: coded and icc streams only
 EXACT_VERSION = 6  # what it writes for a lossless or near-lossless file
 STREAMS_VERSION = 7  # version 5 whose coded streams follow a model's later stream format
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7)
+ADAPT_VERSION = 8  # version 7 with an ``adapt`` stream
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
 # The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
@@ -65,12 +69,14 @@ MIN_TILE = 64
 # the pixels, not with the bytes, so this bounds the work a file can demand by its size: about twice
 # what the most compressible honest file reaches (a flat image at quality 1; docs/robustness.md).
 MAX_PIXELS_PER_BYTE = 2048
+# The longest ``adapt`` stream: a model's per-image parameters are a few hundred small integers.
+MAX_ADAPT_BYTES = 4096
 QUALITY_STEPS = 256  # quality is stored in 1/256 steps
 MODEL_NAME = re.compile(r"[a-z0-9_-]{1,64}")
 
 _HEAD = struct.Struct("<8sHIIBBHHI")  # weights hash, quality, width, height, channels, depth, pads, tile
 _EXACT_HEAD = struct.Struct("<8sHIIBBBHHI")  # version 6: the same with max error after the depth
-_COUNTS = {2: struct.Struct("<I"), **{v: struct.Struct("<BI") for v in (3, 4, 5, 6, 7)}}  # (streams per tile,) stream count
+_COUNTS = {2: struct.Struct("<I"), **{v: struct.Struct("<BI") for v in (3, 4, 5, 6, 7, 8)}}  # (streams per tile,) stream count
 _ENTRY = struct.Struct("<BI")
 _CRC = struct.Struct("<I")
 
@@ -82,6 +88,7 @@ class StreamKind(IntEnum):
     XMP = 18  # XMP packet, UTF-8 (version 4)
     ALPHA = 19  # the alpha plane, a grayscale 8-bit PNG of the image's size (version 4)
     REALISM = 20  # the suggested realism for the perceptual decoder, u8 percent 0..100 (version 5)
+    ADAPT = 21  # decoder parameters fitted to the image, the model's format (version 8)
 
 
 METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
@@ -89,6 +96,7 @@ _KINDS = {int(kind): kind for kind in StreamKind}
 METADATA[5] = (*METADATA[4], StreamKind.REALISM)
 METADATA[EXACT_VERSION] = METADATA[4]  # a sample-exact file has no realism stream
 METADATA[STREAMS_VERSION] = METADATA[5]
+METADATA[ADAPT_VERSION] = (*METADATA[5], StreamKind.ADAPT)
 
 
 def valid_model_name(name: str) -> bool:
@@ -109,8 +117,9 @@ class Header:
     pad_right: int = 0
     tile: int = 0  # side of the square tiles in pixels; 0: the whole padded image is one tile
     streams_per_tile: int = 1
-    # of the file it was read from; ``pack`` writes the lowest that holds the streams, or
-    # STREAMS_VERSION when the header has it (a model whose coded streams need it)
+    # of the file it was read from; ``pack`` writes the lowest that holds the streams or, when the
+    # header has STREAMS_VERSION or later (a model whose coded streams need it), STREAMS_VERSION, and
+    # ADAPT_VERSION for a file with an ``adapt`` stream
     version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
@@ -167,8 +176,8 @@ def pack(bitstream: Bitstream) -> bytes:
     if len(h.model_hash) != 8:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
-    if h.max_error is None and h.version == STREAMS_VERSION:
-        version = STREAMS_VERSION
+    if h.max_error is None and h.version >= STREAMS_VERSION:
+        version = ADAPT_VERSION if any(kind == StreamKind.ADAPT for kind, _ in bitstream.streams) else STREAMS_VERSION
     elif h.max_error is None:
         version = min(v for v, kinds in METADATA.items() if VERSION <= v < EXACT_VERSION
                       if all(kind == StreamKind.CODED or kind in kinds for kind, _ in bitstream.streams))
@@ -235,7 +244,7 @@ def read_table(data: bytes) -> Table:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 7)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 8)")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])
@@ -275,6 +284,8 @@ def read_table(data: bytes) -> Table:
     _validate_work(header, sum(lengths[: kinds.count(StreamKind.CODED)]))
     table = Table(header, kinds, lengths, body, end)
     realism_hint(table)
+    if not all(0 < size <= MAX_ADAPT_BYTES for size in table.sizes(StreamKind.ADAPT)):
+        raise FormatError(f"invalid .xsc adapt stream (1 to {MAX_ADAPT_BYTES} bytes)")
     return table
 
 

@@ -44,6 +44,7 @@ class BenchConfig:
     plots: bool = True
     postfilter: bool = True  # False: xcodec files decoded without the post-filter
     realisms: tuple[float, ...] = (0.0,)  # xcodec files decoded at each of these realisms
+    efforts: tuple[int | None, ...] = (None,)  # the xcodec encoders' efforts (None: each model's default)
     command: str = "xcodec bench"
 
 
@@ -82,7 +83,7 @@ def benchmark(cfg: BenchConfig, err: Console, out: Console) -> int:
 
     threads = cfg.threads or default_threads(cfg.jobs)
     codecs, skipped = build_codecs(cfg.codecs, cfg.models, cfg.settings, cfg.device, threads, cfg.postfilter,
-                                   cfg.realisms)
+                                   cfg.realisms, cfg.efforts)
     for message in skipped:
         err.print(message, style="yellow", markup=False)
     if not codecs:

@@ -262,15 +262,18 @@ class XcodecCodec(BenchCodec):
     setting_label = "quality"
 
     def __init__(self, model: str | None = None, qualities: tuple[float, ...] | None = None, device: str = "auto",
-                 threads: int = 1, estimate: bool = True, postfilter: bool = True, realism: float = 0.0):
+                 threads: int = 1, estimate: bool = True, postfilter: bool = True, realism: float = 0.0,
+                 effort: int | None = None):
         from ..models import zoo
 
         self.model = model or zoo.DEFAULT_MODEL
         self.settings = tuple(qualities) if qualities else tuple(float(q) for q in range(1, 9))
         self.device, self.threads, self.estimate, self.postfilter = device, threads, estimate, postfilter
-        self.realism = realism
-        self.name = f"xcodec-{self.model}" + ("" if postfilter else "-unfiltered") + (f"-r{realism:g}" if realism else "")
-        self.description = (f"xcodec model {self.model!r} (.xsc files)" + ("" if postfilter else ", decoded without its post-filter")
+        self.realism, self.effort = realism, effort  # effort None: the model's default
+        self.name = (f"xcodec-{self.model}" + ("" if effort is None else f"-e{effort}") + ("" if postfilter else "-unfiltered")
+                     + (f"-r{realism:g}" if realism else ""))
+        self.description = (f"xcodec model {self.model!r} (.xsc files" + ("" if effort is None else f", effort {effort}") + ")"
+                            + ("" if postfilter else ", decoded without its post-filter")
                             + (f", decoded at realism {realism:g}" if realism else ""))
 
     def unavailable(self) -> str | None:
@@ -290,18 +293,22 @@ class XcodecCodec(BenchCodec):
         manifest = zoo.read_manifest(self.model)
         file_version = zoo.ARCHITECTURES[manifest.arch].file_version  # the same weights code differently in another format
         version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}; .xsc version {file_version}"
+        if self.effort is not None:  # another encoder, and another format version at some efforts
+            version += f"; effort {self.effort}"
         if self.realism:  # the decoded pixels depend on the head's weights too
             version += f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
         return version
 
     def encoder(self) -> str:
-        """The realism and the post-filter are the decoder's: one encoder per model, device and estimate."""
-        return f"xcodec {self.model} on {self.device}" + ("" if self.estimate else ", no estimate")
+        """The realism and the post-filter are the decoder's: one encoder per model, effort, device and estimate."""
+        return (f"xcodec {self.model}" + ("" if self.effort is None else f" effort {self.effort}") + f" on {self.device}"
+                + ("" if self.estimate else ", no estimate"))
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api
 
-        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device, threads=self.threads)
+        return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device, threads=self.threads,
+                          effort=self.effort)
 
     def decode(self, data: bytes) -> np.ndarray:
         from .. import api
@@ -352,9 +359,11 @@ def parse_settings(text: str) -> tuple:
 
 def build_codecs(names: list[str], models: list[str] | None = None, settings: dict[str, tuple] | None = None,
                  device: str = "auto", threads: int = 1, postfilter: bool = True,
-                 realisms: tuple[float, ...] = (0.0,)) -> tuple[list[BenchCodec], list[str]]:
-    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``, once per realism
-    in ``realisms``; ``postfilter`` False decodes them without their post-filters).
+                 realisms: tuple[float, ...] = (0.0,), efforts: tuple[int | None, ...] = (None,)
+                 ) -> tuple[list[BenchCodec], list[str]]:
+    """Codecs by name (``xcodec`` expands to every model in weights/, or ``models``, once per effort in
+    ``efforts`` (None or the model's default: the curve without an effort in its name) and realism in
+    ``realisms``; ``postfilter`` False decodes them without their post-filters).
 
     Returns the runnable codecs and one message per codec that was skipped, with the reason.
     """
@@ -370,8 +379,11 @@ def build_codecs(names: list[str], models: list[str] | None = None, settings: di
                 skipped.append(f"xcodec: no models installed in {zoo.WEIGHTS_DIR}")
             for model in chosen:
                 qualities = settings.get(f"xcodec-{model}") or settings.get("xcodec")
-                codecs += [XcodecCodec(model, qualities, device, threads, postfilter=postfilter, realism=realism)
-                           for realism in realisms]
+                layout = zoo.read_manifest(model).layout
+                default = layout.default_effort if layout else None
+                codecs += [XcodecCodec(model, qualities, device, threads, postfilter=postfilter, realism=realism,
+                                       effort=None if effort == default else effort)
+                           for effort in dict.fromkeys(efforts) for realism in realisms]
         elif name in CONVENTIONAL:
             codecs.append(CONVENTIONAL[name](settings.get(name), threads=threads))
         else:

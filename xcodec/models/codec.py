@@ -21,6 +21,11 @@ container, so a model knows nothing of files:
   drawn from ``seed``.
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
+- Per-image adaptation (optional): at an effort where ``adapts(effort)``, the API gives
+  ``fit_tile(x, payloads, quality)`` each coded tile, then ``fit(parts, quality)`` the tiles' parts in
+  raster order; the bytes it returns (None: nothing worth sending) become the file's ``adapt``
+  stream, which the decoder reads with ``adaptation(data)`` (``FormatError`` if malformed) before
+  any tile and gives ``postprocess`` of every tile.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
 - ``training_stages()``: how the model learns (``stages.Stage``), run by ``xcodec train``; by
@@ -45,6 +50,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from ..errors import FormatError
 
 if TYPE_CHECKING:
     from .stages import Stage
@@ -152,14 +159,33 @@ class Codec(nn.Module, metaclass=ABCMeta):
         """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
         return False
 
-    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
+                    adaptation: object | None = None) -> list[Tensor]:
         """The decoder-side post-filter of one decoded tile (identity for a model without one), at each of ``realisms``.
 
         It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. A realism in
         [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its
         noise. The post-filter and the head run once, whatever the number of realisms.
+        ``adaptation``: the file's adapted parameters (``adaptation``), None for the shipped ones.
         """
         return [x_hat] * len(realisms)
+
+    def adapts(self, effort: int) -> bool:
+        """Whether the encoder fits decoder parameters to each image at ``effort`` (module docstring)."""
+        return False
+
+    def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> object:
+        """What ``fit`` needs of one tile: its original (1, 3, H, W) and its coded ``payloads``."""
+        raise NotImplementedError
+
+    def fit(self, parts: list, quality: float) -> bytes | None:
+        """The ``adapt`` stream of an image from its tiles' ``fit_tile`` parts, or None."""
+        raise NotImplementedError
+
+    def adaptation(self, data: bytes) -> object:
+        """The parameters of an ``adapt`` stream for ``postprocess``; ``FormatError`` for one this
+        model cannot use."""
+        raise FormatError("invalid .xsc file (an adapt stream for a model that adapts nothing)")
 
     def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).

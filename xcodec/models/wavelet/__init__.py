@@ -21,7 +21,8 @@ their output, so the decoder selects the same probabilities as the encoder on an
 
 The files, in the order a reader meets them: ``lifting`` (the transform), ``bands`` (band sizes and
 the coding order), ``rate`` (the scale table and the bits a symbol costs), ``quantise`` (steps and
-roundings), ``context`` (the context model and its walk), ``low`` (the low band's prediction and context) and
+roundings), ``context`` (the context model and its walk), ``low`` (the low band's prediction and context),
+``adapt`` (effort 2: the post-filter's last layer fitted to the image, sent in the file) and
 ``codec`` (``WaveletCodec``, which composes them).
 """
 

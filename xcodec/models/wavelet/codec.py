@@ -15,6 +15,7 @@ from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
 from ..stages import Stage
+from . import adapt
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
 from .context import ContextModel, pass_values
 from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
@@ -45,7 +46,7 @@ class WaveletCodec(Codec):
     stride = 1
     streams_per_tile = 1
     file_version = LOW_CONTEXT_VERSION
-    efforts = 2
+    efforts = 3
     default_effort = 1
 
     def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0,
@@ -160,9 +161,10 @@ class WaveletCodec(Codec):
         """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream; the analysis runs once.
 
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
-        optimisation against the context model (``rdo_symbols``). The decoder is the same.
+        optimisation against the context model (``rdo_symbols``); 2 codes as 1, and the API then
+        adapts the post-filter to the image (``adapts``). The decoder is the same.
         """
-        code = self.coder(x, effort, count_bits=False)
+        code = self.coder(x, min(effort, 1), count_bits=False)
         return lambda quality: [code(quality).writer.finish()]
 
     def coder(self, x: Tensor, effort: int, count_bits: bool) -> Callable[[float], Coded]:
@@ -224,18 +226,39 @@ class WaveletCodec(Codec):
     def realistic(self) -> bool:
         return self.perceptual is not None and self.postfilter is not None
 
-    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0) -> list[Tensor]:
-        """The fidelity output ``y`` (the post-filter's), and ``y + R * delta`` for each realism R > 0."""
+    def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
+                    adaptation: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
+        """The fidelity output ``y`` (the post-filter's, with the file's adapted tail when it has one),
+        and ``y + R * delta`` for each realism R > 0."""
         if self.postfilter is None:
             return [x_hat] * len(realisms)
         q = torch.tensor([quality], device=x_hat.device)
         with one_thread(x_hat.device):
-            fidelity = self.postfilter(x_hat, q).clamp(0, 1)
+            fidelity = self.postfilter(x_hat, q, adaptation).clamp(0, 1)
             if not any(realisms):
                 return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
             delta = self.perceptual(fidelity, q, noise)
             return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
+
+    # --- effort 2: the post-filter adapted to the image (``adapt``) ---------------------------------
+
+    def adapts(self, effort: int) -> bool:
+        return effort >= 2 and self.postfilter is not None
+
+    def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> adapt.Normal:
+        """The tile's least-squares problem, on what the decoder reconstructs from ``payloads``."""
+        x_hat = self.decompress(payloads, *x.shape[-2:], quality, x.device)
+        with one_thread(x.device):
+            return adapt.normal(self.postfilter, x, x_hat, torch.tensor([quality], device=x.device))
+
+    def fit(self, parts: list[adapt.Normal], quality: float) -> bytes | None:
+        return adapt.fit(sum(parts[1:], parts[0]), quality)
+
+    def adaptation(self, data: bytes) -> tuple[Tensor, Tensor]:
+        if self.postfilter is None:
+            return super().adaptation(data)
+        return adapt.read(data, self.postfilter)
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()
