@@ -15,7 +15,7 @@ from ..entropy import StreamReader, StreamWriter
 from ..errors import FormatError, InputError
 from .tables import Table
 from .tokens import Histograms
-from .walk import COEF_BITS, COEF_LIMIT, DESIGNS, Batch, Grid, Quantiser, blank, features, reference, segments, walk
+from .walk import COEF_BITS, COEF_LIMIT, DESIGNS, Batch, Grid, Quantiser, blank, features, parity, reference, walk
 
 COEF_BITS_MAX = 16  # the bit length of the largest coefficient magnitude, 2**15
 RIDGE = 1e-3  # per sample, keeps the least-squares fit of a flat tile well posed
@@ -23,14 +23,16 @@ FIT_PIXELS = 4096
 FIT_STRIDE = 3  # the fit sees every third sample (in raster order): as good a fit, a third of the time
 
 
-def differences(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """The walk's sample and ``d`` arrays, filled with a tile's samples (what a lossless walk reconstructs)."""
+def differences(samples: np.ndarray, grid: Grid, depth: int) -> np.ndarray:
+    """The walk's ``d`` array, filled with a tile's samples (what a lossless walk reconstructs)."""
     x, d = blank(grid, depth)
-    for p in range(grid.planes):
+    x, d = x.reshape(-1), d.reshape(-1)
+    earlier, before = (grid.offsets([(0, 0)], -k)[0] for k in (1, 2))
+    for p, (a, b, shift) in enumerate(zip(*grid.rule_arrays())):
         idx = grid.index(p).reshape(-1)
         x[idx] = samples[p].reshape(-1)
-        d[idx] = x[idx] - reference(x, idx, segments(np.full(idx.size, p), grid.planes), grid)
-    return x, d
+        d[idx] = x[idx] - reference(x[idx + earlier], x[idx + before], a, b, shift)
+    return d
 
 
 def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]:
@@ -41,16 +43,18 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     predictor (W + N - NW) and of the fitted one, per sample: a Laplacian's entropy grows with
     the log of its scale.
     """
-    _, d = differences(samples, grid, depth)
+    d = differences(samples, grid, depth)
     size = grid.design.features + 1
+    ys, xs = np.mgrid[: grid.height, : grid.width]
+    parities = parity(ys, xs).reshape(-1)[::FIT_STRIDE]
     coefs = np.zeros((grid.planes, grid.design.classes, size), dtype=np.int64)
     saving = 0.0
     for p in range(grid.planes):
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
         f = features(d, idx, grid)
-        sets = grid.ls_class(f, grid.parity(idx), depth)
+        sets = grid.ls_class(f[:, 0], f[:, 1], f[:, 2], f[:, 3], parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
-        f, target = f[order], d[idx[order]].astype(np.float64)
+        f, target = f[order], d.reshape(-1)[idx[order]].astype(np.float64)
         a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
         fitted = np.empty(idx.size)
@@ -119,12 +123,12 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
     writer.uniform(int(fitted), 2)
     if fitted:
         write_coefs(writer, coefs, grid.design.packed)
-    original, _ = differences(samples, grid, depth)
+    original = samples.reshape(-1)[grid.order()]  # in coding order
 
     histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
 
     def code(batch: Batch) -> np.ndarray:
-        q = quantiser.symbols(original[batch.idx], batch.prediction)
+        q = quantiser.symbols(original[batch.span], batch.prediction)
         if histograms is None:
             writer.laplace(q, batch.scale, quantiser.limit, batch.mean)
             return quantiser.reconstruct(q, batch.prediction)

@@ -48,10 +48,13 @@ import numpy as np
 LAG = 4
 # Neighbours (dy, dx) of the two earlier planes around the pixel (they may lie ahead of it).
 CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1, -1))
-# Samples are stored skewed: pixel (y, x) of a plane at row 2y + x + LEAD, column y + TOP, so that
-# a wavefront is one contiguous run and every neighbour a constant offset (a step's gathers read a
-# few cache lines, not one per sample). Positions that no pixel maps to hold the padding.
-LEAD, TAIL = 7, 3  # rows before the first wavefront and after the last that neighbours reach (NNWW, SE)
+# Samples are stored skewed, in an array of (row, column, slot): pixel (y, x) of plane p at row
+# 2y + x + LAG p + LEAD, column y + TOP, slot p + 2 (slots 0 and 1 are the all-zero planes before
+# the first, the missing earlier planes of the first ones). So one step of the walk is one row, its
+# samples of every plane side by side, and every neighbour, in the plane or in an earlier one, lies
+# at a constant shift: the step reads and writes slices, no gathers. Positions that no pixel maps
+# to hold the padding.
+LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
 TOP, BOTTOM = 3, 1
 FRAC = 8  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
@@ -118,9 +121,21 @@ DESIGNS = {
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of the walk: row ``row`` of the grid, columns ``start`` to ``stop`` of the planes'
+    slots; ``valid`` (columns, planes) marks the samples there, ``order`` their positions in the
+    flattened (columns, planes) block in coding order (by plane, then y)."""
+
+    row: int
+    start: int
+    stop: int
+    valid: np.ndarray
+    order: np.ndarray
+
+
+@dataclass(frozen=True)
 class Grid:
-    """Flat indices of a tile's planes, stacked after two all-zero planes (the missing earlier
-    planes of the first ones), padded and skewed, and the walk's order."""
+    """The layout of a tile's planes in the walk's (row, column, slot) arrays, and the walk's order."""
 
     height: int
     width: int
@@ -128,33 +143,38 @@ class Grid:
     design: Design
 
     @property
-    def row(self) -> int:
-        return self.height + TOP + BOTTOM
+    def fronts(self) -> int:
+        return 2 * self.height + self.width - 2  # wavefronts 2y + x of one plane
 
     @property
-    def plane(self) -> int:
-        return (2 * self.height + self.width - 2 + LEAD + TAIL) * self.row
+    def shape(self) -> tuple[int, int, int]:
+        return self.fronts + (self.planes - 1) * LAG + LEAD, self.height + TOP + BOTTOM, self.planes + 2
 
-    @property
-    def size(self) -> int:
-        return (self.planes + 2) * self.plane
+    def shifts(self, neighbours, plane: int = 0) -> list[tuple[int, int, int]]:
+        """(row, column, slot) shifts of neighbours (dy, dx) in the plane ``-plane`` planes back (0: its own)."""
+        return [(2 * dy + dx + plane * LAG, dy, plane) for dy, dx, *_ in neighbours]
 
     def offsets(self, neighbours, plane: int = 0) -> np.ndarray:
-        return np.array([plane * self.plane + (2 * dy + dx) * self.row + dy for dy, dx, *_ in neighbours], dtype=np.int64)
+        """The same as flat index offsets."""
+        _, columns, slots = self.shape
+        return np.array([(r * columns + c) * slots + s for r, c, s in self.shifts(neighbours, plane)], dtype=np.int64)
+
+    @functools.cached_property
+    def feature_shifts(self) -> list[tuple[int, int, int]]:
+        own = self.design.own
+        return self.shifts(own) + self.shifts(CROSS, -1) + self.shifts(CROSS, -2)
 
     @functools.cached_property
     def feature_offsets(self) -> np.ndarray:
         return np.concatenate([self.offsets(self.design.own), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
 
-    def parity(self, idx: np.ndarray) -> np.ndarray:
-        """2 (y & 1) + (x & 1) of the pixels at flat indices ``idx``."""
-        row, column = np.divmod(idx % self.plane, self.row)
-        return 2 * ((column - TOP) & 1) + ((row - LEAD) & 1)
-
-    def ls_class(self, f: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
-        """Which least-squares coefficient set predicts the samples of features ``f`` and ``parity``."""
+    def ls_class(self, n: np.ndarray, w: np.ndarray, nw: np.ndarray, ne: np.ndarray, parity: np.ndarray,
+                 depth: int) -> np.ndarray:
+        """Which least-squares coefficient set predicts samples of neighbours N, W, NW, NE (in ``d``)
+        and ``parity`` (2 (y & 1) + (x & 1))."""
         design = self.design
-        n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
+        if not design.gradients:
+            return parity if design.parity else np.zeros(np.shape(n), dtype=np.int64)
         gradient = (np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n)) >> (depth - 8)
         cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient, side="right")
         return cls * PARITIES + parity if design.parity else cls
@@ -162,59 +182,90 @@ class Grid:
     def index(self, p: int) -> np.ndarray:
         """(H, W) flat indices of plane ``p``'s samples."""
         ys, xs = np.mgrid[: self.height, : self.width]
-        return (p + 2) * self.plane + (2 * ys + xs + LEAD) * self.row + ys + TOP
+        _, columns, slots = self.shape
+        return ((2 * ys + xs + p * LAG + LEAD) * columns + ys + TOP) * slots + p + 2
 
-    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Indices and planes of all samples in walk order, and where each step starts."""
-        ys, xs = np.mgrid[: self.height, : self.width]
-        front = (2 * ys + xs).reshape(-1)
-        step = np.concatenate([front + p * LAG for p in range(self.planes)])
-        idx = np.concatenate([self.index(p).reshape(-1) for p in range(self.planes)])
-        plane = np.repeat(np.arange(self.planes), self.height * self.width)
-        order = np.argsort(step, kind="stable")
-        bounds = np.searchsorted(step[order], np.arange(step.max() + 2))
-        return idx[order], plane[order], bounds
+    def fronts_of(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
+        """First and last y of plane ``plane``'s wavefront at every step (first > last: none)."""
+        f = np.arange(self.shape[0] - LEAD) - plane * LAG
+        first = np.maximum(0, (f - self.width + 2) // 2)
+        last = np.where(f < 0, -1, np.minimum(self.height - 1, f // 2))
+        return first, last
+
+    @functools.cached_property
+    def walk_steps(self) -> list[Step]:
+        """The walk's steps that hold samples."""
+        ranges = [self.fronts_of(p) for p in range(self.planes)]
+        steps = []
+        for t in range(self.shape[0] - LEAD):
+            spans = [(first[t], last[t] + 1) for first, last in ranges if first[t] <= last[t]]
+            if not spans:
+                continue
+            start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+            y = np.arange(start, stop)[:, None]
+            valid = (y >= np.array([first[t] for first, _ in ranges])) & (y <= np.array([last[t] for _, last in ranges]))
+            order = np.flatnonzero(valid.T.reshape(-1))  # by plane, then y
+            order = (order % (stop - start)) * self.planes + order // (stop - start)
+            steps.append(Step(t + LEAD, start + TOP, stop + TOP, valid, order))
+        return steps
+
+    def order(self) -> np.ndarray:
+        """Where each sample of the walk, in coding order, lies in the tile's raveled (planes, H, W) samples."""
+        ranges = [self.fronts_of(p) for p in range(self.planes)]
+        parts = []
+        for step in self.walk_steps:
+            t = step.row - LEAD
+            for p, (first, last) in enumerate(ranges):
+                y = np.arange(first[t], last[t] + 1)
+                parts.append((p * self.height + y) * self.width + t - p * LAG - 2 * y)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+    def rule_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The planes' reference rules (a, b, shift) as arrays over planes."""
+        return tuple(np.array(column, dtype=np.int64) for column in zip(*self.design.plane_rules(self.planes)))
 
 
 def features(d: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
     """(n, FEATURES) integer features of the least-squares predictor at flat indices ``idx``."""
-    return d[idx[:, None] + grid.feature_offsets]
+    return d.reshape(-1)[idx[:, None] + grid.feature_offsets]
 
 
-def segments(plane: np.ndarray, planes: int) -> list[slice]:
-    """Where each plane's samples lie in a batch sorted by plane (every step of the walk is)."""
-    cuts = [0, *np.searchsorted(plane, np.arange(1, planes)), plane.size]
-    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    return 2 * (ys & 1) + (xs & 1)
 
 
-def reference(x: np.ndarray, idx: np.ndarray, parts: list[slice], grid: Grid) -> np.ndarray:
-    """The samples ``d`` is taken against, at ``idx`` (in plane segments ``parts``)."""
-    ref = np.zeros(idx.size, dtype=np.int64)
-    for (a, b, shift), part in zip(grid.design.plane_rules(grid.planes), parts):
-        if a or b:
-            ref[part] = (a * x[idx[part] - grid.plane] + b * x[idx[part] - 2 * grid.plane]) >> shift
-    return ref
+def reference(earlier: np.ndarray, before: np.ndarray, a, b, shift) -> np.ndarray:
+    """The samples ``d`` is taken against, from the earlier planes' samples at the same pixels
+    (``earlier`` one plane back, ``before`` two) and the planes' rules (scalars or arrays)."""
+    return (a * earlier.astype(np.int64) + b * before) >> shift
 
 
 @dataclass
 class Context:
-    """What the coder needs for a batch of samples, and what the walk stores after it."""
+    """What the coder needs for a step's samples, and what the walk stores after it: (columns,
+    planes) blocks of the step's row, and the same in coding order (``Step.order``)."""
 
-    predictions: np.ndarray  # (PREDICTORS, n) in 1/8
-    blend: np.ndarray  # (n,) in 1/8, of d, bias-corrected
-    ref: np.ndarray  # (n,)
-    bins: np.ndarray  # (n,) activity bins
-    contexts: np.ndarray  # (n,) plane * BINS + bin
-    classes: np.ndarray  # (n,) bias classes: (coarser) contexts times sign patterns
-    scale: np.ndarray  # (n,) float64 Laplacian scale in samples
+    predictions: np.ndarray  # (columns, planes, PREDICTORS) in 1/8
+    blend: np.ndarray  # in 1/8, of d, bias-corrected (block)
+    ref: np.ndarray  # (block)
+    bins: np.ndarray  # activity bins (coding order)
+    contexts: np.ndarray  # plane * BINS + bin (coding order)
+    classes: np.ndarray  # bias classes: (coarser) contexts times sign patterns (coding order)
+    scale: np.ndarray  # float64 Laplacian scale in samples (coding order)
 
 
 def blank(grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """Zeroed sample and ``d`` arrays of a grid; the first plane's padding in ``d`` is mid-grey."""
-    x = np.zeros(grid.size, dtype=np.int32)
-    d = np.zeros(grid.size, dtype=np.int32)
-    d[2 * grid.plane : 3 * grid.plane] = 1 << (depth - 1)
+    x = np.zeros(grid.shape, dtype=np.int32)
+    d = np.zeros(grid.shape, dtype=np.int32)
+    d[:, :, 2] = 1 << (depth - 1)
     return x, d
+
+
+def weight_table(size: int, depth: int) -> np.ndarray:
+    """The blend's weight 2**36 // (E + 8)**2 + 1 of every recent error E >> (depth - 8) below ``size``."""
+    e = np.arange(size, dtype=np.int64)
+    return (1 << 36) // (e + 8) ** 2 + 1  # never 0: 16-bit errors are large
 
 
 class State:
@@ -230,66 +281,91 @@ class State:
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
         self.x, self.d = blank(grid, depth)
-        # Position-major, so that one gather reads a neighbour's errors of every predictor together;
-        # saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile of
-        # 1024 x 1024 take about 400 MB.
-        self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int16)  # real planes only
-        self.residuals = np.zeros(grid.size, dtype=np.int32)
-        self.signed = np.zeros(grid.size, dtype=np.int32)
+        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
+        # of 1024 x 1024 take about 450 MB.
+        rows, columns, _ = grid.shape
+        self.errors = np.zeros((rows, columns, grid.planes, PREDICTORS), dtype=np.int16)  # real planes only
+        self.residuals = np.zeros(grid.shape, dtype=np.int32)
+        self.signed = np.zeros(grid.shape, dtype=np.int32)
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
         self.coefs = coefs[:, :-1].astype(np.float64)  # integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
-        self.recent = grid.offsets(grid.design.recent)
-        self.weights = np.array([w for *_, w in grid.design.recent], dtype=np.int32)
-        self.weights_64 = self.weights.astype(np.int64)
+        weights = [w for *_, w in grid.design.recent]
+        self.recent = {w: grid.shifts([n for n in grid.design.recent if n[2] == w]) for w in sorted(set(weights))}
+        self.weight_of = weight_table(((sum(weights) * ERROR_CAP) >> (depth - 8)) + 1, depth)
+        self.rules = tuple(rule[None, :] for rule in grid.rule_arrays())
+        self.plane = np.arange(grid.planes)[None, :]
 
-    def context(self, idx: np.ndarray, plane: np.ndarray) -> Context:
-        g = self.grid
-        f = features(self.d, idx, g)
-        n, w, nw, ne, nn, ww, nne = (f[:, k] for k in range(7))
-        parts = segments(plane, g.planes)
-        parity = g.parity(idx) if g.design.parity else None
-        sets = plane * g.design.classes + g.ls_class(f, parity, self.depth)
+    def at(self, array: np.ndarray, step: Step, shift: tuple[int, int, int]) -> np.ndarray:
+        """The (columns, planes) block of ``array`` at ``shift`` from the step's samples."""
+        r, c, s = shift
+        return array[step.row + r, step.start + c : step.stop + c, 2 + s : 2 + self.grid.planes + s]
+
+    def context(self, step: Step) -> Context:
+        g, at, depth = self.grid, self.at, self.depth
+        f = [at(self.d, step, shift) for shift in g.feature_shifts]
+        n, w, nw, ne, nn, ww, nne = f[:7]
+        y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
+        parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
+        sets = self.plane * g.design.classes + g.ls_class(n, w, nw, ne, parity, depth)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = (f * self.coefs[sets]).sum(1)
+        dot = np.einsum("ijk,ijk->ij", np.stack(f, axis=-1, dtype=np.float64), self.coefs[sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        fitted = np.clip(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
+        fitted = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
         p = np.stack([8 * w, 8 * n, 8 * (w + n - nw), 8 * (w + ne - n), 4 * (w + ne), 8 * (n + ne - nne),
-                      4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted])
-        own = idx - 2 * g.plane
-        recent = np.zeros(p.shape, dtype=np.int64)
-        for offset, weight in zip(self.recent, self.weights):  # faster than one gather and einsum
-            recent += weight * self.errors[own + offset].T.astype(np.int32)  # int16 times a scalar stays int16
-        weight = (1 << 36) // ((recent >> (self.depth - 8)) + 8) ** 2 + 1  # never 0: 16-bit errors are large
-        weight[-1] *= g.design.ls_weight
-        blend = (weight * p).sum(0) // weight.sum(0)
-        activity = self.residuals[idx[:, None] + self.recent] @ self.weights_64 + p.max(0) - p.min(0)
-        bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
-        cross = self.residuals[idx - g.plane] >> (self.depth - 8)  # the earlier plane's error here (0 for the first)
-        contexts = plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
+                      4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted], axis=-1, dtype=np.int64)
+        recent = None
+        for weight, shifts in self.recent.items():  # the errors of neighbours of equal weight summed first
+            total = np.sum([self.errors[self.grid_view(step, shift)] for shift in shifts], axis=0, dtype=np.int32)
+            recent = weight * total if recent is None else recent + weight * total
+        weight = self.weight_of[recent >> (depth - 8)]
+        weight[..., -1] *= g.design.ls_weight
+        blend = np.einsum("ijk,ijk->ij", weight, p) // weight.sum(-1)
+        activity = p.max(-1) - p.min(-1)
+        for wt, shifts in self.recent.items():
+            for shift in shifts:
+                activity += wt * at(self.residuals, step, shift)
+        bins = np.searchsorted(THRESHOLDS, activity >> (depth - 8), side="right")
+        cross = at(self.residuals, step, (-LAG, 0, -1)) >> (depth - 8)  # the earlier plane's error here (0 for the first)
+        contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
         pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
         if g.design.rich_bias:
-            earlier = self.signed[idx - g.plane]
-            pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[-1] > blend)
+            earlier = at(self.signed, step, (-LAG, 0, -1))
+            pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[..., -1] > blend)
                         + 128 * (earlier > 0) + 256 * (earlier < 0))
             classes = (contexts - bins + bins // 3) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pattern
-        blend += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
+        order = step.order
+        classes, contexts = classes.reshape(-1)[order], contexts.reshape(-1)[order]
+        blend.reshape(-1)[order] += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
         count = self.count[contexts]
         scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
-        return Context(p, blend, reference(self.x, idx, parts, g), bins, contexts, classes, scale)
+        ref = reference(at(self.x, step, (-LAG, 0, -1)), at(self.x, step, (-2 * LAG, 0, -2)), *self.rules)
+        return Context(p, blend, ref, bins.reshape(-1)[order], contexts, classes, scale)
 
-    def store(self, idx: np.ndarray, ctx: Context, x: np.ndarray) -> None:
-        d = x - ctx.ref
-        self.x[idx], self.d[idx] = x, d
-        self.errors[idx - 2 * self.grid.plane] = np.minimum(np.abs(ctx.predictions - FRAC * d), ERROR_CAP).T
+    def grid_view(self, step: Step, shift: tuple[int, int, int]) -> tuple[int, slice]:
+        """The index of the (columns, planes, PREDICTORS) block of ``errors`` at ``shift``."""
+        r, c, _ = shift
+        return step.row + r, slice(step.start + c, step.stop + c)
+
+    def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
+        """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
+        block = np.zeros(ctx.blend.shape, dtype=np.int64)
+        block.reshape(-1)[step.order] = x
+        d = block - ctx.ref
+        valid, own = step.valid, (0, 0, 0)
+        np.copyto(self.at(self.x, step, own), block, where=valid, casting="unsafe")
+        np.copyto(self.at(self.d, step, own), d, where=valid, casting="unsafe")
+        errors = np.minimum(np.abs(ctx.predictions - FRAC * d[..., None]), ERROR_CAP)
+        np.copyto(self.errors[self.grid_view(step, own)], errors, where=valid[..., None], casting="unsafe")
         residual = FRAC * d - ctx.blend
-        self.residuals[idx] = np.abs(residual)
-        self.signed[idx] = residual
+        np.copyto(self.at(self.residuals, step, own), np.abs(residual), where=valid, casting="unsafe")
+        np.copyto(self.at(self.signed, step, own), residual, where=valid, casting="unsafe")
+        residual = residual.reshape(-1)[step.order]
         accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
         accumulate(self.bias, self.bias_count, ctx.classes, residual)
 
@@ -307,10 +383,10 @@ def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: 
 
 @dataclass
 class Batch:
-    """One step's samples as the coder sees them: symbol q = quantised (x - prediction), and its
-    Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
+    """One step's samples as the coder sees them, in coding order: symbol q = quantised (x -
+    prediction), and its Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
 
-    idx: np.ndarray  # flat indices
+    span: slice  # where they lie in the walk's coding order (``Grid.order``)
     plane: np.ndarray
     prediction: np.ndarray  # integer prediction of x
     mean: np.ndarray
@@ -358,13 +434,17 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
     of the online statistics.
     """
     state = State(grid, quantiser.depth, coefs, scales)
-    idx_all, plane_all, bounds = grid.steps()
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        idx, plane = idx_all[start:stop], plane_all[start:stop]
-        ctx = state.context(idx, plane)
-        full = np.clip(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
+    start = 0
+    for step in grid.walk_steps:
+        ctx = state.context(step)
+        order = step.order
+        ref = ctx.ref.reshape(-1)[order]
+        full = np.clip(FRAC * ref + ctx.blend.reshape(-1)[order], 0, FRAC * quantiser.peak)
         prediction = (full + FRAC // 2) // FRAC
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
-        x = code(Batch(idx, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
-        state.store(idx, ctx, x)
-    return np.stack([state.x[grid.index(p)] for p in range(grid.planes)])
+        plane = order % grid.planes
+        span = slice(start, start + order.size)
+        x = code(Batch(span, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
+        state.store(step, ctx, x)
+        start = span.stop
+    return np.stack([state.x.reshape(-1)[grid.index(p)] for p in range(grid.planes)])
