@@ -73,6 +73,11 @@ LIMIT = 1024
 CROSS_THRESHOLDS = np.array([16, 64], dtype=np.int64)  # of the earlier plane's final error at the pixel, in 1/8
 CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
 PARITIES = 4  # (y & 1, x & 1)
+BIN_OF = np.searchsorted(THRESHOLDS, np.arange(THRESHOLDS[-1] + 1), side="right")  # the bin of every activity
+# The fixed predictors (all but the last, the fitted one) on the features N, W, NW, NE, NN, WW, NNE, times FRAC.
+FIXED = np.array([[0, 8, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0], [8, 8, -8, 0, 0, 0, 0], [-8, 8, 0, 8, 0, 0, 0],
+                  [0, 4, 0, 4, 0, 0, 0], [8, 0, 0, 8, 0, 0, -8], [4, 4, 0, 0, 0, 0, 0], [0, 16, 0, 0, 0, -8, 0],
+                  [16, 0, 0, 0, -8, 0, 0]], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -308,24 +313,18 @@ class State:
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
         sets = self.plane * g.design.classes + g.ls_class(n, w, nw, ne, parity, depth)
+        stacked = np.stack(f, axis=-1, dtype=np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = np.einsum("ijk,ijk->ij", np.stack(f, axis=-1, dtype=np.float64), self.coefs[sets])
+        dot = np.einsum("ijk,ijk->ij", stacked, self.coefs[sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        fitted = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
-        p = np.stack([8 * w, 8 * n, 8 * (w + n - nw), 8 * (w + ne - n), 4 * (w + ne), 8 * (n + ne - nne),
-                      4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted], axis=-1, dtype=np.int64)
-        recent = None
-        for weight, shifts in self.recent.items():  # the errors of neighbours of equal weight summed first
-            total = np.sum([self.errors[self.grid_view(step, shift)] for shift in shifts], axis=0, dtype=np.int32)
-            recent = weight * total if recent is None else recent + weight * total
-        weight = self.weight_of[recent >> (depth - 8)]
+        p = np.empty((*dot.shape, PREDICTORS), dtype=np.int64)
+        p[..., :-1] = stacked[..., : FIXED.shape[1]] @ FIXED.T  # small integers: exact
+        p[..., -1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
+        weight = self.weight_of[self.weighted(self.errors, step, np.int32) >> (depth - 8)]
         weight[..., -1] *= g.design.ls_weight
         blend = np.einsum("ijk,ijk->ij", weight, p) // weight.sum(-1)
-        activity = p.max(-1) - p.min(-1)
-        for wt, shifts in self.recent.items():
-            for shift in shifts:
-                activity += wt * at(self.residuals, step, shift)
-        bins = np.searchsorted(THRESHOLDS, activity >> (depth - 8), side="right")
+        activity = self.weighted(self.residuals, step, np.int64) + p.max(-1) - p.min(-1)
+        bins = BIN_OF[np.minimum(activity >> (depth - 8), BIN_OF.size - 1)]
         cross = at(self.residuals, step, (-LAG, 0, -1)) >> (depth - 8)  # the earlier plane's error here (0 for the first)
         contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
         if self.parities > 1:
@@ -352,6 +351,19 @@ class State:
         r, c, _ = shift
         return step.row + r, slice(step.start + c, step.stop + c)
 
+    def weighted(self, array: np.ndarray, step: Step, dtype) -> np.ndarray:
+        """The sum of ``array`` (``residuals`` or ``errors``) at the recent neighbours, weighted."""
+        total = None
+        for weight, shifts in self.recent.items():  # neighbours of equal weight summed first
+            blocks = [array[self.grid_view(step, shift)] if array is self.errors else self.at(array, step, shift) for shift in shifts]
+            part = np.add(blocks[0], blocks[1], dtype=dtype) if len(blocks) > 1 else blocks[0].astype(dtype)
+            for block in blocks[2:]:
+                part += block
+            if weight != 1:
+                part *= weight
+            total = part if total is None else np.add(total, part, out=total)
+        return total
+
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
         """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
         block = np.zeros(ctx.blend.shape, dtype=np.int64)
@@ -373,10 +385,9 @@ class State:
 def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
     """Add integer ``values`` to ``total`` and one to ``count`` at ``index``; halve both where the
     count reaches LIMIT (only entries touched now can)."""
-    touched, inverse = np.unique(index, return_inverse=True)
-    total[touched] += np.bincount(inverse, values).astype(np.int64)  # sums of integers: exact
-    count[touched] += np.bincount(inverse)
-    full = touched[count[touched] >= LIMIT]
+    np.add.at(total, index, values)
+    np.add.at(count, index, 1)
+    full = index[count[index] >= LIMIT]  # halved once however often it repeats
     total[full] >>= 1
     count[full] >>= 1
 
