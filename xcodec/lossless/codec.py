@@ -15,7 +15,7 @@ from ..entropy import StreamReader, StreamWriter
 from ..errors import FormatError, InputError
 from .tables import Table
 from .tokens import Histograms
-from .walk import COEF_BITS, COEF_LIMIT, DESIGNS, Batch, Grid, Quantiser, blank, features, parity, reference, walk
+from .walk import COEF_BITS, COEF_LIMIT, D, DESIGNS, FIELDS, X, Batch, Grid, Quantiser, blank, features, parity, reference, walk
 
 COEF_BITS_MAX = 16  # the bit length of the largest coefficient magnitude, 2**15
 RIDGE = 1e-3  # per sample, keeps the least-squares fit of a flat tile well posed
@@ -24,15 +24,16 @@ FIT_STRIDE = 3  # the fit sees every third sample (in raster order): as good a f
 
 
 def differences(samples: np.ndarray, grid: Grid, depth: int) -> np.ndarray:
-    """The walk's ``d`` array, filled with a tile's samples (what a lossless walk reconstructs)."""
-    x, d = blank(grid, depth)
-    x, d = x.reshape(-1), d.reshape(-1)
+    """The walk's cells, filled with a tile's samples and their ``d`` (what a lossless walk reconstructs)."""
+    cells = blank(grid, depth)
+    flat = cells.reshape(-1)
     earlier, before = (grid.offsets([(0, 0)], -k)[0] for k in (1, 2))
     for p, (a, b, shift) in enumerate(zip(*grid.rule_arrays())):
         idx = grid.index(p).reshape(-1)
-        x[idx] = samples[p].reshape(-1)
-        d[idx] = x[idx] - reference(x[idx + earlier], x[idx + before], a, b, shift)
-    return d
+        flat[idx * FIELDS + X] = samples[p].reshape(-1)
+        ref = reference(flat[(idx + earlier) * FIELDS + X], flat[(idx + before) * FIELDS + X], a, b, shift)
+        flat[idx * FIELDS + D] = samples[p].reshape(-1) - ref
+    return cells
 
 
 def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]:
@@ -43,7 +44,7 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     predictor (W + N - NW) and of the fitted one, per sample: a Laplacian's entropy grows with
     the log of its scale.
     """
-    d = differences(samples, grid, depth)
+    cells = differences(samples, grid, depth)
     size = grid.design.features + 1
     ys, xs = np.mgrid[: grid.height, : grid.width]
     parities = parity(ys, xs).reshape(-1)[::FIT_STRIDE]
@@ -51,10 +52,10 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     saving = 0.0
     for p in range(grid.planes):
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
-        f = features(d, idx, grid)
+        f = features(cells, idx, grid)
         sets = grid.ls_class(f[:, 0], f[:, 1], f[:, 2], f[:, 3], parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
-        f, target = f[order], d.reshape(-1)[idx[order]].astype(np.float64)
+        f, target = f[order], cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
         a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
         fitted = np.empty(idx.size)

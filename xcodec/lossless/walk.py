@@ -54,6 +54,9 @@ CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1
 # samples of every plane side by side, and every neighbour, in the plane or in an earlier one, lies
 # at a constant shift: the step reads and writes slices, no gathers. Positions that no pixel maps
 # to hold the padding.
+# Each position holds FIELDS cells: the reconstructed sample, its d, and its final error, unsigned and signed.
+FIELDS = 4
+X, D, RESIDUAL, SIGNED = range(FIELDS)
 LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
 TOP, BOTTOM = 3, 1
 FRAC = 8  # predictions in 1/8 of a sample
@@ -230,9 +233,9 @@ class Grid:
         return tuple(np.array(column, dtype=np.int64) for column in zip(*self.design.plane_rules(self.planes)))
 
 
-def features(d: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
-    """(n, FEATURES) integer features of the least-squares predictor at flat indices ``idx``."""
-    return d.reshape(-1)[idx[:, None] + grid.feature_offsets]
+def features(cells: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
+    """(n, FEATURES) integer features of the least-squares predictor at positions ``idx``."""
+    return cells.reshape(-1)[(idx[:, None] + grid.feature_offsets) * FIELDS + D]
 
 
 def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -259,22 +262,22 @@ class Context:
     scale: np.ndarray  # float64 Laplacian scale in samples (coding order)
 
 
-def blank(grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed sample and ``d`` arrays of a grid; the first plane's padding in ``d`` is mid-grey."""
-    x = np.zeros(grid.shape, dtype=np.int32)
-    d = np.zeros(grid.shape, dtype=np.int32)
-    d[:, :, 2] = 1 << (depth - 1)
-    return x, d
+def blank(grid: Grid, depth: int) -> np.ndarray:
+    """The zeroed cells of a grid; the first plane's padding in ``d`` is mid-grey."""
+    cells = np.zeros((*grid.shape, FIELDS), dtype=np.int32)
+    cells[:, :, 2, D] = 1 << (depth - 1)
+    return cells
 
 
-def weight_table(size: int, depth: int) -> np.ndarray:
+def weight_table(size: int) -> np.ndarray:
     """The blend's weight 2**36 // (E + 8)**2 + 1 of every recent error E >> (depth - 8) below ``size``."""
     e = np.arange(size, dtype=np.int64)
     return (1 << 36) // (e + 8) ** 2 + 1  # never 0: 16-bit errors are large
 
 
 class State:
-    """The walk's arrays: reconstructed samples, their ``d``, and each predictor's recent errors."""
+    """The walk's arrays: every position's cells (reconstructed sample, ``d``, and the final
+    error, unsigned and signed) and each predictor's recent errors; and the online statistics."""
 
     def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray):
         self.grid, self.depth = grid, depth
@@ -285,56 +288,62 @@ class State:
         self.patterns = 512 if grid.design.rich_bias else 16
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
-        self.x, self.d = blank(grid, depth)
         # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
         # of 1024 x 1024 take about 450 MB.
-        rows, columns, _ = grid.shape
+        self.cells = blank(grid, depth)
+        rows, columns, slots = grid.shape
         self.errors = np.zeros((rows, columns, grid.planes, PREDICTORS), dtype=np.int16)  # real planes only
-        self.residuals = np.zeros(grid.shape, dtype=np.int32)
-        self.signed = np.zeros(grid.shape, dtype=np.int32)
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
         self.coefs = coefs[:, :-1].astype(np.float64)  # integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
-        weights = [w for *_, w in grid.design.recent]
-        self.recent = {w: grid.shifts([n for n in grid.design.recent if n[2] == w]) for w in sorted(set(weights))}
-        self.weight_of = weight_table(((sum(weights) * ERROR_CAP) >> (depth - 8)) + 1, depth)
+        recent = grid.design.recent
+        self.weights = np.array([w for *_, w in recent], dtype=np.int64)
+        self.recent = {w: grid.shifts([n for n in recent if n[2] == w]) for w in sorted(set(self.weights.tolist()))}
+        self.weight_of = weight_table(((int(self.weights.sum()) * ERROR_CAP) >> (depth - 8)) + 1)
         self.rules = tuple(rule[None, :] for rule in grid.rule_arrays())
         self.plane = np.arange(grid.planes)[None, :]
-
-    def at(self, array: np.ndarray, step: Step, shift: tuple[int, int, int]) -> np.ndarray:
-        """The (columns, planes) block of ``array`` at ``shift`` from the step's samples."""
-        r, c, s = shift
-        return array[step.row + r, step.start + c : step.stop + c, 2 + s : 2 + self.grid.planes + s]
+        # What a step reads of the cells, in one gather: the features' d, the recent neighbours'
+        # final errors, the earlier plane's final error (unsigned, signed) and the earlier planes'
+        # samples at the pixel; as offsets from each block position's first cell.
+        back = (-LAG, 0, -1)
+        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for s in grid.shifts(recent)]
+                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)])
+        offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
+        widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
+        block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
+        self.reads = block[:, :, None] + offsets
+        self.row_cells = columns * slots * FIELDS
 
     def context(self, step: Step) -> Context:
-        g, at, depth = self.grid, self.at, self.depth
-        f = [at(self.d, step, shift) for shift in g.feature_shifts]
-        n, w, nw, ne, nn, ww, nne = f[:7]
+        g, depth, planes = self.grid, self.depth, self.grid.planes
+        m, nf, nr = step.stop - step.start, g.design.features, len(g.design.recent)
+        base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS
+        cells = np.take(self.cells.reshape(-1), self.reads[:m] + base)  # (columns, planes, reads)
+        n, w, nw, ne, nn, ww = (cells[..., k] for k in range(6))
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
         sets = self.plane * g.design.classes + g.ls_class(n, w, nw, ne, parity, depth)
-        stacked = np.stack(f, axis=-1, dtype=np.float64)
+        f = cells[..., :nf].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = np.einsum("ijk,ijk->ij", stacked, self.coefs[sets])
+        dot = np.einsum("ijk,ijk->ij", f, self.coefs[sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        p = np.empty((*dot.shape, PREDICTORS), dtype=np.int64)
-        p[..., :-1] = stacked[..., : FIXED.shape[1]] @ FIXED.T  # small integers: exact
+        p = np.empty((m, planes, PREDICTORS), dtype=np.int64)
+        p[..., :-1] = f[..., : FIXED.shape[1]] @ FIXED.T  # small integers: exact
         p[..., -1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
-        weight = self.weight_of[self.weighted(self.errors, step, np.int32) >> (depth - 8)]
+        weight = self.weight_of[self.recent_errors(step) >> (depth - 8)]
         weight[..., -1] *= g.design.ls_weight
         blend = np.einsum("ijk,ijk->ij", weight, p) // weight.sum(-1)
-        activity = self.weighted(self.residuals, step, np.int64) + p.max(-1) - p.min(-1)
+        activity = cells[..., nf : nf + nr] @ self.weights + p.max(-1) - p.min(-1)
         bins = BIN_OF[np.minimum(activity >> (depth - 8), BIN_OF.size - 1)]
-        cross = at(self.residuals, step, (-LAG, 0, -1)) >> (depth - 8)  # the earlier plane's error here (0 for the first)
-        contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
+        residual, signed, earlier, before = (cells[..., nf + nr + k] for k in range(4))  # the earlier planes' (0 for the first)
+        contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, residual >> (depth - 8), side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
         pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
         if g.design.rich_bias:
-            earlier = at(self.signed, step, (-LAG, 0, -1))
             pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[..., -1] > blend)
-                        + 128 * (earlier > 0) + 256 * (earlier < 0))
+                        + 128 * (signed > 0) + 256 * (signed < 0))
             classes = (contexts - bins + bins // 3) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pattern
@@ -343,20 +352,15 @@ class State:
         blend.reshape(-1)[order] += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
         count = self.count[contexts]
         scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
-        ref = reference(at(self.x, step, (-LAG, 0, -1)), at(self.x, step, (-2 * LAG, 0, -2)), *self.rules)
+        ref = reference(earlier, before, *self.rules)
         return Context(p, blend, ref, bins.reshape(-1)[order], contexts, classes, scale)
 
-    def grid_view(self, step: Step, shift: tuple[int, int, int]) -> tuple[int, slice]:
-        """The index of the (columns, planes, PREDICTORS) block of ``errors`` at ``shift``."""
-        r, c, _ = shift
-        return step.row + r, slice(step.start + c, step.stop + c)
-
-    def weighted(self, array: np.ndarray, step: Step, dtype) -> np.ndarray:
-        """The sum of ``array`` (``residuals`` or ``errors``) at the recent neighbours, weighted."""
+    def recent_errors(self, step: Step) -> np.ndarray:
+        """(columns, planes, PREDICTORS) each predictor's errors at the recent neighbours, weighted."""
         total = None
         for weight, shifts in self.recent.items():  # neighbours of equal weight summed first
-            blocks = [array[self.grid_view(step, shift)] if array is self.errors else self.at(array, step, shift) for shift in shifts]
-            part = np.add(blocks[0], blocks[1], dtype=dtype) if len(blocks) > 1 else blocks[0].astype(dtype)
+            blocks = [self.errors[step.row + r, step.start + c : step.stop + c] for r, c, _ in shifts]
+            part = np.add(blocks[0], blocks[1], dtype=np.int32) if len(blocks) > 1 else blocks[0].astype(np.int32)
             for block in blocks[2:]:
                 part += block
             if weight != 1:
@@ -366,18 +370,18 @@ class State:
 
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
         """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
-        block = np.zeros(ctx.blend.shape, dtype=np.int64)
-        block.reshape(-1)[step.order] = x
-        d = block - ctx.ref
-        valid, own = step.valid, (0, 0, 0)
-        np.copyto(self.at(self.x, step, own), block, where=valid, casting="unsafe")
-        np.copyto(self.at(self.d, step, own), d, where=valid, casting="unsafe")
-        errors = np.minimum(np.abs(ctx.predictions - FRAC * d[..., None]), ERROR_CAP)
-        np.copyto(self.errors[self.grid_view(step, own)], errors, where=valid[..., None], casting="unsafe")
-        residual = FRAC * d - ctx.blend
-        np.copyto(self.at(self.residuals, step, own), np.abs(residual), where=valid, casting="unsafe")
-        np.copyto(self.at(self.signed, step, own), residual, where=valid, casting="unsafe")
-        residual = residual.reshape(-1)[step.order]
+        samples = np.zeros(ctx.blend.size, dtype=np.int64)
+        samples[step.order] = x
+        cells = np.empty((*ctx.blend.shape, FIELDS), dtype=np.int64)
+        cells[..., X] = samples.reshape(ctx.blend.shape)
+        cells[..., D] = cells[..., X] - ctx.ref
+        cells[..., SIGNED] = FRAC * cells[..., D] - ctx.blend
+        cells[..., RESIDUAL] = np.abs(cells[..., SIGNED])
+        valid, rows = step.valid, slice(step.start, step.stop)
+        np.copyto(self.cells[step.row, rows, 2 : 2 + self.grid.planes], cells, where=valid[..., None], casting="unsafe")
+        errors = np.minimum(np.abs(ctx.predictions - FRAC * cells[..., D, None]), ERROR_CAP)
+        np.copyto(self.errors[step.row, rows], errors, where=valid[..., None], casting="unsafe")
+        residual = cells[..., SIGNED].reshape(-1)[step.order]
         accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
         accumulate(self.bias, self.bias_count, ctx.classes, residual)
 
@@ -458,4 +462,4 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
         x = code(Batch(span, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(step, ctx, x)
         start = span.stop
-    return np.stack([state.x.reshape(-1)[grid.index(p)] for p in range(grid.planes)])
+    return np.stack([state.cells.reshape(-1)[grid.index(p) * FIELDS + X] for p in range(grid.planes)])
