@@ -104,9 +104,10 @@ class Histograms:
         return self.counts[contexts]
 
     def update(self, contexts: np.ndarray, token: np.ndarray) -> None:
-        self.counts.reshape(-1)[:] += INCREMENT * np.bincount(contexts * self.size + token, minlength=self.counts.size)
-        self.totals += INCREMENT * np.bincount(contexts, minlength=self.totals.size)
-        full = np.flatnonzero(self.totals > LIMIT)
+        np.add.at(self.counts.reshape(-1), contexts * self.size + token, INCREMENT)
+        np.add.at(self.totals, contexts, INCREMENT)
+        full = contexts[self.totals[contexts] > LIMIT]  # halved once however often it repeats
         if full.size:
+            full = np.unique(full)
             self.counts[full] = np.floor((self.counts[full] + 1) / 2)  # (c + 1) >> 1, exact
             self.totals[full] = self.counts[full].sum(1)  # integers below 2**53: exact in any order
