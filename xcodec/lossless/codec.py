@@ -53,7 +53,8 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     for p in range(grid.planes):
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
         f = features(cells, idx, grid)
-        sets = grid.ls_class(f[:, 0], f[:, 1], f[:, 2], f[:, 3], parities, depth)
+        n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
+        sets = grid.ls_class(np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
         f, target = f[order], cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
         a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)

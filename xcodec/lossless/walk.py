@@ -76,6 +76,11 @@ LIMIT = 1024
 CROSS_THRESHOLDS = np.array([16, 64], dtype=np.int64)  # of the earlier plane's final error at the pixel, in 1/8
 CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
 PARITIES = 4  # (y & 1, x & 1)
+# Which of N, W, NW, NE, NN, WW (0..5) make the gradient (pairs: |N - NW| + |W - NW| + |NE - N|) and,
+# compared with the blend, the bias class (bits 8, 4, 2, 1, 16, 32; the last two with ``rich_bias``).
+GRADIENT = (0, 2, 1, 2, 3, 0)
+PATTERN = (2, 3, 1, 0, 4, 5)
+PATTERN_BITS = np.array([8, 4, 2, 1, 16, 32], dtype=np.int64)
 BIN_OF = np.searchsorted(THRESHOLDS, np.arange(THRESHOLDS[-1] + 1), side="right")  # the bin of every activity
 # The fixed predictors (all but the last, the fitted one) on the features N, W, NW, NE, NN, WW, NNE, times FRAC.
 FIXED = np.array([[0, 8, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0], [8, 8, -8, 0, 0, 0, 0], [-8, 8, 0, 8, 0, 0, 0],
@@ -176,15 +181,11 @@ class Grid:
     def feature_offsets(self) -> np.ndarray:
         return np.concatenate([self.offsets(self.design.own), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
 
-    def ls_class(self, n: np.ndarray, w: np.ndarray, nw: np.ndarray, ne: np.ndarray, parity: np.ndarray,
-                 depth: int) -> np.ndarray:
-        """Which least-squares coefficient set predicts samples of neighbours N, W, NW, NE (in ``d``)
-        and ``parity`` (2 (y & 1) + (x & 1))."""
+    def ls_class(self, gradient: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
+        """Which least-squares coefficient set predicts samples of ``gradient`` (|N - NW| + |W - NW|
+        + |NE - N| in ``d``) and ``parity`` (2 (y & 1) + (x & 1))."""
         design = self.design
-        if not design.gradients:
-            return parity if design.parity else np.zeros(np.shape(n), dtype=np.int64)
-        gradient = (np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n)) >> (depth - 8)
-        cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient, side="right")
+        cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient >> (depth - 8), side="right")
         return cls * PARITIES + parity if design.parity else cls
 
     def index(self, p: int) -> np.ndarray:
@@ -286,6 +287,7 @@ class State:
         self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * grid.design.prior).astype(np.int64)
         self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
         self.patterns = 512 if grid.design.rich_bias else 16
+        self.pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
         # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
@@ -306,8 +308,11 @@ class State:
         # final errors, the earlier plane's final error (unsigned, signed) and the earlier planes'
         # samples at the pixel; as offsets from each block position's first cell.
         back = (-LAG, 0, -1)
-        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for s in grid.shifts(recent)]
-                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)])
+        # Then N, W, NW, NE, NN, WW again, in the orders that the gradient and the bias classes take.
+        own = grid.shifts(grid.design.own[:6])
+        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for s, w in zip(grid.shifts(recent), self.weights) for _ in range(w)]
+                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)]
+                 + [(own[k], D) for k in GRADIENT + PATTERN])
         offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
         widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
         block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
@@ -316,34 +321,36 @@ class State:
 
     def context(self, step: Step) -> Context:
         g, depth, planes = self.grid, self.depth, self.grid.planes
-        m, nf, nr = step.stop - step.start, g.design.features, len(g.design.recent)
+        m = step.stop - step.start
         base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS
         cells = np.take(self.cells.reshape(-1), self.reads[:m] + base)  # (columns, planes, reads)
-        n, w, nw, ne, nn, ww = (cells[..., k] for k in range(6))
+        nf, na = g.design.features, g.design.features + int(self.weights.sum())  # where the activity's reads end
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
-        sets = self.plane * g.design.classes + g.ls_class(n, w, nw, ne, parity, depth)
+        pairs = cells[..., na + 4 : na + 4 + len(GRADIENT)]
+        gradient = np.abs(pairs[..., 0::2] - pairs[..., 1::2]).sum(-1)
+        sets = self.plane * g.design.classes + g.ls_class(gradient, parity, depth)
         f = cells[..., :nf].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
         dot = np.einsum("ijk,ijk->ij", f, self.coefs[sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
         p = np.empty((m, planes, PREDICTORS), dtype=np.int64)
-        p[..., :-1] = f[..., : FIXED.shape[1]] @ FIXED.T  # small integers: exact
+        p[..., :-1] = (f.reshape(-1, nf)[:, : FIXED.shape[1]] @ FIXED.T).reshape(m, planes, -1)  # small integers: exact
         p[..., -1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
         weight = self.weight_of[self.recent_errors(step) >> (depth - 8)]
         weight[..., -1] *= g.design.ls_weight
         blend = np.einsum("ijk,ijk->ij", weight, p) // weight.sum(-1)
-        activity = cells[..., nf : nf + nr] @ self.weights + p.max(-1) - p.min(-1)
+        activity = cells[..., nf:na].sum(-1, dtype=np.int64) + np.ptp(p, -1)  # the reads repeat by weight
         bins = BIN_OF[np.minimum(activity >> (depth - 8), BIN_OF.size - 1)]
-        residual, signed, earlier, before = (cells[..., nf + nr + k] for k in range(4))  # the earlier planes' (0 for the first)
+        residual, signed, earlier, before = (cells[..., na + k] for k in range(4))  # the earlier planes' (0 for the first)
         contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, residual >> (depth - 8), side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
-        pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        signs = FRAC * cells[..., na + 4 + len(GRADIENT) :] > blend[..., None]
+        pattern = (signs * self.pattern_bits).sum(-1)
         if g.design.rich_bias:
-            pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[..., -1] > blend)
-                        + 128 * (signed > 0) + 256 * (signed < 0))
+            pattern += 64 * (p[..., -1] > blend) + 128 * (signed > 0) + 256 * (signed < 0)
             classes = (contexts - bins + bins // 3) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pattern
