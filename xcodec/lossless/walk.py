@@ -254,7 +254,7 @@ class Context:
     """What the coder needs for a step's samples, and what the walk stores after it: (columns,
     planes) blocks of the step's row, and the same in coding order (``Step.order``)."""
 
-    predictions: np.ndarray  # (columns, planes, PREDICTORS) in 1/8
+    predictions: np.ndarray  # (PREDICTORS, columns, planes) in 1/8
     blend: np.ndarray  # in 1/8, of d, bias-corrected (block)
     ref: np.ndarray  # (block)
     bins: np.ndarray  # activity bins (coding order)
@@ -294,9 +294,9 @@ class State:
         # of 1024 x 1024 take about 450 MB.
         self.cells = blank(grid, depth)
         rows, columns, slots = grid.shape
-        self.errors = np.zeros((rows, columns, grid.planes, PREDICTORS), dtype=np.int16)  # real planes only
+        self.errors = np.zeros((PREDICTORS, rows, columns, grid.planes), dtype=np.int16)  # real planes only
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
-        self.coefs = coefs[:, :-1].astype(np.float64)  # integers in 1/2**COEF_BITS
+        self.coefs = coefs[:, :-1].T.astype(np.float64)  # (features, sets), integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
         recent = grid.design.recent
         self.weights = np.array([w for *_, w in recent], dtype=np.int64)
@@ -306,7 +306,8 @@ class State:
         self.plane = np.arange(grid.planes)[None, :]
         # What a step reads of the cells, in one gather: the features' d, the recent neighbours'
         # final errors, the earlier plane's final error (unsigned, signed) and the earlier planes'
-        # samples at the pixel; as offsets from each block position's first cell.
+        # samples at the pixel; as offsets from each block position's first cell. Everything a step
+        # computes is laid out like that, read (or predictor) first, then the (columns, planes) block.
         back = (-LAG, 0, -1)
         # Then N, W, NW, NE, NN, WW again, in the orders that the gradient and the bias classes take.
         own = grid.shifts(grid.design.own[:6])
@@ -316,41 +317,41 @@ class State:
         offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
         widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
         block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
-        self.reads = block[:, :, None] + offsets
+        self.reads = offsets[:, None, None] + block
         self.row_cells = columns * slots * FIELDS
 
     def context(self, step: Step) -> Context:
         g, depth, planes = self.grid, self.depth, self.grid.planes
         m = step.stop - step.start
         base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS
-        cells = np.take(self.cells.reshape(-1), self.reads[:m] + base)  # (columns, planes, reads)
+        cells = np.take(self.cells.reshape(-1), self.reads[:, :m] + base)  # (reads, columns, planes)
         nf, na = g.design.features, g.design.features + int(self.weights.sum())  # where the activity's reads end
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
-        pairs = cells[..., na + 4 : na + 4 + len(GRADIENT)]
-        gradient = np.abs(pairs[..., 0::2] - pairs[..., 1::2]).sum(-1)
+        pairs = cells[na + 4 : na + 4 + len(GRADIENT)]
+        gradient = np.abs(pairs[0::2] - pairs[1::2]).sum(0)
         sets = self.plane * g.design.classes + g.ls_class(gradient, parity, depth)
-        f = cells[..., :nf].astype(np.float64)
+        f = cells[:nf].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = np.einsum("ijk,ijk->ij", f, self.coefs[sets])
+        dot = np.einsum("kij,kij->ij", f, self.coefs[:, sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        p = np.empty((m, planes, PREDICTORS), dtype=np.int64)
-        p[..., :-1] = (f.reshape(-1, nf)[:, : FIXED.shape[1]] @ FIXED.T).reshape(m, planes, -1)  # small integers: exact
-        p[..., -1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
+        p = np.empty((PREDICTORS, m, planes), dtype=np.int64)
+        p[:-1] = (FIXED @ f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)).reshape(-1, m, planes)  # small integers: exact
+        p[-1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
         weight = self.weight_of[self.recent_errors(step) >> (depth - 8)]
-        weight[..., -1] *= g.design.ls_weight
-        blend = np.einsum("ijk,ijk->ij", weight, p) // weight.sum(-1)
-        activity = cells[..., nf:na].sum(-1, dtype=np.int64) + np.ptp(p, -1)  # the reads repeat by weight
+        weight[-1] *= g.design.ls_weight
+        blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
+        activity = cells[nf:na].sum(0, dtype=np.int64) + p.max(0) - p.min(0)  # the reads repeat by weight
         bins = BIN_OF[np.minimum(activity >> (depth - 8), BIN_OF.size - 1)]
-        residual, signed, earlier, before = (cells[..., na + k] for k in range(4))  # the earlier planes' (0 for the first)
+        residual, signed, earlier, before = cells[na : na + 4]  # the earlier planes' (0 for the first)
         contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, residual >> (depth - 8), side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
-        signs = FRAC * cells[..., na + 4 + len(GRADIENT) :] > blend[..., None]
-        pattern = (signs * self.pattern_bits).sum(-1)
+        signs = FRAC * cells[na + 4 + len(GRADIENT) :] > blend
+        pattern = (signs * self.pattern_bits[:, None, None]).sum(0)
         if g.design.rich_bias:
-            pattern += 64 * (p[..., -1] > blend) + 128 * (signed > 0) + 256 * (signed < 0)
+            pattern += 64 * (p[-1] > blend) + 128 * (signed > 0) + 256 * (signed < 0)
             classes = (contexts - bins + bins // 3) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pattern
@@ -363,10 +364,10 @@ class State:
         return Context(p, blend, ref, bins.reshape(-1)[order], contexts, classes, scale)
 
     def recent_errors(self, step: Step) -> np.ndarray:
-        """(columns, planes, PREDICTORS) each predictor's errors at the recent neighbours, weighted."""
+        """(PREDICTORS, columns, planes) each predictor's errors at the recent neighbours, weighted."""
         total = None
         for weight, shifts in self.recent.items():  # neighbours of equal weight summed first
-            blocks = [self.errors[step.row + r, step.start + c : step.stop + c] for r, c, _ in shifts]
+            blocks = [self.errors[:, step.row + r, step.start + c : step.stop + c] for r, c, _ in shifts]
             part = np.add(blocks[0], blocks[1], dtype=np.int32) if len(blocks) > 1 else blocks[0].astype(np.int32)
             for block in blocks[2:]:
                 part += block
@@ -386,8 +387,8 @@ class State:
         cells[..., RESIDUAL] = np.abs(cells[..., SIGNED])
         valid, rows = step.valid, slice(step.start, step.stop)
         np.copyto(self.cells[step.row, rows, 2 : 2 + self.grid.planes], cells, where=valid[..., None], casting="unsafe")
-        errors = np.minimum(np.abs(ctx.predictions - FRAC * cells[..., D, None]), ERROR_CAP)
-        np.copyto(self.errors[step.row, rows], errors, where=valid[..., None], casting="unsafe")
+        errors = np.minimum(np.abs(ctx.predictions - FRAC * cells[..., D]), ERROR_CAP)
+        np.copyto(self.errors[:, step.row, rows], errors, where=valid, casting="unsafe")
         residual = cells[..., SIGNED].reshape(-1)[step.order]
         accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
         accumulate(self.bias, self.bias_count, ctx.classes, residual)
