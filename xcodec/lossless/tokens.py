@@ -104,8 +104,9 @@ class Histograms:
         return self.counts[contexts]
 
     def update(self, contexts: np.ndarray, token: np.ndarray) -> None:
-        np.add.at(self.counts.reshape(-1), contexts * self.size + token, INCREMENT)
-        np.add.at(self.totals, contexts, INCREMENT)
+        increment = float(INCREMENT)  # of the arrays' type: ufunc.at takes its fast path
+        np.add.at(self.counts.reshape(-1), contexts * self.size + token, increment)
+        np.add.at(self.totals, contexts, increment)
         full = contexts[self.totals[contexts] > LIMIT]  # halved once however often it repeats
         if full.size:
             full = np.unique(full)
