@@ -167,8 +167,8 @@ def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
         symbols = reader.categorical(histograms.probabilities(contexts)).astype(np.int64)
         bits = histograms.raw_bits(symbols)
-        raw = np.zeros_like(symbols)
-        raw[bits > 0] = reader.uniforms(1 << bits[bits > 0])
+        raw, long = np.zeros_like(symbols), bits > 0
+        raw[long] = reader.uniforms(1 << bits[long])
         histograms.update(contexts, symbols)
         return quantiser.reconstruct(histograms.values(symbols, raw, batch.mean), batch.prediction)
 
