@@ -220,14 +220,12 @@ class Grid:
 
     def order(self) -> np.ndarray:
         """Where each sample of the walk, in coding order, lies in the tile's raveled (planes, H, W) samples."""
-        ranges = [self.fronts_of(p) for p in range(self.planes)]
-        parts = []
-        for step in self.walk_steps:
-            t = step.row - LEAD
-            for p, (first, last) in enumerate(ranges):
-                y = np.arange(first[t], last[t] + 1)
-                parts.append((p * self.height + y) * self.width + t - p * LAG - 2 * y)
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+        first, last = (np.stack(ends, 1).reshape(-1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
+        count = np.maximum(last - first + 1, 0)  # per step and plane, in coding order
+        starts = np.cumsum(count) - count
+        y = np.repeat(first - starts, count) + np.arange(count.sum())
+        step, plane = np.divmod(np.repeat(np.arange(count.size), count), self.planes)
+        return (plane * self.height + y) * self.width + step - plane * LAG - 2 * y
 
     def rule_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The planes' reference rules (a, b, shift) as arrays over planes."""
@@ -236,7 +234,7 @@ class Grid:
 
 def features(cells: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
     """(n, FEATURES) integer features of the least-squares predictor at positions ``idx``."""
-    return cells.reshape(-1)[(idx[:, None] + grid.feature_offsets) * FIELDS + D]
+    return cells.reshape(-1)[(idx * FIELDS)[:, None] + (grid.feature_offsets * FIELDS + D)]
 
 
 def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
