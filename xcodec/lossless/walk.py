@@ -78,8 +78,8 @@ CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
 PARITIES = 4  # (y & 1, x & 1)
 # Which of N, W, NW, NE, NN, WW (0..5) make the gradient (pairs: |N - NW| + |W - NW| + |NE - N|) and,
 # compared with the blend, the bias class (bits 8, 4, 2, 1, 16, 32; the last two with ``rich_bias``).
-GRADIENT = (0, 2, 1, 2, 3, 0)
-PATTERN = (2, 3, 1, 0, 4, 5)
+GRADIENT = [0, 2, 1, 2, 3, 0]
+PATTERN = [2, 3, 1, 0, 4, 5]
 PATTERN_BITS = np.array([8, 4, 2, 1, 16, 32], dtype=np.int64)
 BIN_OF = np.searchsorted(THRESHOLDS, np.arange(THRESHOLDS[-1] + 1), side="right")  # the bin of every activity
 # The fixed predictors (all but the last, the fitted one) on the features N, W, NW, NE, NN, WW, NNE, times FRAC.
@@ -307,15 +307,14 @@ class State:
         # samples at the pixel; as offsets from each block position's first cell. Everything a step
         # computes is laid out like that, read (or predictor) first, then the (columns, planes) block.
         back = (-LAG, 0, -1)
-        # Then N, W, NW, NE, NN, WW again, in the orders that the gradient and the bias classes take.
-        own = grid.shifts(grid.design.own[:6])
-        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for s, w in zip(grid.shifts(recent), self.weights) for _ in range(w)]
-                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)]
-                 + [(own[k], D) for k in GRADIENT + PATTERN])
+        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for w in self.recent for s in self.recent[w]]
+                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)])
         offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
         widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
         block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
         self.reads = offsets[:, None, None] + block
+        ends = np.cumsum([len(shifts) for shifts in self.recent.values()]) + grid.design.features
+        self.recent_reads = list(zip(self.recent, zip(ends - [len(s) for s in self.recent.values()], ends)))
         self.row_cells = columns * slots * FIELDS
 
     def context(self, step: Step) -> Context:
@@ -323,10 +322,10 @@ class State:
         m = step.stop - step.start
         base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS
         cells = np.take(self.cells.reshape(-1), self.reads[:, :m] + base)  # (reads, columns, planes)
-        nf, na = g.design.features, g.design.features + int(self.weights.sum())  # where the activity's reads end
+        nf, na = g.design.features, g.design.features + len(self.weights)  # where the activity's reads end
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
-        pairs = cells[na + 4 : na + 4 + len(GRADIENT)]
+        pairs = cells[GRADIENT]
         gradient = np.abs(pairs[0::2] - pairs[1::2]).sum(0)
         sets = self.plane * g.design.classes + g.ls_class(gradient, parity, depth)
         f = cells[:nf].astype(np.float64)
@@ -339,14 +338,16 @@ class State:
         weight = self.weight_of[self.recent_errors(step) >> (depth - 8)]
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
-        activity = cells[nf:na].sum(0, dtype=np.int64) + p.max(0) - p.min(0)  # the reads repeat by weight
+        activity = p.max(0) - p.min(0)
+        for weight, (start, stop) in self.recent_reads:
+            activity += weight * cells[start:stop].sum(0, dtype=np.int64)
         bins = BIN_OF[np.minimum(activity >> (depth - 8), BIN_OF.size - 1)]
         residual, signed, earlier, before = cells[na : na + 4]  # the earlier planes' (0 for the first)
         contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, residual >> (depth - 8), side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
-        signs = FRAC * cells[na + 4 + len(GRADIENT) :] > blend
+        signs = FRAC * cells[PATTERN] > blend
         pattern = (signs * self.pattern_bits[:, None, None]).sum(0)
         if g.design.rich_bias:
             pattern += 64 * (p[-1] > blend) + 128 * (signed > 0) + 256 * (signed < 0)
