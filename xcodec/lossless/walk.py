@@ -81,7 +81,6 @@ PARITIES = 4  # (y & 1, x & 1)
 GRADIENT = [0, 2, 1, 2, 3, 0]
 PATTERN = [2, 3, 1, 0, 4, 5]
 PATTERN_BITS = np.array([8, 4, 2, 1, 16, 32], dtype=np.int64)
-BIN_OF = np.searchsorted(THRESHOLDS, np.arange(THRESHOLDS[-1] + 1), side="right")  # the bin of every activity
 # The fixed predictors (all but the last, the fitted one) on the features N, W, NW, NE, NN, WW, NNE, times FRAC.
 FIXED = np.array([[0, 8, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0], [8, 8, -8, 0, 0, 0, 0], [-8, 8, 0, 8, 0, 0, 0],
                   [0, 4, 0, 4, 0, 0, 0], [8, 0, 0, 8, 0, 0, -8], [4, 4, 0, 0, 0, 0, 0], [0, 16, 0, 0, 0, -8, 0],
@@ -268,9 +267,10 @@ def blank(grid: Grid, depth: int) -> np.ndarray:
     return cells
 
 
-def weight_table(size: int) -> np.ndarray:
-    """The blend's weight 2**36 // (E + 8)**2 + 1 of every recent error E >> (depth - 8) below ``size``."""
-    e = np.arange(size, dtype=np.int64)
+def weight_table(size: int, depth: int) -> np.ndarray:
+    """The blend's weight 2**36 // (E + 8)**2 + 1 of every recent error E (E >> (depth - 8) in
+    8-bit units) below ``size``."""
+    e = np.arange(size, dtype=np.int64) >> (depth - 8)
     return (1 << 36) // (e + 8) ** 2 + 1  # never 0: 16-bit errors are large
 
 
@@ -299,7 +299,9 @@ class State:
         recent = grid.design.recent
         self.weights = np.array([w for *_, w in recent], dtype=np.int64)
         self.recent = {w: grid.shifts([n for n in recent if n[2] == w]) for w in sorted(set(self.weights.tolist()))}
-        self.weight_of = weight_table(((int(self.weights.sum()) * ERROR_CAP) >> (depth - 8)) + 1)
+        self.weight_of = weight_table(int(self.weights.sum()) * ERROR_CAP + 1, depth)
+        # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
+        self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
         self.rules = tuple(rule[None, :] for rule in grid.rule_arrays())
         self.plane = np.arange(grid.planes)[None, :]
         # What a step reads of the cells, in one gather: the features' d, the recent neighbours'
@@ -335,15 +337,15 @@ class State:
         p = np.empty((PREDICTORS, m, planes), dtype=np.int64)
         p[:-1] = (FIXED @ f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)).reshape(-1, m, planes)  # small integers: exact
         p[-1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
-        weight = self.weight_of[self.recent_errors(step) >> (depth - 8)]
+        weight = self.weight_of[self.recent_errors(step)]
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
         activity = p.max(0) - p.min(0)
         for weight, (start, stop) in self.recent_reads:
             activity += weight * cells[start:stop].sum(0, dtype=np.int64)
-        bins = BIN_OF[np.minimum(activity >> (depth - 8), BIN_OF.size - 1)]
+        bins = np.searchsorted(self.thresholds, activity, side="right")
         residual, signed, earlier, before = cells[na : na + 4]  # the earlier planes' (0 for the first)
-        contexts = self.plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, residual >> (depth - 8), side="right")
+        contexts = self.plane * CROSS_LEVELS + np.searchsorted(self.cross_thresholds, residual, side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
