@@ -314,7 +314,8 @@ class State:
         offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
         widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
         block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
-        self.reads = offsets[:, None, None] + block
+        self.reads = offsets[:, None, None] + block - offsets.min()  # from the lowest cell a step reads
+        self.lowest = offsets.min()
         ends = np.cumsum([len(shifts) for shifts in self.recent.values()]) + grid.design.features
         self.recent_reads = list(zip(self.recent, zip(ends - [len(s) for s in self.recent.values()], ends)))
         self.row_cells = columns * slots * FIELDS
@@ -322,8 +323,8 @@ class State:
     def context(self, step: Step) -> Context:
         g, depth, planes = self.grid, self.depth, self.grid.planes
         m = step.stop - step.start
-        base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS
-        cells = np.take(self.cells.reshape(-1), self.reads[:, :m] + base)  # (reads, columns, planes)
+        base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS + self.lowest
+        cells = np.take(self.cells.reshape(-1)[base:], self.reads[:, :m])  # (reads, columns, planes)
         nf, na = g.design.features, g.design.features + len(self.weights)  # where the activity's reads end
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
