@@ -48,13 +48,13 @@ import numpy as np
 LAG = 4
 # Neighbours (dy, dx) of the two earlier planes around the pixel (they may lie ahead of it).
 CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1, -1))
-# Samples are stored skewed, in an array of (row, column, slot): pixel (y, x) of plane p at row
-# 2y + x + LAG p + LEAD, column y + TOP, slot p + 2 (slots 0 and 1 are the all-zero planes before
-# the first, the missing earlier planes of the first ones). So one step of the walk is one row, its
-# samples of every plane side by side, and every neighbour, in the plane or in an earlier one, lies
-# at a constant shift: the step reads and writes slices, no gathers. Positions that no pixel maps
-# to hold the padding.
-# Each position holds FIELDS cells: the reconstructed sample, its d, and its final error, unsigned and signed.
+# Samples are stored skewed, in an array of (row, column, slot) positions: pixel (y, x) of plane p
+# at row 2y + x + LAG p + LEAD, column y + TOP, slot p + 2 (slots 0 and 1 are the all-zero planes
+# before the first, the missing earlier planes of the first ones). So one step of the walk is one
+# row, its samples of every plane side by side, and every neighbour, in the plane or in an earlier
+# one, lies at a constant shift: a step reads its cells in one gather and the predictors' errors as
+# slices, and writes slices. Positions that no pixel maps to hold the padding. Each position holds
+# FIELDS cells: the reconstructed sample, its d, and its final error, unsigned and signed.
 FIELDS = 4
 X, D, RESIDUAL, SIGNED = range(FIELDS)
 LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
@@ -167,7 +167,7 @@ class Grid:
         return [(2 * dy + dx + plane * LAG, dy, plane) for dy, dx, *_ in neighbours]
 
     def offsets(self, neighbours, plane: int = 0) -> np.ndarray:
-        """The same as flat index offsets."""
+        """The same as offsets of flat position indices."""
         _, columns, slots = self.shape
         return np.array([(r * columns + c) * slots + s for r, c, s in self.shifts(neighbours, plane)], dtype=np.int64)
 
@@ -237,6 +237,7 @@ def features(cells: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
 
 
 def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """2 (y & 1) + (x & 1): which least-squares sets and scale contexts pixels (y, x) take."""
     return 2 * (ys & 1) + (xs & 1)
 
 
@@ -288,10 +289,10 @@ class State:
         self.pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
-        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
-        # of 1024 x 1024 take about 450 MB.
         self.cells = blank(grid, depth)
         rows, columns, slots = grid.shape
+        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
+        # of 1024 x 1024 take about 450 MB.
         self.errors = np.zeros((PREDICTORS, rows, columns, grid.planes), dtype=np.int16)  # real planes only
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
         self.coefs = coefs[:, :-1].T.astype(np.float64)  # (features, sets), integers in 1/2**COEF_BITS
@@ -342,8 +343,8 @@ class State:
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
         activity = p.max(0) - p.min(0)
-        for weight, (start, stop) in self.recent_reads:
-            activity += weight * cells[start:stop].sum(0, dtype=np.int64)
+        for w, (start, stop) in self.recent_reads:  # neighbours of equal weight summed first
+            activity += w * cells[start:stop].sum(0, dtype=np.int64)
         bins = np.searchsorted(self.thresholds, activity, side="right")
         residual, signed, earlier, before = cells[na : na + 4]  # the earlier planes' (0 for the first)
         contexts = self.plane * CROSS_LEVELS + np.searchsorted(self.cross_thresholds, residual, side="right")
