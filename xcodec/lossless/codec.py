@@ -56,8 +56,9 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
         n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
         sets = grid.ls_class(np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
-        f, target = f[order], cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
-        a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)
+        target = cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
+        a = np.empty((idx.size, size))  # the features and a constant
+        a[:, :-1], a[:, -1] = f[order], 1
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
         fitted = np.empty(idx.size)
         for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -66,7 +67,7 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
             solution = np.linalg.solve(gram, rows.T @ target[start:stop])
             coefs[p, c] = np.clip(np.round(solution * 2**COEF_BITS), -COEF_LIMIT, COEF_LIMIT - 1)
             fitted[start:stop] = rows @ coefs[p, c] / 2**COEF_BITS
-        gradient = f[:, 1] + f[:, 0] - f[:, 2]
+        gradient = a[:, 1] + a[:, 0] - a[:, 2]
         errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (gradient, fitted)]
         saving += samples[p].size * np.log2(errors[0] / errors[1])
     return coefs, saving
