@@ -336,13 +336,13 @@ class State:
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
         dot = np.einsum("kij,kij->ij", f, self.coefs[:, sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        p = np.empty((PREDICTORS, m, planes), dtype=np.int64)
+        p = np.empty((PREDICTORS, m, planes), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
         p[:-1] = (FIXED @ f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)).reshape(-1, m, planes)  # small integers: exact
         p[-1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
         weight = self.weight_of[self.recent_errors(step)]
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
-        activity = p.max(0) - p.min(0)
+        activity = p.max(0).astype(np.int64) - p.min(0)
         for w, (start, stop) in self.recent_reads:  # neighbours of equal weight summed first
             activity += w * cells[start:stop].sum(0, dtype=np.int64)
         bins = np.searchsorted(self.thresholds, activity, side="right")
@@ -383,7 +383,7 @@ class State:
         """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
         samples = np.zeros(ctx.blend.size, dtype=np.int64)
         samples[step.order] = x
-        cells = np.empty((*ctx.blend.shape, FIELDS), dtype=np.int64)
+        cells = np.empty((*ctx.blend.shape, FIELDS), dtype=np.int32)
         cells[..., X] = samples.reshape(ctx.blend.shape)
         cells[..., D] = cells[..., X] - ctx.ref
         cells[..., SIGNED] = FRAC * cells[..., D] - ctx.blend
@@ -392,7 +392,7 @@ class State:
         np.copyto(self.cells[step.row, rows, 2 : 2 + self.grid.planes], cells, where=valid[..., None], casting="unsafe")
         errors = np.minimum(np.abs(ctx.predictions - FRAC * cells[..., D]), ERROR_CAP)
         np.copyto(self.errors[:, step.row, rows], errors, where=valid, casting="unsafe")
-        residual = cells[..., SIGNED].reshape(-1)[step.order]
+        residual = cells[..., SIGNED].reshape(-1)[step.order].astype(np.int64)  # ufunc.at's fast path: one type
         accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
         accumulate(self.bias, self.bias_count, ctx.classes, residual)
 
@@ -403,8 +403,9 @@ def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: 
     np.add.at(total, index, values)
     np.add.at(count, index, 1)
     full = index[count[index] >= LIMIT]  # halved once however often it repeats
-    total[full] >>= 1
-    count[full] >>= 1
+    if full.size:
+        total[full] >>= 1
+        count[full] >>= 1
 
 
 @dataclass
