@@ -155,7 +155,8 @@ class StreamWriter:
         ``rows``, symbol i has row ``rows[i]`` of ``probabilities``: a few distinct rows are kept
         until ``finish``, not one per symbol."""
         probabilities = np.asarray(probabilities, dtype=np.float64)
-        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, probabilities if rows is None else _Rows(probabilities, rows)))
+        table = probabilities if rows is None else _Rows(probabilities, rows)
+        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, table))
 
     def uniforms(self, values: np.ndarray, sizes: np.ndarray) -> None:
         """Symbols each in 0..size-1 of its own ``sizes`` (at least 2), all equally likely."""

@@ -15,7 +15,8 @@ from ..entropy import StreamReader, StreamWriter
 from ..errors import FormatError, InputError
 from .tables import Table
 from .tokens import Histograms
-from .walk import COEF_BITS, COEF_LIMIT, D, DESIGNS, FIELDS, X, Batch, Grid, Quantiser, blank, features, parity, reference, walk
+from .walk import (COEF_BITS, COEF_LIMIT, D, DESIGNS, FIELDS, X, Batch, Grid, Quantiser, blank, features, gradient,
+                   parity, reference, walk)
 
 COEF_BITS_MAX = 16  # the bit length of the largest coefficient magnitude, 2**15
 RIDGE = 1e-3  # per sample, keeps the least-squares fit of a flat tile well posed
@@ -53,8 +54,7 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     for p in range(grid.planes):
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
         f = features(cells, idx, grid)
-        n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
-        sets = grid.ls_class(np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n), parities, depth)
+        sets = grid.ls_class(gradient(f.T), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
         target = cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
         a = np.empty((idx.size, size))  # the features and a constant
@@ -67,8 +67,8 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
             solution = np.linalg.solve(gram, rows.T @ target[start:stop])
             coefs[p, c] = np.clip(np.round(solution * 2**COEF_BITS), -COEF_LIMIT, COEF_LIMIT - 1)
             fitted[start:stop] = rows @ coefs[p, c] / 2**COEF_BITS
-        gradient = a[:, 1] + a[:, 0] - a[:, 2]
-        errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (gradient, fitted)]
+        planar = a[:, 1] + a[:, 0] - a[:, 2]  # W + N - NW
+        errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (planar, fitted)]
         saving += samples[p].size * np.log2(errors[0] / errors[1])
     return coefs, saving
 

@@ -211,7 +211,8 @@ class Grid:
                 continue
             start, stop = min(a for a, _ in spans), max(b for _, b in spans)
             y = np.arange(start, stop)[:, None]
-            valid = (y >= np.array([first[t] for first, _ in ranges])) & (y <= np.array([last[t] for _, last in ranges]))
+            valid = ((y >= np.array([first[t] for first, _ in ranges]))
+                     & (y <= np.array([last[t] for _, last in ranges])))
             order = np.flatnonzero(valid.T.reshape(-1))  # by plane, then y
             order = (order % (stop - start)) * self.planes + order // (stop - start)
             steps.append(Step(t + LEAD, start + TOP, stop + TOP, valid, order))
@@ -234,6 +235,12 @@ class Grid:
 def features(cells: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
     """(n, FEATURES) integer features of the least-squares predictor at positions ``idx``."""
     return cells.reshape(-1)[(idx * FIELDS)[:, None] + (grid.feature_offsets * FIELDS + D)]
+
+
+def gradient(features: np.ndarray) -> np.ndarray:
+    """|N - NW| + |W - NW| + |NE - N| of features (N, W, NW, NE, ...) along the first axis."""
+    pairs = features[GRADIENT]
+    return np.abs(pairs[0::2] - pairs[1::2]).sum(0)
 
 
 def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -329,15 +336,14 @@ class State:
         nf, na = g.design.features, g.design.features + len(self.weights)  # where the activity's reads end
         y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
         parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
-        pairs = cells[GRADIENT]
-        gradient = np.abs(pairs[0::2] - pairs[1::2]).sum(0)
-        sets = self.plane * g.design.classes + g.ls_class(gradient, parity, depth)
+        sets = self.plane * g.design.classes + g.ls_class(gradient(cells), parity, depth)
         f = cells[:nf].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
         dot = np.einsum("kij,kij->ij", f, self.coefs[:, sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
         p = np.empty((PREDICTORS, m, planes), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
-        p[:-1] = (FIXED @ f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)).reshape(-1, m, planes)  # small integers: exact
+        fixed = f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)
+        p[:-1] = (FIXED @ fixed).reshape(-1, m, planes)  # small integers: exact
         p[-1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
         weight = self.weight_of[self.recent_errors(step)]
         weight[-1] *= g.design.ls_weight
