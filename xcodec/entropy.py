@@ -24,6 +24,7 @@ priors make vanishingly unlikely.
 from __future__ import annotations
 
 import functools
+from typing import NamedTuple
 
 import constriction
 import numpy as np
@@ -121,6 +122,11 @@ def _laplace(limit: int) -> constriction.stream.model.QuantizedLaplace:
     return constriction.stream.model.QuantizedLaplace(-limit, limit)
 
 
+class _Rows(NamedTuple):
+    table: np.ndarray
+    rows: np.ndarray
+
+
 class StreamWriter:
     """A laplacian stream: symbols collected in decoding order, encoded backwards (ANS is a stack)."""
 
@@ -143,10 +149,14 @@ class StreamWriter:
         """One symbol in 0..size-1, all equally likely."""
         self.chunks.append((np.array([value], dtype=np.int32), constriction.stream.model.Uniform(size)))
 
-    def categorical(self, symbols: np.ndarray, probabilities: np.ndarray) -> None:
+    def categorical(self, symbols: np.ndarray, probabilities: np.ndarray, rows: np.ndarray | None = None) -> None:
         """Symbols in 0..L-1, each with its row of ``probabilities`` (n, L): non-negative and finite
-        (exact values on both sides, such as integer counts), normalised by constriction."""
-        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, np.asarray(probabilities, dtype=np.float64)))
+        (exact values on both sides, such as integer counts), normalised by constriction. With
+        ``rows``, symbol i has row ``rows[i]`` of ``probabilities``: a few distinct rows are kept
+        until ``finish``, not one per symbol."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        table = probabilities if rows is None else _Rows(probabilities, rows)
+        self.chunks.append((symbols.astype(np.int32), _CATEGORICAL, table))
 
     def uniforms(self, values: np.ndarray, sizes: np.ndarray) -> None:
         """Symbols each in 0..size-1 of its own ``sizes`` (at least 2), all equally likely."""
@@ -155,7 +165,7 @@ class StreamWriter:
     def finish(self) -> bytes:
         coder = constriction.stream.stack.AnsCoder()
         for chunk in reversed(self.chunks):
-            coder.encode_reverse(*chunk)
+            coder.encode_reverse(*(c.table[c.rows] if isinstance(c, _Rows) else c for c in chunk))
         return _to_bytes(coder)
 
 

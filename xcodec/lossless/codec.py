@@ -15,7 +15,8 @@ from ..entropy import StreamReader, StreamWriter
 from ..errors import FormatError, InputError
 from .tables import Table
 from .tokens import Histograms
-from .walk import COEF_BITS, COEF_LIMIT, DESIGNS, Batch, Grid, Quantiser, blank, features, reference, segments, walk
+from .walk import (COEF_BITS, COEF_LIMIT, D, DESIGNS, FIELDS, X, Batch, Grid, Quantiser, blank, features, gradient,
+                   parity, reference, walk)
 
 COEF_BITS_MAX = 16  # the bit length of the largest coefficient magnitude, 2**15
 RIDGE = 1e-3  # per sample, keeps the least-squares fit of a flat tile well posed
@@ -23,14 +24,17 @@ FIT_PIXELS = 4096
 FIT_STRIDE = 3  # the fit sees every third sample (in raster order): as good a fit, a third of the time
 
 
-def differences(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """The walk's sample and ``d`` arrays, filled with a tile's samples (what a lossless walk reconstructs)."""
-    x, d = blank(grid, depth)
-    for p in range(grid.planes):
+def differences(samples: np.ndarray, grid: Grid, depth: int) -> np.ndarray:
+    """The walk's cells, filled with a tile's samples and their ``d`` (what a lossless walk reconstructs)."""
+    cells = blank(grid, depth)
+    flat = cells.reshape(-1)
+    earlier, before = (grid.offsets([(0, 0)], -k)[0] for k in (1, 2))
+    for p, (a, b, shift) in enumerate(zip(*grid.rule_arrays())):
         idx = grid.index(p).reshape(-1)
-        x[idx] = samples[p].reshape(-1)
-        d[idx] = x[idx] - reference(x, idx, segments(np.full(idx.size, p), grid.planes), grid)
-    return x, d
+        flat[idx * FIELDS + X] = samples[p].reshape(-1)
+        ref = reference(flat[(idx + earlier) * FIELDS + X], flat[(idx + before) * FIELDS + X], a, b, shift)
+        flat[idx * FIELDS + D] = samples[p].reshape(-1) - ref
+    return cells
 
 
 def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]:
@@ -41,17 +45,20 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
     predictor (W + N - NW) and of the fitted one, per sample: a Laplacian's entropy grows with
     the log of its scale.
     """
-    _, d = differences(samples, grid, depth)
+    cells = differences(samples, grid, depth)
     size = grid.design.features + 1
+    ys, xs = np.mgrid[: grid.height, : grid.width]
+    parities = parity(ys, xs).reshape(-1)[::FIT_STRIDE]
     coefs = np.zeros((grid.planes, grid.design.classes, size), dtype=np.int64)
     saving = 0.0
     for p in range(grid.planes):
         idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
-        f = features(d, idx, grid)
-        sets = grid.ls_class(f, grid.parity(idx), depth)
+        f = features(cells, idx, grid)
+        sets = grid.ls_class(gradient(f.T), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
-        f, target = f[order], d[idx[order]].astype(np.float64)
-        a = np.concatenate([f, np.ones((idx.size, 1), np.int32)], 1).astype(np.float64)
+        target = cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
+        a = np.empty((idx.size, size))  # the features and a constant
+        a[:, :-1], a[:, -1] = f[order], 1
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
         fitted = np.empty(idx.size)
         for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -60,8 +67,8 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
             solution = np.linalg.solve(gram, rows.T @ target[start:stop])
             coefs[p, c] = np.clip(np.round(solution * 2**COEF_BITS), -COEF_LIMIT, COEF_LIMIT - 1)
             fitted[start:stop] = rows @ coefs[p, c] / 2**COEF_BITS
-        gradient = f[:, 1] + f[:, 0] - f[:, 2]
-        errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (gradient, fitted)]
+        planar = a[:, 1] + a[:, 0] - a[:, 2]  # W + N - NW
+        errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (planar, fitted)]
         saving += samples[p].size * np.log2(errors[0] / errors[1])
     return coefs, saving
 
@@ -119,18 +126,19 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
     writer.uniform(int(fitted), 2)
     if fitted:
         write_coefs(writer, coefs, grid.design.packed)
-    original, _ = differences(samples, grid, depth)
+    original = samples.reshape(-1)[grid.order()]  # in coding order
 
     histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
 
     def code(batch: Batch) -> np.ndarray:
-        q = quantiser.symbols(original[batch.idx], batch.prediction)
+        q = quantiser.symbols(original[batch.span], batch.prediction)
         if histograms is None:
             writer.laplace(q, batch.scale, quantiser.limit, batch.mean)
             return quantiser.reconstruct(q, batch.prediction)
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
         symbols, raw, bits = histograms.symbols(q, batch.mean)
-        writer.categorical(symbols, histograms.probabilities(contexts))
+        touched, rows = np.unique(contexts, return_inverse=True)
+        writer.categorical(symbols, histograms.probabilities(touched), rows)
         writer.uniforms(raw[bits > 0], 1 << bits[bits > 0])
         histograms.update(contexts, symbols)
         return quantiser.reconstruct(q, batch.prediction)
@@ -160,8 +168,8 @@ def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
         symbols = reader.categorical(histograms.probabilities(contexts)).astype(np.int64)
         bits = histograms.raw_bits(symbols)
-        raw = np.zeros_like(symbols)
-        raw[bits > 0] = reader.uniforms(1 << bits[bits > 0])
+        raw, long = np.zeros_like(symbols), bits > 0
+        raw[long] = reader.uniforms(1 << bits[long])
         histograms.update(contexts, symbols)
         return quantiser.reconstruct(histograms.values(symbols, raw, batch.mean), batch.prediction)
 

@@ -24,7 +24,7 @@ from safetensors.numpy import save
 
 from ..files import sha256, write_atomic
 from ..models.manifest import WEIGHTS_DIR
-from .codec import differences, fit
+from .codec import fit
 from . import tables
 from .tables import COUNTS_SHAPE, NAME
 from .tokens import PRIOR_TOTAL, SCALE_EDGES, TOKENS, Histograms, split
@@ -53,14 +53,14 @@ def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     and its token counts per token context (flattened ``COUNTS_SHAPE``)."""
     planes, height, width = samples.shape
     grid, quantiser = Grid(height, width, planes, DESIGNS[NAME]), Quantiser(8, 0)
-    original, _ = differences(samples, grid, 8)
+    original = samples.reshape(-1)[grid.order()]
     histograms = Histograms(np.zeros(COUNTS_SHAPE, dtype=np.int64), planes, quantiser.limit)
     offset = TOKENS - histograms.tokens  # from the 8-bit alphabet to the table's
     bins, res, counts = [], [], np.zeros(int(np.prod(COUNTS_SHAPE)), dtype=np.int64)
     size = COUNTS_SHAPE[-1]
 
     def record(batch: Batch) -> np.ndarray:
-        x = original[batch.idx]
+        x = original[batch.span]
         bins.append(batch.bins)
         res.append(x - batch.prediction - batch.mean)
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)

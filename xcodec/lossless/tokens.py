@@ -79,6 +79,8 @@ class Histograms:
         # Integers held as float64 (exact below 2**53), the type constriction takes.
         self.counts = table[:planes].reshape(-1, self.size).astype(np.float64)
         self.totals = self.counts.sum(1)
+        magnitude = np.abs(np.arange(self.size) - (self.tokens - 1))  # of every symbol's token
+        self.bits, self.head = raw_bits(magnitude), join(magnitude, np.zeros_like(magnitude))
 
     def contexts(self, plane: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
         bucket = np.searchsorted(SCALE_EDGES, scale, side="right")
@@ -92,21 +94,22 @@ class Histograms:
 
     def values(self, token: np.ndarray, raw: np.ndarray, mean: np.ndarray) -> np.ndarray:
         """Inverse of ``symbols``."""
-        signed = token - (self.tokens - 1)
-        magnitude = join(np.abs(signed), raw)
-        return np.where((signed < 0) != (mean < 0), -magnitude, magnitude)
+        magnitude = self.head[token] + raw
+        return np.where((token < self.tokens - 1) != (mean < 0), -magnitude, magnitude)
 
     def raw_bits(self, token: np.ndarray) -> np.ndarray:
         """How many raw bits follow each symbol."""
-        return raw_bits(np.abs(token - (self.tokens - 1)))
+        return self.bits[token]
 
     def probabilities(self, contexts: np.ndarray) -> np.ndarray:
         return self.counts[contexts]
 
     def update(self, contexts: np.ndarray, token: np.ndarray) -> None:
-        self.counts.reshape(-1)[:] += INCREMENT * np.bincount(contexts * self.size + token, minlength=self.counts.size)
-        self.totals += INCREMENT * np.bincount(contexts, minlength=self.totals.size)
-        full = np.flatnonzero(self.totals > LIMIT)
+        increment = float(INCREMENT)  # of the arrays' type: ufunc.at takes its fast path
+        np.add.at(self.counts.reshape(-1), contexts * self.size + token, increment)
+        np.add.at(self.totals, contexts, increment)
+        full = contexts[self.totals[contexts] > LIMIT]  # halved once however often it repeats
         if full.size:
+            full = np.unique(full)
             self.counts[full] = np.floor((self.counts[full] + 1) / 2)  # (c + 1) >> 1, exact
             self.totals[full] = self.counts[full].sum(1)  # integers below 2**53: exact in any order

@@ -48,10 +48,16 @@ import numpy as np
 LAG = 4
 # Neighbours (dy, dx) of the two earlier planes around the pixel (they may lie ahead of it).
 CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1, -1))
-# Samples are stored skewed: pixel (y, x) of a plane at row 2y + x + LEAD, column y + TOP, so that
-# a wavefront is one contiguous run and every neighbour a constant offset (a step's gathers read a
-# few cache lines, not one per sample). Positions that no pixel maps to hold the padding.
-LEAD, TAIL = 7, 3  # rows before the first wavefront and after the last that neighbours reach (NNWW, SE)
+# Samples are stored skewed, in an array of (row, column, slot) positions: pixel (y, x) of plane p
+# at row 2y + x + LAG p + LEAD, column y + TOP, slot p + 2 (slots 0 and 1 are the all-zero planes
+# before the first, the missing earlier planes of the first ones). So one step of the walk is one
+# row, its samples of every plane side by side, and every neighbour, in the plane or in an earlier
+# one, lies at a constant shift: a step reads its cells in one gather and the predictors' errors as
+# slices, and writes slices. Positions that no pixel maps to hold the padding. Each position holds
+# FIELDS cells: the reconstructed sample, its d, and its final error, unsigned and signed.
+FIELDS = 4
+X, D, RESIDUAL, SIGNED = range(FIELDS)
+LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
 TOP, BOTTOM = 3, 1
 FRAC = 8  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
@@ -70,6 +76,15 @@ LIMIT = 1024
 CROSS_THRESHOLDS = np.array([16, 64], dtype=np.int64)  # of the earlier plane's final error at the pixel, in 1/8
 CROSS_LEVELS = len(CROSS_THRESHOLDS) + 1
 PARITIES = 4  # (y & 1, x & 1)
+# Which of N, W, NW, NE, NN, WW (0..5) make the gradient (pairs: |N - NW| + |W - NW| + |NE - N|) and,
+# compared with the blend, the bias class (bits 8, 4, 2, 1, 16, 32; the last two with ``rich_bias``).
+GRADIENT = [0, 2, 1, 2, 3, 0]
+PATTERN = [2, 3, 1, 0, 4, 5]
+PATTERN_BITS = np.array([8, 4, 2, 1, 16, 32], dtype=np.int64)
+# The fixed predictors (all but the last, the fitted one) on the features N, W, NW, NE, NN, WW, NNE, times FRAC.
+FIXED = np.array([[0, 8, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0], [8, 8, -8, 0, 0, 0, 0], [-8, 8, 0, 8, 0, 0, 0],
+                  [0, 4, 0, 4, 0, 0, 0], [8, 0, 0, 8, 0, 0, -8], [4, 4, 0, 0, 0, 0, 0], [0, 16, 0, 0, 0, -8, 0],
+                  [16, 0, 0, 0, -8, 0, 0]], dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -118,9 +133,21 @@ DESIGNS = {
 
 
 @dataclass(frozen=True)
+class Step:
+    """One step of the walk: row ``row`` of the grid, columns ``start`` to ``stop`` of the planes'
+    slots; ``valid`` (columns, planes) marks the samples there, ``order`` their positions in the
+    flattened (columns, planes) block in coding order (by plane, then y)."""
+
+    row: int
+    start: int
+    stop: int
+    valid: np.ndarray
+    order: np.ndarray
+
+
+@dataclass(frozen=True)
 class Grid:
-    """Flat indices of a tile's planes, stacked after two all-zero planes (the missing earlier
-    planes of the first ones), padded and skewed, and the walk's order."""
+    """The layout of a tile's planes in the walk's (row, column, slot) arrays, and the walk's order."""
 
     height: int
     width: int
@@ -128,97 +155,136 @@ class Grid:
     design: Design
 
     @property
-    def row(self) -> int:
-        return self.height + TOP + BOTTOM
+    def fronts(self) -> int:
+        return 2 * self.height + self.width - 2  # wavefronts 2y + x of one plane
 
     @property
-    def plane(self) -> int:
-        return (2 * self.height + self.width - 2 + LEAD + TAIL) * self.row
+    def shape(self) -> tuple[int, int, int]:
+        return self.fronts + (self.planes - 1) * LAG + LEAD, self.height + TOP + BOTTOM, self.planes + 2
 
-    @property
-    def size(self) -> int:
-        return (self.planes + 2) * self.plane
+    def shifts(self, neighbours, plane: int = 0) -> list[tuple[int, int, int]]:
+        """(row, column, slot) shifts of neighbours (dy, dx) in the plane ``-plane`` planes back (0: its own)."""
+        return [(2 * dy + dx + plane * LAG, dy, plane) for dy, dx, *_ in neighbours]
 
     def offsets(self, neighbours, plane: int = 0) -> np.ndarray:
-        return np.array([plane * self.plane + (2 * dy + dx) * self.row + dy for dy, dx, *_ in neighbours], dtype=np.int64)
+        """The same as offsets of flat position indices."""
+        _, columns, slots = self.shape
+        return np.array([(r * columns + c) * slots + s for r, c, s in self.shifts(neighbours, plane)], dtype=np.int64)
+
+    @functools.cached_property
+    def feature_shifts(self) -> list[tuple[int, int, int]]:
+        own = self.design.own
+        return self.shifts(own) + self.shifts(CROSS, -1) + self.shifts(CROSS, -2)
 
     @functools.cached_property
     def feature_offsets(self) -> np.ndarray:
         return np.concatenate([self.offsets(self.design.own), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
 
-    def parity(self, idx: np.ndarray) -> np.ndarray:
-        """2 (y & 1) + (x & 1) of the pixels at flat indices ``idx``."""
-        row, column = np.divmod(idx % self.plane, self.row)
-        return 2 * ((column - TOP) & 1) + ((row - LEAD) & 1)
-
-    def ls_class(self, f: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
-        """Which least-squares coefficient set predicts the samples of features ``f`` and ``parity``."""
+    def ls_class(self, gradient: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
+        """Which least-squares coefficient set predicts samples of ``gradient`` (|N - NW| + |W - NW|
+        + |NE - N| in ``d``) and ``parity`` (2 (y & 1) + (x & 1))."""
         design = self.design
-        n, w, nw, ne = (f[:, k].astype(np.int64) for k in range(4))
-        gradient = (np.abs(n - nw) + np.abs(w - nw) + np.abs(ne - n)) >> (depth - 8)
-        cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient, side="right")
+        cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient >> (depth - 8), side="right")
         return cls * PARITIES + parity if design.parity else cls
 
     def index(self, p: int) -> np.ndarray:
         """(H, W) flat indices of plane ``p``'s samples."""
         ys, xs = np.mgrid[: self.height, : self.width]
-        return (p + 2) * self.plane + (2 * ys + xs + LEAD) * self.row + ys + TOP
+        _, columns, slots = self.shape
+        return ((2 * ys + xs + p * LAG + LEAD) * columns + ys + TOP) * slots + p + 2
 
-    def steps(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Indices and planes of all samples in walk order, and where each step starts."""
-        ys, xs = np.mgrid[: self.height, : self.width]
-        front = (2 * ys + xs).reshape(-1)
-        step = np.concatenate([front + p * LAG for p in range(self.planes)])
-        idx = np.concatenate([self.index(p).reshape(-1) for p in range(self.planes)])
-        plane = np.repeat(np.arange(self.planes), self.height * self.width)
-        order = np.argsort(step, kind="stable")
-        bounds = np.searchsorted(step[order], np.arange(step.max() + 2))
-        return idx[order], plane[order], bounds
+    def fronts_of(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
+        """First and last y of plane ``plane``'s wavefront at every step (first > last: none)."""
+        f = np.arange(self.shape[0] - LEAD) - plane * LAG
+        first = np.maximum(0, (f - self.width + 2) // 2)
+        last = np.where(f < 0, -1, np.minimum(self.height - 1, f // 2))
+        return first, last
+
+    @functools.cached_property
+    def walk_steps(self) -> list[Step]:
+        """The walk's steps that hold samples."""
+        ranges = [self.fronts_of(p) for p in range(self.planes)]
+        steps = []
+        for t in range(self.shape[0] - LEAD):
+            spans = [(first[t], last[t] + 1) for first, last in ranges if first[t] <= last[t]]
+            if not spans:
+                continue
+            start, stop = min(a for a, _ in spans), max(b for _, b in spans)
+            y = np.arange(start, stop)[:, None]
+            valid = ((y >= np.array([first[t] for first, _ in ranges]))
+                     & (y <= np.array([last[t] for _, last in ranges])))
+            order = np.flatnonzero(valid.T.reshape(-1))  # by plane, then y
+            order = (order % (stop - start)) * self.planes + order // (stop - start)
+            steps.append(Step(t + LEAD, start + TOP, stop + TOP, valid, order))
+        return steps
+
+    def order(self) -> np.ndarray:
+        """Where each sample of the walk, in coding order, lies in the tile's raveled (planes, H, W) samples."""
+        first, last = (np.stack(ends, 1).reshape(-1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
+        count = np.maximum(last - first + 1, 0)  # per step and plane, in coding order
+        starts = np.cumsum(count) - count
+        y = np.repeat(first - starts, count) + np.arange(count.sum())
+        step, plane = np.divmod(np.repeat(np.arange(count.size), count), self.planes)
+        return (plane * self.height + y) * self.width + step - plane * LAG - 2 * y
+
+    def rule_arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The planes' reference rules (a, b, shift) as arrays over planes."""
+        return tuple(np.array(column, dtype=np.int64) for column in zip(*self.design.plane_rules(self.planes)))
 
 
-def features(d: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
-    """(n, FEATURES) integer features of the least-squares predictor at flat indices ``idx``."""
-    return d[idx[:, None] + grid.feature_offsets]
+def features(cells: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
+    """(n, FEATURES) integer features of the least-squares predictor at positions ``idx``."""
+    return cells.reshape(-1)[(idx * FIELDS)[:, None] + (grid.feature_offsets * FIELDS + D)]
 
 
-def segments(plane: np.ndarray, planes: int) -> list[slice]:
-    """Where each plane's samples lie in a batch sorted by plane (every step of the walk is)."""
-    cuts = [0, *np.searchsorted(plane, np.arange(1, planes)), plane.size]
-    return [slice(a, b) for a, b in zip(cuts[:-1], cuts[1:])]
+def gradient(features: np.ndarray) -> np.ndarray:
+    """|N - NW| + |W - NW| + |NE - N| of features (N, W, NW, NE, ...) along the first axis."""
+    pairs = features[GRADIENT]
+    return np.abs(pairs[0::2] - pairs[1::2]).sum(0)
 
 
-def reference(x: np.ndarray, idx: np.ndarray, parts: list[slice], grid: Grid) -> np.ndarray:
-    """The samples ``d`` is taken against, at ``idx`` (in plane segments ``parts``)."""
-    ref = np.zeros(idx.size, dtype=np.int64)
-    for (a, b, shift), part in zip(grid.design.plane_rules(grid.planes), parts):
-        if a or b:
-            ref[part] = (a * x[idx[part] - grid.plane] + b * x[idx[part] - 2 * grid.plane]) >> shift
-    return ref
+def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+    """2 (y & 1) + (x & 1): which least-squares sets and scale contexts pixels (y, x) take."""
+    return 2 * (ys & 1) + (xs & 1)
+
+
+def reference(earlier: np.ndarray, before: np.ndarray, a, b, shift) -> np.ndarray:
+    """The samples ``d`` is taken against, from the earlier planes' samples at the same pixels
+    (``earlier`` one plane back, ``before`` two) and the planes' rules (scalars or arrays)."""
+    return (a * earlier.astype(np.int64) + b * before) >> shift
 
 
 @dataclass
 class Context:
-    """What the coder needs for a batch of samples, and what the walk stores after it."""
+    """What the coder needs for a step's samples, and what the walk stores after it: (columns,
+    planes) blocks of the step's row, and the same in coding order (``Step.order``)."""
 
-    predictions: np.ndarray  # (PREDICTORS, n) in 1/8
-    blend: np.ndarray  # (n,) in 1/8, of d, bias-corrected
-    ref: np.ndarray  # (n,)
-    bins: np.ndarray  # (n,) activity bins
-    contexts: np.ndarray  # (n,) plane * BINS + bin
-    classes: np.ndarray  # (n,) bias classes: (coarser) contexts times sign patterns
-    scale: np.ndarray  # (n,) float64 Laplacian scale in samples
+    predictions: np.ndarray  # (PREDICTORS, columns, planes) in 1/8
+    blend: np.ndarray  # in 1/8, of d, bias-corrected (block)
+    ref: np.ndarray  # (block)
+    bins: np.ndarray  # activity bins (coding order)
+    contexts: np.ndarray  # plane * BINS + bin (coding order)
+    classes: np.ndarray  # bias classes: (coarser) contexts times sign patterns (coding order)
+    scale: np.ndarray  # float64 Laplacian scale in samples (coding order)
 
 
-def blank(grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
-    """Zeroed sample and ``d`` arrays of a grid; the first plane's padding in ``d`` is mid-grey."""
-    x = np.zeros(grid.size, dtype=np.int32)
-    d = np.zeros(grid.size, dtype=np.int32)
-    d[2 * grid.plane : 3 * grid.plane] = 1 << (depth - 1)
-    return x, d
+def blank(grid: Grid, depth: int) -> np.ndarray:
+    """The zeroed cells of a grid; the first plane's padding in ``d`` is mid-grey."""
+    cells = np.zeros((*grid.shape, FIELDS), dtype=np.int32)
+    cells[:, :, 2, D] = 1 << (depth - 1)
+    return cells
+
+
+def weight_table(size: int, depth: int) -> np.ndarray:
+    """The blend's weight 2**36 // (E + 8)**2 + 1 of every recent error E (E >> (depth - 8) in
+    8-bit units) below ``size``."""
+    e = np.arange(size, dtype=np.int64) >> (depth - 8)
+    return (1 << 36) // (e + 8) ** 2 + 1  # never 0: 16-bit errors are large
 
 
 class State:
-    """The walk's arrays: reconstructed samples, their ``d``, and each predictor's recent errors."""
+    """The walk's arrays: every position's cells (reconstructed sample, ``d``, and the final
+    error, unsigned and signed) and each predictor's recent errors; and the online statistics."""
 
     def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray):
         self.grid, self.depth = grid, depth
@@ -227,69 +293,112 @@ class State:
         self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * grid.design.prior).astype(np.int64)
         self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
         self.patterns = 512 if grid.design.rich_bias else 16
+        self.pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
-        self.x, self.d = blank(grid, depth)
-        # Position-major, so that one gather reads a neighbour's errors of every predictor together;
-        # saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile of
-        # 1024 x 1024 take about 400 MB.
-        self.errors = np.zeros((grid.size - 2 * grid.plane, PREDICTORS), dtype=np.int16)  # real planes only
-        self.residuals = np.zeros(grid.size, dtype=np.int32)
-        self.signed = np.zeros(grid.size, dtype=np.int32)
+        self.cells = blank(grid, depth)
+        rows, columns, slots = grid.shape
+        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
+        # of 1024 x 1024 take about 450 MB.
+        self.errors = np.zeros((PREDICTORS, rows, columns, grid.planes), dtype=np.int16)  # real planes only
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
-        self.coefs = coefs[:, :-1].astype(np.float64)  # integers in 1/2**COEF_BITS
+        self.coefs = coefs[:, :-1].T.astype(np.float64)  # (features, sets), integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
-        self.recent = grid.offsets(grid.design.recent)
-        self.weights = np.array([w for *_, w in grid.design.recent], dtype=np.int32)
-        self.weights_64 = self.weights.astype(np.int64)
+        recent = grid.design.recent
+        self.weights = np.array([w for *_, w in recent], dtype=np.int64)
+        self.recent = {w: grid.shifts([n for n in recent if n[2] == w]) for w in sorted(set(self.weights.tolist()))}
+        self.weight_of = weight_table(int(self.weights.sum()) * ERROR_CAP + 1, depth)
+        # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
+        self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
+        self.rules = tuple(rule[None, :] for rule in grid.rule_arrays())
+        self.plane = np.arange(grid.planes)[None, :]
+        # What a step reads of the cells, in one gather: the features' d, the recent neighbours'
+        # final errors, the earlier plane's final error (unsigned, signed) and the earlier planes'
+        # samples at the pixel; as offsets from each block position's first cell. Everything a step
+        # computes is laid out like that, read (or predictor) first, then the (columns, planes) block.
+        back = (-LAG, 0, -1)
+        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for w in self.recent for s in self.recent[w]]
+                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)])
+        offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
+        widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
+        block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
+        self.reads = offsets[:, None, None] + block - offsets.min()  # from the lowest cell a step reads
+        self.lowest = offsets.min()
+        ends = np.cumsum([len(shifts) for shifts in self.recent.values()]) + grid.design.features
+        self.recent_reads = list(zip(self.recent, zip(ends - [len(s) for s in self.recent.values()], ends)))
+        self.row_cells = columns * slots * FIELDS
 
-    def context(self, idx: np.ndarray, plane: np.ndarray) -> Context:
-        g = self.grid
-        f = features(self.d, idx, g)
-        n, w, nw, ne, nn, ww, nne = (f[:, k] for k in range(7))
-        parts = segments(plane, g.planes)
-        parity = g.parity(idx) if g.design.parity else None
-        sets = plane * g.design.classes + g.ls_class(f, parity, self.depth)
+    def context(self, step: Step) -> Context:
+        g, depth, planes = self.grid, self.depth, self.grid.planes
+        m = step.stop - step.start
+        base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS + self.lowest
+        cells = np.take(self.cells.reshape(-1)[base:], self.reads[:, :m])  # (reads, columns, planes)
+        nf, na = g.design.features, g.design.features + len(self.weights)  # where the activity's reads end
+        y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
+        parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
+        sets = self.plane * g.design.classes + g.ls_class(gradient(cells), parity, depth)
+        f = cells[:nf].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = (f * self.coefs[sets]).sum(1)
+        dot = np.einsum("kij,kij->ij", f, self.coefs[:, sets])
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        fitted = np.clip(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
-        p = np.stack([8 * w, 8 * n, 8 * (w + n - nw), 8 * (w + ne - n), 4 * (w + ne), 8 * (n + ne - nne),
-                      4 * (n + w), 8 * (2 * w - ww), 8 * (2 * n - nn), fitted])
-        own = idx - 2 * g.plane
-        recent = np.zeros(p.shape, dtype=np.int64)
-        for offset, weight in zip(self.recent, self.weights):  # faster than one gather and einsum
-            recent += weight * self.errors[own + offset].T.astype(np.int32)  # int16 times a scalar stays int16
-        weight = (1 << 36) // ((recent >> (self.depth - 8)) + 8) ** 2 + 1  # never 0: 16-bit errors are large
+        p = np.empty((PREDICTORS, m, planes), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
+        fixed = f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)
+        p[:-1] = (FIXED @ fixed).reshape(-1, m, planes)  # small integers: exact
+        p[-1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
+        weight = self.weight_of[self.recent_errors(step)]
         weight[-1] *= g.design.ls_weight
-        blend = (weight * p).sum(0) // weight.sum(0)
-        activity = self.residuals[idx[:, None] + self.recent] @ self.weights_64 + p.max(0) - p.min(0)
-        bins = np.searchsorted(THRESHOLDS, activity >> (self.depth - 8), side="right")
-        cross = self.residuals[idx - g.plane] >> (self.depth - 8)  # the earlier plane's error here (0 for the first)
-        contexts = plane * CROSS_LEVELS + np.searchsorted(CROSS_THRESHOLDS, cross, side="right")
+        blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
+        activity = p.max(0).astype(np.int64) - p.min(0)
+        for w, (start, stop) in self.recent_reads:  # neighbours of equal weight summed first
+            activity += w * cells[start:stop].sum(0, dtype=np.int64)
+        bins = np.searchsorted(self.thresholds, activity, side="right")
+        residual, signed, earlier, before = cells[na : na + 4]  # the earlier planes' (0 for the first)
+        contexts = self.plane * CROSS_LEVELS + np.searchsorted(self.cross_thresholds, residual, side="right")
         if self.parities > 1:
             contexts = contexts * self.parities + parity
         contexts = contexts * BINS + bins
-        pattern = 8 * (FRAC * nw > blend) + 4 * (FRAC * ne > blend) + 2 * (FRAC * w > blend) + (FRAC * n > blend)
+        signs = FRAC * cells[PATTERN] > blend
+        pattern = (signs * self.pattern_bits[:, None, None]).sum(0)
         if g.design.rich_bias:
-            earlier = self.signed[idx - g.plane]
-            pattern += (16 * (FRAC * nn > blend) + 32 * (FRAC * ww > blend) + 64 * (p[-1] > blend)
-                        + 128 * (earlier > 0) + 256 * (earlier < 0))
+            pattern += 64 * (p[-1] > blend) + 128 * (signed > 0) + 256 * (signed < 0)
             classes = (contexts - bins + bins // 3) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pattern
-        blend += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
+        order = step.order
+        classes, contexts = classes.reshape(-1)[order], contexts.reshape(-1)[order]
+        blend.reshape(-1)[order] += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
         count = self.count[contexts]
         scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
-        return Context(p, blend, reference(self.x, idx, parts, g), bins, contexts, classes, scale)
+        ref = reference(earlier, before, *self.rules)
+        return Context(p, blend, ref, bins.reshape(-1)[order], contexts, classes, scale)
 
-    def store(self, idx: np.ndarray, ctx: Context, x: np.ndarray) -> None:
-        d = x - ctx.ref
-        self.x[idx], self.d[idx] = x, d
-        self.errors[idx - 2 * self.grid.plane] = np.minimum(np.abs(ctx.predictions - FRAC * d), ERROR_CAP).T
-        residual = FRAC * d - ctx.blend
-        self.residuals[idx] = np.abs(residual)
-        self.signed[idx] = residual
+    def recent_errors(self, step: Step) -> np.ndarray:
+        """(PREDICTORS, columns, planes) each predictor's errors at the recent neighbours, weighted."""
+        total = None
+        for weight, shifts in self.recent.items():  # neighbours of equal weight summed first
+            blocks = [self.errors[:, step.row + r, step.start + c : step.stop + c] for r, c, _ in shifts]
+            part = np.add(blocks[0], blocks[1], dtype=np.int32) if len(blocks) > 1 else blocks[0].astype(np.int32)
+            for block in blocks[2:]:
+                part += block
+            if weight != 1:
+                part *= weight
+            total = part if total is None else np.add(total, part, out=total)
+        return total
+
+    def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
+        """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
+        samples = np.zeros(ctx.blend.size, dtype=np.int64)
+        samples[step.order] = x
+        cells = np.empty((*ctx.blend.shape, FIELDS), dtype=np.int32)
+        cells[..., X] = samples.reshape(ctx.blend.shape)
+        cells[..., D] = cells[..., X] - ctx.ref
+        cells[..., SIGNED] = FRAC * cells[..., D] - ctx.blend
+        cells[..., RESIDUAL] = np.abs(cells[..., SIGNED])
+        valid, rows = step.valid, slice(step.start, step.stop)
+        np.copyto(self.cells[step.row, rows, 2 : 2 + self.grid.planes], cells, where=valid[..., None], casting="unsafe")
+        errors = np.minimum(np.abs(ctx.predictions - FRAC * cells[..., D]), ERROR_CAP)
+        np.copyto(self.errors[:, step.row, rows], errors, where=valid, casting="unsafe")
+        residual = cells[..., SIGNED].reshape(-1)[step.order].astype(np.int64)  # ufunc.at's fast path: one type
         accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
         accumulate(self.bias, self.bias_count, ctx.classes, residual)
 
@@ -297,20 +406,20 @@ class State:
 def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
     """Add integer ``values`` to ``total`` and one to ``count`` at ``index``; halve both where the
     count reaches LIMIT (only entries touched now can)."""
-    touched, inverse = np.unique(index, return_inverse=True)
-    total[touched] += np.bincount(inverse, values).astype(np.int64)  # sums of integers: exact
-    count[touched] += np.bincount(inverse)
-    full = touched[count[touched] >= LIMIT]
-    total[full] >>= 1
-    count[full] >>= 1
+    np.add.at(total, index, values)
+    np.add.at(count, index, 1)
+    full = index[count[index] >= LIMIT]  # halved once however often it repeats
+    if full.size:
+        total[full] >>= 1
+        count[full] >>= 1
 
 
 @dataclass
 class Batch:
-    """One step's samples as the coder sees them: symbol q = quantised (x - prediction), and its
-    Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
+    """One step's samples as the coder sees them, in coding order: symbol q = quantised (x -
+    prediction), and its Laplacian (centre ``mean``, ``scale``, both in steps of 2 max_error + 1)."""
 
-    idx: np.ndarray  # flat indices
+    span: slice  # where they lie in the walk's coding order (``Grid.order``)
     plane: np.ndarray
     prediction: np.ndarray  # integer prediction of x
     mean: np.ndarray
@@ -358,13 +467,17 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
     of the online statistics.
     """
     state = State(grid, quantiser.depth, coefs, scales)
-    idx_all, plane_all, bounds = grid.steps()
-    for start, stop in zip(bounds[:-1], bounds[1:]):
-        idx, plane = idx_all[start:stop], plane_all[start:stop]
-        ctx = state.context(idx, plane)
-        full = np.clip(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
+    start = 0
+    for step in grid.walk_steps:
+        ctx = state.context(step)
+        order = step.order
+        ref = ctx.ref.reshape(-1)[order]
+        full = np.clip(FRAC * ref + ctx.blend.reshape(-1)[order], 0, FRAC * quantiser.peak)
         prediction = (full + FRAC // 2) // FRAC
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
-        x = code(Batch(idx, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
-        state.store(idx, ctx, x)
-    return np.stack([state.x[grid.index(p)] for p in range(grid.planes)])
+        plane = order % grid.planes
+        span = slice(start, start + order.size)
+        x = code(Batch(span, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
+        state.store(step, ctx, x)
+        start = span.stop
+    return np.stack([state.cells.reshape(-1)[grid.index(p) * FIELDS + X] for p in range(grid.planes)])
