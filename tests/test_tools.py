@@ -10,7 +10,7 @@ import pytest
 
 from xcodec.tools import lightfield
 
-TOOLS = ["bits", "ceiling", "cost", "lightfield", "lpips_weights", "scale", "tiling"]
+TOOLS = ["bits", "ceiling", "context_compare", "cost", "lightfield", "lpips_weights", "scale", "tiling"]
 
 
 @pytest.mark.parametrize("name", TOOLS)

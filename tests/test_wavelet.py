@@ -126,6 +126,21 @@ def test_float32_exact_networks_match_float64(codec):
     assert torch.equal(exact.support(inputs[..., 10:13, 7:10])[..., 1, 1], whole[..., 11, 8])
 
 
+def test_attention_context_learns_in_float_and_has_no_exact_coder():
+    """The transformer blocks of the context experiment (issue 23): a rate for every coefficient,
+    gradients into the attention, and a refusal where the coder needs exact networks."""
+    torch.manual_seed(0)
+    model = WaveletCodec(levels=2, lifting_hidden=0, context_blocks=1)
+    quality = torch.tensor([2.0, 6.0])
+    _, planes = model.quantise(torch.rand(2, 3, 24, 20), quality)
+    bits = model.context.bits(planes, quality)
+    bits.sum().backward()
+    assert bits.shape == (2, sum(q[0].numel() for q in planes.values())) and torch.isfinite(bits).all()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in model.context.nets["l0c0hl"].blocks.parameters())
+    with pytest.raises(ValueError, match="float only"):
+        model.prepare_inference({})
+
+
 def test_effort_outside_the_models_levels_is_refused():
     with pytest.raises(InputError, match="effort"):
         api.encode(make_photo(16, 16), model="hyperprior", effort=1)

@@ -30,7 +30,7 @@ from ..files import list_images
 from ..models import zoo
 from ..models.codec import to_tensor
 from ..models.wavelet.bands import Band
-from ..models.wavelet.codec import Coded, Part, WaveletCodec
+from ..models.wavelet.codec import Part, WaveletCodec
 from ..models.wavelet.context import ContextModel, pass_values
 from ..models.wavelet.lifting import level_count
 from ..models.wavelet.bands import subband_shapes
@@ -40,19 +40,19 @@ from ..models.wavelet.rate import SCALES, coded_bits
 CHANNEL_NAMES = ("Y", "Cb", "Cr")
 
 
-def float_bits(context: ContextModel, coded: Coded, quality: float) -> float:
-    """Code length of the coded detail symbols under the float context networks."""
-    scales = context.log_scales(coded.planes, torch.tensor([quality], dtype=torch.float64))
-    return sum(float(coded_bits(q, scales[band].double(), symbol_limit(band[0])).sum()) for band, q in coded.planes.items())
+def float_bits(context: ContextModel, planes: dict[Band, torch.Tensor], quality: float) -> float:
+    """Code length of the detail symbols ``planes`` under the float context networks."""
+    scales = context.log_scales(planes, torch.tensor([quality], dtype=torch.float64))
+    return sum(float(coded_bits(q, scales[band].double(), symbol_limit(band[0])).sum()) for band, q in planes.items())
 
 
-def exact_bits(context: ContextModel, coded: Coded, shapes: list, quality: float) -> float:
-    """Code length of the coded detail symbols under ``context``'s exact networks (its walk, replayed)."""
+def exact_bits(context: ContextModel, planes: dict[Band, torch.Tensor], shapes: list, quality: float) -> float:
+    """Code length of the detail symbols ``planes`` under ``context``'s exact networks (its walk, replayed)."""
     total = 0.0
 
     def replay(band: Band, step: int, index: torch.Tensor) -> torch.Tensor:
         nonlocal total
-        symbols = pass_values(coded.planes[band][0], step)
+        symbols = pass_values(planes[band][0], step)
         total += float(coded_bits(symbols, torch.from_numpy(np.log(SCALES[index.numpy()])), symbol_limit(band[0])).sum())
         return symbols
 
@@ -86,9 +86,9 @@ def measure(model: WaveletCodec, name: str, paths: list[Path], qualities: list[f
                 t["parts"][part] += bits
             with torch.inference_mode():
                 t["detail"]["exact"] += sum(bits for part, bits in coded.bits.items() if part[2] != "ll")
-                t["detail"]["float"] += float_bits(model.context, coded, q)
+                t["detail"]["float"] += float_bits(model.context, coded.planes, q)
                 for bits, variant in variants.items():
-                    t["detail"][f"act {bits}"] += exact_bits(variant, coded, shapes, q)
+                    t["detail"][f"act {bits}"] += exact_bits(variant, coded.planes, shapes, q)
     return totals
 
 

@@ -50,7 +50,7 @@ class WaveletCodec(Codec):
     default_effort = 1
 
     def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0,
-                 perceptual: int = 0):
+                 perceptual: int = 0, context_blocks: int = 0):
         super().__init__()
         self.levels = levels
         # ``postfilter``, ``perceptual``: the widths of the decoder-side heads, 0 for none.
@@ -58,7 +58,7 @@ class WaveletCodec(Codec):
         self.perceptual = PerceptualHead(perceptual) if perceptual else None
         self.colour = nn.Parameter(torch.tensor(ICT))
         self.wavelet = Wavelet2D(levels, lifting_hidden)
-        self.context = ContextModel(levels, context_hidden)
+        self.context = ContextModel(levels, context_hidden, context_blocks)
         low, high = synthesis_norms(levels)
         column_norms = torch.linalg.inv(torch.tensor(ICT, dtype=torch.float64)).norm(dim=0)
         band_norms = torch.tensor([[high[i] * low[i], low[i] * high[i], high[i] ** 2] for i in range(levels)])

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..blocks import HybridBlock
 from ..codec import MAX_QUALITY, MIN_QUALITY, TakeSymbols, checkerboard
 from ..exact import ExactConvNet
 from .bands import LEVELS, Band, band_key, coding_order, fit
@@ -109,12 +110,17 @@ class BandContext(nn.Module):
     """Log-scales of one band's coefficients: a shared support feature map, the band's own anchors
     (second pass only) added through a 3x3 convolution, then a per-pass head of 1x1 convolutions.
 
-    The heads are per position, so the coder evaluates them only where the pass codes.
+    The heads are per position, so the coder evaluates them only where the pass codes. ``blocks``
+    > 0 passes the support features through that many of the post-filter's transformer blocks
+    (window attention, shifted every second block; global attention to the map pooled by 16;
+    channel attention; mixed FFN): a float-only experiment with no exact twin (issue 23, where it
+    lost to the convolutions alone on the same training budget: docs/training-log.md).
     """
 
-    def __init__(self, hidden: int):
+    def __init__(self, hidden: int, blocks: int = 0):
         super().__init__()
         self.support = nn.Conv2d(SUPPORT, hidden, 3, padding=1)
+        self.blocks = nn.Sequential(*(HybridBlock(hidden, heads=2, pool=16, shift=i % 2 == 1) for i in range(blocks)))
         self.anchors = nn.Conv2d(1, hidden, 3, padding=1, bias=False)
         self.heads = nn.ModuleList(
             nn.Sequential(nn.ReLU(), nn.Conv2d(hidden, hidden, 1), nn.ReLU(), nn.Conv2d(hidden, 1, 1)) for _ in range(2)
@@ -122,7 +128,7 @@ class BandContext(nn.Module):
 
     def forward(self, support: Tensor, anchors: Tensor) -> tuple[Tensor, Tensor]:
         """Training: log-scales (N, h, w) for the first and the second pass at every position."""
-        features = self.support(support)
+        features = self.blocks(self.support(support))
         return self.heads[0](features)[:, 0], self.heads[1](features + self.anchors(anchors[:, None]))[:, 0]
 
 
@@ -139,6 +145,8 @@ class ExactBandContext:
 
     def __init__(self, net: BandContext, channels: Sequence[int] = range(SUPPORT), act_bits: int = ACT_BITS,
                  dtype: torch.dtype = torch.float32):
+        if len(net.blocks):
+            raise ValueError("the context networks' transformer blocks run in float only: they have no exact twin")
         exact = functools.partial(ExactConvNet, weight_bits=WEIGHT_BITS, act_bits=act_bits, dtype=dtype,
                                   input_bound=INPUT_BOUND * 2.0 ** (act_bits - ACT_BITS))
         self.channels, self.act_bits = list(channels), act_bits
@@ -172,10 +180,10 @@ class ExactBandContext:
 class ContextModel(nn.Module):
     """One ``BandContext`` per (level, channel, band)."""
 
-    def __init__(self, levels: int = LEVELS, hidden: int = 12):
+    def __init__(self, levels: int = LEVELS, hidden: int = 12, blocks: int = 0):
         super().__init__()
         self.levels = levels
-        self.nets = nn.ModuleDict({band_key(band): BandContext(hidden) for band in coding_order(levels)})
+        self.nets = nn.ModuleDict({band_key(band): BandContext(hidden, blocks) for band in coding_order(levels)})
         self.exact: dict[str, ExactBandContext] = {}
 
     def prepare_inference(self, act_bits: int = ACT_BITS, dtype: torch.dtype = torch.float32) -> None:
