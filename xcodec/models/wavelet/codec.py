@@ -26,6 +26,11 @@ from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
 MAX_TRAINING_BITS = 100.0  # per coefficient, in the training forward's likelihoods
+# Rounds of the training forward's RDO (``symbols``), each under the scales of the last one's
+# symbols. One round (under the dead-zone symbols' scales) keeps about 5% more nonzero symbols than
+# the coder at quality 1 and overstates the detail bits by 6.6-7.1% (kodim01, kodim04; 1.1-2.7% at
+# quality 4); three rounds leave +0.2 to +0.9% (docs/training-log.md).
+RDO_ROUNDS = 3
 
 # A part of the stream: (level, channel, orientation), "hl", "lh", "hh" or, at level L, "ll" (the low band).
 Part = tuple[int, int, str]
@@ -137,15 +142,16 @@ class WaveletCodec(Codec):
     def symbols(self, ratios: dict[Band, Tensor], quality: Tensor) -> dict[Band, Tensor]:
         """Training: the symbols effort 1 would choose, with straight-through gradients.
 
-        They are ``rdo_symbols`` under the float context's scales of the dead-zone symbols; the
-        coder's scales follow its own choices pass by pass, so this is close to, not exactly, what
-        a file holds.
+        The coder's scales follow its own choices pass by pass; here ``rdo_symbols`` chooses under
+        the float context's scales of the previous round's symbols, ``RDO_ROUNDS`` times from the
+        dead-zone symbols: close to, not exactly, what a file holds.
         """
         with torch.no_grad():
-            dead = {band: dead_zone(r, symbol_limit(band[0])) for band, r in ratios.items()}
-            scales = self.context.log_scales(dead, quality)
-            chosen = {(level, c, o): rdo_symbols(r, scales[(level, c, o)], self.recon[level, o, c], symbol_limit(level))
-                      for (level, c, o), r in ratios.items()}
+            chosen = {band: dead_zone(r, symbol_limit(band[0])) for band, r in ratios.items()}
+            for _ in range(RDO_ROUNDS):
+                scales = self.context.log_scales(chosen, quality)
+                chosen = {(level, c, o): rdo_symbols(r, scales[(level, c, o)], self.recon[level, o, c], symbol_limit(level))
+                          for (level, c, o), r in ratios.items()}
         return {band: r + (chosen[band] - r).detach() for band, r in ratios.items()}
 
     def decoded(self, x: Tensor, quality: Tensor) -> Tensor:
