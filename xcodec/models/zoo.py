@@ -105,11 +105,17 @@ def load(name: str, weights_dir: Path = WEIGHTS_DIR) -> tuple[Codec, Manifest]:
     return model.eval(), manifest
 
 
-def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
-    """Write a training checkpoint as ``weights/NAME.safetensors`` plus its manifest."""
+def from_checkpoint(checkpoint: Path) -> tuple[Codec, dict]:
+    """A training checkpoint's model (its trained float weights) and the checkpoint's whole state."""
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     model = build(state["arch"], state["arch_config"])
     model.load_state_dict(state["model"])
+    return model, state
+
+
+def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+    """Write a training checkpoint as ``weights/NAME.safetensors`` plus its manifest."""
+    model, state = from_checkpoint(checkpoint)
     extra = model.export_tensors()
     tensors = {**{k: v.contiguous() for k, v in model.state_dict().items()}, **extra}
     weights_dir.mkdir(parents=True, exist_ok=True)

@@ -32,9 +32,7 @@ from .bits import exact_bits, float_bits
 
 def load_run(run_dir: Path) -> WaveletCodec:
     """The model of a training run's last checkpoint (float networks only)."""
-    state = torch.load(run_dir / "last.pt", map_location="cpu", weights_only=False)
-    model = zoo.build(state["arch"], state["arch_config"])
-    model.load_state_dict(state["model"])
+    model, state = zoo.from_checkpoint(run_dir / "last.pt")
     print(f"{run_dir}: step {state['step']}, {state['elapsed'] / 60:.1f} min of training")
     return model.eval()
 
