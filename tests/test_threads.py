@@ -23,7 +23,7 @@ from xcodec import api, cores
 from xcodec.errors import InputError
 from xcodec.models import threads, zoo
 from xcodec.models.blocks import ONEDNN_MIN, blocked
-from xcodec.models.perceptual import draw_noise
+from xcodec.models.perceptual import PerceptualHead, draw_noise
 
 from tests.conftest import REPO_ROOT, make_photo, png_bytes
 
@@ -77,22 +77,34 @@ def test_map_rows_gives_the_whole_maps_result_for_any_thread_count(height):
     torch.testing.assert_close(striped[0], whole, rtol=0, atol=1e-5)
 
 
-@pytest.mark.parametrize("head", ["postfilter", "perceptual"])
+def grown_head() -> PerceptualHead:
+    """A perceptual head with every kind of block twice (random weights, none at zero)."""
+    head = PerceptualHead(blocks=2, coarse_blocks=2, late_blocks=2)
+    generator = torch.Generator().manual_seed(6)
+    with torch.no_grad():
+        for p in head.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return head.eval()
+
+
+@pytest.mark.parametrize("head", ["postfilter", "perceptual", "grown"])
 @pytest.mark.parametrize("height,width", [(300, 90), (257, 203)])
 def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width):
-    """The post-filter and the perceptual head, their coarse HybridBlocks included, give the same
-    bits in stripes on any thread count as on the whole map (odd sizes: partial windows, pools, vector tails)."""
+    """The post-filter and the perceptual head (the shipped one and a larger one), their coarse
+    HybridBlocks included, give the same bits in stripes on any thread count as on the whole map
+    (odd sizes: partial windows, pools, vector tails)."""
     model = zoo.load("wavelet")[0]
-    if getattr(model, head) is None:
+    net = grown_head() if head == "grown" else getattr(model, head)
+    if net is None:
         pytest.skip(f"the installed wavelet model has no {head}")
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1))
     quality = torch.tensor([4.0])
-    noise = draw_noise(model.perceptual.noise_shape(height, width), 5) if head == "perceptual" else None
+    noise = None if head == "postfilter" else draw_noise(net.noise_shape(height, width), 5)
     outputs = []
     for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; stripes of 40 folded rows, 20 coarse
         monkeypatch.setattr(threads, "STRIPE_ROWS", rows)
         with torch.inference_mode(), threads.threads(count):
-            outputs.append(model.postfilter(x, quality) if noise is None else model.perceptual(x, quality, noise))
+            outputs.append(net(x, quality) if noise is None else net(x, quality, noise))
     assert all(torch.equal(outputs[0], out) for out in outputs[1:])
 
 

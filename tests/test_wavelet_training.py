@@ -120,6 +120,18 @@ def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
         decoded = model.decompress(model.compress(x, 2.0), 20, 30, 2.0, torch.device("cpu"))
         assert not torch.equal(*model.postprocess(decoded, 2.0, (1.0, 0.0), seed=1))
 
+    # grown from the shipped head: its sizes in the checkpoint and in the manifest, its tensors back on load
+    run(*common, "--run-dir", str(tmp_path / "g"), "--stage", "perceptual", "--init", "wavelet",
+        "--model-config", json.dumps({"perceptual": {"late_blocks": 1}}), "--max-steps", "1", weights=weights)
+    grown = torch.load(tmp_path / "g" / "last.pt", weights_only=False)
+    sizes = {**model.perceptual.config, "late_blocks": 1}
+    assert grown["arch_config"]["perceptual"].items() >= {"width": 8, "late_blocks": 1}.items()
+    manifest = zoo.export_head(tmp_path / "g" / "last.pt", "wavelet", "perceptual", {}, weights)
+    assert {k: manifest.heads["perceptual"][k] for k in sizes} == sizes and manifest.model_hash == before.model_hash
+    model, _ = zoo.load("wavelet", weights)
+    assert model.perceptual.config == sizes
+    assert all(torch.equal(v, grown["model"][f"perceptual.{k}"]) for k, v in model.perceptual.state_dict().items())
+
     run(*common, "--run-dir", str(tmp_path / "ii2"), "--stage", "postfilter", "--init", "wavelet",
         "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", "--seed", "5", weights=weights)  # another post-filter
     with pytest.raises(ModelError, match="not trained on the shipped"):
@@ -134,9 +146,10 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
 
     from xcodec.models.stages import Batch
     from xcodec.models.wavelet.training import PERCEPTUAL
+    from xcodec.train.loop import merged
 
     manifest = zoo.read_manifest("wavelet")
-    model = zoo.build("wavelet", {**manifest.build_config, **PERCEPTUAL.config})
+    model = zoo.build("wavelet", merged(manifest.build_config, PERCEPTUAL.config))
     model.load_state_dict(zoo.load_training_weights("wavelet"))
     extras = nn.ModuleDict(PERCEPTUAL.extras())
     head_loss, critic_loss = (objective.loss for objective in PERCEPTUAL.objectives)
@@ -164,3 +177,30 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
     pulled, critic = step(1.0)
     assert critic is not None and not pulled.allclose(plain)
     assert step(0.0)[0].equal(plain)
+
+
+def test_a_head_grown_from_the_shipped_one_starts_with_its_output(tmp_path):
+    """--init with more blocks in --model-config: the shipped head's tensors, its other sizes kept,
+    and new blocks that start as the identity, so the grown head gives the shipped head's output
+    bit for bit; a size that does not fit the shipped tensors is refused."""
+    from xcodec.errors import TrainingError
+    from xcodec.train.config import TrainConfig, find_stage
+    from xcodec.train.loop import starting_model
+
+    shipped = zoo.load("wavelet")[0].perceptual
+    grow = {"blocks": 2, "coarse_blocks": 2, "late_blocks": 2}
+    cfg = TrainConfig(tmp_path, tmp_path, "wavelet", "perceptual", {"perceptual": grow}, init="wavelet")
+    model, config, _ = starting_model(cfg, find_stage("wavelet", "perceptual"))
+    assert model.perceptual.config == {**shipped.config, **grow} and config["perceptual"].items() >= grow.items()
+    assert len(model.perceptual.late) == 2 and len(model.perceptual.coarse) == 4
+    for key, value in shipped.state_dict().items():
+        assert torch.equal(model.perceptual.state_dict()[key], value), key
+    y = torch.rand(1, 3, 150, 230, generator=torch.Generator().manual_seed(2))
+    noise = torch.randn(1, *shipped.noise_shape(150, 230), generator=torch.Generator().manual_seed(3))
+    quality = torch.tensor([2.5])
+    assert bool(shipped(y, quality, noise).any())
+    assert torch.equal(model.perceptual(y, quality, noise), shipped(y, quality, noise))
+
+    wider = TrainConfig(tmp_path, tmp_path, "wavelet", "perceptual", {"perceptual": {"width": 48}}, init="wavelet")
+    with pytest.raises(TrainingError, match="does not fit"):
+        starting_model(wider, find_stage("wavelet", "perceptual"))

@@ -49,7 +49,8 @@ class Manifest:
     sha256: str
     info: dict
     layout: Layout | None = None  # None in manifests exported before layouts were recorded
-    heads: dict = field(default_factory=dict)  # decoder head -> {"width": int, "sha256": str, "info": dict}
+    # decoder head -> {its sizes (the head's arguments: "width", ...), "sha256": str, "info": dict}
+    heads: dict = field(default_factory=dict)
 
     @property
     def model_hash(self) -> bytes:
@@ -58,8 +59,10 @@ class Manifest:
 
     @property
     def build_config(self) -> dict:
-        """The architecture's arguments, the shipped heads' widths included."""
-        return {**self.config, **{head: entry["width"] for head, entry in self.heads.items()}}
+        """The architecture's arguments, the shipped heads' included: each head's sizes, a dict (a
+        head listed by its width alone, as the first ones were, gets its other sizes' defaults)."""
+        return {**self.config, **{head: {k: v for k, v in entry.items() if k not in ("sha256", "info")}
+                                  for head, entry in self.heads.items()}}
 
 
 def available(weights_dir: Path = WEIGHTS_DIR) -> list[str]:

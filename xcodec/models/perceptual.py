@@ -14,9 +14,14 @@ every time, on any thread count.
 
 Layout: the image is folded 2x2 into channels (12) and joined by the quality and ``NOISE`` noise
 channels; residual blocks at 1/2 resolution handle local texture, a path at 1/4 resolution
-(``HybridBlock``: window and pooled global attention, channel attention, mixed FFN) gives each
-position the wider context that decides what texture belongs there, upsampled back and added.
-The last convolution starts at zero: an untrained head leaves the fidelity output unchanged.
+(residual blocks, each followed by a ``HybridBlock``: window and pooled global attention, channel
+attention, mixed FFN) gives each position the wider context that decides what texture belongs
+there, upsampled back and added; ``late_blocks`` residual blocks at 1/2 resolution then combine
+that context with the local features and the noise before the last convolution.
+The last convolution starts at zero: an untrained head leaves the fidelity output unchanged. So
+does the last layer of every block's residual branch: each block starts as the identity, so a head
+grown from a smaller one (``--init`` with more blocks in ``--model-config``: its tensors copied,
+the new blocks fresh) computes exactly the smaller head's output at first.
 
 ``Critic`` is the adversary of its training (stage ``perceptual``), never shipped: a conditional
 PatchGAN that scores each patch of an image as a photo or a decoded one, given the fidelity output
@@ -55,16 +60,27 @@ def draw_noise(shape: tuple[int, int, int], seed: int) -> Tensor:
 class PerceptualHead(nn.Module):
     """y (N, 3, H, W) in [0, 1], quality (N,), noise (N, NOISE, ceil(H/2), ceil(W/2)) -> delta."""
 
-    def __init__(self, width: int = 32, blocks: int = 1, coarse_width: int = 64):
+    def __init__(self, width: int = 32, blocks: int = 1, coarse_width: int = 64, coarse_blocks: int = 1,
+                 late_blocks: int = 0):
         super().__init__()
+        if coarse_blocks < 1:
+            raise ValueError("the perceptual head needs at least one coarse block")
+        # the sizes, as the manifest's head entry lists them (the defaults are the first shipped head's)
+        self.config = {"width": width, "blocks": blocks, "coarse_width": coarse_width, "coarse_blocks": coarse_blocks,
+                       "late_blocks": late_blocks}
         self.head = nn.Conv2d(12 + 1 + NOISE, width, 3, padding=1)
         self.fine = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
         self.down = nn.Conv2d(width, coarse_width, 2, stride=2)
-        self.coarse = nn.Sequential(ResidualBlock(coarse_width), HybridBlock(coarse_width, heads=4, window=8, pool=4))
+        self.coarse = nn.Sequential(*(block for _ in range(coarse_blocks) for block in (
+            ResidualBlock(coarse_width), HybridBlock(coarse_width, heads=4, window=8, pool=4))))
         self.up = nn.ConvTranspose2d(coarse_width, width, 2, stride=2)
+        self.late = nn.Sequential(*(ResidualBlock(width) for _ in range(late_blocks)))
         self.tail = nn.Conv2d(width, 12, 3, padding=1)
-        nn.init.zeros_(self.tail.weight)
-        nn.init.zeros_(self.tail.bias)
+        ends = [self.tail] + [block.body[-1] for block in (*self.fine, *self.late, *self.coarse[::2])]
+        ends += [layer for block in self.coarse[1::2] for layer in (block.attn.proj, block.channel_attn.proj, block.ffn.down)]
+        for layer in ends:  # every residual branch and the head's output start at zero
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
 
     def noise_shape(self, height: int, width: int) -> tuple[int, int, int]:
         """The noise one image of ``height`` x ``width`` takes: ``NOISE`` channels at 1/2 resolution."""
@@ -81,13 +97,26 @@ class PerceptualHead(nn.Module):
         radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
         features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), fh, radius)
         padded = pad_to(features, 2, "replicate")
-        residual, block = self.coarse
+        residual, block = self.coarse[:2]
         coarse = map_rows(lambda lo, hi: residual(self.down(padded[..., 2 * lo : 2 * hi, :])), padded.shape[-2] // 2, 2, 1, scale=2)
         coarse = block(coarse, partial(map_rows, scale=2))
-        # even cuts, so that a stripe's coarse rows upsample to its own rows; two rows of halo cover the tail's 3x3
-        delta = map_rows(lambda lo, hi: self.tail(features[..., lo:hi, :] + self.up(coarse[..., lo // 2 : (hi + 1) // 2, :])[..., : hi - lo, :fw]),
-                         fh, 2, 2)
+        for residual, block in zip(self.coarse[2::2], self.coarse[3::2]):  # the coarse blocks after the first
+            coarse = block(map_rows(partial(_stripe, residual, coarse), coarse.shape[-2], 2, 1, scale=2), partial(map_rows, scale=2))
+
+        def joined(lo: int, hi: int) -> Tensor:
+            """Rows ``lo:hi`` of delta: the features plus the upsampled context, through the late blocks and the tail."""
+            merged = features[..., lo:hi, :] + self.up(coarse[..., lo // 2 : (hi + 1) // 2, :])[..., : hi - lo, :fw]
+            return self.tail(blocked(self.late, merged) if len(self.late) else merged)
+
+        # even cuts, so that a stripe's coarse rows upsample to its own rows; an even halo covers the
+        # radius of the late blocks' and the tail's 3x3 convolutions
+        delta = map_rows(joined, fh, 2 + 2 * len(self.late), 2)
         return F.pixel_shuffle(delta, 2)[..., :h, :w]
+
+
+def _stripe(fn: nn.Module, x: Tensor, lo: int, hi: int) -> Tensor:
+    """``fn`` of the rows ``lo:hi`` of ``x`` (a piece for ``map_rows``)."""
+    return fn(x[..., lo:hi, :])
 
 
 class Critic(nn.Module):

@@ -7,9 +7,10 @@ manifest's.
 
 A model may also ship decoder heads in files of their own, ``weights/NAME.HEAD.safetensors``
 (the ``wavelet`` model's ``perceptual`` head), listed under ``heads`` in the manifest with their
-width and sha256. No bit of a file depends on a head, and the 8 bytes that files store to name
-their weights are those of ``NAME.safetensors`` alone: adding or retraining a head leaves every
-file made with the model decodable.
+sizes (the head module's ``config``: its constructor arguments) and sha256. No bit of a file
+depends on a head, and the 8 bytes that files store to name their weights are those of
+``NAME.safetensors`` alone: adding or retraining a head leaves every file made with the model
+decodable.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def export_head(checkpoint: Path, name: str, head: str, info: dict, weights_dir:
     The checkpoint's other tensors must equal the shipped model's: a head is trained on the decoded
     images of exactly that codec.
     """
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    model, state = from_checkpoint(checkpoint)
     shipped = load_training_weights(name, weights_dir)
     prefix = f"{head}."
     codec = {k: v for k, v in state["model"].items() if not k.startswith(prefix)}
@@ -152,7 +153,7 @@ def export_head(checkpoint: Path, name: str, head: str, info: dict, weights_dir:
     path = weights_dir / f"{name}.json"
     manifest = json.loads(path.read_text())
     manifest.setdefault("heads", {})[head] = {
-        "width": state["arch_config"][head], "sha256": sha256(head_path),
+        **getattr(model, head).config, "sha256": sha256(head_path),
         "info": {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1), **info}}
     write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     load.cache_clear()

@@ -11,7 +11,9 @@ optimisers, step, every rank's RNG: ``--resume`` continues exactly), ``log.csv``
 the first validation images at qualities 1, 4, 8), both with a header row. Checkpoints are written
 atomically every few minutes and on SIGTERM/Ctrl-C, so a killed run loses at most that much.
 ``--init NAME`` starts a new run from the shipped ``weights/NAME`` (fresh optimisers); the parts the
-stage adds start fresh.
+stage adds start fresh, and so do the blocks that ``--model-config`` adds to a shipped head
+(``{"perceptual": {"late_blocks": 2}}``: the shipped head's tensors, grown by blocks that start as
+the identity).
 
 Distributed: launched by ``torchrun``, each process trains on its own crops and the gradients of
 every objective are averaged across processes before each update (gloo on CPU, nccl on GPU);
@@ -47,6 +49,17 @@ console = Console(stderr=True)
 VAL_QUALITIES = (1.0, 4.0, 8.0)
 
 
+def merged(*configs: dict) -> dict:
+    """Constructor arguments, each of ``configs`` over the ones before; a dict (a head's sizes) over a
+    dict merges key by key, so that ``{"perceptual": {"late_blocks": 2}}`` keeps --init's other sizes."""
+    result: dict = {}
+    for config in configs:
+        for key, value in config.items():
+            both = isinstance(value, dict) and isinstance(result.get(key), dict)
+            result[key] = {**result[key], **value} if both else value
+    return result
+
+
 def starting_model(cfg: TrainConfig, stage: Stage) -> tuple[Codec, dict, dict]:
     """The model a new run starts from, its constructor arguments, and the training behind it."""
     config, earlier = {}, {"steps": 0, "minutes": 0.0}
@@ -56,10 +69,13 @@ def starting_model(cfg: TrainConfig, stage: Stage) -> tuple[Codec, dict, dict]:
             raise TrainingError(f"--init {cfg.init} is a {manifest.arch} model, not {cfg.model}")
         config = manifest.build_config
         earlier = {"steps": manifest.info.get("steps", 0), "minutes": manifest.info.get("train_minutes", 0.0)}
-    config = {**config, **stage.config, **cfg.model_config}
+    config = merged(config, stage.config, cfg.model_config)
     model = zoo.build(cfg.model, config)
     if cfg.init:
-        missing, unexpected = model.load_state_dict(zoo.load_training_weights(cfg.init), strict=False)
+        try:
+            missing, unexpected = model.load_state_dict(zoo.load_training_weights(cfg.init), strict=False)
+        except RuntimeError as e:  # a tensor of another shape
+            raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config}: {e}") from e
         if unexpected or any(key.split(".")[0] not in stage.fresh for key in missing):
             raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config} "
                              f"(missing {missing[:4]}, unexpected {unexpected[:4]})")

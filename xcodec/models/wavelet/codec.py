@@ -55,12 +55,14 @@ class WaveletCodec(Codec):
     default_effort = 1
 
     def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0,
-                 perceptual: int = 0, context_blocks: int = 0):
+                 perceptual: int | dict = 0, context_blocks: int = 0):
         super().__init__()
         self.levels = levels
-        # ``postfilter``, ``perceptual``: the widths of the decoder-side heads, 0 for none.
+        # The decoder-side heads, 0 for none. ``postfilter``: its width; ``perceptual``: the
+        # ``PerceptualHead``'s arguments ({} for its defaults), or its width alone (older checkpoints).
         self.postfilter = PostFilter(postfilter) if postfilter else None
-        self.perceptual = PerceptualHead(perceptual) if perceptual else None
+        self.perceptual = PerceptualHead(**perceptual) if isinstance(perceptual, dict) else (
+            PerceptualHead(perceptual) if perceptual else None)
         self.colour = nn.Parameter(torch.tensor(ICT))
         self.wavelet = Wavelet2D(levels, lifting_hidden)
         self.context = ContextModel(levels, context_hidden, context_blocks)
