@@ -204,3 +204,30 @@ def test_a_head_grown_from_the_shipped_one_starts_with_its_output(tmp_path):
     wider = TrainConfig(tmp_path, tmp_path, "wavelet", "perceptual", {"perceptual": {"width": 48}}, init="wavelet")
     with pytest.raises(TrainingError, match="does not fit"):
         starting_model(wider, find_stage("wavelet", "perceptual"))
+
+
+def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
+    """``log_lpips`` 1 makes the distance the mean of log LPIPS over the crops (a crop at quality 8
+    weighs as much as one at quality 1); 0 keeps the plain mean."""
+    from xcodec.bench import lpips
+    from xcodec.models.stages import Batch
+    from xcodec.models.wavelet.training import PERCEPTUAL, perceptual_loss
+
+    manifest = zoo.read_manifest("wavelet")
+    model = zoo.build("wavelet", {**manifest.build_config, **PERCEPTUAL.config})
+    model.load_state_dict(zoo.load_training_weights("wavelet"))
+    x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+
+    def loss(log_lpips: float) -> tuple[float, torch.Tensor]:
+        batch = Batch(model, x, torch.tensor([1.0, 8.0]), torch.Generator().manual_seed(1),
+                      {**PERCEPTUAL.options, "fidelity": 0.0, "log_lpips": log_lpips}, {})
+        with torch.no_grad():
+            value, _ = perceptual_loss(batch)
+            distance = lpips.load()(batch.shared["sharp"] * 2 - 1, x * 2 - 1).flatten()
+        return float(value), distance
+
+    plain, distance = loss(0.0)
+    logged, same = loss(1.0)
+    assert torch.equal(distance, same)
+    assert plain == pytest.approx(float(distance.mean()), rel=1e-5)
+    assert logged == pytest.approx(float(distance.log().mean()), rel=1e-5)

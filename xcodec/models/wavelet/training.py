@@ -92,7 +92,11 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     """LPIPS of the perceptual output (fresh noise per crop), plus ``fidelity`` times the dB it
     loses against the fidelity output (so that colours and structure stay put), plus
     ``adversarial`` times the critic's hinge loss for the head (-score: the critic should take the
-    output for a photo)."""
+    output for a photo).
+
+    With ``log_lpips`` 1 the distance is the logarithm of LPIPS: a crop at quality 8 (LPIPS about
+    0.004) then weighs as much as one at quality 1 (about 0.3), as BD-rate counts them, instead of
+    the low qualities' large values steering the head alone."""
     model, x, quality = batch.model, batch.x, batch.quality
     with torch.no_grad():
         fidelity = model.postfilter(model.decoded(x, quality), quality).clamp(0, 1)
@@ -101,7 +105,7 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
     distance = lpips.load(device=str(x.device))(sharp * 2 - 1, x * 2 - 1)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
-    loss = distance + batch.options["fidelity"] * lost_db
+    loss = (distance.log() if batch.options["log_lpips"] else distance) + batch.options["fidelity"] * lost_db
     if batch.options["adversarial"]:
         loss = loss - batch.options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
     return loss.mean(), {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
@@ -177,8 +181,9 @@ PERCEPTUAL = Stage(
     fresh=("perceptual",),
     extras=lambda: {"critic": Critic()},
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
-    # LPIPS units per dB lost against the fidelity output, and per unit of the critic's score
-    options={"fidelity": 0.005, "adversarial": 0.0},
+    # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, and per
+    # unit of the critic's score
+    options={"fidelity": 0.005, "adversarial": 0.0, "log_lpips": 0.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
