@@ -22,7 +22,7 @@ from torch import nn
 from xcodec import api, cores
 from xcodec.errors import InputError
 from xcodec.models import threads, zoo
-from xcodec.models.blocks import ONEDNN_MIN, blocked
+from xcodec.models.blocks import ONEDNN_MIN, blocked, pool_for
 from xcodec.models.perceptual import draw_noise
 
 from tests.conftest import REPO_ROOT, make_photo, png_bytes
@@ -77,11 +77,13 @@ def test_map_rows_gives_the_whole_maps_result_for_any_thread_count(height):
     torch.testing.assert_close(striped[0], whole, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("tokens", [None, 64])
 @pytest.mark.parametrize("head", ["postfilter", "perceptual"])
 @pytest.mark.parametrize("height,width", [(300, 90), (257, 203)])
-def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width):
+def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width, tokens):
     """The post-filter and the perceptual head, their coarse HybridBlocks included, give the same
-    bits in stripes on any thread count as on the whole map (odd sizes: partial windows, pools, vector tails)."""
+    bits in stripes on any thread count as on the whole map (odd sizes: partial windows, pools, vector
+    tails), with the global attention's pool grown to bound its keys (version 9) too."""
     model = zoo.load("wavelet")[0]
     if getattr(model, head) is None:
         pytest.skip(f"the installed wavelet model has no {head}")
@@ -92,8 +94,22 @@ def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head
     for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; stripes of 40 folded rows, 20 coarse
         monkeypatch.setattr(threads, "STRIPE_ROWS", rows)
         with torch.inference_mode(), threads.threads(count):
-            outputs.append(model.postfilter(x, quality) if noise is None else model.perceptual(x, quality, noise))
+            outputs.append(model.postfilter(x, quality, tokens=tokens) if noise is None
+                           else model.perceptual(x, quality, noise, tokens))
     assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+    if tokens:  # the bound changes the pool here (19 x 6 and 17 x 13 pooled positions at pool 4)
+        assert pool_for(-(-height // 4), -(-width // 4), 4, tokens) > 4
+
+
+@pytest.mark.parametrize("height,width", [(192, 128), (128, 192), (256, 256), (512, 512), (75, 23), (4, 512), (1, 1)])
+def test_pool_for_grows_the_pool_until_the_pooled_map_fits(height, width):
+    def positions(pool: int) -> int:
+        return -(-height // pool) * -(-width // pool)
+
+    assert pool_for(height, width, 4) == 4  # unbounded
+    pool = pool_for(height, width, 4, 1536)
+    assert positions(pool) <= 1536 and (pool == 4 or positions(pool - 1) > 1536)  # the smallest that fits
+    assert pool_for(192, 128, 4, 1536) == 4 and pool_for(256, 256, 4, 1536) == 7  # Kodak's coarse map; a 1024 tile's
 
 
 @pytest.mark.parametrize("height,width", [(35, 45), (8, 197), (96, 130)])
