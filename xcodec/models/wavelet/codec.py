@@ -37,8 +37,7 @@ RDO_ROUNDS = 3
 # this many positions (``blocks.pool_for``): a Kodak image's 1,536 at pool 4, so that its pixels
 # stay those of version 7, while a 1024-pixel tile's 4,096 cost 42% of its decode (docs/results.md).
 GLOBAL_TOKENS = 1536
-# Both heads attend globally over their map at 1/4 of the tile's resolution, pooled by 4 (unbounded).
-COARSE_SCALE, COARSE_POOL = 4, 4
+COARSE_SCALE = 4  # both heads' global attentions are over a map at 1/4 of the tile's resolution
 
 # A part of the stream: (level, channel, orientation), "hl", "lh", "hh" or, at level L, "ll" (the low band).
 Part = tuple[int, int, str]
@@ -244,8 +243,10 @@ class WaveletCodec(Codec):
     def version_for(self, height: int, width: int) -> int:
         """Version 9 when ``GLOBAL_TOKENS`` bounds the global attentions on a tile of this size (its
         pixels differ from version 7's), else version 7: the lowest that decodes to the same pixels."""
-        coarse = -(-height // COARSE_SCALE), -(-width // COARSE_SCALE)
-        bounded = self.postfilter is not None and pool_for(*coarse, COARSE_POOL, GLOBAL_TOKENS) > COARSE_POOL
+        if self.postfilter is None:
+            return self.file_version
+        pool = self.postfilter.coarse.attn.pool  # the perceptual head's too
+        bounded = pool_for(-(-height // COARSE_SCALE), -(-width // COARSE_SCALE), pool, GLOBAL_TOKENS) > pool
         return DECODER_VERSION if bounded else self.file_version
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
