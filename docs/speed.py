@@ -16,7 +16,8 @@
   ``-j 1 --threads 1`` (one core: the fair base of a speed-up) and ``-j 2``, wall time of the whole
   command (model loads included).
 - ``--large PNG``: ``xcodec encode`` and ``xcodec decode`` of one large photo (e.g. 24 Mpixel) with
-  no flags, wall and CPU time of the command and its peak memory (maximum resident set).
+  no flags, wall and CPU time of the command and its peak memory (maximum resident set); AVIF and
+  JPEG XL on the same photo as in the single-image rows (one call each, in memory: no PNG written).
 
 Prints a Markdown table and the conditions (cores, load average before the run).
 """
@@ -169,7 +170,12 @@ def main() -> None:
             bpp = 8 * coded_file.stat().st_size / (image.width * image.height)
             print(f"\n| {args.large.name} ({size}), quality 4, no flags | s | CPU s | peak MiB |\n|---|---:|---:|---:|\n"
                   f"| encode ({bpp:.3f} bpp) | {encode[0]:.1f} | {encode[1]:.1f} | {encode[2]:.0f} |\n"
-                  f"| decode (to PNG) | {decode[0]:.1f} | {decode[1]:.1f} | {decode[2]:.0f} |")
+                  f"| decode (to PNG) | {decode[0]:.1f} | {decode[1]:.1f} | {decode[2]:.0f} |", flush=True)
+            for codec, checkout, label in runs[-2:]:  # AVIF and JPEG XL
+                result = single(codec, args.large, 1, checkout)
+                for step in ("encode", "decode"):
+                    name = f"{label}: {step}" + (f" ({result['bpp']:.3f} bpp)" if step == "encode" else " (in memory)")
+                    print(f"| {name} | {result[step][0]:.1f} | {result[step + '_cpu'][0]:.1f} | |", flush=True)
     print(f"\nload average {os.getloadavg()[0]:.1f} after the run")
 
 

@@ -176,7 +176,7 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 9, 255])
+@pytest.mark.parametrize("version", [0, 1, 10, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right
@@ -194,6 +194,17 @@ def test_version_7_is_written_when_the_header_asks_and_holds_every_lossy_kind(bi
     assert container.pack(out) == data  # a file read as version 7 is written as version 7 again
     bitstream.header.version = 4  # any other version read from a file: the lowest that holds the streams
     assert container.pack(bitstream)[4] == 5
+
+
+def test_version_9_is_written_when_the_header_asks_and_holds_every_kind_of_version_8(bitstream):
+    bitstream.header.version = container.DECODER_VERSION
+    for streams in ([], [(StreamKind.REALISM, b"\x32"), (StreamKind.ADAPT, b"\x01\x02\x03\x04")]):
+        bitstream.streams += streams
+        data = container.pack(bitstream)
+        assert data[4] == container.DECODER_VERSION  # with or without an adapt stream
+        out = container.unpack(data)
+        assert out.header.version == container.DECODER_VERSION and out.streams == bitstream.streams
+        assert container.pack(out) == data
 
 
 @pytest.mark.parametrize("delta", [-15, -2, -1, 1, 2, 1000, 2**32 - 1 - 15])

@@ -18,6 +18,7 @@ import pytest
 from PIL import Image
 
 from xcodec import api, container
+from xcodec.models import zoo
 
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SAMPLE = Path(api.__file__).resolve().parent / "samples" / "chelsea.png"
@@ -41,7 +42,14 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
     "version-3-wavelet.xsc": (3, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
     # quality 3, effort 1 (xcodec 0.2.0, before version 8's adapt stream): the same pixels
     "version-7-wavelet.xsc": (7, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
+    # the sample at twice its size (902x600, one tile), quality 3, effort 2 (with an adapt stream): a
+    # tile whose post-filter's global attention version 9 bounds (its pixels as before, from main 16d79bf)
+    "version-8-wavelet-large.xsc": (8, "5388c3e26418633ecdf53c88c842b2bbb7dde46989f59c78f4afcaf6a6b7d4ee"),
 }
+# version-8-wavelet-large.xsc at realism 1 (main 16d79bf), and its streams in a version-9 file at realism 0 and 1
+LARGE_REALISM_1 = "6e878064f8587e887ac2d3b27f451b29bf5ee7646e85b91d58934ef03f1af581"
+BOUNDED = ("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
+           "222a34c5757e7a2c6a978e34da6b1bc511b35271eaa6fb340da4e08a9ea025ae")
 
 
 def crop() -> Image.Image:
@@ -73,6 +81,23 @@ def test_files_of_older_versions_decode_to_the_same_pixels(name):
     version, pixels = DECODED[name]
     assert container.unpack(data).header.version == version
     assert pixels_sha256(api.decode(data, device="cpu")) == pixels
+
+
+def test_version_9_bounds_the_global_attentions_of_a_large_tile_and_older_versions_do_not():
+    data = (CORPUS / "version-8-wavelet-large.xsc").read_bytes()
+    assert pixels_sha256(api.decode(data, device="cpu", realism=1.0)) == LARGE_REALISM_1  # the perceptual head as before
+    bitstream = container.unpack(data)
+    bitstream.header.version = container.DECODER_VERSION
+    bounded = api.decode_realisms(container.pack(bitstream), (0.0, 1.0), device="cpu")
+    assert tuple(pixels_sha256(image) for image in bounded) == BOUNDED
+
+
+@pytest.mark.parametrize("height,width,version", [
+    (512, 768, 7), (768, 512, 7), (64, 2048, 7), (528, 768, 9), (600, 902, 9), (1024, 1024, 9), (2048, 2048, 9),
+])
+def test_version_9_is_written_only_for_tiles_whose_pixels_it_changes(height, width, version):
+    """A tile of a Kodak image's size or smaller has 1,536 pooled keys or fewer: the lowest version, 7."""
+    assert zoo.load("wavelet")[0].version_for(height, width) == version
 
 
 DECODE_SCRIPT = """

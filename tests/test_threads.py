@@ -22,7 +22,7 @@ from torch import nn
 from xcodec import api, cores
 from xcodec.errors import InputError
 from xcodec.models import threads, zoo
-from xcodec.models.blocks import ONEDNN_MIN, blocked
+from xcodec.models.blocks import ONEDNN_MIN, blocked, pool_for
 from xcodec.models.perceptual import PerceptualHead, draw_noise
 
 from tests.conftest import REPO_ROOT, make_photo, png_bytes
@@ -87,12 +87,14 @@ def grown_head() -> PerceptualHead:
     return head.eval()
 
 
+@pytest.mark.parametrize("tokens", [None, 64])
 @pytest.mark.parametrize("head", ["postfilter", "perceptual", "grown"])
 @pytest.mark.parametrize("height,width", [(300, 90), (257, 203)])
-def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width):
+def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width, tokens):
     """The post-filter and the perceptual head (the shipped one and a larger one), their coarse
     HybridBlocks included, give the same bits in stripes on any thread count as on the whole map
-    (odd sizes: partial windows, pools, vector tails)."""
+    (odd sizes: partial windows, pools, vector tails), with the global attention's pool grown to
+    bound its keys (version 9) too."""
     model = zoo.load("wavelet")[0]
     net = grown_head() if head == "grown" else getattr(model, head)
     if net is None:
@@ -104,8 +106,21 @@ def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head
     for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; stripes of 40 folded rows, 20 coarse
         monkeypatch.setattr(threads, "STRIPE_ROWS", rows)
         with torch.inference_mode(), threads.threads(count):
-            outputs.append(net(x, quality) if noise is None else net(x, quality, noise))
+            outputs.append(net(x, quality, tokens=tokens) if noise is None else net(x, quality, noise, tokens))
     assert all(torch.equal(outputs[0], out) for out in outputs[1:])
+    if tokens:  # the bound changes the pool here (19 x 6 and 17 x 13 pooled positions at pool 4)
+        assert pool_for(-(-height // 4), -(-width // 4), 4, tokens) > 4
+
+
+@pytest.mark.parametrize("height,width", [(192, 128), (128, 192), (256, 256), (512, 512), (75, 23), (4, 512), (1, 1)])
+def test_pool_for_grows_the_pool_until_the_pooled_map_fits(height, width):
+    def positions(pool: int) -> int:
+        return -(-height // pool) * -(-width // pool)
+
+    assert pool_for(height, width, 4) == 4  # unbounded
+    pool = pool_for(height, width, 4, 1536)
+    assert positions(pool) <= 1536 and (pool == 4 or positions(pool - 1) > 1536)  # the smallest that fits
+    assert pool_for(192, 128, 4, 1536) == 4 and pool_for(256, 256, 4, 1536) == 7  # Kodak's coarse map; a 1024 tile's
 
 
 @pytest.mark.parametrize("height,width", [(35, 45), (8, 197), (96, 130)])

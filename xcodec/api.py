@@ -178,7 +178,8 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     pad_bottom, pad_right = -height % stride, -width % stride
     tile = _tile(tile, height + pad_bottom, width + pad_right, stride, container.MAX_TILE)
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
-                    pad_right, tile, net.streams_per_tile, net.file_version)
+                    pad_right, tile, net.streams_per_tile)
+    header.version = net.version_for(*header.tile_size)
     effort = check_effort(model, Layout.of(net), effort)
     if realism is not None:
         check_model_realism(net, model, check_realism(realism))
@@ -289,7 +290,7 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
         (top, left, tile_height, tile_width), payloads = item
         try:
             x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev, h.version)
-            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), adaptation) if postfilter
+            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), adaptation, h.version) if postfilter
                        else [x_hat] * len(realisms))
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None

@@ -67,6 +67,15 @@ def pad_to(x: Tensor, multiple: int, mode: str = "constant") -> Tensor:
     return F.pad(x, (0, right, 0, bottom), mode=mode) if bottom or right else x
 
 
+def pool_for(height: int, width: int, pool: int, tokens: int | None = None) -> int:
+    """The pool of a global attention over a ``height`` x ``width`` map: ``pool``, grown until the
+    pooled map has at most ``tokens`` positions (None: ``pool``). The attention costs the map's
+    positions times the pooled ones: bounded, it grows with the positions alone."""
+    while tokens and -(-height // pool) * -(-width // pool) > tokens:
+        pool += 1
+    return pool
+
+
 def windows(x: Tensor, size: int, heads: int) -> Tensor:
     """(B, C, H, W) -> (B * windows, heads, size * size, C / heads); H and W multiples of size."""
     B, C, H, W = x.shape
@@ -120,10 +129,12 @@ class HybridAttention(nn.Module):
             out = torch.roll(out, (offset, offset), dims=(2, 3))
         return out[:, :, :H, :W]
 
-    def _pooled(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """The coarse branch's keys and values, from the pooled whole map."""
+    def _pooled(self, x: Tensor, tokens: int | None) -> tuple[Tensor, Tensor]:
+        """The coarse branch's keys and values, from the whole map pooled to at most ``tokens``
+        positions (``pool_for``; None: by ``pool``)."""
         H, W = x.shape[2:]
-        pooled = F.avg_pool2d(x, self.pool, ceil_mode=True) if min(H, W) > self.pool else x
+        pool = pool_for(H, W, self.pool, tokens)
+        pooled = F.avg_pool2d(x, pool, ceil_mode=True) if min(H, W) > pool else x
         k, v = (_heads(t, self.coarse_heads) for t in self.coarse_kv(pooled).chunk(2, dim=1))
         return k, v
 
@@ -133,14 +144,15 @@ class HybridAttention(nn.Module):
         out = F.scaled_dot_product_attention(q, k, v)
         return out.transpose(2, 3).reshape(B, self.coarse_dim, H, W)
 
-    def forward(self, x: Tensor, rows: Rows = whole) -> Tensor:
-        """Each query row attends to its own windows and to all of the pooled map: stripes of whole
-        windows are exact (not with ``shift``, whose windows wrap around)."""
+    def forward(self, x: Tensor, rows: Rows = whole, tokens: int | None = None) -> Tensor:
+        """Each query row attends to its own windows and to all of the pooled map (at most
+        ``tokens`` positions): stripes of whole windows are exact (not with ``shift``, whose
+        windows wrap around)."""
         H, W = x.shape[2:]
         w = min(self.window, H, W)
         if self.shift and rows is not whole:
             raise ValueError("shifted windows cannot be computed in stripes")
-        kv = self._pooled(x) if self.coarse_dim else ()
+        kv = self._pooled(x, tokens) if self.coarse_dim else ()
 
         def part(top: int, bottom: int) -> Tensor:
             stripe = x[..., top:bottom, :]
@@ -207,8 +219,9 @@ class HybridBlock(nn.Module):
             self.norm2, self.channel_attn = LayerNorm2d(dim), ChannelAttention(dim, heads)
         self.norm3, self.ffn = LayerNorm2d(dim), MixFFN(dim, mixed=mixed_ffn)
 
-    def forward(self, x: Tensor, rows: Rows = whole) -> Tensor:
-        x = x + self.attn(self.norm1(x), rows)
+    def forward(self, x: Tensor, rows: Rows = whole, tokens: int | None = None) -> Tensor:
+        """``tokens``: the bound of the global attention's pooled map (``HybridAttention``)."""
+        x = x + self.attn(self.norm1(x), rows, tokens)
         if self.channel:
             x = x + self.channel_attn(self.norm2(x), rows)
         return x + self.ffn(self.norm3(x), rows)

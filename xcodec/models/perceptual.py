@@ -86,9 +86,10 @@ class PerceptualHead(nn.Module):
         """The noise one image of ``height`` x ``width`` takes: ``NOISE`` channels at 1/2 resolution."""
         return NOISE, -(-height // 2), -(-width // 2)
 
-    def forward(self, y: Tensor, quality: Tensor, noise: Tensor) -> Tensor:
+    def forward(self, y: Tensor, quality: Tensor, noise: Tensor, tokens: int | None = None) -> Tensor:
         """In stripes (``map_rows``) like the post-filter, the same bits for any thread count; the
-        ``HybridBlock``'s global steps on the whole map."""
+        ``HybridBlock``'s global steps on the whole map, its pooled global attention at most
+        ``tokens`` positions (None: pool 4)."""
         n, _, h, w = y.shape
         folded = F.pixel_unshuffle(pad_to(y, 2, "replicate"), 2)
         level = ((quality.to(y.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
@@ -99,9 +100,9 @@ class PerceptualHead(nn.Module):
         padded = pad_to(features, 2, "replicate")
         residual, block = self.coarse[:2]
         coarse = map_rows(lambda lo, hi: residual(self.down(padded[..., 2 * lo : 2 * hi, :])), padded.shape[-2] // 2, 2, 1, scale=2)
-        coarse = block(coarse, partial(map_rows, scale=2))
+        coarse = block(coarse, partial(map_rows, scale=2), tokens)
         for residual, block in zip(self.coarse[2::2], self.coarse[3::2]):  # the coarse blocks after the first
-            coarse = block(map_rows(partial(_stripe, residual, coarse), coarse.shape[-2], 2, 1, scale=2), partial(map_rows, scale=2))
+            coarse = block(map_rows(partial(_stripe, residual, coarse), coarse.shape[-2], 2, 1, scale=2), partial(map_rows, scale=2), tokens)
 
         def joined(lo: int, hi: int) -> Tensor:
             """Rows ``lo:hi`` of delta: the features plus the upsampled context, through the late blocks and the tail."""

@@ -46,20 +46,22 @@ class PostFilter(nn.Module):
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
 
-    def forward(self, x: Tensor, quality: Tensor, tail: tuple[Tensor, Tensor] | None = None) -> Tensor:
+    def forward(self, x: Tensor, quality: Tensor, tail: tuple[Tensor, Tensor] | None = None,
+                tokens: int | None = None) -> Tensor:
         """Everything runs in stripes (``map_rows``), on several threads inside ``threads(n)``, with
         the same result for any thread count; the coarse path's global steps on the whole map.
-        ``tail``: the last convolution's weight and bias in place of its own (a file's adapted ones)."""
+        ``tail``: the last convolution's weight and bias in place of its own (a file's adapted ones).
+        ``tokens``: the most positions of the coarse path's pooled global attention (None: pool 4)."""
         last = self.tail if tail is None else partial(F.conv2d, weight=tail[0], bias=tail[1], padding=1)
-        restored = self.restore(x, quality, last)
+        restored = self.restore(x, quality, last, tokens)
         return x + F.pixel_shuffle(restored, 2)[..., : x.shape[-2], : x.shape[-1]]
 
-    def features(self, x: Tensor, quality: Tensor) -> Tensor:
+    def features(self, x: Tensor, quality: Tensor, tokens: int | None = None) -> Tensor:
         """The last convolution's input (N, width, H/2, W/2, the halves rounded up), which the
         encoder fits a file's adapted tail to."""
-        return self.restore(x, quality, nn.Identity())
+        return self.restore(x, quality, nn.Identity(), tokens)
 
-    def restore(self, x: Tensor, quality: Tensor, last: Callable[[Tensor], Tensor]) -> Tensor:
+    def restore(self, x: Tensor, quality: Tensor, last: Callable[[Tensor], Tensor], tokens: int | None = None) -> Tensor:
         """``last`` of the features at 1/2 resolution: the network less its final residual step."""
         n = x.shape[0]
         folded = F.pixel_unshuffle(pad_to(x, 2, "replicate"), 2)
@@ -71,7 +73,7 @@ class PostFilter(nn.Module):
         features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), rows, radius, window, stripe)
         padded = pad_to(features, 2, "replicate")
         coarse = map_rows(lambda lo, hi: self.down(padded[..., 2 * lo : 2 * hi, :]), padded.shape[-2] // 2, 0, 1, scale=2)
-        coarse = self.coarse(coarse, partial(map_rows, scale=2))
+        coarse = self.coarse(coarse, partial(map_rows, scale=2), tokens)
         # the link's windows see the aligned coarse rows; one window of halo covers the tail's 3x3
         return map_rows(lambda lo, hi: last(self.link(features[..., lo:hi, :], coarse[..., lo // 2 : (hi + 1) // 2, :])),
                         rows, window, window, stripe)

@@ -51,9 +51,10 @@ class Normal(NamedTuple):
         return Normal(self.gram + other.gram, self.cross + other.cross, self.pixels + other.pixels)
 
 
-def normal(postfilter: PostFilter, x: Tensor, x_hat: Tensor, quality: Tensor) -> Normal:
-    """The least-squares problem of a tile: original ``x`` and decoded ``x_hat`` (1, 3, H, W)."""
-    z = postfilter.features(x_hat, quality)
+def normal(postfilter: PostFilter, x: Tensor, x_hat: Tensor, quality: Tensor, tokens: int | None = None) -> Normal:
+    """The least-squares problem of a tile: original ``x`` and decoded ``x_hat`` (1, 3, H, W), the
+    post-filter's global attention bounded by ``tokens`` as the file's decoder bounds it."""
+    z = postfilter.features(x_hat, quality, tokens)
     residual = F.conv2d(z, postfilter.tail.weight, postfilter.tail.bias, padding=1)
     target = F.pixel_unshuffle(pad_to(x - x_hat, 2, "replicate"), 2) - residual
     features = torch.cat([z[0].flatten(1), torch.ones_like(z[0, :1]).flatten(1)]).double()

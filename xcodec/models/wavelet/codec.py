@@ -10,7 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
+from ...container import DECODER_VERSION
 from ...entropy import StreamReader, StreamWriter
+from ..blocks import pool_for
 from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
@@ -31,6 +33,11 @@ MAX_TRAINING_BITS = 100.0  # per coefficient, in the training forward's likeliho
 # the coder at quality 1 and overstates the detail bits by 6.6-7.1% (kodim01, kodim04; 1.1-2.7% at
 # quality 4); three rounds leave +0.2 to +0.9% (docs/training-log.md).
 RDO_ROUNDS = 3
+# Version 9: the post-filter's and the perceptual head's global attentions pool their keys to at most
+# this many positions (``blocks.pool_for``): a Kodak image's 1,536 at pool 4, so that its pixels
+# stay those of version 7, while a 1024-pixel tile's 4,096 cost 42% of its decode (docs/results.md).
+GLOBAL_TOKENS = 1536
+COARSE_SCALE = 4  # both heads' global attentions are over a map at 1/4 of the tile's resolution
 
 # A part of the stream: (level, channel, orientation), "hl", "lh", "hh" or, at level L, "ll" (the low band).
 Part = tuple[int, int, str]
@@ -51,6 +58,7 @@ class WaveletCodec(Codec):
     stride = 1
     streams_per_tile = 1
     file_version = LOW_CONTEXT_VERSION
+    decoder_version = DECODER_VERSION
     efforts = 3
     default_effort = 1
 
@@ -234,19 +242,30 @@ class WaveletCodec(Codec):
     def realistic(self) -> bool:
         return self.perceptual is not None and self.postfilter is not None
 
+    def version_for(self, height: int, width: int) -> int:
+        """Version 9 when ``GLOBAL_TOKENS`` bounds the global attentions on a tile of this size (its
+        pixels differ from version 7's), else version 7: the lowest that decodes to the same pixels."""
+        if self.postfilter is None:
+            return self.file_version
+        pool = self.postfilter.coarse.attn.pool  # the perceptual head's too
+        bounded = pool_for(-(-height // COARSE_SCALE), -(-width // COARSE_SCALE), pool, GLOBAL_TOKENS) > pool
+        return DECODER_VERSION if bounded else self.file_version
+
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
-                    adaptation: tuple[Tensor, Tensor] | None = None) -> list[Tensor]:
+                    adaptation: tuple[Tensor, Tensor] | None = None, version: int | None = None) -> list[Tensor]:
         """The fidelity output ``y`` (the post-filter's, with the file's adapted tail when it has one),
-        and ``y + R * delta`` for each realism R > 0."""
+        and ``y + R * delta`` for each realism R > 0; from version 9 (``GLOBAL_TOKENS``) on, the
+        global attentions of both bounded."""
         if self.postfilter is None:
             return [x_hat] * len(realisms)
         q = torch.tensor([quality], device=x_hat.device)
+        tokens = GLOBAL_TOKENS if (version or self.file_version) >= DECODER_VERSION else None
         with one_thread(x_hat.device):
-            fidelity = self.postfilter(x_hat, q, adaptation).clamp(0, 1)
+            fidelity = self.postfilter(x_hat, q, adaptation, tokens).clamp(0, 1)
             if not any(realisms):
                 return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
-            delta = self.perceptual(fidelity, q, noise)
+            delta = self.perceptual(fidelity, q, noise, tokens)
             return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
 
     # --- effort 2: the post-filter adapted to the image (``adapt``) ---------------------------------
@@ -255,10 +274,11 @@ class WaveletCodec(Codec):
         return effort >= 2 and self.postfilter is not None
 
     def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> adapt.Normal:
-        """The tile's least-squares problem, on what the decoder reconstructs from ``payloads``."""
+        """The tile's least-squares problem, on what the decoder reconstructs from ``payloads`` (with
+        the global attention bounded: the same as unbounded unless the file is of version 9)."""
         x_hat = self.decompress(payloads, *x.shape[-2:], quality, x.device)
         with one_thread(x.device):
-            return adapt.normal(self.postfilter, x, x_hat, torch.tensor([quality], device=x.device))
+            return adapt.normal(self.postfilter, x, x_hat, torch.tensor([quality], device=x.device), GLOBAL_TOKENS)
 
     def fit(self, parts: list[adapt.Normal], quality: float) -> bytes | None:
         return adapt.fit(sum(parts[1:], parts[0]), quality)
