@@ -36,16 +36,16 @@ def fit(image: tuple[np.ndarray, np.ndarray], grid: Grid, depth: int) -> tuple[n
     d = image[1]
     ys, xs = np.divmod(np.arange(0, grid.height * grid.width, FIT_STRIDE), grid.width)  # every FIT_STRIDE-th in raster order
     parities = parity(ys, xs)
-    at = ((ys + PAD) * d.shape[1] + xs + PAD) * d.shape[2] + 2  # in the raveled padded array, plane 0
-    offsets = np.array([(dy * d.shape[1] + dx) * d.shape[2] + k for dy, dx, k, _ in grid.feature_sources])
+    at = ((2 * d.shape[1] + ys + PAD) * d.shape[2] + xs + PAD)  # in the raveled padded planes, plane 0
+    offsets = np.array([(k * d.shape[1] + dy) * d.shape[2] + dx for dy, dx, k, _ in grid.feature_sources])
     flat = d.reshape(-1)
     coefs = np.zeros((grid.planes, grid.design.classes, size), dtype=np.int64)
     saving = 0.0
     for p in range(grid.planes):
-        sets = grid.ls_class(gradient(flat[at + p + offsets[: max(GRADIENT) + 1, None]]), parities, depth)
+        sets = grid.ls_class(gradient(flat[at + p * d.shape[1] * d.shape[2] + offsets[: max(GRADIENT) + 1, None]]), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
         a = np.empty((at.size, size))  # the features and a constant
-        chosen = at[order] + p
+        chosen = at[order] + p * d.shape[1] * d.shape[2]
         a[:, :-1], a[:, -1] = flat[chosen[:, None] + offsets], 1
         target = flat[chosen].astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
@@ -131,9 +131,10 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
         touched[contexts] = True
         writer.categorical(symbols, histograms.probabilities(np.flatnonzero(touched)), (np.cumsum(touched) - 1)[contexts])
         long = sizes > 1
-        writer.uniforms(raw[long], sizes[long])
+        if long.any():
+            writer.uniforms(raw[long], sizes[long])
         histograms.update(contexts, symbols)
-        return quantiser.reconstruct(q, batch.prediction)
+        return original[batch.span] if max_error == 0 else quantiser.reconstruct(q, batch.prediction)
 
     decoded = walk(grid, quantiser, coefs, table.scales, code, image if max_error == 0 else None)
     error = int(np.abs(decoded - samples).max(initial=0))
@@ -159,9 +160,10 @@ def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int
             return quantiser.reconstruct(q, batch.prediction)
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
         symbols = reader.categorical(histograms.probabilities(contexts)).astype(np.int64)
-        bits = histograms.raw_bits(symbols)
-        raw, long = np.zeros_like(symbols), bits > 0
-        raw[long] = reader.uniforms(1 << bits[long])
+        sizes = histograms.sizes[symbols]
+        raw, long = np.zeros_like(symbols), sizes > 1
+        if long.any():
+            raw[long] = reader.uniforms(sizes[long])
         histograms.update(contexts, symbols)
         return quantiser.reconstruct(histograms.values(symbols, raw, batch.mean), batch.prediction)
 

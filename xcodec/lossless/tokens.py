@@ -81,6 +81,7 @@ class Histograms:
         self.totals = self.counts.sum(1)
         magnitude = np.abs(np.arange(self.size) - (self.tokens - 1))  # of every symbol's token
         self.bits, self.head = raw_bits(magnitude), join(magnitude, np.zeros_like(magnitude))
+        self.sizes = 1 << self.bits  # the range of each symbol's raw bits
         # Every signed magnitude's (-limit..limit, at + limit) symbol and raw bits: ``symbols`` by lookup.
         signed = np.arange(-limit, limit + 1)
         token, _, bits = split(np.abs(signed))
@@ -88,7 +89,7 @@ class Histograms:
         self.limit = limit
 
     def contexts(self, plane: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        bucket = np.searchsorted(SCALE_EDGES, scale, side="right")
+        bucket = SCALE_EDGES.searchsorted(scale, side="right")
         return (plane * BUCKETS + bucket) * LEVELS + (np.abs(mean) >= 0.25)
 
     def symbols(self, q: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

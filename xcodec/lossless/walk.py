@@ -59,7 +59,8 @@ FIELDS = 4
 X, D, RESIDUAL, SIGNED = range(FIELDS)
 LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
 TOP, BOTTOM = 3, 1
-FRAC = 8  # predictions in 1/8 of a sample
+FRAC_BITS = 3
+FRAC = 1 << FRAC_BITS  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
 PREDICTORS = 10
@@ -137,10 +138,9 @@ DESIGNS = {
 class Step:
     """One step of the walk: row ``row`` of the grid, columns ``start`` to ``stop`` of the planes'
     slots; ``valid`` (columns, planes) marks the samples there, ``order`` their positions in the
-    flattened (columns, planes) block in coding order (by plane, then y), ``plane`` their planes,
-    ``at`` their positions in the raveled (row, column, slot) grid and ``kept`` in its (row,
-    column, plane) positions; ``parity`` (columns, 1) the pixels' ``parity`` (x = front - 2y, and
-    LAG is even)."""
+    flattened (columns, planes) block in coding order (by plane, then y), ``plane`` their planes
+    and ``at`` their positions in the raveled (row, column, slot) grid; ``parity`` (columns, 1)
+    the pixels' ``parity`` (x = front - 2y, and LAG is even)."""
 
     row: int
     start: int
@@ -149,7 +149,6 @@ class Step:
     order: np.ndarray
     plane: np.ndarray
     at: np.ndarray
-    kept: np.ndarray
     parity: np.ndarray
 
 
@@ -191,12 +190,6 @@ class Grid:
         cls = np.searchsorted(self.gradient_edges, gradient >> (depth - 8), side="right")
         return cls * PARITIES + parity if design.parity else cls
 
-    def index(self, p: int) -> np.ndarray:
-        """(H, W) flat indices of plane ``p``'s samples."""
-        ys, xs = np.mgrid[: self.height, : self.width]
-        _, columns, slots = self.shape
-        return ((2 * ys + xs + p * LAG + LEAD) * columns + ys + TOP) * slots + p + 2
-
     def fronts_of(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
         """First and last y of plane ``plane``'s wavefront at every step (first > last: none)."""
         f = np.arange(self.shape[0] - LEAD) - plane * LAG
@@ -206,24 +199,30 @@ class Grid:
 
     @functools.cached_property
     def walk_steps(self) -> list[Step]:
-        """The walk's steps that hold samples."""
-        ranges = [self.fronts_of(p) for p in range(self.planes)]
-        steps = []
-        for t in range(self.shape[0] - LEAD):
-            spans = [(first[t], last[t] + 1) for first, last in ranges if first[t] <= last[t]]
-            if not spans:
-                continue
-            start, stop = min(a for a, _ in spans), max(b for _, b in spans)
-            y = np.arange(start, stop)[:, None]
-            valid = ((y >= np.array([first[t] for first, _ in ranges]))
-                     & (y <= np.array([last[t] for _, last in ranges])))
-            order = np.flatnonzero(valid.T.reshape(-1))  # by plane, then y
-            order = (order % (stop - start)) * self.planes + order // (stop - start)
-            column, plane = np.divmod(order, self.planes)
-            position = (t + LEAD) * self.shape[1] + start + TOP + column
-            steps.append(Step(t + LEAD, start + TOP, stop + TOP, valid, order, plane, position * self.shape[2] + 2 + plane,
-                              position * self.planes + plane, parity(y, t)))
-        return steps
+        """The walk's steps that hold samples (built for all steps at once, then split)."""
+        first, last = (np.stack(ends, 1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
+        held = first <= last  # (fronts, planes)
+        fronts = np.flatnonzero(held.any(1))
+        first, last, held = first[fronts], last[fronts], held[fronts]
+        start = np.where(held, first, self.height).min(1)
+        stop = np.where(held, last + 1, 0).max(1)
+        # Block columns (y) of every step, one after the other.
+        widths = stop - start
+        step = np.repeat(np.arange(fronts.size), widths)
+        y = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths - start, widths)
+        valid = (y[:, None] >= first[step]) & (y[:, None] <= last[step])
+        parities = parity(y, fronts[step])[:, None]
+        # Samples in coding order: by step, plane, then y.
+        count = np.where(held, last - first + 1, 0).reshape(-1)
+        ys = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count - first.reshape(-1), count)
+        step, plane = np.divmod(np.repeat(np.arange(count.size), count), self.planes)
+        order = (ys - start[step]) * self.planes + plane
+        position = (fronts[step] + LEAD) * self.shape[1] + ys + TOP
+        at = position * self.shape[2] + 2 + plane
+        blocks, samples = np.cumsum(widths)[:-1], np.cumsum(count.reshape(-1, self.planes).sum(1))[:-1]
+        split = [np.split(a, samples) for a in (order, plane, at)]
+        return [Step(int(t) + LEAD, int(a) + TOP, int(b) + TOP, v, *rest, par) for t, a, b, v, par, *rest
+                in zip(fronts, start, stop, np.split(valid, blocks), np.split(parities, blocks), *split)]
 
     def blocks(self) -> np.ndarray:
         """Where each position of the steps' (columns, planes) blocks, one after the other, lies
@@ -271,33 +270,33 @@ def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 def reference(earlier: np.ndarray, before: np.ndarray, a, b, shift) -> np.ndarray:
     """The samples ``d`` is taken against, from the earlier planes' samples at the same pixels
     (``earlier`` one plane back, ``before`` two) and the planes' rules (scalars or arrays)."""
-    return (a * earlier.astype(np.int64) + b * before) >> shift
+    return (a * earlier + b * before) >> shift
 
 
 def padded(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
     """A tile's (planes, H, W) samples and their d in the image's own layout, what a lossless
-    encoder knows ahead: (H + 2 PAD, W + 2 PAD, planes + 2) arrays, the planes after two zero ones
+    encoder knows ahead: (planes + 2, H + 2 PAD, W + 2 PAD) arrays, the planes after two zero ones
     and padded as in the cells (``blank``)."""
     planes, height, width = samples.shape
-    x = np.zeros((height + 2 * PAD, width + 2 * PAD, planes + 2), dtype=np.int32)
+    x = np.zeros((planes + 2, height + 2 * PAD, width + 2 * PAD), dtype=np.int32)
     inner = (slice(PAD, PAD + height), slice(PAD, PAD + width))
-    x[inner][..., 2:] = samples.transpose(1, 2, 0)
+    x[(slice(2, None), *inner)] = samples
     d = np.zeros_like(x)
-    d[..., 2] = 1 << (depth - 1)
-    rules = (rule[None, None, :] for rule in grid.rule_arrays())
-    d[inner][..., 2:] = x[inner][..., 2:] - reference(x[inner][..., 1:-1], x[inner][..., :-2], *rules)
+    d[2] = 1 << (depth - 1)
+    rules = (rule[:, None, None] for rule in grid.rule_arrays())
+    d[(slice(2, None), *inner)] = samples - reference(x[(slice(1, -1), *inner)], x[(slice(0, -2), *inner)], *rules)
     return x, d
 
 
 def band_reads(image: tuple[np.ndarray, np.ndarray], sources, top: int, rows: int) -> np.ndarray:
     """(sources, rows x W, planes) reads (dy, dx, plane back, field D or X) of the samples of rows
-    ``top`` to ``top + rows`` of a ``padded`` tile."""
+    ``top`` to ``top + rows`` of a ``padded`` tile (a view of planar arrays)."""
     x, d = image
-    planes, width = x.shape[2] - 2, x.shape[1] - 2 * PAD
+    planes, width = x.shape[0] - 2, x.shape[2] - 2 * PAD
     fields = {D: d, X: x}
-    reads = np.stack([fields[field][PAD + top + dy : PAD + top + dy + rows, PAD + dx : PAD + dx + width, 2 + k : 2 + k + planes]
+    reads = np.stack([fields[field][2 + k : 2 + k + planes, PAD + top + dy : PAD + top + dy + rows, PAD + dx : PAD + dx + width]
                       for dy, dx, k, field in sources])
-    return reads.reshape(len(sources), rows * width, planes)
+    return reads.reshape(len(sources), planes, rows * width).transpose(0, 2, 1)
 
 
 @dataclass
@@ -326,10 +325,10 @@ class Context:
     scale: np.ndarray  # float64 Laplacian scale in samples
 
 
-def blank(grid: Grid, depth: int) -> np.ndarray:
-    """The zeroed cells of a grid; the first plane's padding in ``d`` is mid-grey."""
-    cells = np.zeros((*grid.shape, FIELDS), dtype=np.int32)
-    cells[:, :, 2, D] = 1 << (depth - 1)
+def blank(cells: np.ndarray, depth: int) -> np.ndarray:
+    """Zero (FIELDS, rows, columns, slots) cells; the first plane's padding in ``d`` is mid-grey."""
+    cells[...] = 0
+    cells[D, :, :, 2] = 1 << (depth - 1)
     return cells
 
 
@@ -340,6 +339,8 @@ def weight_table(size: int, depth: int) -> np.ndarray:
     return (1 << 36) // (e + 8) ** 2 + 1  # never 0: 16-bit errors are large
 
 
+WINDOW = 64  # grid rows the walk's arrays hold beyond the LEAD rows its reads reach back
+WIDE = 1024  # columns from which matrix products compute the fitted predictor faster
 BAND = 1 << 15  # samples of the rows a lossless encoder predicts at a time
 PAD = 3  # the image layout's padding: no neighbour lies further away
 
@@ -357,16 +358,16 @@ class State:
         self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
         self.patterns = 512 if grid.design.rich_bias else 16
         pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
-        self.sign_bits = np.zeros(len(PATTERN), dtype=np.int64)  # of the features N, W, NW, NE, NN, WW
+        self.sign_bits = np.zeros(len(PATTERN), dtype=np.uint8)  # of the features N, W, NW, NE, NN, WW
         self.sign_bits[PATTERN] = pattern_bits
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
-        self.cells = blank(grid, depth)
         rows, columns, slots = grid.shape
-        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
-        # of 1024 x 1024 take about 450 MB.
-        shape = (PREDICTORS, rows, columns, grid.planes) if errors else (PREDICTORS, 0, 0, grid.planes)
-        self.errors = np.zeros(shape, dtype=np.int16)  # real planes only
+        # The cells and errors of the last ``rows`` grid rows, from grid row ``first`` on (``slide``).
+        self.rows, self.first = min(rows, WINDOW + LEAD), 0
+        self.cells = blank(np.empty((FIELDS, self.rows, columns, slots), dtype=np.int32), depth)
+        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16.
+        self.errors = np.zeros((PREDICTORS, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes only
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
         self.coefs = coefs[:, :-1].astype(np.float64)  # (sets, features), integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
@@ -376,7 +377,7 @@ class State:
         self.weight_of = weight_table(int(self.weights.sum()) * ERROR_CAP + 1, depth)
         # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
         self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
-        self.rules = tuple(rule[None, :] for rule in grid.rule_arrays())
+        self.rules = tuple(rule[None, :].astype(np.int32) for rule in grid.rule_arrays())  # of int32 samples
         self.plane = np.arange(grid.planes)[None, :]
         # What a step reads of the cells, (dy, dx, plane back, field) from each sample: the
         # features' d, the earlier planes' samples at the pixel, then what the walk's own past
@@ -388,15 +389,15 @@ class State:
                         + [(0, 0, -1, RESIDUAL), (0, 0, -1, SIGNED)])
         self.sequential = design.features + 2
         # In one gather: as offsets from each block position's first cell.
-        offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field
+        offsets = np.array([((field * self.rows + r) * columns + c) * slots + s
                             for (dy, dx, k, field) in self.sources for r, c, s in grid.shifts([(dy, dx)], k)])
         widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
-        block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
+        block = np.arange(widest)[:, None] * slots + np.arange(grid.planes)
         self.reads = offsets[:, None, None] + block - offsets.min()  # from the lowest cell a step reads
         self.lowest = offsets.min()
         self.recent_weights = np.array([w for w in self.recent for _ in self.recent[w]], dtype=np.int64)
         self.plane_levels = self.plane * CROSS_LEVELS
-        self.row_cells = columns * slots * FIELDS
+        self.row_cells = columns * slots  # of a field
 
     def predictors(self, reads: np.ndarray, parity: np.ndarray) -> np.ndarray:
         """(PREDICTORS, n, planes) predictions of d in 1/8 from (reads, n, planes) reads at pixels of ``parity``."""
@@ -404,7 +405,12 @@ class State:
         sets = self.plane * g.design.classes + g.ls_class(gradient(reads), parity, depth)
         f = reads[: g.design.features].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = np.einsum("kij,ijk->ij", f, self.coefs[sets])
+        if f.shape[1] < WIDE:  # each sample's set of coefficients
+            dot = np.einsum("kij,ijk->ij", f, self.coefs[sets])
+        else:  # every set's products, a matrix product per plane, then the sample's set's
+            classes, n = g.design.classes, f.shape[1]
+            dots = [self.coefs[p * classes : (p + 1) * classes] @ np.ascontiguousarray(f[:, :, p]) for p in range(g.planes)]
+            dot = np.concatenate(dots).reshape(-1)[sets * n + np.arange(n)[:, None]]
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
         p = np.empty((PREDICTORS, *f.shape[1:]), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
         fixed = f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)
@@ -418,11 +424,12 @@ class State:
         weight = self.weight_of[recent]
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
-        spread = p.max(0).astype(np.int64) - p.min(0)
+        spread = p.max(0) - p.min(0)
         # FRAC c > blend for integers c: c > blend // FRAC. The features come first in the reads.
-        pattern = np.einsum("k,kij->ij", self.sign_bits, reads[: self.sign_bits.size] > blend // FRAC)
+        signs = reads[: self.sign_bits.size] > (blend >> FRAC_BITS).astype(np.int32)
+        pattern = np.einsum("k,kij->ij", self.sign_bits, signs.view(np.uint8))  # below 64
         if g.design.rich_bias:
-            pattern += 64 * (p[-1] > blend)
+            pattern = pattern + 64 * (p[-1] > blend)
         earlier, before = reads[g.design.features : self.sequential]
         return Prediction(p, blend, spread, pattern, reference(earlier, before, *self.rules))
 
@@ -443,10 +450,11 @@ class State:
     def step_prediction(self, step: Step) -> tuple[Prediction, np.ndarray]:
         """A step's prediction, from the samples decoded before it, and its reads of the walk's past."""
         m = step.stop - step.start
-        base = step.row * self.row_cells + (step.start * self.grid.shape[2] + 2) * FIELDS + self.lowest
+        row = step.row - self.first
+        base = row * self.row_cells + step.start * self.grid.shape[2] + 2 + self.lowest
         reads = np.take(self.cells.reshape(-1)[base:], self.reads[:, :m])
         p = self.predictors(reads, step.parity)
-        recent = self.recent_errors(lambda dy, dx: self.errors[:, step.row + 2 * dy + dx, step.start + dy : step.stop + dy])
+        recent = self.recent_errors(lambda dy, dx: self.errors[:, row + 2 * dy + dx, step.start + dy : step.stop + dy])
         return self.prediction(p, recent, reads), reads[self.sequential :]
 
     def foresee(self, image: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
@@ -475,9 +483,20 @@ class State:
         blocks = g.blocks()
         return [a.transpose(2, 0, 1).reshape(-1)[blocks].reshape(-1, planes) for a in out]
 
+    def slide(self, step: Step) -> None:
+        """Make room for a step's row: when the arrays are full, keep the last LEAD rows (all that
+        the reads reach back) at their start and clear the others."""
+        if step.row - self.first < self.rows:
+            return
+        self.cells[:, :LEAD] = self.cells[:, -LEAD:]
+        blank(self.cells[:, LEAD:], self.depth)
+        self.errors[:, :LEAD] = self.errors[:, -LEAD:]
+        self.errors[:, LEAD:] = 0
+        self.first += self.rows - LEAD
+
     def past(self, step: Step) -> np.ndarray:
         """A step's reads of the walk's past (its final errors)."""
-        base = step.row * self.row_cells + (step.start * self.grid.shape[2] + 2) * FIELDS + self.lowest
+        base = (step.row - self.first) * self.row_cells + step.start * self.grid.shape[2] + 2 + self.lowest
         return np.take(self.cells.reshape(-1)[base:], self.reads[self.sequential :, : step.stop - step.start])
 
     def context(self, step: Step, pred: Prediction, past: np.ndarray) -> Context:
@@ -510,15 +529,19 @@ class State:
         d = x - ctx.ref
         signed = FRAC * d - ctx.blend
         residual = np.abs(signed)
-        self.cells.reshape(-1, FIELDS)[step.at] = np.stack([x, d, residual, signed], 1)  # X, D, RESIDUAL, SIGNED
+        self.cells.reshape(FIELDS, -1)[:, step.at - self.first * self.row_cells] = np.stack([x, d, residual, signed])
         if ctx.predictions is not None:
-            self.errors.reshape(PREDICTORS, -1)[:, step.kept] = errors(ctx.predictions.reshape(PREDICTORS, -1)[:, step.order], d)
+            block = np.zeros(step.valid.size, dtype=np.int32)
+            block[step.order] = d
+            kept = errors(ctx.predictions, block.reshape(step.valid.shape))
+            kept *= step.valid  # the padding's stay 0
+            self.errors[:, step.row - self.first, step.start : step.stop] = kept
         accumulate(self.spread, self.count, ctx.contexts, residual)
         accumulate(self.bias, self.bias_count, ctx.classes, signed)
 
 
 def errors(p: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """The predictions' errors (saturated) at samples of d."""
+    """The predictions' errors (saturated) at samples of d, both int32."""
     e = p - FRAC * d
     return np.minimum(np.abs(e, out=e), ERROR_CAP, out=e)
 
@@ -591,9 +614,11 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
     """
     state = State(grid, quantiser.depth, coefs, scales, errors=image is None)
     ahead = state.foresee(image) if image is not None else None
+    decoded = np.empty(grid.planes * grid.height * grid.width, dtype=np.int64)  # in coding order
     start = block = 0
     for step in grid.walk_steps:
         span = slice(start, start + step.order.size)
+        state.slide(step)
         if ahead is None:
             pred, past = state.step_prediction(step)
         else:
@@ -606,5 +631,8 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
         x = code(Batch(span, step.plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(step, ctx, x)
+        decoded[span] = x
         start = span.stop
-    return np.stack([state.cells.reshape(-1)[grid.index(p) * FIELDS + X] for p in range(grid.planes)])
+    samples = np.empty_like(decoded)
+    samples[grid.order()] = decoded
+    return samples.reshape(grid.planes, grid.height, grid.width)
