@@ -34,7 +34,11 @@ Order: anti-diagonal wavefronts ``2y + x = t`` (each depends only on earlier one
 ``LAG`` wavefronts behind the one before it, so that its cross-plane features may use the earlier
 planes' samples below and right of the pixel. One step decodes every sample of a wavefront of every
 plane at once. All context arithmetic is on integers (int64), so both sides compute the same
-probabilities; ``walk`` is the only code that visits the samples, for both.
+probabilities; ``walk`` is the only code that visits the samples, for both. What follows from the
+samples alone (the predictions, their blend, spread and sign pattern: ``Prediction``) a lossless
+encoder, which knows every sample, computes for the whole tile ahead in the image's own layout
+(``State.foresee``), with the functions the decoder applies to each step; only what depends on the
+walk's own past (the final errors, the online statistics, the coder) goes step by step.
 """
 
 from __future__ import annotations
@@ -53,8 +57,9 @@ CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1
 # before the first, the missing earlier planes of the first ones). So one step of the walk is one
 # row, its samples of every plane side by side, and every neighbour, in the plane or in an earlier
 # one, lies at a constant shift: a step reads its cells in one gather and the predictors' errors as
-# slices, and writes slices. Positions that no pixel maps to hold the padding. Each position holds
-# FIELDS cells: the reconstructed sample, its d, and its final error, unsigned and signed.
+# slices. Positions that no pixel maps to hold the padding. Each position holds FIELDS cells (in
+# FIELDS arrays): the reconstructed sample, its d, and its final error, unsigned and signed. The
+# walk keeps only the last rows (``WINDOW``, ``State.slide``): its reads reach LEAD rows back.
 FIELDS = 4
 X, D, RESIDUAL, SIGNED = range(FIELDS)
 LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
