@@ -34,18 +34,18 @@ def fit(image: tuple[np.ndarray, np.ndarray], grid: Grid, depth: int) -> tuple[n
     """
     size = grid.design.features + 1
     d = image[1]
-    ys, xs = np.divmod(np.arange(0, grid.height * grid.width, FIT_STRIDE), grid.width)  # every FIT_STRIDE-th in raster order
+    ys, xs = np.divmod(np.arange(0, grid.height * grid.width, FIT_STRIDE), grid.width)  # every FIT_STRIDE-th, raster order
     parities = parity(ys, xs)
     at = ((2 * d.shape[1] + ys + PAD) * d.shape[2] + xs + PAD)  # in the raveled padded planes, plane 0
     offsets = np.array([(k * d.shape[1] + dy) * d.shape[2] + dx for dy, dx, k, _ in grid.feature_sources])
-    flat = d.reshape(-1)
+    flat, plane_size = d.reshape(-1), d.shape[1] * d.shape[2]
     coefs = np.zeros((grid.planes, grid.design.classes, size), dtype=np.int64)
     saving = 0.0
     for p in range(grid.planes):
-        sets = grid.ls_class(gradient(flat[at + p * d.shape[1] * d.shape[2] + offsets[: max(GRADIENT) + 1, None]]), parities, depth)
+        sets = grid.ls_class(gradient(flat[at + p * plane_size + offsets[: max(GRADIENT) + 1, None]]), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
         a = np.empty((at.size, size))  # the features and a constant
-        chosen = at[order] + p * d.shape[1] * d.shape[2]
+        chosen = at[order] + p * plane_size
         a[:, :-1], a[:, -1] = flat[chosen[:, None] + offsets], 1
         target = flat[chosen].astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
@@ -129,7 +129,8 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
         symbols, raw, sizes = histograms.symbols(q, batch.mean)
         touched = np.zeros(histograms.totals.size, dtype=bool)  # the step's distinct contexts, without a sort
         touched[contexts] = True
-        writer.categorical(symbols, histograms.probabilities(np.flatnonzero(touched)), (np.cumsum(touched) - 1)[contexts])
+        rows = (np.cumsum(touched) - 1)[contexts]
+        writer.categorical(symbols, histograms.probabilities(np.flatnonzero(touched)), rows)
         long = sizes > 1
         if long.any():
             writer.uniforms(raw[long], sizes[long])

@@ -85,7 +85,8 @@ class Histograms:
         # Every signed magnitude's (-limit..limit, at + limit) symbol and raw bits: ``symbols`` by lookup.
         signed = np.arange(-limit, limit + 1)
         token, _, bits = split(np.abs(signed))
-        self.symbol_of, self.sizes_of, self.low_of = self.tokens - 1 + np.sign(signed) * token, 1 << bits, (1 << bits) - 1
+        self.symbol_of = self.tokens - 1 + np.sign(signed) * token
+        self.sizes_of, self.low_of = 1 << bits, (1 << bits) - 1
         self.limit = limit
 
     def contexts(self, plane: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:

@@ -299,8 +299,8 @@ def band_reads(image: tuple[np.ndarray, np.ndarray], sources, top: int, rows: in
     x, d = image
     planes, width = x.shape[0] - 2, x.shape[2] - 2 * PAD
     fields = {D: d, X: x}
-    reads = np.stack([fields[field][2 + k : 2 + k + planes, PAD + top + dy : PAD + top + dy + rows, PAD + dx : PAD + dx + width]
-                      for dy, dx, k, field in sources])
+    reads = np.stack([fields[field][2 + k : 2 + k + planes, PAD + top + dy : PAD + top + dy + rows,
+                                    PAD + dx : PAD + dx + width] for dy, dx, k, field in sources])
     return reads.reshape(len(sources), planes, rows * width).transpose(0, 2, 1)
 
 
@@ -372,7 +372,7 @@ class State:
         self.rows, self.first = min(rows, WINDOW + LEAD), 0
         self.cells = blank(np.empty((FIELDS, self.rows, columns, slots), dtype=np.int32), depth)
         # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16.
-        self.errors = np.zeros((PREDICTORS, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes only
+        self.errors = np.zeros((PREDICTORS, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
         self.coefs = coefs[:, :-1].astype(np.float64)  # (sets, features), integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
@@ -390,7 +390,8 @@ class State:
         # plane's final error (unsigned, signed). Everything a step computes is laid out like
         # that, read (or predictor) first, then the (columns, planes) block.
         design = grid.design
-        self.sources = (grid.feature_sources + [(0, 0, -1, X), (0, 0, -2, X)] + [(dy, dx, 0, RESIDUAL) for w in self.recent for dy, dx in self.recent[w]]
+        self.sources = (grid.feature_sources + [(0, 0, -1, X), (0, 0, -2, X)]
+                        + [(dy, dx, 0, RESIDUAL) for w in self.recent for dy, dx in self.recent[w]]
                         + [(0, 0, -1, RESIDUAL), (0, 0, -1, SIGNED)])
         self.sequential = design.features + 2
         # In one gather: as offsets from each block position's first cell.
@@ -414,7 +415,8 @@ class State:
             dot = np.einsum("kij,ijk->ij", f, self.coefs[sets])
         else:  # every set's products, a matrix product per plane, then the sample's set's
             classes, n = g.design.classes, f.shape[1]
-            dots = [self.coefs[p * classes : (p + 1) * classes] @ np.ascontiguousarray(f[:, :, p]) for p in range(g.planes)]
+            dots = [self.coefs[p * classes : (p + 1) * classes] @ np.ascontiguousarray(f[:, :, p])
+                    for p in range(g.planes)]
             dot = np.concatenate(dots).reshape(-1)[sets * n + np.arange(n)[:, None]]
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
         p = np.empty((PREDICTORS, *f.shape[1:]), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
@@ -482,7 +484,8 @@ class State:
             p = self.predictors(reads, parity(ys[:, None] + top, xs[:, None]))
             d = band_reads(image, [(0, 0, 0, D)], top, rows)[0]
             kept[window(0, 0)] = errors(p, d).reshape(PREDICTORS, rows, width, planes)
-            ahead = self.prediction(p, self.recent_errors(lambda dy, dx: kept[window(dy, dx)].reshape(PREDICTORS, -1, planes)), reads)
+            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)].reshape(PREDICTORS, -1, planes))
+            ahead = self.prediction(p, recent, reads)
             for a, value in zip(out, (ahead.blend, ahead.spread, ahead.pattern, ahead.ref)):
                 a[top : top + rows] = value.reshape(rows, width, planes)
         blocks = g.blocks()
@@ -527,7 +530,8 @@ class State:
         blend = pred.blend.reshape(-1)[order] + (2 * self.bias[classes] + count) // (2 * count)
         count = self.count[contexts]
         scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
-        return Context(pred.predictions, blend, pred.ref.reshape(-1)[order], bins.reshape(-1)[order], contexts, classes, scale)
+        ref, bins = pred.ref.reshape(-1)[order], bins.reshape(-1)[order]
+        return Context(pred.predictions, blend, ref, bins, contexts, classes, scale)
 
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
         """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
