@@ -397,10 +397,10 @@ def test_symbols_round_trip_with_either_sign_of_the_centre():
     q = np.arange(-255, 256)
     for centre in (-0.375, 0.0, 0.25):
         mean = np.full(q.size, centre)
-        symbols, raw, bits = histograms.symbols(q, mean)
-        assert symbols.min() >= 0 and symbols.max() < histograms.size
+        symbols, raw, sizes = histograms.symbols(q, mean)
+        assert symbols.min() >= 0 and symbols.max() < histograms.size and (raw < sizes).all()
         assert np.array_equal(histograms.values(symbols, raw, mean), q)
-        assert np.array_equal(histograms.raw_bits(symbols), bits)
+        assert np.array_equal(1 << histograms.raw_bits(symbols), sizes)
 
 
 def test_prior_counts_without_data_are_the_laplacians():
@@ -409,3 +409,34 @@ def test_prior_counts_without_data_are_the_laplacians():
     assert np.abs(counts.sum(-1) - 256).max() <= 32  # PRIOR_TOTAL, less rounding
     centre = counts.shape[-1] // 2  # the token of 0
     assert (counts[:, :20].argmax(-1) == centre).all()  # narrow scales: 0 is the likeliest
+
+
+@pytest.mark.parametrize("planes, height, width, depth", [(3, 37, 23, 8), (1, 20, 90, 16), (3, 90, 7, 16), (3, 1, 1, 8)])
+def test_predictions_computed_ahead_are_the_walks_own(planes, height, width, depth):
+    """A lossless encoder's predictions of the whole tile ahead (``State.foresee``) give every step
+    of the walk the same coder inputs as the walk's own, step by step, and the same samples back
+    (odd sizes, 1x1, 8 and 16 bits; all but 1x1 long enough for the walk's arrays to slide)."""
+    from xcodec.lossless.codec import fit
+    from xcodec.lossless.walk import DESIGNS, Grid, Quantiser, padded, walk
+
+    rng = np.random.default_rng(planes * height + depth)
+    smooth = np.cumsum(rng.integers(-3, 4, (planes, height, width)), axis=2) + (1 << (depth - 1))
+    tile = np.clip(smooth + rng.integers(0, 1 << (depth - 6), smooth.shape), 0, (1 << depth) - 1)
+    grid, table = Grid(height, width, planes, DESIGNS[tables.NAME]), tables.load()[0]
+    image = padded(tile, grid, depth)
+    coefs = fit(image, grid, depth)[0]
+    original = tile.reshape(-1)[grid.order()]
+
+    def batches(ahead) -> list:
+        seen = []
+
+        def record(batch):
+            seen.append((batch.prediction, batch.mean, batch.scale, batch.bins))
+            return original[batch.span]
+
+        assert np.array_equal(walk(grid, Quantiser(depth, 0), coefs, table.scales, record, ahead), tile)
+        return seen
+
+    stepwise, ahead = batches(None), batches(image)
+    assert len(stepwise) == len(ahead) == len(grid.walk_steps)
+    assert all(np.array_equal(a, b) for one, other in zip(stepwise, ahead) for a, b in zip(one, other))

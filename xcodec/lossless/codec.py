@@ -15,8 +15,7 @@ from ..entropy import StreamReader, StreamWriter
 from ..errors import FormatError, InputError
 from .tables import Table
 from .tokens import Histograms
-from .walk import (COEF_BITS, COEF_LIMIT, D, DESIGNS, FIELDS, X, Batch, Grid, Quantiser, blank, features, gradient,
-                   parity, reference, walk)
+from .walk import COEF_BITS, COEF_LIMIT, DESIGNS, GRADIENT, PAD, Batch, Grid, Quantiser, gradient, padded, parity, walk
 
 COEF_BITS_MAX = 16  # the bit length of the largest coefficient magnitude, 2**15
 RIDGE = 1e-3  # per sample, keeps the least-squares fit of a flat tile well posed
@@ -24,43 +23,33 @@ FIT_PIXELS = 4096
 FIT_STRIDE = 3  # the fit sees every third sample (in raster order): as good a fit, a third of the time
 
 
-def differences(samples: np.ndarray, grid: Grid, depth: int) -> np.ndarray:
-    """The walk's cells, filled with a tile's samples and their ``d`` (what a lossless walk reconstructs)."""
-    cells = blank(grid, depth)
-    flat = cells.reshape(-1)
-    earlier, before = (grid.offsets([(0, 0)], -k)[0] for k in (1, 2))
-    for p, (a, b, shift) in enumerate(zip(*grid.rule_arrays())):
-        idx = grid.index(p).reshape(-1)
-        flat[idx * FIELDS + X] = samples[p].reshape(-1)
-        ref = reference(flat[(idx + earlier) * FIELDS + X], flat[(idx + before) * FIELDS + X], a, b, shift)
-        flat[idx * FIELDS + D] = samples[p].reshape(-1) - ref
-    return cells
-
-
-def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]:
-    """Per plane and coefficient set, the least-squares coefficients of ``d`` on its features, in
-    1/2**COEF_BITS: (planes, classes, features + 1); and about how many bits they save.
+def fit(image: tuple[np.ndarray, np.ndarray], grid: Grid, depth: int) -> tuple[np.ndarray, float]:
+    """Per plane and coefficient set, the least-squares coefficients of ``d`` on its features (of
+    the tile's ``padded`` samples), in 1/2**COEF_BITS: (planes, classes, features + 1); and about
+    how many bits they save.
 
     The saving is estimated as log2 of the ratio of the mean absolute errors of the gradient
     predictor (W + N - NW) and of the fitted one, per sample: a Laplacian's entropy grows with
     the log of its scale.
     """
-    cells = differences(samples, grid, depth)
     size = grid.design.features + 1
-    ys, xs = np.mgrid[: grid.height, : grid.width]
-    parities = parity(ys, xs).reshape(-1)[::FIT_STRIDE]
+    d = image[1]
+    ys, xs = np.divmod(np.arange(0, grid.height * grid.width, FIT_STRIDE), grid.width)  # every FIT_STRIDE-th, raster order
+    parities = parity(ys, xs)
+    at = ((2 * d.shape[1] + ys + PAD) * d.shape[2] + xs + PAD)  # in the raveled padded planes, plane 0
+    offsets = np.array([(k * d.shape[1] + dy) * d.shape[2] + dx for dy, dx, k, _ in grid.feature_sources])
+    flat, plane_size = d.reshape(-1), d.shape[1] * d.shape[2]
     coefs = np.zeros((grid.planes, grid.design.classes, size), dtype=np.int64)
     saving = 0.0
     for p in range(grid.planes):
-        idx = grid.index(p).reshape(-1)[::FIT_STRIDE]
-        f = features(cells, idx, grid)
-        sets = grid.ls_class(gradient(f.T), parities, depth)
+        sets = grid.ls_class(gradient(flat[at + p * plane_size + offsets[: max(GRADIENT) + 1, None]]), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
-        target = cells.reshape(-1)[idx[order] * FIELDS + D].astype(np.float64)
-        a = np.empty((idx.size, size))  # the features and a constant
-        a[:, :-1], a[:, -1] = f[order], 1
+        a = np.empty((at.size, size))  # the features and a constant
+        chosen = at[order] + p * plane_size
+        a[:, :-1], a[:, -1] = flat[chosen[:, None] + offsets], 1
+        target = flat[chosen].astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
-        fitted = np.empty(idx.size)
+        fitted = np.empty(at.size)
         for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
             rows = a[start:stop]
             gram = rows.T @ rows + RIDGE * max(rows.shape[0], size) * np.eye(size)
@@ -69,7 +58,7 @@ def fit(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, float]
             fitted[start:stop] = rows @ coefs[p, c] / 2**COEF_BITS
         planar = a[:, 1] + a[:, 0] - a[:, 2]  # W + N - NW
         errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (planar, fitted)]
-        saving += samples[p].size * np.log2(errors[0] / errors[1])
+        saving += grid.height * grid.width * np.log2(errors[0] / errors[1])
     return coefs, saving
 
 
@@ -118,7 +107,8 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
     generation ``model`` of the coder."""
     planes, height, width = samples.shape
     grid, quantiser = Grid(height, width, planes, DESIGNS[model]), Quantiser(depth, max_error)
-    coefs, saving = fit(samples, grid, depth) if height * width >= FIT_PIXELS else (None, 0.0)
+    image = padded(samples, grid, depth) if max_error == 0 or height * width >= FIT_PIXELS else None
+    coefs, saving = fit(image, grid, depth) if height * width >= FIT_PIXELS else (None, 0.0)
     fitted = saving > coef_bits(coefs, grid.design.packed) if coefs is not None else False
     if not fitted:
         coefs = np.zeros((planes, grid.design.classes, grid.design.features + 1), dtype=np.int64)
@@ -136,14 +126,18 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
             writer.laplace(q, batch.scale, quantiser.limit, batch.mean)
             return quantiser.reconstruct(q, batch.prediction)
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
-        symbols, raw, bits = histograms.symbols(q, batch.mean)
-        touched, rows = np.unique(contexts, return_inverse=True)
-        writer.categorical(symbols, histograms.probabilities(touched), rows)
-        writer.uniforms(raw[bits > 0], 1 << bits[bits > 0])
+        symbols, raw, sizes = histograms.symbols(q, batch.mean)
+        touched = np.zeros(histograms.totals.size, dtype=bool)  # the step's distinct contexts, without a sort
+        touched[contexts] = True
+        rows = (np.cumsum(touched) - 1)[contexts]
+        writer.categorical(symbols, histograms.probabilities(np.flatnonzero(touched)), rows)
+        long = sizes > 1
+        if long.any():
+            writer.uniforms(raw[long], sizes[long])
         histograms.update(contexts, symbols)
-        return quantiser.reconstruct(q, batch.prediction)
+        return original[batch.span] if max_error == 0 else quantiser.reconstruct(q, batch.prediction)
 
-    decoded = walk(grid, quantiser, coefs, table.scales, code)
+    decoded = walk(grid, quantiser, coefs, table.scales, code, image if max_error == 0 else None)
     error = int(np.abs(decoded - samples).max(initial=0))
     if error > max_error:  # a bug, never the input's fault; refuse to write the file
         raise InputError(f"internal error: a sample would be off by {error} (bound {max_error})")
@@ -167,9 +161,10 @@ def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int
             return quantiser.reconstruct(q, batch.prediction)
         contexts = histograms.contexts(batch.plane, batch.mean, batch.scale)
         symbols = reader.categorical(histograms.probabilities(contexts)).astype(np.int64)
-        bits = histograms.raw_bits(symbols)
-        raw, long = np.zeros_like(symbols), bits > 0
-        raw[long] = reader.uniforms(1 << bits[long])
+        sizes = histograms.sizes[symbols]
+        raw, long = np.zeros_like(symbols), sizes > 1
+        if long.any():
+            raw[long] = reader.uniforms(sizes[long])
         histograms.update(contexts, symbols)
         return quantiser.reconstruct(histograms.values(symbols, raw, batch.mean), batch.prediction)
 

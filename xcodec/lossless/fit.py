@@ -28,7 +28,7 @@ from .codec import fit
 from . import tables
 from .tables import COUNTS_SHAPE, NAME
 from .tokens import PRIOR_TOTAL, SCALE_EDGES, TOKENS, Histograms, split
-from .walk import BINS, DESIGNS, Batch, Grid, Quantiser, walk
+from .walk import BINS, DESIGNS, Batch, Grid, Quantiser, padded, walk
 
 GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 400))
 CROP = 512
@@ -68,7 +68,8 @@ def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         counts[:] += np.bincount(contexts * size + symbols, minlength=counts.size)
         return x
 
-    walk(grid, quantiser, fit(samples, grid, 8)[0], tables.load(NAME)[0].scales, record)
+    image = padded(samples, grid, 8)
+    walk(grid, quantiser, fit(image, grid, 8)[0], tables.load(NAME)[0].scales, record, image)
     return np.concatenate(bins), np.concatenate(res), counts
 
 

@@ -81,16 +81,22 @@ class Histograms:
         self.totals = self.counts.sum(1)
         magnitude = np.abs(np.arange(self.size) - (self.tokens - 1))  # of every symbol's token
         self.bits, self.head = raw_bits(magnitude), join(magnitude, np.zeros_like(magnitude))
+        self.sizes = 1 << self.bits  # the range of each symbol's raw bits
+        # Every signed magnitude's (-limit..limit, at + limit) symbol and raw bits: ``symbols`` by lookup.
+        signed = np.arange(-limit, limit + 1)
+        token, _, bits = split(np.abs(signed))
+        self.symbol_of = self.tokens - 1 + np.sign(signed) * token
+        self.sizes_of, self.low_of = 1 << bits, (1 << bits) - 1
+        self.limit = limit
 
     def contexts(self, plane: np.ndarray, mean: np.ndarray, scale: np.ndarray) -> np.ndarray:
-        bucket = np.searchsorted(SCALE_EDGES, scale, side="right")
+        bucket = SCALE_EDGES.searchsorted(scale, side="right")
         return (plane * BUCKETS + bucket) * LEVELS + (np.abs(mean) >= 0.25)
 
     def symbols(self, q: np.ndarray, mean: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Tokens, raw bits and their counts of symbols ``q`` (centre ``mean``)."""
-        signed = np.where(mean < 0, -q, q)
-        token, raw, bits = split(np.abs(signed))
-        return self.tokens - 1 + np.sign(signed) * token, raw, bits
+        """Tokens, raw bits and their ranges (2**bits, 1 for none) of symbols ``q`` (centre ``mean``)."""
+        at = np.where(mean < 0, -q, q) + self.limit
+        return self.symbol_of[at], np.abs(at - self.limit) & self.low_of[at], self.sizes_of[at]
 
     def values(self, token: np.ndarray, raw: np.ndarray, mean: np.ndarray) -> np.ndarray:
         """Inverse of ``symbols``."""

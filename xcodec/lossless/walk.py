@@ -34,7 +34,11 @@ Order: anti-diagonal wavefronts ``2y + x = t`` (each depends only on earlier one
 ``LAG`` wavefronts behind the one before it, so that its cross-plane features may use the earlier
 planes' samples below and right of the pixel. One step decodes every sample of a wavefront of every
 plane at once. All context arithmetic is on integers (int64), so both sides compute the same
-probabilities; ``walk`` is the only code that visits the samples, for both.
+probabilities; ``walk`` is the only code that visits the samples, for both. What follows from the
+samples alone (the predictions, their blend, spread and sign pattern: ``Prediction``) a lossless
+encoder, which knows every sample, computes for the whole tile ahead in the image's own layout
+(``State.foresee``), with the functions the decoder applies to each step; only what depends on the
+walk's own past (the final errors, the online statistics, the coder) goes step by step.
 """
 
 from __future__ import annotations
@@ -53,13 +57,15 @@ CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1
 # before the first, the missing earlier planes of the first ones). So one step of the walk is one
 # row, its samples of every plane side by side, and every neighbour, in the plane or in an earlier
 # one, lies at a constant shift: a step reads its cells in one gather and the predictors' errors as
-# slices, and writes slices. Positions that no pixel maps to hold the padding. Each position holds
-# FIELDS cells: the reconstructed sample, its d, and its final error, unsigned and signed.
+# slices. Positions that no pixel maps to hold the padding. Each position holds FIELDS cells (in
+# FIELDS arrays): the reconstructed sample, its d, and its final error, unsigned and signed. The
+# walk keeps only the last rows (``WINDOW``, ``State.slide``): its reads reach LEAD rows back.
 FIELDS = 4
 X, D, RESIDUAL, SIGNED = range(FIELDS)
 LEAD = 2 * LAG + 3  # rows before the first step that the neighbours reach (the plane two before, NW)
 TOP, BOTTOM = 3, 1
-FRAC = 8  # predictions in 1/8 of a sample
+FRAC_BITS = 3
+FRAC = 1 << FRAC_BITS  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
 PREDICTORS = 10
@@ -81,6 +87,7 @@ PARITIES = 4  # (y & 1, x & 1)
 GRADIENT = [0, 2, 1, 2, 3, 0]
 PATTERN = [2, 3, 1, 0, 4, 5]
 PATTERN_BITS = np.array([8, 4, 2, 1, 16, 32], dtype=np.int64)
+SIGN_BITS = np.array([256, 0, 128], dtype=np.int64)  # of the earlier plane's final error (negative, 0, positive), ``rich_bias``
 # The fixed predictors (all but the last, the fitted one) on the features N, W, NW, NE, NN, WW, NNE, times FRAC.
 FIXED = np.array([[0, 8, 0, 0, 0, 0, 0], [8, 0, 0, 0, 0, 0, 0], [8, 8, -8, 0, 0, 0, 0], [-8, 8, 0, 8, 0, 0, 0],
                   [0, 4, 0, 4, 0, 0, 0], [8, 0, 0, 8, 0, 0, -8], [4, 4, 0, 0, 0, 0, 0], [0, 16, 0, 0, 0, -8, 0],
@@ -136,13 +143,18 @@ DESIGNS = {
 class Step:
     """One step of the walk: row ``row`` of the grid, columns ``start`` to ``stop`` of the planes'
     slots; ``valid`` (columns, planes) marks the samples there, ``order`` their positions in the
-    flattened (columns, planes) block in coding order (by plane, then y)."""
+    flattened (columns, planes) block in coding order (by plane, then y), ``plane`` their planes
+    and ``at`` their positions in the raveled (row, column, slot) grid; ``parity`` (columns, 1)
+    the pixels' ``parity`` (x = front - 2y, and LAG is even)."""
 
     row: int
     start: int
     stop: int
     valid: np.ndarray
     order: np.ndarray
+    plane: np.ndarray
+    at: np.ndarray
+    parity: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -166,32 +178,22 @@ class Grid:
         """(row, column, slot) shifts of neighbours (dy, dx) in the plane ``-plane`` planes back (0: its own)."""
         return [(2 * dy + dx + plane * LAG, dy, plane) for dy, dx, *_ in neighbours]
 
-    def offsets(self, neighbours, plane: int = 0) -> np.ndarray:
-        """The same as offsets of flat position indices."""
-        _, columns, slots = self.shape
-        return np.array([(r * columns + c) * slots + s for r, c, s in self.shifts(neighbours, plane)], dtype=np.int64)
+    @functools.cached_property
+    def feature_sources(self) -> list[tuple[int, int, int, int]]:
+        """The least-squares predictor's features, (dy, dx, plane back, field) from each sample:
+        the plane's own neighbours' d, then the two earlier planes'."""
+        return [(dy, dx, 0, D) for dy, dx in self.design.own] + [(dy, dx, -k, D) for k in (1, 2) for dy, dx in CROSS]
 
     @functools.cached_property
-    def feature_shifts(self) -> list[tuple[int, int, int]]:
-        own = self.design.own
-        return self.shifts(own) + self.shifts(CROSS, -1) + self.shifts(CROSS, -2)
-
-    @functools.cached_property
-    def feature_offsets(self) -> np.ndarray:
-        return np.concatenate([self.offsets(self.design.own), self.offsets(CROSS, -1), self.offsets(CROSS, -2)])
+    def gradient_edges(self) -> np.ndarray:
+        return np.array(self.design.gradients, dtype=np.int64)
 
     def ls_class(self, gradient: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
         """Which least-squares coefficient set predicts samples of ``gradient`` (|N - NW| + |W - NW|
         + |NE - N| in ``d``) and ``parity`` (2 (y & 1) + (x & 1))."""
         design = self.design
-        cls = np.searchsorted(np.array(design.gradients, dtype=np.int64), gradient >> (depth - 8), side="right")
+        cls = np.searchsorted(self.gradient_edges, gradient >> (depth - 8), side="right")
         return cls * PARITIES + parity if design.parity else cls
-
-    def index(self, p: int) -> np.ndarray:
-        """(H, W) flat indices of plane ``p``'s samples."""
-        ys, xs = np.mgrid[: self.height, : self.width]
-        _, columns, slots = self.shape
-        return ((2 * ys + xs + p * LAG + LEAD) * columns + ys + TOP) * slots + p + 2
 
     def fronts_of(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
         """First and last y of plane ``plane``'s wavefront at every step (first > last: none)."""
@@ -202,21 +204,43 @@ class Grid:
 
     @functools.cached_property
     def walk_steps(self) -> list[Step]:
-        """The walk's steps that hold samples."""
-        ranges = [self.fronts_of(p) for p in range(self.planes)]
-        steps = []
-        for t in range(self.shape[0] - LEAD):
-            spans = [(first[t], last[t] + 1) for first, last in ranges if first[t] <= last[t]]
-            if not spans:
-                continue
-            start, stop = min(a for a, _ in spans), max(b for _, b in spans)
-            y = np.arange(start, stop)[:, None]
-            valid = ((y >= np.array([first[t] for first, _ in ranges]))
-                     & (y <= np.array([last[t] for _, last in ranges])))
-            order = np.flatnonzero(valid.T.reshape(-1))  # by plane, then y
-            order = (order % (stop - start)) * self.planes + order // (stop - start)
-            steps.append(Step(t + LEAD, start + TOP, stop + TOP, valid, order))
-        return steps
+        """The walk's steps that hold samples (built for all steps at once, then split)."""
+        first, last = (np.stack(ends, 1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
+        held = first <= last  # (fronts, planes)
+        fronts = np.flatnonzero(held.any(1))
+        first, last, held = first[fronts], last[fronts], held[fronts]
+        start = np.where(held, first, self.height).min(1)
+        stop = np.where(held, last + 1, 0).max(1)
+        # Block columns (y) of every step, one after the other.
+        widths = stop - start
+        step = np.repeat(np.arange(fronts.size), widths)
+        y = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths - start, widths)
+        valid = (y[:, None] >= first[step]) & (y[:, None] <= last[step])
+        parities = parity(y, fronts[step])[:, None]
+        # Samples in coding order: by step, plane, then y.
+        count = np.where(held, last - first + 1, 0).reshape(-1)
+        ys = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count - first.reshape(-1), count)
+        step, plane = np.divmod(np.repeat(np.arange(count.size), count), self.planes)
+        order = (ys - start[step]) * self.planes + plane
+        position = (fronts[step] + LEAD) * self.shape[1] + ys + TOP
+        at = position * self.shape[2] + 2 + plane
+        blocks, samples = np.cumsum(widths)[:-1], np.cumsum(count.reshape(-1, self.planes).sum(1))[:-1]
+        split = [np.split(a, samples) for a in (order, plane, at)]
+        return [Step(int(t) + LEAD, int(a) + TOP, int(b) + TOP, v, *rest, par) for t, a, b, v, par, *rest
+                in zip(fronts, start, stop, np.split(valid, blocks), np.split(parities, blocks), *split)]
+
+    def blocks(self) -> np.ndarray:
+        """Where each position of the steps' (columns, planes) blocks, one after the other, lies
+        in the tile's raveled (planes, H, W) samples (0 where none does)."""
+        widths = np.array([step.stop - step.start for step in self.walk_steps], dtype=np.int64)
+        starts = np.array([step.start for step in self.walk_steps], dtype=np.int64)
+        first = np.cumsum(widths) - widths
+        row = np.repeat([step.row for step in self.walk_steps], widths)[:, None]
+        y = (np.arange(widths.sum()) - np.repeat(first - starts, widths) - TOP)[:, None]
+        plane = np.arange(self.planes)
+        x = row - LEAD - LAG * plane - 2 * y
+        inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
+        return np.where(inside, (plane * self.height + y) * self.width + x, 0).reshape(-1)
 
     def order(self) -> np.ndarray:
         """Where each sample of the walk, in coding order, lies in the tile's raveled (planes, H, W) samples."""
@@ -232,15 +256,15 @@ class Grid:
         return tuple(np.array(column, dtype=np.int64) for column in zip(*self.design.plane_rules(self.planes)))
 
 
-def features(cells: np.ndarray, idx: np.ndarray, grid: Grid) -> np.ndarray:
-    """(n, FEATURES) integer features of the least-squares predictor at positions ``idx``."""
-    return cells.reshape(-1)[(idx * FIELDS)[:, None] + (grid.feature_offsets * FIELDS + D)]
-
-
 def gradient(features: np.ndarray) -> np.ndarray:
     """|N - NW| + |W - NW| + |NE - N| of features (N, W, NW, NE, ...) along the first axis."""
     pairs = features[GRADIENT]
     return np.abs(pairs[0::2] - pairs[1::2]).sum(0)
+
+
+def clamp(a: np.ndarray, low, high) -> np.ndarray:
+    """``np.clip``, without its overhead."""
+    return np.minimum(np.maximum(a, low), high)
 
 
 def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
@@ -251,27 +275,65 @@ def parity(ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
 def reference(earlier: np.ndarray, before: np.ndarray, a, b, shift) -> np.ndarray:
     """The samples ``d`` is taken against, from the earlier planes' samples at the same pixels
     (``earlier`` one plane back, ``before`` two) and the planes' rules (scalars or arrays)."""
-    return (a * earlier.astype(np.int64) + b * before) >> shift
+    return (a * earlier + b * before) >> shift
+
+
+def padded(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, np.ndarray]:
+    """A tile's (planes, H, W) samples and their d in the image's own layout, what a lossless
+    encoder knows ahead: (planes + 2, H + 2 PAD, W + 2 PAD) arrays, the planes after two zero ones
+    and padded as in the cells (``blank``)."""
+    planes, height, width = samples.shape
+    x = np.zeros((planes + 2, height + 2 * PAD, width + 2 * PAD), dtype=np.int32)
+    inner = (slice(PAD, PAD + height), slice(PAD, PAD + width))
+    x[(slice(2, None), *inner)] = samples
+    d = np.zeros_like(x)
+    d[2] = 1 << (depth - 1)
+    rules = (rule[:, None, None] for rule in grid.rule_arrays())
+    d[(slice(2, None), *inner)] = samples - reference(x[(slice(1, -1), *inner)], x[(slice(0, -2), *inner)], *rules)
+    return x, d
+
+
+def band_reads(image: tuple[np.ndarray, np.ndarray], sources, top: int, rows: int) -> np.ndarray:
+    """(sources, rows x W, planes) reads (dy, dx, plane back, field D or X) of the samples of rows
+    ``top`` to ``top + rows`` of a ``padded`` tile (a view of planar arrays)."""
+    x, d = image
+    planes, width = x.shape[0] - 2, x.shape[2] - 2 * PAD
+    fields = {D: d, X: x}
+    reads = np.stack([fields[field][2 + k : 2 + k + planes, PAD + top + dy : PAD + top + dy + rows,
+                                    PAD + dx : PAD + dx + width] for dy, dx, k, field in sources])
+    return reads.reshape(len(sources), planes, rows * width).transpose(0, 2, 1)
+
+
+@dataclass
+class Prediction:
+    """What the samples alone tell of a step's samples (a lossless encoder knows them all, and
+    computes this for many steps at a time): (columns, planes) blocks of the step's row."""
+
+    predictions: np.ndarray | None  # (PREDICTORS, columns, planes) in 1/8; None where no errors are kept
+    blend: np.ndarray  # in 1/8, of d, before the bias correction
+    spread: np.ndarray  # the largest prediction less the smallest
+    pattern: np.ndarray  # the bias class's sign bits that the samples decide
+    ref: np.ndarray
 
 
 @dataclass
 class Context:
-    """What the coder needs for a step's samples, and what the walk stores after it: (columns,
-    planes) blocks of the step's row, and the same in coding order (``Step.order``)."""
+    """What the coder needs for a step's samples, and what the walk stores after them, in coding
+    order (``Step.order``)."""
 
-    predictions: np.ndarray  # (PREDICTORS, columns, planes) in 1/8
-    blend: np.ndarray  # in 1/8, of d, bias-corrected (block)
-    ref: np.ndarray  # (block)
-    bins: np.ndarray  # activity bins (coding order)
-    contexts: np.ndarray  # plane * BINS + bin (coding order)
-    classes: np.ndarray  # bias classes: (coarser) contexts times sign patterns (coding order)
-    scale: np.ndarray  # float64 Laplacian scale in samples (coding order)
+    predictions: np.ndarray | None  # as ``Prediction``'s (block)
+    blend: np.ndarray  # in 1/8, of d, bias-corrected
+    ref: np.ndarray
+    bins: np.ndarray  # activity bins
+    contexts: np.ndarray  # plane * BINS + bin
+    classes: np.ndarray  # bias classes: (coarser) contexts times sign patterns
+    scale: np.ndarray  # float64 Laplacian scale in samples
 
 
-def blank(grid: Grid, depth: int) -> np.ndarray:
-    """The zeroed cells of a grid; the first plane's padding in ``d`` is mid-grey."""
-    cells = np.zeros((*grid.shape, FIELDS), dtype=np.int32)
-    cells[:, :, 2, D] = 1 << (depth - 1)
+def blank(cells: np.ndarray, depth: int) -> np.ndarray:
+    """Zero (FIELDS, rows, columns, slots) cells; the first plane's padding in ``d`` is mid-grey."""
+    cells[...] = 0
+    cells[D, :, :, 2] = 1 << (depth - 1)
     return cells
 
 
@@ -282,125 +344,215 @@ def weight_table(size: int, depth: int) -> np.ndarray:
     return (1 << 36) // (e + 8) ** 2 + 1  # never 0: 16-bit errors are large
 
 
+WINDOW = 64  # grid rows the walk's arrays hold beyond the LEAD rows its reads reach back
+WIDE = 1024  # columns from which matrix products compute the fitted predictor faster
+BAND = 1 << 15  # samples of the rows a lossless encoder predicts at a time
+PAD = 3  # the image layout's padding: no neighbour lies further away
+
+
 class State:
     """The walk's arrays: every position's cells (reconstructed sample, ``d``, and the final
     error, unsigned and signed) and each predictor's recent errors; and the online statistics."""
 
-    def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray):
+    def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray, errors: bool = True):
+        """``errors``: keep the predictors' errors, for ``step_prediction`` (not for ``foresee``)."""
         self.grid, self.depth = grid, depth
         self.parities = PARITIES if grid.design.parity else 1
         contexts = grid.planes * CROSS_LEVELS * self.parities * BINS
         self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * grid.design.prior).astype(np.int64)
         self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
         self.patterns = 512 if grid.design.rich_bias else 16
-        self.pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
+        pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
+        self.sign_bits = np.zeros(len(PATTERN), dtype=np.uint8)  # of the features N, W, NW, NE, NN, WW
+        self.sign_bits[PATTERN] = pattern_bits
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
-        self.cells = blank(grid, depth)
         rows, columns, slots = grid.shape
-        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16: the arrays of a tile
-        # of 1024 x 1024 take about 450 MB.
-        self.errors = np.zeros((PREDICTORS, rows, columns, grid.planes), dtype=np.int16)  # real planes only
+        # The cells and errors of the last ``rows`` grid rows, from grid row ``first`` on (``slide``).
+        self.rows, self.first = min(rows, WINDOW + LEAD), 0
+        self.cells = blank(np.empty((FIELDS, self.rows, columns, slots), dtype=np.int32), depth)
+        # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16.
+        self.errors = np.zeros((PREDICTORS, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes
         coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
-        self.coefs = coefs[:, :-1].T.astype(np.float64)  # (features, sets), integers in 1/2**COEF_BITS
+        self.coefs = coefs[:, :-1].astype(np.float64)  # (sets, features), integers in 1/2**COEF_BITS
         self.constants = coefs[:, -1].astype(np.int64)
         recent = grid.design.recent
         self.weights = np.array([w for *_, w in recent], dtype=np.int64)
-        self.recent = {w: grid.shifts([n for n in recent if n[2] == w]) for w in sorted(set(self.weights.tolist()))}
+        self.recent = {w: [(dy, dx) for dy, dx, v in recent if v == w] for w in sorted(set(self.weights.tolist()))}
         self.weight_of = weight_table(int(self.weights.sum()) * ERROR_CAP + 1, depth)
         # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
         self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
-        self.rules = tuple(rule[None, :] for rule in grid.rule_arrays())
+        self.rules = tuple(rule[None, :].astype(np.int32) for rule in grid.rule_arrays())  # of int32 samples
         self.plane = np.arange(grid.planes)[None, :]
-        # What a step reads of the cells, in one gather: the features' d, the recent neighbours'
-        # final errors, the earlier plane's final error (unsigned, signed) and the earlier planes'
-        # samples at the pixel; as offsets from each block position's first cell. Everything a step
-        # computes is laid out like that, read (or predictor) first, then the (columns, planes) block.
-        back = (-LAG, 0, -1)
-        reads = ([(s, D) for s in grid.feature_shifts] + [(s, RESIDUAL) for w in self.recent for s in self.recent[w]]
-                 + [(back, RESIDUAL), (back, SIGNED), (back, X), ((-2 * LAG, 0, -2), X)])
-        offsets = np.array([((r * columns + c) * slots + s) * FIELDS + field for (r, c, s), field in reads])
+        # What a step reads of the cells, (dy, dx, plane back, field) from each sample: the
+        # features' d, the earlier planes' samples at the pixel, then what the walk's own past
+        # decides (from ``sequential`` on): the recent neighbours' final errors and the earlier
+        # plane's final error (unsigned, signed). Everything a step computes is laid out like
+        # that, read (or predictor) first, then the (columns, planes) block.
+        design = grid.design
+        self.sources = (grid.feature_sources + [(0, 0, -1, X), (0, 0, -2, X)]
+                        + [(dy, dx, 0, RESIDUAL) for w in self.recent for dy, dx in self.recent[w]]
+                        + [(0, 0, -1, RESIDUAL), (0, 0, -1, SIGNED)])
+        self.sequential = design.features + 2
+        # In one gather: as offsets from each block position's first cell.
+        offsets = np.array([((field * self.rows + r) * columns + c) * slots + s
+                            for (dy, dx, k, field) in self.sources for r, c, s in grid.shifts([(dy, dx)], k)])
         widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
-        block = (np.arange(widest)[:, None] * slots + np.arange(grid.planes)) * FIELDS
+        block = np.arange(widest)[:, None] * slots + np.arange(grid.planes)
         self.reads = offsets[:, None, None] + block - offsets.min()  # from the lowest cell a step reads
         self.lowest = offsets.min()
-        ends = np.cumsum([len(shifts) for shifts in self.recent.values()]) + grid.design.features
-        self.recent_reads = list(zip(self.recent, zip(ends - [len(s) for s in self.recent.values()], ends)))
-        self.row_cells = columns * slots * FIELDS
+        self.recent_weights = np.array([w for w in self.recent for _ in self.recent[w]], dtype=np.int64)
+        self.plane_levels = self.plane * CROSS_LEVELS
+        self.row_cells = columns * slots  # of a field
 
-    def context(self, step: Step) -> Context:
-        g, depth, planes = self.grid, self.depth, self.grid.planes
-        m = step.stop - step.start
-        base = step.row * self.row_cells + (step.start * g.shape[2] + 2) * FIELDS + self.lowest
-        cells = np.take(self.cells.reshape(-1)[base:], self.reads[:, :m])  # (reads, columns, planes)
-        nf, na = g.design.features, g.design.features + len(self.weights)  # where the activity's reads end
-        y = np.arange(step.start - TOP, step.stop - TOP)[:, None]
-        parity = 2 * (y & 1) + ((step.row - LEAD) & 1)  # x = front - 2y, and LAG is even
-        sets = self.plane * g.design.classes + g.ls_class(gradient(cells), parity, depth)
-        f = cells[:nf].astype(np.float64)
+    def predictors(self, reads: np.ndarray, parity: np.ndarray) -> np.ndarray:
+        """(PREDICTORS, n, planes) predictions of d in 1/8 from (reads, n, planes) reads at pixels of ``parity``."""
+        g, depth = self.grid, self.depth
+        sets = self.plane * g.design.classes + g.ls_class(gradient(reads), parity, depth)
+        f = reads[: g.design.features].astype(np.float64)
         # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        dot = np.einsum("kij,kij->ij", f, self.coefs[:, sets])
+        if f.shape[1] < WIDE:  # each sample's set of coefficients
+            dot = np.einsum("kij,ijk->ij", f, self.coefs[sets])
+        else:  # every set's products, a matrix product per plane, then the sample's set's
+            classes, n = g.design.classes, f.shape[1]
+            dots = [self.coefs[p * classes : (p + 1) * classes] @ np.ascontiguousarray(f[:, :, p])
+                    for p in range(g.planes)]
+            dot = np.concatenate(dots).reshape(-1)[sets * n + np.arange(n)[:, None]]
         fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        p = np.empty((PREDICTORS, m, planes), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
+        p = np.empty((PREDICTORS, *f.shape[1:]), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
         fixed = f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)
-        p[:-1] = (FIXED @ fixed).reshape(-1, m, planes)  # small integers: exact
-        p[-1] = np.clip(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
-        weight = self.weight_of[self.recent_errors(step)]
+        p[:-1] = (FIXED @ fixed).reshape(-1, *f.shape[1:])  # small integers: exact
+        p[-1] = clamp(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
+        return p
+
+    def prediction(self, p: np.ndarray, recent: np.ndarray, reads: np.ndarray) -> Prediction:
+        """The blend of predictions ``p`` by their ``recent_errors`` and what else follows."""
+        g = self.grid
+        weight = self.weight_of[recent]
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
-        activity = p.max(0).astype(np.int64) - p.min(0)
-        for w, (start, stop) in self.recent_reads:  # neighbours of equal weight summed first
-            activity += w * cells[start:stop].sum(0, dtype=np.int64)
-        bins = np.searchsorted(self.thresholds, activity, side="right")
-        residual, signed, earlier, before = cells[na : na + 4]  # the earlier planes' (0 for the first)
-        contexts = self.plane * CROSS_LEVELS + np.searchsorted(self.cross_thresholds, residual, side="right")
-        if self.parities > 1:
-            contexts = contexts * self.parities + parity
-        contexts = contexts * BINS + bins
-        signs = FRAC * cells[PATTERN] > blend
-        pattern = (signs * self.pattern_bits[:, None, None]).sum(0)
+        spread = p.max(0) - p.min(0)
+        # FRAC c > blend for integers c: c > blend // FRAC. The features come first in the reads.
+        signs = reads[: self.sign_bits.size] > (blend >> FRAC_BITS).astype(np.int32)
+        pattern = np.einsum("k,kij->ij", self.sign_bits, signs.view(np.uint8))  # below 64
         if g.design.rich_bias:
-            pattern += 64 * (p[-1] > blend) + 128 * (signed > 0) + 256 * (signed < 0)
-            classes = (contexts - bins + bins // 3) * self.patterns + pattern
-        else:
-            classes = contexts * self.patterns + pattern
-        order = step.order
-        classes, contexts = classes.reshape(-1)[order], contexts.reshape(-1)[order]
-        blend.reshape(-1)[order] += (2 * self.bias[classes] + self.bias_count[classes]) // (2 * self.bias_count[classes])
-        count = self.count[contexts]
-        scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
-        ref = reference(earlier, before, *self.rules)
-        return Context(p, blend, ref, bins.reshape(-1)[order], contexts, classes, scale)
+            pattern = pattern + 64 * (p[-1] > blend)
+        earlier, before = reads[g.design.features : self.sequential]
+        return Prediction(p, blend, spread, pattern, reference(earlier, before, *self.rules))
 
-    def recent_errors(self, step: Step) -> np.ndarray:
-        """(PREDICTORS, columns, planes) each predictor's errors at the recent neighbours, weighted."""
+    def recent_errors(self, block: Callable[[int, int], np.ndarray]) -> np.ndarray:
+        """(PREDICTORS, n, planes) each predictor's errors at the recent neighbours, weighted;
+        ``block(dy, dx)``: the errors at the neighbours (dy, dx) of the samples."""
         total = None
-        for weight, shifts in self.recent.items():  # neighbours of equal weight summed first
-            blocks = [self.errors[:, step.row + r, step.start + c : step.stop + c] for r, c, _ in shifts]
+        for weight, neighbours in self.recent.items():  # neighbours of equal weight summed first
+            blocks = [block(dy, dx) for dy, dx in neighbours]
             part = np.add(blocks[0], blocks[1], dtype=np.int32) if len(blocks) > 1 else blocks[0].astype(np.int32)
-            for block in blocks[2:]:
-                part += block
+            for b in blocks[2:]:
+                part += b
             if weight != 1:
                 part *= weight
             total = part if total is None else np.add(total, part, out=total)
         return total
 
+    def step_prediction(self, step: Step) -> tuple[Prediction, np.ndarray]:
+        """A step's prediction, from the samples decoded before it, and its reads of the walk's past."""
+        m = step.stop - step.start
+        row = step.row - self.first
+        base = row * self.row_cells + step.start * self.grid.shape[2] + 2 + self.lowest
+        reads = np.take(self.cells.reshape(-1)[base:], self.reads[:, :m])
+        p = self.predictors(reads, step.parity)
+        recent = self.recent_errors(lambda dy, dx: self.errors[:, row + 2 * dy + dx, step.start + dy : step.stop + dy])
+        return self.prediction(p, recent, reads), reads[self.sequential :]
+
+    def foresee(self, image: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
+        """The predictions of every sample of a tile known ahead (a lossless encoder's; ``padded``),
+        computed in the image's own layout a band of rows at a time: blend, spread, pattern and
+        ref, in coding order (``Grid.order``)."""
+        g, planes = self.grid, self.grid.planes
+        height, width = g.height, g.width
+        kept = np.zeros((PREDICTORS, height + 2 * PAD, width + 2 * PAD, planes), dtype=np.int16)
+        band = max(1, BAND // (width * planes))
+        out = [np.empty((height, width, planes), dtype=np.int64) for _ in range(4)]
+        for top in range(0, height, band):
+            rows = min(band, height - top)
+
+            def window(dy: int, dx: int) -> tuple[slice, slice, slice]:
+                return slice(None), slice(PAD + top + dy, PAD + top + dy + rows), slice(PAD + dx, PAD + dx + width)
+
+            reads = band_reads(image, self.sources[: self.sequential], top, rows)
+            ys, xs = np.divmod(np.arange(rows * width), width)
+            p = self.predictors(reads, parity(ys[:, None] + top, xs[:, None]))
+            d = band_reads(image, [(0, 0, 0, D)], top, rows)[0]
+            kept[window(0, 0)] = errors(p, d).reshape(PREDICTORS, rows, width, planes)
+            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)].reshape(PREDICTORS, -1, planes))
+            ahead = self.prediction(p, recent, reads)
+            for a, value in zip(out, (ahead.blend, ahead.spread, ahead.pattern, ahead.ref)):
+                a[top : top + rows] = value.reshape(rows, width, planes)
+        blocks = g.blocks()
+        return [a.transpose(2, 0, 1).reshape(-1)[blocks].reshape(-1, planes) for a in out]
+
+    def slide(self, step: Step) -> None:
+        """Make room for a step's row: when the arrays are full, keep the last LEAD rows (all that
+        the reads reach back) at their start and clear the others."""
+        if step.row - self.first < self.rows:
+            return
+        self.cells[:, :LEAD] = self.cells[:, -LEAD:]
+        blank(self.cells[:, LEAD:], self.depth)
+        self.errors[:, :LEAD] = self.errors[:, -LEAD:]
+        self.errors[:, LEAD:] = 0
+        self.first += self.rows - LEAD
+
+    def past(self, step: Step) -> np.ndarray:
+        """A step's reads of the walk's past (its final errors)."""
+        base = (step.row - self.first) * self.row_cells + step.start * self.grid.shape[2] + 2 + self.lowest
+        return np.take(self.cells.reshape(-1)[base:], self.reads[self.sequential :, : step.stop - step.start])
+
+    def context(self, step: Step, pred: Prediction, past: np.ndarray) -> Context:
+        """The step's context from its prediction (whose arrays it may change) and its reads of the walk's past."""
+        g = self.grid
+        activity = pred.spread
+        activity += np.einsum("k,kij->ij", self.recent_weights, past[: self.recent_weights.size])
+        bins = self.thresholds.searchsorted(activity, side="right")
+        residual, signed = past[-2:]  # the earlier plane's (0 for the first)
+        contexts = self.plane_levels + self.cross_thresholds.searchsorted(residual, side="right")
+        if self.parities > 1:
+            contexts = contexts * self.parities + step.parity
+        contexts = contexts * BINS + bins
+        pattern = pred.pattern
+        if g.design.rich_bias:
+            pattern += SIGN_BITS[np.sign(signed) + 1]
+            classes = (contexts - bins + bins // 3) * self.patterns + pattern
+        else:
+            classes = contexts * self.patterns + pattern
+        order = step.order
+        classes, contexts = classes.reshape(-1)[order], contexts.reshape(-1)[order]
+        count = self.bias_count[classes]
+        blend = pred.blend.reshape(-1)[order] + (2 * self.bias[classes] + count) // (2 * count)
+        count = self.count[contexts]
+        scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
+        ref, bins = pred.ref.reshape(-1)[order], bins.reshape(-1)[order]
+        return Context(pred.predictions, blend, ref, bins, contexts, classes, scale)
+
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
         """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
-        samples = np.zeros(ctx.blend.size, dtype=np.int64)
-        samples[step.order] = x
-        cells = np.empty((*ctx.blend.shape, FIELDS), dtype=np.int32)
-        cells[..., X] = samples.reshape(ctx.blend.shape)
-        cells[..., D] = cells[..., X] - ctx.ref
-        cells[..., SIGNED] = FRAC * cells[..., D] - ctx.blend
-        cells[..., RESIDUAL] = np.abs(cells[..., SIGNED])
-        valid, rows = step.valid, slice(step.start, step.stop)
-        np.copyto(self.cells[step.row, rows, 2 : 2 + self.grid.planes], cells, where=valid[..., None], casting="unsafe")
-        errors = np.minimum(np.abs(ctx.predictions - FRAC * cells[..., D]), ERROR_CAP)
-        np.copyto(self.errors[:, step.row, rows], errors, where=valid, casting="unsafe")
-        residual = cells[..., SIGNED].reshape(-1)[step.order].astype(np.int64)  # ufunc.at's fast path: one type
-        accumulate(self.spread, self.count, ctx.contexts, np.abs(residual))
-        accumulate(self.bias, self.bias_count, ctx.classes, residual)
+        d = x - ctx.ref
+        signed = FRAC * d - ctx.blend
+        residual = np.abs(signed)
+        self.cells.reshape(FIELDS, -1)[:, step.at - self.first * self.row_cells] = np.stack([x, d, residual, signed])
+        if ctx.predictions is not None:
+            block = np.zeros(step.valid.size, dtype=np.int32)
+            block[step.order] = d
+            kept = errors(ctx.predictions, block.reshape(step.valid.shape))
+            kept *= step.valid  # the padding's stay 0
+            self.errors[:, step.row - self.first, step.start : step.stop] = kept
+        accumulate(self.spread, self.count, ctx.contexts, residual)
+        accumulate(self.bias, self.bias_count, ctx.classes, signed)
+
+
+def errors(p: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """The predictions' errors (saturated) at samples of d, both int32."""
+    e = p - FRAC * d
+    return np.minimum(np.abs(e, out=e), ERROR_CAP, out=e)
 
 
 def accumulate(total: np.ndarray, count: np.ndarray, index: np.ndarray, values: np.ndarray) -> None:
@@ -457,27 +609,39 @@ class Quantiser:
         return np.sign(e) * ((np.abs(e) + self.max_error) // self.step)
 
     def reconstruct(self, q: np.ndarray, prediction: np.ndarray) -> np.ndarray:
-        return np.clip(prediction + q * self.step, 0, self.peak)
+        return clamp(prediction + q * self.step, 0, self.peak)
 
 
-def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray, code: Coder) -> np.ndarray:
+def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray, code: Coder,
+         image: tuple[np.ndarray, np.ndarray] | None = None) -> np.ndarray:
     """Visit every sample in coding order; return the reconstructed (planes, H, W) samples.
 
     ``scales`` is the learned table of Laplacian scales per activity bin (8-bit units), the prior
-    of the online statistics.
+    of the online statistics. ``image``: a lossless tile's samples, which its encoder knows ahead
+    (``padded``): the walk then computes their predictions all at once (``State.foresee``), and
+    only what depends on its past step by step.
     """
-    state = State(grid, quantiser.depth, coefs, scales)
-    start = 0
+    state = State(grid, quantiser.depth, coefs, scales, errors=image is None)
+    ahead = state.foresee(image) if image is not None else None
+    decoded = np.empty(grid.planes * grid.height * grid.width, dtype=np.int64)  # in coding order
+    start = block = 0
     for step in grid.walk_steps:
-        ctx = state.context(step)
-        order = step.order
-        ref = ctx.ref.reshape(-1)[order]
-        full = np.clip(FRAC * ref + ctx.blend.reshape(-1)[order], 0, FRAC * quantiser.peak)
+        span = slice(start, start + step.order.size)
+        state.slide(step)
+        if ahead is None:
+            pred, past = state.step_prediction(step)
+        else:
+            part = slice(block, block + step.stop - step.start)
+            pred, past = Prediction(None, *(a[part] for a in ahead)), state.past(step)
+            block = part.stop
+        ctx = state.context(step, pred, past)
+        full = clamp(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
         prediction = (full + FRAC // 2) // FRAC
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
-        plane = order % grid.planes
-        span = slice(start, start + order.size)
-        x = code(Batch(span, plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
+        x = code(Batch(span, step.plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(step, ctx, x)
+        decoded[span] = x
         start = span.stop
-    return np.stack([state.cells.reshape(-1)[grid.index(p) * FIELDS + X] for p in range(grid.planes)])
+    samples = np.empty_like(decoded)
+    samples[grid.order()] = decoded
+    return samples.reshape(grid.planes, grid.height, grid.width)
