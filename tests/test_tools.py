@@ -6,7 +6,9 @@ from __future__ import annotations
 import importlib
 import sys
 
+import numpy as np
 import pytest
+import torch
 
 from xcodec.tools import lightfield
 
@@ -73,3 +75,20 @@ def test_bits_accounts_for_the_whole_file(tmp_path):
     detail = totals["detail"]
     assert detail["act 4"] == detail["exact"]  # the shipped fixed point, replayed in float64: the same scales
     assert detail["float"] != detail["exact"] and detail["act 8"] != detail["exact"]
+    assert 0 < totals["signs"] < parts
+
+
+def test_sign_contexts_learn_the_signs_along_an_edge_and_not_random_ones():
+    from xcodec.tools import bits
+
+    rng = np.random.default_rng(0)
+    magnitudes = torch.from_numpy(rng.integers(1, 4, (64, 64)).astype(np.float32))
+    rows = torch.from_numpy(rng.choice([-1.0, 1.0], (64, 1)).astype(np.float32))  # one sign per row
+    random = torch.from_numpy(rng.choice([-1.0, 1.0], (64, 64)).astype(np.float32))
+    count, along = bits.sign_bits({(0, 0, 1): (magnitudes * rows)[None]})  # LH: its edges run along the rows
+    _, across = bits.sign_bits({(0, 0, 0): (magnitudes * rows)[None]})  # HL: the same signs, across its edges
+    _, noise = bits.sign_bits({(0, 0, 1): (magnitudes * random)[None]})
+    assert count == 64 * 64
+    assert along < 0.7 * count  # the anchors a bit each, the second pass almost nothing
+    assert across > 0.9 * count  # (a little below one bit: 64 rows of one sign each)
+    assert 0.98 * count < noise < 1.02 * count

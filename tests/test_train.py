@@ -19,6 +19,7 @@ from tests.conftest import make_photo
 from xcodec.files import sha256
 from xcodec.models import zoo
 from xcodec.train.config import TrainConfig
+from xcodec.train.data import HELD_OUT, build_pack
 from xcodec.train.loop import train
 
 TINY = {"N": 16, "M": 24}
@@ -35,6 +36,17 @@ def photos(tmp_path_factory) -> Path:
 def _config(photos: Path, run: Path, steps: int) -> TrainConfig:
     return TrainConfig(data=photos, run_dir=run, model="hyperprior", model_config=TINY, batch_size=2, crop=64, max_steps=steps,
                        warmup_steps=2, log_every=1, threads=1)
+
+
+def test_the_pack_leaves_out_the_held_out_photos(tmp_path):
+    root = tmp_path / "train"
+    (root / "sun-hays80").mkdir(parents=True)
+    make_photo(80, 70, 0).save(root / HELD_OUT[0])
+    make_photo(90, 70, 1).save(root / "sun-hays80" / "kept.jpg")
+    for folder in (root, root / "sun-hays80"):  # the whole training folder, or a subfolder of it
+        build_pack(folder, tmp_path / "pack.npz", 64)
+        with np.load(tmp_path / "pack.npz") as pack:
+            assert [pack[k].shape for k in pack.files] == [(70, 90, 3)]
 
 
 def test_resume_continues_exactly(photos, tmp_path):

@@ -10,14 +10,16 @@ remainder (container, ANS words) is the overhead. Shares are of the bits of all 
 together. On the symbols the coder chose, the tool also counts the detail bands' bits under the
 float context networks (``ContextModel.log_scales``: float weights and activations, scales
 not rounded to the table) and under exact networks with other fixed-point activations
-(``--act-bits``; float64, where 8 fractional bits outgrow float32's exact range). Those are
-code lengths, not files: the symbols stay those of the shipped networks.
+(``--act-bits``; float64, where 8 fractional bits outgrow float32's exact range), and what the
+signs cost (a bit per nonzero symbol) against a context along the band's edges (``sign_bits``).
+Those are code lengths, not files: the symbols stay those of the shipped networks.
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import math
 from collections import defaultdict
 from pathlib import Path
 
@@ -28,7 +30,7 @@ from PIL import Image
 from .. import api
 from ..files import list_images
 from ..models import zoo
-from ..models.codec import to_tensor
+from ..models.codec import checkerboard, to_tensor
 from ..models.wavelet.bands import Band
 from ..models.wavelet.codec import Part, WaveletCodec
 from ..models.wavelet.context import ContextModel, pass_values
@@ -60,6 +62,34 @@ def exact_bits(context: ContextModel, planes: dict[Band, torch.Tensor], shapes: 
     return total
 
 
+def kt_bits(negative: int, positive: int) -> float:
+    """Code length of a binary sequence with these counts under the Krichevsky-Trofimov estimator
+    (an adaptive code that learns the probability as it goes; independent of the order)."""
+    n = negative + positive
+    return -(math.lgamma(negative + 0.5) + math.lgamma(positive + 0.5) - math.lgamma(n + 1) - math.log(math.pi)) / math.log(2)
+
+
+def sign_bits(planes: dict[Band, torch.Tensor]) -> tuple[int, float]:
+    """The detail symbols' signs: how many (a bit each in the file: the Laplacian is symmetric), and
+    their code length under an adaptive binary code whose context the decoder would have: for the
+    second pass, the sum of the signs of the anchors along the band's edges (HL: above and below;
+    LH: left and right; HH: all four), for the anchors none; one set of contexts per level (levels
+    3 and up together), orientation and luma or chroma, learned within the image."""
+    counts: dict[tuple, list[int]] = defaultdict(lambda: [0, 0])
+    for (level, c, o), plane in planes.items():
+        s = np.sign(plane[0].numpy()).astype(np.int64)
+        pad = np.pad(s, 1)
+        vertical, horizontal = pad[:-2, 1:-1] + pad[2:, 1:-1], pad[1:-1, :-2] + pad[1:-1, 2:]
+        along = (vertical, horizontal, vertical + horizontal)[o].clip(-2, 2)
+        context = np.where(checkerboard(*s.shape).numpy(), 3, along)
+        for value in np.unique(context[s != 0]):
+            chosen = s[(s != 0) & (context == value)]
+            count = counts[(min(level, 3), o, c > 0, int(value))]
+            count[0] += int((chosen < 0).sum())
+            count[1] += int((chosen > 0).sum())
+    return sum(map(sum, counts.values())), sum(kt_bits(*count) for count in counts.values())
+
+
 def with_act_bits(context: ContextModel, act_bits: int) -> ContextModel:
     """A copy of ``context`` whose exact networks keep ``act_bits`` fractional bits (in float64)."""
     variant = copy.copy(context)
@@ -70,7 +100,7 @@ def with_act_bits(context: ContextModel, act_bits: int) -> ContextModel:
 def measure(model: WaveletCodec, name: str, paths: list[Path], qualities: list[float], act_bits: list[int]) -> dict:
     """Per quality: the file bits, each part's bits, and the detail bands' bits under each variant."""
     variants = {bits: with_act_bits(model.context, bits) for bits in act_bits}
-    totals = {q: {"file": 0.0, "pixels": 0, "parts": defaultdict(float), "detail": defaultdict(float)} for q in qualities}
+    totals = {q: {"file": 0.0, "pixels": 0, "signs": 0, "sign context": 0.0, "parts": defaultdict(float), "detail": defaultdict(float)} for q in qualities}
     for path in paths:
         image = Image.open(path).convert("RGB")
         x = to_tensor(np.asarray(image))
@@ -89,6 +119,9 @@ def measure(model: WaveletCodec, name: str, paths: list[Path], qualities: list[f
                 t["detail"]["float"] += float_bits(model.context, coded.planes, q)
                 for bits, variant in variants.items():
                     t["detail"][f"act {bits}"] += exact_bits(variant, coded.planes, shapes, q)
+            signs, bits = sign_bits(coded.planes)
+            t["signs"] += signs
+            t["sign context"] += bits
     return totals
 
 
@@ -126,6 +159,8 @@ def summary(totals: dict, act_bits: list[int]) -> list[str]:
     for variant in ["float", *(f"act {bits}" for bits in act_bits)]:
         label = "float context networks" if variant == "float" else f"exact, {variant.split()[1]}-bit activations"
         row(f"detail bits: {label} vs exact", lambda t, v=variant: f"{100 * (t['detail'][v] / t['detail']['exact'] - 1):+.2f}%")
+    row("signs of the detail symbols (a bit each)", lambda t: f"{100 * t['signs'] / t['file']:.1f}%")
+    row("file: signs under a context along the edges (estimate)", lambda t: f"{100 * (t['sign context'] - t['signs']) / t['file']:+.2f}%")
     return rows
 
 
