@@ -46,10 +46,12 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
     # tile whose post-filter's global attention version 9 bounds (its pixels as before, from main 16d79bf)
     "version-8-wavelet-large.xsc": (8, "5388c3e26418633ecdf53c88c842b2bbb7dde46989f59c78f4afcaf6a6b7d4ee"),
 }
-# version-8-wavelet-large.xsc at realism 1 (main 16d79bf), and its streams in a version-9 file at realism 0 and 1
-LARGE_REALISM_1 = "6e878064f8587e887ac2d3b27f451b29bf5ee7646e85b91d58934ef03f1af581"
+# version-8-wavelet-large.xsc at realism 1 (main 16d79bf's decoder with the shipped head), and its
+# streams in a version-9 file at realism 0 and 1; realism 1 is the head's: a new head needs new values
+HEAD = "b2241268d0ef7d09e2d84fcd2b188f7df2bccfab7730ffe367ea6b0aa8f901d2"
+LARGE_REALISM_1 = "f77ac1af22c31fbb20dafb9524c2160743675adf81671345bd85c6ccbc026aea"
 BOUNDED = ("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
-           "222a34c5757e7a2c6a978e34da6b1bc511b35271eaa6fb340da4e08a9ea025ae")
+           "55950578252664afd321251be8d9563640b17c735131fd11fe8964bc5d558f91")
 
 
 def crop() -> Image.Image:
@@ -85,6 +87,7 @@ def test_files_of_older_versions_decode_to_the_same_pixels(name):
 
 def test_version_9_bounds_the_global_attentions_of_a_large_tile_and_older_versions_do_not():
     data = (CORPUS / "version-8-wavelet-large.xsc").read_bytes()
+    assert zoo.read_manifest("wavelet").heads["perceptual"]["sha256"] == HEAD, "another head: its realism-1 pixels are new"
     assert pixels_sha256(api.decode(data, device="cpu", realism=1.0)) == LARGE_REALISM_1  # the perceptual head as before
     bitstream = container.unpack(data)
     bitstream.header.version = container.DECODER_VERSION
