@@ -52,7 +52,7 @@ def exact_bits(context: ContextModel, planes: dict[Band, torch.Tensor], shapes: 
     """Code length of the detail symbols ``planes`` under ``context``'s exact networks (its walk, replayed)."""
     total = 0.0
 
-    def replay(band: Band, step: int, index: torch.Tensor) -> torch.Tensor:
+    def replay(band: Band, step: int, index: torch.Tensor, contexts: torch.Tensor | None) -> torch.Tensor:
         nonlocal total
         symbols = pass_values(planes[band][0], step)
         total += float(coded_bits(symbols, torch.from_numpy(np.log(SCALES[index.numpy()])), symbol_limit(band[0])).sum())
