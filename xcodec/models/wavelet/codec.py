@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...container import DECODER_VERSION
+from ...container import DECODER_VERSION, SIGNS_VERSION
 from ...entropy import StreamReader, StreamWriter
 from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
@@ -23,7 +23,7 @@ from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
 from .low import LOW_CONTEXT_VERSION, low_bits, read_flat_low, read_low, write_low
 from .quantise import LOW_VALUE_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
-from .signs import SIGNS_VERSION, SignCounts, read_second, write_second
+from .signs import SignCounts, read_second, write_second
 from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))

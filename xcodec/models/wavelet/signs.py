@@ -13,8 +13,9 @@ the symbol is coded as before, under the symmetric Laplacian of its scale. Elsew
   over ``[0, (limit - 1) >> k]`` (constriction's quantiser gives symbol 0 all the mass below it,
   which makes ``j`` exactly geometric when ``b / 2**k <= 1 / ln 2``: ``k`` is the least such), and
   the ``k`` bits of ``t``, independent, bit ``i`` being 1 with probability ``r**(2**i) / (1 + r**(2**i))``;
-- if ``m > 0``, whether its sign is that of ``v``: a binary symbol whose probability ``SIGN_WEIGHTS``
-  gives per quality, level, orientation, luma or chroma, and ``|v|``.
+- if ``m > 0``, whether its sign is that of ``v``: a binary symbol whose probability the tile
+  learns as it goes (``SignCounts``), per level, orientation, luma or chroma, and ``|v|``, from a
+  start that ``SIGN_WEIGHTS`` gives per quality.
 
 The folded code's probabilities (``folded_tables``) are integers computed with ``decimal``, whose
 operations are correctly rounded, so they are the same on every machine, as the scale table is.
@@ -30,7 +31,6 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ...container import SIGNS_VERSION
 from ...entropy import StreamReader, StreamWriter
 from .bands import Band
 from .rate import SCALE_COUNT, SCALES
@@ -111,6 +111,7 @@ class Folded(NamedTuple):
 
 @functools.cache
 def folded_tables() -> Folded:
+    """The folded code's tables for every scale of ``SCALES``, in 40-digit decimal arithmetic."""
     one = 1 << PROBABILITY_BITS
     shift = np.zeros(SCALE_COUNT, np.int64)
     nonzero = np.zeros(SCALE_COUNT, np.int64)
@@ -132,8 +133,10 @@ def folded_tables() -> Folded:
             nonzero[i] = weight((-1 / (2 * b)).exp())
             scale[i] = float(b / 2**k)  # exact: a power of two
             centre[i] = float(b / 2**k * ln2 - decimal.Decimal("0.5"))
-            r = (-1 / b).exp()
-            rows.append([weight(r ** (2**bit) / (1 + r ** (2**bit))) for bit in range(BITS)])
+            ratios = [(-1 / b).exp()]  # r ** (2 ** bit), by squaring
+            for _ in range(BITS - 1):
+                ratios.append(ratios[-1] * ratios[-1])
+            rows.append([weight(r / (1 + r)) for r in ratios])
     assert shift.max() == BITS
     ones = np.array(rows, np.int64).reshape(-1)
     return Folded(shift, np.stack([one - nonzero, nonzero], 1).astype(np.float64),
