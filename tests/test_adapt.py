@@ -103,9 +103,8 @@ def test_effort_2_round_trips_with_an_adapted_postfilter(tile):
     assert api.encode(image, quality=6.0, tile=tile, effort=2, device="cpu", strip=True, threads=2) == data
     plain = api.encode(image, quality=6.0, tile=tile, effort=1, device="cpu", strip=True, threads=1)
     adapted, first = container.unpack(data), container.unpack(plain)
-    # one 902x600 tile: version 9 (its global attentions bounded), with or without the stream
-    versions = (container.DECODER_VERSION,) * 2 if tile == 0 else (container.ADAPT_VERSION, container.STREAMS_VERSION)
-    assert (adapted.header.version, first.header.version) == versions
+    # version 10 (its signs' contexts, and version 9's bounded global attention) with or without the stream
+    assert (adapted.header.version, first.header.version) == (container.SIGNS_VERSION,) * 2
     assert adapted.streams[:-1] == first.streams and adapted.streams[-1][0] == StreamKind.ADAPT
     decoded = np.asarray(api.decode(data, device="cpu", threads=1))
     assert np.array_equal(np.asarray(api.decode(data, device="cpu", threads=2)), decoded)

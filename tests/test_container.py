@@ -176,7 +176,7 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 10, 255])
+@pytest.mark.parametrize("version", [0, 1, 11, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right
@@ -196,14 +196,15 @@ def test_version_7_is_written_when_the_header_asks_and_holds_every_lossy_kind(bi
     assert container.pack(bitstream)[4] == 5
 
 
-def test_version_9_is_written_when_the_header_asks_and_holds_every_kind_of_version_8(bitstream):
-    bitstream.header.version = container.DECODER_VERSION
+@pytest.mark.parametrize("version", [container.DECODER_VERSION, container.SIGNS_VERSION])
+def test_versions_9_and_10_are_written_when_the_header_asks_and_hold_every_kind_of_version_8(bitstream, version):
+    bitstream.header.version = version
     for streams in ([], [(StreamKind.REALISM, b"\x32"), (StreamKind.ADAPT, b"\x01\x02\x03\x04")]):
         bitstream.streams += streams
         data = container.pack(bitstream)
-        assert data[4] == container.DECODER_VERSION  # with or without an adapt stream
+        assert data[4] == version  # with or without an adapt stream
         out = container.unpack(data)
-        assert out.header.version == container.DECODER_VERSION and out.streams == bitstream.streams
+        assert out.header.version == version and out.streams == bitstream.streams
         assert container.pack(out) == data
 
 

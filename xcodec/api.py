@@ -179,7 +179,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     tile = _tile(tile, height + pad_bottom, width + pad_right, stride, container.MAX_TILE)
     header = Header(model, manifest.model_hash, DEFAULT_QUALITY, width, height, source.channels, 8, pad_bottom,
                     pad_right, tile, net.streams_per_tile)
-    header.version = net.version_for(*header.tile_size)
+    header.version = net.file_version
     effort = check_effort(model, Layout.of(net), effort)
     if realism is not None:
         check_model_realism(net, model, check_realism(realism))

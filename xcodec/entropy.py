@@ -18,7 +18,9 @@ large image for nothing. Gaussian symbols are read in pieces of ``PIECE`` so tha
 dry is caught within one piece. A valid stream is empty before a read only if every symbol of that
 read and of all later ones is the lowest of its range (the encoder writes no bits for them): latent
 residuals of -4095, or hyper-latents clamped at the low end of their table, which the models'
-priors make vanishingly unlikely.
+priors make vanishingly unlikely. Reads whose lowest symbol is a common one (the ``wavelet``
+model's one-sided Laplacians and binary symbols of version 10) are not checked: a valid stream may
+end in them; the checked reads before and after them catch a stream that runs dry.
 """
 
 from __future__ import annotations
@@ -100,12 +102,15 @@ def _decode_pieces(coder: constriction.stream.stack.AnsCoder, model, scales: np.
     return _decode_parameters(coder, model, np.zeros_like(scales) if means is None else means, scales)
 
 
-def _decode_parameters(coder: constriction.stream.stack.AnsCoder, model, *parameters: np.ndarray) -> np.ndarray:
-    """One symbol per row of the ``parameters`` of ``model``, read in pieces of ``PIECE``, refusing a dry stream."""
+def _decode_parameters(coder: constriction.stream.stack.AnsCoder, model, *parameters: np.ndarray,
+                       check: bool = True) -> np.ndarray:
+    """One symbol per row of the ``parameters`` of ``model``, read in pieces of ``PIECE``, refusing a
+    dry stream (without ``check``, reading it: the lowest symbols)."""
     pieces = []
     for start in range(0, len(parameters[0]), PIECE):
         piece = [p[start : start + PIECE] for p in parameters]
-        _check_not_dry(coder, len(piece[0]))
+        if check:
+            _check_not_dry(coder, len(piece[0]))
         try:
             pieces.append(coder.decode(model, *piece))
         except (ValueError, RuntimeError):
@@ -118,8 +123,8 @@ _UNIFORM = constriction.stream.model.Uniform()  # a size per symbol
 
 
 @functools.cache
-def _laplace(limit: int) -> constriction.stream.model.QuantizedLaplace:
-    return constriction.stream.model.QuantizedLaplace(-limit, limit)
+def _laplace(low: int, high: int) -> constriction.stream.model.QuantizedLaplace:
+    return constriction.stream.model.QuantizedLaplace(low, high)
 
 
 class _Rows(NamedTuple):
@@ -133,17 +138,20 @@ class StreamWriter:
     def __init__(self):
         self.chunks: list[tuple] = []
 
-    def laplace(self, symbols: np.ndarray, scales: np.ndarray, limit: int, means: np.ndarray | None = None) -> None:
-        """Integer ``symbols`` in [-limit, limit] (clamped) with Laplacians of ``scales`` centred on
-        ``means`` (None: zero; exact values, such as multiples of a power of two, on both sides).
+    def laplace(self, symbols: np.ndarray, scales: np.ndarray, limit: int, means: np.ndarray | None = None,
+                low: int | None = None) -> None:
+        """Integer ``symbols`` in [-limit, limit] (``low``: [low, limit]; clamped) with Laplacians of
+        ``scales`` centred on ``means`` (None: zero; exact values, such as multiples of a power of
+        two, on both sides). The end symbols of the range take the mass beyond it.
 
         Every symbol of the range gets a minimal probability, so a range no wider than the symbols
         need saves rate: about (2 limit + 1) / 2**24 of a bit per symbol.
         """
-        symbols = np.clip(symbols.reshape(-1), -limit, limit).astype(np.int32)
+        low = -limit if low is None else low
+        symbols = np.clip(symbols.reshape(-1), low, limit).astype(np.int32)
         scales = scales.reshape(-1).astype(np.float64)
         centre = np.zeros_like(scales) if means is None else means.reshape(-1).astype(np.float64)
-        self.chunks.append((symbols, _laplace(limit), centre, scales))
+        self.chunks.append((symbols, _laplace(low, limit), centre, scales))
 
     def uniform(self, value: int, size: int) -> None:
         """One symbol in 0..size-1, all equally likely."""
@@ -175,12 +183,23 @@ class StreamReader:
     def __init__(self, data: bytes):
         self.coder = _from_bytes(data)
 
-    def laplace(self, scales: np.ndarray, limit: int, means: np.ndarray | None = None) -> np.ndarray:
-        centre = None if means is None else means.reshape(-1).astype(np.float64)
-        return _decode_pieces(self.coder, _laplace(limit), scales.reshape(-1).astype(np.float64), centre)
+    def laplace(self, scales: np.ndarray, limit: int, means: np.ndarray | None = None, low: int | None = None) -> np.ndarray:
+        """Symbols written by ``StreamWriter.laplace`` with the same arguments. A range from ``low`` = 0
+        has a common lowest symbol, which may end a valid stream: such reads are not checked for a
+        dry stream (see ``categorical``)."""
+        scales = scales.reshape(-1).astype(np.float64)
+        centre = np.zeros_like(scales) if means is None else means.reshape(-1).astype(np.float64)
+        model = _laplace(-limit if low is None else low, limit)
+        return _decode_parameters(self.coder, model, centre, scales, check=low is None or low < 0)
 
-    def categorical(self, probabilities: np.ndarray) -> np.ndarray:
-        return _decode_parameters(self.coder, _CATEGORICAL, np.asarray(probabilities, dtype=np.float64))
+    def categorical(self, probabilities: np.ndarray, rows: np.ndarray | None = None, check: bool = True) -> np.ndarray:
+        """Symbols written by ``StreamWriter.categorical`` with the same arguments (``rows``: the row of
+        ``probabilities`` of each). Without ``check``, for symbols whose lowest (0) is common: a valid
+        stream may be empty before such a read (its remaining symbols all 0, which take no bits at the
+        end of an ANS stream), so the read does not refuse a dry stream; the checked reads around it do."""
+        probabilities = np.asarray(probabilities, dtype=np.float64)
+        table = probabilities if rows is None else probabilities[rows]
+        return _decode_parameters(self.coder, _CATEGORICAL, table, check=check)
 
     def uniforms(self, sizes: np.ndarray) -> np.ndarray:
         """Raw bits, which may end a valid stream as zeros (the lowest symbols, which take no bits at

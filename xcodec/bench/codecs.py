@@ -293,8 +293,6 @@ class XcodecCodec(BenchCodec):
         manifest = zoo.read_manifest(self.model)
         arch = zoo.ARCHITECTURES[manifest.arch]  # the same weights code (and decode) differently in another format
         version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}; .xsc version {arch.file_version}"
-        if arch.decoder_version:
-            version += f" ({arch.decoder_version} for some tiles)"
         if self.effort is not None:  # another encoder, and another format version at some efforts
             version += f"; effort {self.effort}"
         if self.realism:  # the decoded pixels depend on the head's weights too

@@ -13,9 +13,7 @@ container, so a model knows nothing of files:
   ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
 - ``file_version``: the ``.xsc`` format version its files are written in (3, the lowest, unless
-  its coded streams changed at a later version: ``container.STREAMS_VERSION``).
-  ``version_for(height, width)`` may raise it for a file whose largest tile has that size, where the
-  model's decoder changed at ``decoder_version`` for such tiles (``container.DECODER_VERSION``).
+  its coded streams or its decoder changed at a later version: ``container.STREAMS_VERSION`` and on).
 - ``decompress(payloads, height, width, quality, device, version) -> Tensor``: (1, 3, H, W) in
   [0, 1], from the streams of a file of format ``version`` (by default the model's own);
   ``postprocess(x_hat, quality, realisms, seed, adaptation, version)`` then applies the model's
@@ -126,9 +124,6 @@ class Codec(nn.Module, metaclass=ABCMeta):
     stride: ClassVar[int]
     streams_per_tile: ClassVar[int]
     file_version: ClassVar[int] = 3
-    # The format version since which the decoder's post-processing of some tile sizes changed
-    # (``version_for``); None: never.
-    decoder_version: ClassVar[int | None] = None
     # Names of the tensors that ``export_tensors`` adds to the shipped weights file.
     inference_tensors: ClassVar[tuple[str, ...]] = ()
     # Encoder effort levels 0 .. efforts - 1, and the one used when the caller names none.
@@ -163,11 +158,6 @@ class Codec(nn.Module, metaclass=ABCMeta):
     def realistic(self) -> bool:
         """Whether ``postprocess`` takes a realism above 0 (the model has a perceptual head)."""
         return False
-
-    def version_for(self, height: int, width: int) -> int:
-        """The format version of a file whose largest tile is ``height`` x ``width``: ``file_version``,
-        unless the decoder changed at ``decoder_version`` for tiles of that size."""
-        return self.file_version
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
                     adaptation: object | None = None, version: int | None = None) -> list[Tensor]:

@@ -8,10 +8,12 @@ the file's size comes from ``api.encode`` (container included), each part's bits
 encoder's own code length (``coded_bits``, what ANS spends within a few words), and the
 remainder (container, ANS words) is the overhead. Shares are of the bits of all the images
 together. On the symbols the coder chose, the tool also counts the detail bands' bits under the
-float context networks (``ContextModel.log_scales``: float weights and activations, scales
-not rounded to the table) and under exact networks with other fixed-point activations
-(``--act-bits``; float64, where 8 fractional bits outgrow float32's exact range), and what the
-signs cost (a bit per nonzero symbol) against a context along the band's edges (``sign_bits``).
+shipped exact networks' Laplacians (each sign a bit, as before format version 10 coded the second
+passes' signs with contexts), under the float context networks (``ContextModel.log_scales``:
+float weights and activations, scales not rounded to the table) and under exact networks with
+other fixed-point activations (``--act-bits``; float64, where 8 fractional bits outgrow float32's
+exact range), and what the signs cost at a bit each against an adaptive code with a context along
+the band's edges (``sign_bits``, an estimate: version 10's files code the second passes' so).
 Those are code lengths, not files: the symbols stay those of the shipped networks.
 """
 
@@ -52,7 +54,7 @@ def exact_bits(context: ContextModel, planes: dict[Band, torch.Tensor], shapes: 
     """Code length of the detail symbols ``planes`` under ``context``'s exact networks (its walk, replayed)."""
     total = 0.0
 
-    def replay(band: Band, step: int, index: torch.Tensor) -> torch.Tensor:
+    def replay(band: Band, step: int, index: torch.Tensor, contexts: torch.Tensor | None) -> torch.Tensor:
         nonlocal total
         symbols = pass_values(planes[band][0], step)
         total += float(coded_bits(symbols, torch.from_numpy(np.log(SCALES[index.numpy()])), symbol_limit(band[0])).sum())
@@ -115,7 +117,7 @@ def measure(model: WaveletCodec, name: str, paths: list[Path], qualities: list[f
             for part, bits in coded.bits.items():
                 t["parts"][part] += bits
             with torch.inference_mode():
-                t["detail"]["exact"] += sum(bits for part, bits in coded.bits.items() if part[2] != "ll")
+                t["detail"]["exact"] += exact_bits(model.context, coded.planes, shapes, q)
                 t["detail"]["float"] += float_bits(model.context, coded.planes, q)
                 for bits, variant in variants.items():
                     t["detail"][f"act {bits}"] += exact_bits(variant, coded.planes, shapes, q)
@@ -155,10 +157,10 @@ def summary(totals: dict, act_bits: list[int]) -> list[str]:
     row("file, bpp", lambda t: f"{t['file'] / t['pixels']:.4f}")
     row("container and ANS words", lambda t: f"{100 * (t['file'] - sum(t['parts'].values())) / t['file']:.2f}%")
     row("low band (all channels)", lambda t: f"{100 * sum(b for p, b in t['parts'].items() if p[2] == 'll') / t['file']:.1f}%")
-    row("detail bands, exact context", lambda t: f"{100 * t['detail']['exact'] / t['file']:.1f}%")
+    row("detail bands, exact context", lambda t: f"{100 * sum(b for p, b in t['parts'].items() if p[2] != 'll') / t['file']:.1f}%")
     for variant in ["float", *(f"act {bits}" for bits in act_bits)]:
         label = "float context networks" if variant == "float" else f"exact, {variant.split()[1]}-bit activations"
-        row(f"detail bits: {label} vs exact", lambda t, v=variant: f"{100 * (t['detail'][v] / t['detail']['exact'] - 1):+.2f}%")
+        row(f"detail bits, a bit per sign: {label} vs exact", lambda t, v=variant: f"{100 * (t['detail'][v] / t['detail']['exact'] - 1):+.2f}%")
     row("signs of the detail symbols (a bit each)", lambda t: f"{100 * t['signs'] / t['file']:.1f}%")
     row("file: signs under a context along the edges (estimate)", lambda t: f"{100 * (t['sign context'] - t['signs']) / t['file']:+.2f}%")
     return rows

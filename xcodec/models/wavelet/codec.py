@@ -10,9 +10,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...container import DECODER_VERSION
+from ...container import DECODER_VERSION, SIGNS_VERSION
 from ...entropy import StreamReader, StreamWriter
-from ..blocks import pool_for
 from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
@@ -24,6 +23,7 @@ from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
 from .low import LOW_CONTEXT_VERSION, low_bits, read_flat_low, read_low, write_low
 from .quantise import LOW_VALUE_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
+from .signs import SignCounts, read_second, write_second
 from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
@@ -33,11 +33,10 @@ MAX_TRAINING_BITS = 100.0  # per coefficient, in the training forward's likeliho
 # the coder at quality 1 and overstates the detail bits by 6.6-7.1% (kodim01, kodim04; 1.1-2.7% at
 # quality 4); three rounds leave +0.2 to +0.9% (docs/training-log.md).
 RDO_ROUNDS = 3
-# Version 9: the post-filter's and the perceptual head's global attentions pool their keys to at most
-# this many positions (``blocks.pool_for``): a Kodak image's 1,536 at pool 4, so that its pixels
-# stay those of version 7, while a 1024-pixel tile's 4,096 cost 42% of its decode (docs/results.md).
+# From version 9 on: the post-filter's and the perceptual head's global attentions pool their keys
+# to at most this many positions (``blocks.pool_for``): a Kodak image's 1,536 at pool 4, so that its
+# pixels stay those of version 7, while a 1024-pixel tile's 4,096 cost 42% of its decode (docs/results.md).
 GLOBAL_TOKENS = 1536
-COARSE_SCALE = 4  # both heads' global attentions are over a map at 1/4 of the tile's resolution
 
 # A part of the stream: (level, channel, orientation), "hl", "lh", "hh" or, at level L, "ll" (the low band).
 Part = tuple[int, int, str]
@@ -57,8 +56,7 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
-    file_version = LOW_CONTEXT_VERSION
-    decoder_version = DECODER_VERSION
+    file_version = SIGNS_VERSION
     efforts = 3
     default_effort = 1
 
@@ -201,8 +199,9 @@ class WaveletCodec(Codec):
             writer = StreamWriter()
             low_q = torch.round(low[0]).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT).double().cpu()
             bits = {(levels, c, "ll"): b for c, b in enumerate(write_low(writer, low_q))}
+            signs = SignCounts(quality)
 
-            def take(band: Band, step: int, index: Tensor) -> Tensor:
+            def take(band: Band, step: int, index: Tensor, contexts: Tensor | None) -> Tensor:
                 ratio, limit = pass_values(ratios[band], step), symbol_limit(band[0])
                 scales = SCALES[index.numpy()]
                 log_scale = torch.from_numpy(np.log(scales))
@@ -210,10 +209,14 @@ class WaveletCodec(Codec):
                     symbols = dead_zone(ratio, limit)
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
-                writer.laplace(symbols.numpy(), scales, limit)
+                if contexts is None:
+                    writer.laplace(symbols.numpy(), scales, limit)
+                    saved = 0.0
+                else:
+                    saved = write_second(writer, symbols.long().numpy(), index.numpy(), contexts.numpy(), limit, band, signs)
                 if count_bits:
                     part = (band[0], band[1], ORIENTATIONS[band[2]])
-                    bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum())
+                    bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum()) - saved
                 return symbols
 
             planes = self.context.walk(shapes, quality, take)
@@ -224,15 +227,21 @@ class WaveletCodec(Codec):
     def decompress(self, payloads: list[bytes], height: int, width: int, quality: float, device,
                    version: int | None = None) -> Tensor:
         """Decode one tile's stream into (1, 3, height, width) in [0, 1]; a file of a version before
-        ``LOW_CONTEXT_VERSION`` has the low band of one scale per channel."""
+        ``LOW_CONTEXT_VERSION`` has the low band of one scale per channel, one before
+        ``SIGNS_VERSION`` the second passes' signs in their Laplacians."""
         levels = level_count(height, width, self.levels)
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
+        version = version or self.file_version
+        signs = SignCounts(quality)
 
-        def read(band: Band, step: int, index: Tensor) -> Tensor:
-            return torch.from_numpy(reader.laplace(SCALES[index.numpy()], symbol_limit(band[0])).astype(np.float32))
+        def read(band: Band, step: int, index: Tensor, contexts: Tensor | None) -> Tensor:
+            limit = symbol_limit(band[0])
+            if contexts is None or version < SIGNS_VERSION:
+                return torch.from_numpy(reader.laplace(SCALES[index.numpy()], limit).astype(np.float32))
+            return torch.from_numpy(read_second(reader, index.numpy(), contexts.numpy(), limit, band, signs).astype(np.float32))
 
-        read_band = read_low if (version or self.file_version) >= LOW_CONTEXT_VERSION else read_flat_low
+        read_band = read_low if version >= LOW_CONTEXT_VERSION else read_flat_low
         low_q = read_band(reader, low_shape(height, width, levels))
         planes = self.context.walk(shapes, quality, read)
         reader.finish()
@@ -241,15 +250,6 @@ class WaveletCodec(Codec):
     @property
     def realistic(self) -> bool:
         return self.perceptual is not None and self.postfilter is not None
-
-    def version_for(self, height: int, width: int) -> int:
-        """Version 9 when ``GLOBAL_TOKENS`` bounds the global attentions on a tile of this size (its
-        pixels differ from version 7's), else version 7: the lowest that decodes to the same pixels."""
-        if self.postfilter is None:
-            return self.file_version
-        pool = self.postfilter.coarse.attn.pool  # the perceptual head's too
-        bounded = pool_for(-(-height // COARSE_SCALE), -(-width // COARSE_SCALE), pool, GLOBAL_TOKENS) > pool
-        return DECODER_VERSION if bounded else self.file_version
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
                     adaptation: tuple[Tensor, Tensor] | None = None, version: int | None = None) -> list[Tensor]:
@@ -275,7 +275,7 @@ class WaveletCodec(Codec):
 
     def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> adapt.Normal:
         """The tile's least-squares problem, on what the decoder reconstructs from ``payloads`` (with
-        the global attention bounded: the same as unbounded unless the file is of version 9)."""
+        the global attention bounded, as from version 9 on)."""
         x_hat = self.decompress(payloads, *x.shape[-2:], quality, x.device)
         with one_thread(x.device):
             return adapt.normal(self.postfilter, x, x_hat, torch.tensor([quality], device=x.device), GLOBAL_TOKENS)

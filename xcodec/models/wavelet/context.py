@@ -16,6 +16,7 @@ from ..codec import MAX_QUALITY, MIN_QUALITY, TakeSymbols, checkerboard
 from ..exact import ExactConvNet
 from .bands import LEVELS, Band, band_key, coding_order, fit
 from .rate import SCALE_BITS, laplace_bits, scale_index
+from .signs import edge_contexts
 
 # Fixed point of the exact context networks (float32): weights in 1/256, activations in 1/16.
 WEIGHT_BITS, ACT_BITS = 8, 4
@@ -212,8 +213,10 @@ class ContextModel(nn.Module):
         """The one walk of the coding order, shared by the encoder and the decoder.
 
         ``shapes[level][o]`` is each band's size. For each pass, the exact networks give the scale
-        indices from what is decoded so far, and ``take(band, pass, scale indices)`` supplies the
-        symbols of the pass (0: the anchors; in raster order, ``pass_values``). Planes and magnitudes are float32, exact for these integers and 1/16 steps.
+        indices from what is decoded so far, and ``take(band, pass, scale indices, contexts)``
+        supplies the symbols of the pass (0: the anchors; in raster order, ``pass_values``); the
+        contexts are None for the anchors, the second pass's sign contexts (``edge_contexts``) for
+        the others. Planes and magnitudes are float32, exact for these integers and 1/16 steps.
         """
         if not MIN_QUALITY <= quality <= MAX_QUALITY:  # the exact networks' bounds hold for these
             raise ValueError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
@@ -226,10 +229,11 @@ class ContextModel(nn.Module):
             plane, magnitude = torch.zeros(shape), torch.zeros(shape)
             unit = 2**net.act_bits  # the fixed point's 1
             features = net.support(support_inputs(magnitudes, band, shape, q, net.channels) * unit)
-            symbols = take(band, 0, net.index(pass_values(features, 0), 0)).float()
+            symbols = take(band, 0, net.index(pass_values(features, 0), 0), None).float()
             put_pass(plane, 0, symbols)
             put_pass(magnitude, 0, lg(symbols))  # the anchors alone: lg(0) = 0 elsewhere
-            symbols = take(band, 1, net.index(net.second(features, magnitude * unit), 1)).float()
+            contexts = pass_values(edge_contexts(plane, band[2]), 1)
+            symbols = take(band, 1, net.index(net.second(features, magnitude * unit), 1), contexts).float()
             put_pass(plane, 1, symbols)
             put_pass(magnitude, 1, lg(symbols))
             planes[band], magnitudes[band] = plane[None], magnitude[None]
