@@ -46,8 +46,8 @@ def fit(image: tuple[np.ndarray, np.ndarray], grid: Grid, depth: int) -> tuple[n
         order = np.argsort(sets, kind="stable")  # each set's samples together
         a = np.empty((at.size, size))  # the features and a constant
         chosen = at[order] + p * plane_size
-        a[:, :-1], a[:, -1] = flat[chosen[:, None] + offsets], 1
-        target = flat[chosen].astype(np.float64)
+        a[:, :-1], a[:, -1] = flat.take(chosen[:, None] + offsets), 1
+        target = flat.take(chosen).astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
         fitted = np.empty(at.size)
         for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
@@ -116,7 +116,7 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
     writer.uniform(int(fitted), 2)
     if fitted:
         write_coefs(writer, coefs, grid.design.packed)
-    original = samples.reshape(-1)[grid.order()]  # in coding order
+    original = samples.reshape(-1).take(grid.order)  # in coding order
 
     histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
 

@@ -221,6 +221,7 @@ class Grid:
         return [Step(int(t) + LEAD, int(a) + TOP, int(b) + TOP, *arrays, tuple(zip(ends[:-1], ends[1:])))
                 for t, a, b, ends, *arrays in zip(fronts, start, stop, bounds, *split)]
 
+    @functools.cached_property
     def order(self) -> np.ndarray:
         """Where each sample of the walk, in coding order, lies in the tile's raveled (planes, H, W) samples."""
         first, last = (np.stack(ends, 1).reshape(-1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
@@ -400,14 +401,14 @@ class State:
         p = np.empty((PREDICTORS, n), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
         p[:-1] = out[: PREDICTORS - 1]
         sets = g.ls_class(gradient(reads), parity, self.depth) + PREDICTORS - 1
-        fitted = np.floor(np.take(out, sets * n + np.arange(n)))
+        fitted = np.floor(out.take(sets * n + np.arange(n)))
         p[-1] = clamp(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
         return p
 
     def prediction(self, p: np.ndarray, recent: np.ndarray, reads: np.ndarray, plane: np.ndarray) -> Prediction:
         """The blend of predictions ``p`` by their ``recent_errors`` and what else follows, at samples of ``plane``."""
         g = self.grid
-        weight = self.weight_of[recent]
+        weight = self.weight_of.take(recent)
         weight[-1] *= g.design.ls_weight
         blend = np.einsum("ki,ki->i", weight, p) // weight.sum(0)
         spread = p.max(0) - p.min(0)
@@ -432,7 +433,7 @@ class State:
 
     def step_prediction(self, step: Step) -> tuple[Prediction, np.ndarray]:
         """A step's prediction, from the samples decoded before it, and its reads of the walk's past."""
-        reads = np.take(self.cells.reshape(-1), self.offsets + self.at, mode="clip")  # never clipped
+        reads = self.cells.reshape(-1).take(self.offsets + self.at, mode="clip")  # never clipped
         p = self.predictors(reads, step.parity, step.segments)
         row = step.row - self.first
 
@@ -443,8 +444,8 @@ class State:
                 part += b
             return part
 
-        recent = self.recent_errors(block).reshape(PREDICTORS, -1)
-        return self.prediction(p, np.take(recent, step.order, axis=1), reads, step.plane), reads[self.sequential :]
+        recent = self.recent_errors(block).reshape(PREDICTORS, -1).take(step.order, axis=1)
+        return self.prediction(p, recent, reads, step.plane), reads[self.sequential :]
 
     def foresee(self, image: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
         """The predictions of every sample of a tile known ahead (a lossless encoder's; ``padded``),
@@ -478,8 +479,7 @@ class State:
             ahead = self.prediction(p, self.recent_errors(block), reads, np.repeat(np.arange(planes), n))
             for a, value in zip(out, (ahead.blend, ahead.spread, ahead.pattern, ahead.ref)):
                 a[:, top : top + rows] = value.reshape(planes, rows, width)
-        order = g.order()
-        return [a.reshape(-1)[order] for a in out]
+        return [a.reshape(-1).take(g.order) for a in out]
 
     def enter(self, step: Step) -> None:
         """Make room for a step's row: when the arrays are full, keep the last LEAD rows (all that
@@ -494,7 +494,7 @@ class State:
 
     def past(self) -> np.ndarray:
         """The step's reads of the walk's past (its final errors)."""
-        return np.take(self.cells.reshape(-1), self.offsets[self.sequential :] + self.at, mode="clip")
+        return self.cells.reshape(-1).take(self.offsets[self.sequential :] + self.at, mode="clip")
 
     def context(self, step: Step, pred: Prediction, past: np.ndarray) -> Context:
         """The step's context from its prediction and its reads of the walk's past."""
@@ -510,10 +510,10 @@ class State:
             classes = (coarse + bins // 3) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pred.pattern
-        count = self.bias_count[classes]
-        blend = pred.blend + (2 * self.bias[classes] + count) // (2 * count)
-        count = self.count[contexts]
-        scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
+        count = self.bias_count.take(classes)
+        blend = pred.blend + (2 * self.bias.take(classes) + count) // (2 * count)
+        count = self.count.take(contexts)
+        scale = np.maximum(self.spread.take(contexts), count // 2) / (FRAC * count)  # at least 1/16 of a sample
         return Context(pred.predictions, blend, pred.ref, bins, contexts, classes, scale)
 
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
@@ -524,7 +524,7 @@ class State:
         self.cells.reshape(FIELDS, -1)[:, self.at] = np.stack([x, d, residual, signed])
         if ctx.predictions is not None:
             block = self.errors[:, step.row - self.first, step.start : step.stop].reshape(PREDICTORS, -1)
-            block[:, step.order] = errors(ctx.predictions, d)
+            block[:, step.order] = errors(ctx.predictions, d.astype(np.int32))
         accumulate(self.spread, self.count, ctx.contexts, residual)
         accumulate(self.bias, self.bias_count, ctx.classes, signed)
 
@@ -586,7 +586,7 @@ class Quantiser:
 
     def symbols(self, x: np.ndarray, prediction: np.ndarray) -> np.ndarray:
         e = x - prediction
-        return np.sign(e) * ((np.abs(e) + self.max_error) // self.step)
+        return np.sign(e) * ((np.abs(e) + self.max_error) // self.step) if self.max_error else e
 
     def reconstruct(self, q: np.ndarray, prediction: np.ndarray) -> np.ndarray:
         return clamp(prediction + q * self.step, 0, self.peak)
@@ -621,5 +621,5 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
         decoded[span] = x
         start = span.stop
     samples = np.empty_like(decoded)
-    samples[grid.order()] = decoded
+    samples[grid.order] = decoded
     return samples.reshape(grid.planes, grid.height, grid.width)
