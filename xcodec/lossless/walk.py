@@ -144,7 +144,8 @@ class Step:
     """One step of the walk: its samples in coding order (by plane, then y), ``at`` their positions
     in the raveled (row, column, slot) grid (all in grid row ``row``, columns ``start`` to
     ``stop``), ``order`` in the raveled (columns, planes) block of that row, ``plane`` and
-    ``parity`` (x = front - 2y, and LAG is even) theirs; plane p's samples are ``segments[p]``."""
+    ``parity`` (x = front - 2y, and LAG is even) theirs, and ``lane`` both (plane PARITIES +
+    parity); plane p's samples are ``segments[p]``."""
 
     row: int
     start: int
@@ -153,6 +154,7 @@ class Step:
     at: np.ndarray
     plane: np.ndarray
     parity: np.ndarray
+    lane: np.ndarray
     segments: tuple[tuple[int, int], ...]
 
 
@@ -217,7 +219,8 @@ class Grid:
         order = (ys - start[step]) * self.planes + plane
         ends = np.cumsum(count, 1)
         bounds = np.concatenate([np.zeros((ends.shape[0], 1), dtype=np.int64), ends], 1).tolist()
-        split = [np.split(a, np.cumsum(ends[:, -1])[:-1]) for a in (order, at, plane, parity(ys, fronts[step]))]
+        parities = parity(ys, fronts[step])
+        split = [np.split(a, np.cumsum(ends[:, -1])[:-1]) for a in (order, at, plane, parities, plane * PARITIES + parities)]
         return [Step(int(t) + LEAD, int(a) + TOP, int(b) + TOP, *arrays, tuple(zip(ends[:-1], ends[1:])))
                 for t, a, b, ends, *arrays in zip(fronts, start, stop, bounds, *split)]
 
@@ -371,6 +374,7 @@ class State:
         # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
         self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
         self.rules = np.stack(grid.rule_arrays()).astype(np.int32)  # (a, b, shift) by plane, of int32 samples
+        self.bias_bins = np.arange(BINS) // 3  # the activity bins of a bias class, with ``rich_bias``
         # Each (plane, parity)'s scale context of the lowest activity and cross level.
         self.context_base = ((np.arange(grid.planes)[:, None] * CROSS_LEVELS * self.parities
                               + np.arange(PARITIES) * design.parity) * BINS).reshape(-1)
@@ -503,17 +507,17 @@ class State:
         bins = self.thresholds.searchsorted(activity, side="right")
         residual, signed = past[-2:]  # the earlier plane's (0 for the first)
         coarse = self.cross_thresholds.searchsorted(residual, side="right") * (self.parities * BINS)
-        coarse += self.context_base[step.plane * PARITIES + step.parity]
+        coarse += self.context_base.take(step.lane)
         contexts = coarse + bins
         if g.design.rich_bias:
             pattern = pred.pattern + SIGN_BITS[np.sign(signed) + 1]
-            classes = (coarse + bins // 3) * self.patterns + pattern
+            classes = (coarse + self.bias_bins.take(bins)) * self.patterns + pattern
         else:
             classes = contexts * self.patterns + pred.pattern
         count = self.bias_count.take(classes)
         blend = pred.blend + (2 * self.bias.take(classes) + count) // (2 * count)
         count = self.count.take(contexts)
-        scale = np.maximum(self.spread.take(contexts), count // 2) / (FRAC * count)  # at least 1/16 of a sample
+        scale = np.maximum(self.spread.take(contexts), count >> 1) / (FRAC * count)  # at least 1/16 of a sample
         return Context(pred.predictions, blend, pred.ref, bins, contexts, classes, scale)
 
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
@@ -614,7 +618,7 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
             pred, past = Prediction(None, *(a[span] for a in ahead)), state.past()
         ctx = state.context(step, pred, past)
         full = clamp(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
-        prediction = (full + FRAC // 2) // FRAC
+        prediction = (full + FRAC // 2) >> FRAC_BITS
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
         x = code(Batch(span, step.plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(step, ctx, x)
