@@ -425,11 +425,14 @@ class State:
         return Prediction(p, blend, spread, pattern, reference(earlier, before, *self.rules[:, plane]))
 
     def recent_errors(self, block: Callable[[int, int], np.ndarray]) -> np.ndarray:
-        """Each predictor's errors at the recent neighbours, weighted; ``block(i, j)``: the sum
-        (int32) of the errors at neighbours ``self.recent[i:j]``, which share a weight."""
+        """Each predictor's errors at the recent neighbours, weighted; ``block(dy, dx)``: the
+        errors (int16) at the neighbours (dy, dx) of the samples."""
         total = None
-        for weight, start, stop in self.groups:
-            part = block(start, stop)
+        for weight, start, stop in self.groups:  # neighbours of equal weight summed first
+            blocks = [block(dy, dx) for dy, dx in self.recent[start:stop]]
+            part = blocks[0].astype(np.int32)
+            for b in blocks[1:]:
+                part += b
             if weight != 1:
                 part *= weight
             total = part if total is None else np.add(total, part, out=total)
@@ -439,16 +442,9 @@ class State:
         """A step's prediction, from the samples decoded before it, and its reads of the walk's past."""
         reads = self.cells.reshape(-1).take(self.offsets + self.at, mode="clip")  # never clipped
         p = self.predictors(reads, step.parity, step.segments)
-        row = step.row - self.first
-
-        def block(i: int, j: int) -> np.ndarray:  # (PREDICTORS, columns, planes) of the step's row
-            blocks = [self.errors[:, row + 2 * dy + dx, step.start + dy : step.stop + dy] for dy, dx in self.recent[i:j]]
-            part = blocks[0].astype(np.int32)
-            for b in blocks[1:]:
-                part += b
-            return part
-
-        recent = self.recent_errors(block).reshape(PREDICTORS, -1).take(step.order, axis=1)
+        row = step.row - self.first  # the errors' (PREDICTORS, columns, planes) blocks of the step's row
+        recent = self.recent_errors(lambda dy, dx: self.errors[:, row + 2 * dy + dx, step.start + dy : step.stop + dy])
+        recent = recent.reshape(PREDICTORS, -1).take(step.order, axis=1)
         return self.prediction(p, recent, reads, step.plane), reads[self.sequential :]
 
     def foresee(self, image: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
@@ -468,19 +464,13 @@ class State:
                 return (slice(None), slice(None), slice(PAD + top + dy, PAD + top + dy + rows),
                         slice(PAD + dx, PAD + dx + width))
 
-            def block(i: int, j: int) -> np.ndarray:
-                blocks = [kept[window(dy, dx)] for dy, dx in self.recent[i:j]]
-                part = blocks[0].astype(np.int32)
-                for b in blocks[1:]:
-                    part += b
-                return part.reshape(PREDICTORS, -1)
-
             reads = band_reads(image, self.sources[: self.sequential], top, rows)
             ys, xs = np.divmod(np.arange(n), width)
             p = self.predictors(reads, np.tile(parity(ys + top, xs), planes), [(k * n, k * n + n) for k in range(planes)])
             d = band_reads(image, [(0, 0, 0, D)], top, rows)[0]
             kept[window(0, 0)] = errors(p, d).reshape(PREDICTORS, planes, rows, width)
-            ahead = self.prediction(p, self.recent_errors(block), reads, np.repeat(np.arange(planes), n))
+            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)]).reshape(PREDICTORS, -1)
+            ahead = self.prediction(p, recent, reads, np.repeat(np.arange(planes), n))
             for a, value in zip(out, (ahead.blend, ahead.spread, ahead.pattern, ahead.ref)):
                 a[:, top : top + rows] = value.reshape(planes, rows, width)
         return [a.reshape(-1).take(g.order) for a in out]
