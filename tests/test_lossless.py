@@ -425,7 +425,7 @@ def test_predictions_computed_ahead_are_the_walks_own(planes, height, width, dep
     grid, table = Grid(height, width, planes, DESIGNS[tables.NAME]), tables.load()[0]
     image = padded(tile, grid, depth)
     coefs = fit(image, grid, depth)[0]
-    original = tile.reshape(-1)[grid.order()]
+    original = tile.reshape(-1).take(grid.order)
 
     def batches(ahead) -> list:
         seen = []

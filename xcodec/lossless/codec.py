@@ -44,20 +44,20 @@ def fit(image: tuple[np.ndarray, np.ndarray], grid: Grid, depth: int) -> tuple[n
     for p in range(grid.planes):
         sets = grid.ls_class(gradient(flat[at + p * plane_size + offsets[: max(GRADIENT) + 1, None]]), parities, depth)
         order = np.argsort(sets, kind="stable")  # each set's samples together
-        a = np.empty((at.size, size))  # the features and a constant
         chosen = at[order] + p * plane_size
-        a[:, :-1], a[:, -1] = flat[chosen[:, None] + offsets], 1
-        target = flat[chosen].astype(np.float64)
         bounds = np.searchsorted(sets[order], np.arange(grid.design.classes + 1))
-        fitted = np.empty(at.size)
-        for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):
-            rows = a[start:stop]
+        errors = np.zeros(2)  # the sums of the absolute errors of W + N - NW and of the fitted predictor
+        for c, (start, stop) in enumerate(zip(bounds[:-1], bounds[1:])):  # a set at a time: less memory
+            rows = np.empty((stop - start, size))  # the features and a constant
+            rows[:, :-1], rows[:, -1] = flat.take(chosen[start:stop, None] + offsets), 1
+            target = flat.take(chosen[start:stop]).astype(np.float64)
             gram = rows.T @ rows + RIDGE * max(rows.shape[0], size) * np.eye(size)
-            solution = np.linalg.solve(gram, rows.T @ target[start:stop])
+            solution = np.linalg.solve(gram, rows.T @ target)
             coefs[p, c] = np.clip(np.round(solution * 2**COEF_BITS), -COEF_LIMIT, COEF_LIMIT - 1)
-            fitted[start:stop] = rows @ coefs[p, c] / 2**COEF_BITS
-        planar = a[:, 1] + a[:, 0] - a[:, 2]  # W + N - NW
-        errors = [np.abs(target - prediction).mean() + 0.5 for prediction in (planar, fitted)]
+            planar = rows[:, 1] + rows[:, 0] - rows[:, 2]
+            # Sums of integers and of multiples of 2**-COEF_BITS, exact in any order.
+            errors += [np.abs(target - prediction).sum() for prediction in (planar, rows @ coefs[p, c] / 2**COEF_BITS)]
+        errors = errors / at.size + 0.5
         saving += grid.height * grid.width * np.log2(errors[0] / errors[1])
     return coefs, saving
 
@@ -116,7 +116,7 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
     writer.uniform(int(fitted), 2)
     if fitted:
         write_coefs(writer, coefs, grid.design.packed)
-    original = samples.reshape(-1)[grid.order()]  # in coding order
+    original = samples.reshape(-1).take(grid.order)  # in coding order
 
     histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
 

@@ -53,7 +53,7 @@ def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     and its token counts per token context (flattened ``COUNTS_SHAPE``)."""
     planes, height, width = samples.shape
     grid, quantiser = Grid(height, width, planes, DESIGNS[NAME]), Quantiser(8, 0)
-    original = samples.reshape(-1)[grid.order()]
+    original = samples.reshape(-1).take(grid.order)
     histograms = Histograms(np.zeros(COUNTS_SHAPE, dtype=np.int64), planes, quantiser.limit)
     offset = TOKENS - histograms.tokens  # from the 8-bit alphabet to the table's
     bins, res, counts = [], [], np.zeros(int(np.prod(COUNTS_SHAPE)), dtype=np.int64)

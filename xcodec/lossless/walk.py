@@ -141,20 +141,21 @@ DESIGNS = {
 
 @dataclass(frozen=True)
 class Step:
-    """One step of the walk: row ``row`` of the grid, columns ``start`` to ``stop`` of the planes'
-    slots; ``valid`` (columns, planes) marks the samples there, ``order`` their positions in the
-    flattened (columns, planes) block in coding order (by plane, then y), ``plane`` their planes
-    and ``at`` their positions in the raveled (row, column, slot) grid; ``parity`` (columns, 1)
-    the pixels' ``parity`` (x = front - 2y, and LAG is even)."""
+    """One step of the walk: its samples in coding order (by plane, then y), ``at`` their positions
+    in the raveled (row, column, slot) grid (all in grid row ``row``, columns ``start`` to
+    ``stop``), ``order`` in the raveled (columns, planes) block of that row, ``plane`` and
+    ``parity`` (x = front - 2y, and LAG is even) theirs, and ``lane`` both (plane PARITIES +
+    parity); plane p's samples are ``segments[p]``."""
 
     row: int
     start: int
     stop: int
-    valid: np.ndarray
     order: np.ndarray
-    plane: np.ndarray
     at: np.ndarray
+    plane: np.ndarray
     parity: np.ndarray
+    lane: np.ndarray
+    segments: tuple[tuple[int, int], ...]
 
 
 @dataclass(frozen=True)
@@ -206,42 +207,24 @@ class Grid:
     def walk_steps(self) -> list[Step]:
         """The walk's steps that hold samples (built for all steps at once, then split)."""
         first, last = (np.stack(ends, 1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
-        held = first <= last  # (fronts, planes)
-        fronts = np.flatnonzero(held.any(1))
-        first, last, held = first[fronts], last[fronts], held[fronts]
-        start = np.where(held, first, self.height).min(1)
-        stop = np.where(held, last + 1, 0).max(1)
-        # Block columns (y) of every step, one after the other.
-        widths = stop - start
-        step = np.repeat(np.arange(fronts.size), widths)
-        y = np.arange(widths.sum()) - np.repeat(np.cumsum(widths) - widths - start, widths)
-        valid = (y[:, None] >= first[step]) & (y[:, None] <= last[step])
-        parities = parity(y, fronts[step])[:, None]
-        # Samples in coding order: by step, plane, then y.
-        count = np.where(held, last - first + 1, 0).reshape(-1)
-        ys = np.arange(count.sum()) - np.repeat(np.cumsum(count) - count - first.reshape(-1), count)
-        step, plane = np.divmod(np.repeat(np.arange(count.size), count), self.planes)
+        fronts = np.flatnonzero((first <= last).any(1))
+        first, last = first[fronts], last[fronts]
+        count = np.maximum(last - first + 1, 0)  # (steps, planes)
+        start = np.where(count > 0, first, self.height).min(1)
+        stop = np.where(count > 0, last + 1, 0).max(1)
+        flat = count.reshape(-1)
+        ys = np.arange(flat.sum()) - np.repeat(np.cumsum(flat) - flat - first.reshape(-1), flat)
+        step, plane = np.divmod(np.repeat(np.arange(flat.size), flat), self.planes)
+        at = ((fronts[step] + LEAD) * self.shape[1] + ys + TOP) * self.shape[2] + 2 + plane
         order = (ys - start[step]) * self.planes + plane
-        position = (fronts[step] + LEAD) * self.shape[1] + ys + TOP
-        at = position * self.shape[2] + 2 + plane
-        blocks, samples = np.cumsum(widths)[:-1], np.cumsum(count.reshape(-1, self.planes).sum(1))[:-1]
-        split = [np.split(a, samples) for a in (order, plane, at)]
-        return [Step(int(t) + LEAD, int(a) + TOP, int(b) + TOP, v, *rest, par) for t, a, b, v, par, *rest
-                in zip(fronts, start, stop, np.split(valid, blocks), np.split(parities, blocks), *split)]
+        ends = np.cumsum(count, 1)
+        bounds = np.concatenate([np.zeros((ends.shape[0], 1), dtype=np.int64), ends], 1).tolist()
+        parities = parity(ys, fronts[step])
+        split = [np.split(a, np.cumsum(ends[:, -1])[:-1]) for a in (order, at, plane, parities, plane * PARITIES + parities)]
+        return [Step(int(t) + LEAD, int(a) + TOP, int(b) + TOP, *arrays, tuple(zip(ends[:-1], ends[1:])))
+                for t, a, b, ends, *arrays in zip(fronts, start, stop, bounds, *split)]
 
-    def blocks(self) -> np.ndarray:
-        """Where each position of the steps' (columns, planes) blocks, one after the other, lies
-        in the tile's raveled (planes, H, W) samples (0 where none does)."""
-        widths = np.array([step.stop - step.start for step in self.walk_steps], dtype=np.int64)
-        starts = np.array([step.start for step in self.walk_steps], dtype=np.int64)
-        first = np.cumsum(widths) - widths
-        row = np.repeat([step.row for step in self.walk_steps], widths)[:, None]
-        y = (np.arange(widths.sum()) - np.repeat(first - starts, widths) - TOP)[:, None]
-        plane = np.arange(self.planes)
-        x = row - LEAD - LAG * plane - 2 * y
-        inside = (x >= 0) & (x < self.width) & (y >= 0) & (y < self.height)
-        return np.where(inside, (plane * self.height + y) * self.width + x, 0).reshape(-1)
-
+    @functools.cached_property
     def order(self) -> np.ndarray:
         """Where each sample of the walk, in coding order, lies in the tile's raveled (planes, H, W) samples."""
         first, last = (np.stack(ends, 1).reshape(-1) for ends in zip(*(self.fronts_of(p) for p in range(self.planes))))
@@ -294,22 +277,22 @@ def padded(samples: np.ndarray, grid: Grid, depth: int) -> tuple[np.ndarray, np.
 
 
 def band_reads(image: tuple[np.ndarray, np.ndarray], sources, top: int, rows: int) -> np.ndarray:
-    """(sources, rows x W, planes) reads (dy, dx, plane back, field D or X) of the samples of rows
-    ``top`` to ``top + rows`` of a ``padded`` tile (a view of planar arrays)."""
+    """(sources, planes x rows x W) reads (dy, dx, plane back, field D or X) of the samples of rows
+    ``top`` to ``top + rows`` of a ``padded`` tile, plane by plane."""
     x, d = image
     planes, width = x.shape[0] - 2, x.shape[2] - 2 * PAD
     fields = {D: d, X: x}
     reads = np.stack([fields[field][2 + k : 2 + k + planes, PAD + top + dy : PAD + top + dy + rows,
                                     PAD + dx : PAD + dx + width] for dy, dx, k, field in sources])
-    return reads.reshape(len(sources), planes, rows * width).transpose(0, 2, 1)
+    return reads.reshape(len(sources), -1)
 
 
 @dataclass
 class Prediction:
     """What the samples alone tell of a step's samples (a lossless encoder knows them all, and
-    computes this for many steps at a time): (columns, planes) blocks of the step's row."""
+    computes this for many steps at a time), in coding order."""
 
-    predictions: np.ndarray | None  # (PREDICTORS, columns, planes) in 1/8; None where no errors are kept
+    predictions: np.ndarray | None  # (PREDICTORS, samples) in 1/8; None where no errors are kept
     blend: np.ndarray  # in 1/8, of d, before the bias correction
     spread: np.ndarray  # the largest prediction less the smallest
     pattern: np.ndarray  # the bias class's sign bits that the samples decide
@@ -318,10 +301,9 @@ class Prediction:
 
 @dataclass
 class Context:
-    """What the coder needs for a step's samples, and what the walk stores after them, in coding
-    order (``Step.order``)."""
+    """What the coder needs for a step's samples, and what the walk stores after them, in coding order."""
 
-    predictions: np.ndarray | None  # as ``Prediction``'s (block)
+    predictions: np.ndarray | None  # as ``Prediction``'s
     blend: np.ndarray  # in 1/8, of d, bias-corrected
     ref: np.ndarray
     bins: np.ndarray  # activity bins
@@ -345,109 +327,111 @@ def weight_table(size: int, depth: int) -> np.ndarray:
 
 
 WINDOW = 64  # grid rows the walk's arrays hold beyond the LEAD rows its reads reach back
-WIDE = 1024  # columns from which matrix products compute the fitted predictor faster
 BAND = 1 << 15  # samples of the rows a lossless encoder predicts at a time
 PAD = 3  # the image layout's padding: no neighbour lies further away
 
 
 class State:
     """The walk's arrays: every position's cells (reconstructed sample, ``d``, and the final
-    error, unsigned and signed) and each predictor's recent errors; and the online statistics."""
+    error, unsigned and signed) and each predictor's error there; and the online statistics. A
+    step's arrays hold its samples in coding order: it reads their neighbours' cells in one gather."""
 
     def __init__(self, grid: Grid, depth: int, coefs: np.ndarray, scales: np.ndarray, errors: bool = True):
         """``errors``: keep the predictors' errors, for ``step_prediction`` (not for ``foresee``)."""
         self.grid, self.depth = grid, depth
-        self.parities = PARITIES if grid.design.parity else 1
+        design = grid.design
+        self.parities = PARITIES if design.parity else 1
         contexts = grid.planes * CROSS_LEVELS * self.parities * BINS
-        self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * grid.design.prior).astype(np.int64)
-        self.count = np.full(contexts, grid.design.prior, dtype=np.int64)
-        self.patterns = 512 if grid.design.rich_bias else 16
-        pattern_bits = PATTERN_BITS if grid.design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
+        self.spread = np.round(np.tile(scales, contexts // BINS) * (FRAC << (depth - 8)) * design.prior).astype(np.int64)
+        self.count = np.full(contexts, design.prior, dtype=np.int64)
+        self.patterns = 512 if design.rich_bias else 16
+        pattern_bits = PATTERN_BITS if design.rich_bias else np.where(PATTERN_BITS < 16, PATTERN_BITS, 0)
         self.sign_bits = np.zeros(len(PATTERN), dtype=np.uint8)  # of the features N, W, NW, NE, NN, WW
         self.sign_bits[PATTERN] = pattern_bits
         self.bias = np.zeros(contexts * self.patterns, dtype=np.int64)
         self.bias_count = np.ones(contexts * self.patterns, dtype=np.int64)
         rows, columns, slots = grid.shape
-        # The cells and errors of the last ``rows`` grid rows, from grid row ``first`` on (``slide``).
+        # The cells and errors of the last ``rows`` grid rows, from grid row ``first`` on (``enter``).
         self.rows, self.first = min(rows, WINDOW + LEAD), 0
         self.cells = blank(np.empty((FIELDS, self.rows, columns, slots), dtype=np.int32), depth)
         # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16.
         self.errors = np.zeros((PREDICTORS, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes
-        coefs = coefs.reshape(-1, grid.design.features + 1)  # (planes x classes, features + 1)
-        self.coefs = coefs[:, :-1].astype(np.float64)  # (sets, features), integers in 1/2**COEF_BITS
-        self.constants = coefs[:, -1].astype(np.int64)
-        recent = grid.design.recent
-        self.weights = np.array([w for *_, w in recent], dtype=np.int64)
-        self.recent = {w: [(dy, dx) for dy, dx, v in recent if v == w] for w in sorted(set(self.weights.tolist()))}
-        self.weight_of = weight_table(int(self.weights.sum()) * ERROR_CAP + 1, depth)
+        self.row_cells = columns * slots  # of a field
+        # Per plane, the fixed predictors' and every least-squares set's coefficients on the
+        # features and a constant 1, in 1/8 of a sample: the fitted prediction is the floor of its
+        # row's product, the set's integer coefficients / 2**(COEF_BITS - 3) and constant
+        # (c + 2**(COEF_BITS - 4)) / 2**(COEF_BITS - 3), exact in float64.
+        coefs = coefs.reshape(grid.planes, design.classes, design.features + 1).astype(np.float64)
+        coefs[..., -1] += 1 << (COEF_BITS - 4)
+        fixed = np.zeros((grid.planes, PREDICTORS - 1, design.features + 1))
+        fixed[..., : FIXED.shape[1]] = FIXED
+        self.matrix = np.concatenate([fixed, coefs / (1 << (COEF_BITS - 3))], 1)
+        recent = sorted(design.recent, key=lambda n: n[2])  # neighbours of equal weight together
+        weights = [w for *_, w in recent]
+        self.groups = [(w, weights.index(w), len(weights) - weights[::-1].index(w)) for w in sorted(set(weights))]
+        self.recent = [(dy, dx) for dy, dx, _ in recent]
+        self.weight_of = weight_table(sum(weights) * ERROR_CAP + 1, depth)
         # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
         self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
-        self.rules = tuple(rule[None, :].astype(np.int32) for rule in grid.rule_arrays())  # of int32 samples
-        self.plane = np.arange(grid.planes)[None, :]
+        self.rules = np.stack(grid.rule_arrays()).astype(np.int32)  # (a, b, shift) by plane, of int32 samples
+        self.bias_bins = np.arange(BINS) // 3  # the activity bins of a bias class, with ``rich_bias``
+        # Each (plane, parity)'s scale context of the lowest activity and cross level.
+        self.context_base = ((np.arange(grid.planes)[:, None] * CROSS_LEVELS * self.parities
+                              + np.arange(PARITIES) * design.parity) * BINS).reshape(-1)
         # What a step reads of the cells, (dy, dx, plane back, field) from each sample: the
         # features' d, the earlier planes' samples at the pixel, then what the walk's own past
         # decides (from ``sequential`` on): the recent neighbours' final errors and the earlier
-        # plane's final error (unsigned, signed). Everything a step computes is laid out like
-        # that, read (or predictor) first, then the (columns, planes) block.
-        design = grid.design
+        # plane's final error (unsigned, signed); as offsets from the sample's own cell.
         self.sources = (grid.feature_sources + [(0, 0, -1, X), (0, 0, -2, X)]
-                        + [(dy, dx, 0, RESIDUAL) for w in self.recent for dy, dx in self.recent[w]]
-                        + [(0, 0, -1, RESIDUAL), (0, 0, -1, SIGNED)])
+                        + [(dy, dx, 0, RESIDUAL) for dy, dx in self.recent] + [(0, 0, -1, RESIDUAL), (0, 0, -1, SIGNED)])
         self.sequential = design.features + 2
-        # In one gather: as offsets from each block position's first cell.
-        offsets = np.array([((field * self.rows + r) * columns + c) * slots + s
-                            for (dy, dx, k, field) in self.sources for r, c, s in grid.shifts([(dy, dx)], k)])
-        widest = max((step.stop - step.start for step in grid.walk_steps), default=0)
-        block = np.arange(widest)[:, None] * slots + np.arange(grid.planes)
-        self.reads = offsets[:, None, None] + block - offsets.min()  # from the lowest cell a step reads
-        self.lowest = offsets.min()
-        self.recent_weights = np.array([w for w in self.recent for _ in self.recent[w]], dtype=np.int64)
-        self.plane_levels = self.plane * CROSS_LEVELS
-        self.row_cells = columns * slots  # of a field
+        self.offsets = np.array([((field * self.rows + r) * columns + c) * slots + s
+                                 for (dy, dx, k, field) in self.sources for r, c, s in grid.shifts([(dy, dx)], k)])[:, None]
+        self.recent_weights = np.array(weights, dtype=np.int64)
+        self.at = np.zeros(0, dtype=np.int64)
 
-    def predictors(self, reads: np.ndarray, parity: np.ndarray) -> np.ndarray:
-        """(PREDICTORS, n, planes) predictions of d in 1/8 from (reads, n, planes) reads at pixels of ``parity``."""
-        g, depth = self.grid, self.depth
-        sets = self.plane * g.design.classes + g.ls_class(gradient(reads), parity, depth)
-        f = reads[: g.design.features].astype(np.float64)
-        # Integer products below 2**32, at most 36 of them: exact in float64 in any order of summation.
-        if f.shape[1] < WIDE:  # each sample's set of coefficients
-            dot = np.einsum("kij,ijk->ij", f, self.coefs[sets])
-        else:  # every set's products, a matrix product per plane, then the sample's set's
-            classes, n = g.design.classes, f.shape[1]
-            dots = [self.coefs[p * classes : (p + 1) * classes] @ np.ascontiguousarray(f[:, :, p])
-                    for p in range(g.planes)]
-            dot = np.concatenate(dots).reshape(-1)[sets * n + np.arange(n)[:, None]]
-        fitted = (dot.astype(np.int64) + self.constants[sets] + (1 << (COEF_BITS - 4))) >> (COEF_BITS - 3)
-        p = np.empty((PREDICTORS, *f.shape[1:]), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
-        fixed = f[: FIXED.shape[1]].reshape(FIXED.shape[1], -1)
-        p[:-1] = (FIXED @ fixed).reshape(-1, *f.shape[1:])  # small integers: exact
-        p[-1] = clamp(fitted, -FRAC << (depth + 1), FRAC << (depth + 1))  # bounds the blend's products
+    def predictors(self, reads: np.ndarray, parity: np.ndarray, segments) -> np.ndarray:
+        """(PREDICTORS, n) predictions of d in 1/8 from (reads, n) reads at pixels of ``parity``,
+        those of plane p at ``segments[p]`` (start, stop)."""
+        g, n, features = self.grid, reads.shape[1], self.grid.design.features
+        f = np.empty((features + 1, n))
+        f[:-1], f[-1] = reads[:features], 1
+        # Integer products below 2**32 (in 1/2**9 for the fitted one), at most 36 of them: exact in
+        # float64 in any order of summation.
+        out = np.empty((self.matrix.shape[1], n))
+        for plane, (start, stop) in enumerate(segments):
+            if start < stop:
+                np.matmul(self.matrix[plane], f[:, start:stop], out=out[:, start:stop])
+        p = np.empty((PREDICTORS, n), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
+        p[:-1] = out[: PREDICTORS - 1]
+        sets = g.ls_class(gradient(reads), parity, self.depth) + PREDICTORS - 1
+        fitted = np.floor(out.take(sets * n + np.arange(n)))
+        p[-1] = clamp(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
         return p
 
-    def prediction(self, p: np.ndarray, recent: np.ndarray, reads: np.ndarray) -> Prediction:
-        """The blend of predictions ``p`` by their ``recent_errors`` and what else follows."""
+    def prediction(self, p: np.ndarray, recent: np.ndarray, reads: np.ndarray, plane: np.ndarray) -> Prediction:
+        """The blend of predictions ``p`` by their ``recent_errors`` and what else follows, at samples of ``plane``."""
         g = self.grid
-        weight = self.weight_of[recent]
+        weight = self.weight_of.take(recent)
         weight[-1] *= g.design.ls_weight
-        blend = np.einsum("kij,kij->ij", weight, p) // weight.sum(0)
+        blend = np.einsum("ki,ki->i", weight, p) // weight.sum(0)
         spread = p.max(0) - p.min(0)
         # FRAC c > blend for integers c: c > blend // FRAC. The features come first in the reads.
         signs = reads[: self.sign_bits.size] > (blend >> FRAC_BITS).astype(np.int32)
-        pattern = np.einsum("k,kij->ij", self.sign_bits, signs.view(np.uint8))  # below 64
+        pattern = np.einsum("k,ki->i", self.sign_bits, signs.view(np.uint8))  # below 64
         if g.design.rich_bias:
             pattern = pattern + 64 * (p[-1] > blend)
         earlier, before = reads[g.design.features : self.sequential]
-        return Prediction(p, blend, spread, pattern, reference(earlier, before, *self.rules))
+        return Prediction(p, blend, spread, pattern, reference(earlier, before, *self.rules[:, plane]))
 
     def recent_errors(self, block: Callable[[int, int], np.ndarray]) -> np.ndarray:
-        """(PREDICTORS, n, planes) each predictor's errors at the recent neighbours, weighted;
-        ``block(dy, dx)``: the errors at the neighbours (dy, dx) of the samples."""
+        """Each predictor's errors at the recent neighbours, weighted; ``block(dy, dx)``: the
+        errors (int16) at the neighbours (dy, dx) of the samples."""
         total = None
-        for weight, neighbours in self.recent.items():  # neighbours of equal weight summed first
-            blocks = [block(dy, dx) for dy, dx in neighbours]
-            part = np.add(blocks[0], blocks[1], dtype=np.int32) if len(blocks) > 1 else blocks[0].astype(np.int32)
-            for b in blocks[2:]:
+        for weight, start, stop in self.groups:  # neighbours of equal weight summed first
+            blocks = [block(dy, dx) for dy, dx in self.recent[start:stop]]
+            part = blocks[0].astype(np.int32)
+            for b in blocks[1:]:
                 part += b
             if weight != 1:
                 part *= weight
@@ -456,13 +440,12 @@ class State:
 
     def step_prediction(self, step: Step) -> tuple[Prediction, np.ndarray]:
         """A step's prediction, from the samples decoded before it, and its reads of the walk's past."""
-        m = step.stop - step.start
-        row = step.row - self.first
-        base = row * self.row_cells + step.start * self.grid.shape[2] + 2 + self.lowest
-        reads = np.take(self.cells.reshape(-1)[base:], self.reads[:, :m])
-        p = self.predictors(reads, step.parity)
+        reads = self.cells.reshape(-1).take(self.offsets + self.at, mode="clip")  # never clipped
+        p = self.predictors(reads, step.parity, step.segments)
+        row = step.row - self.first  # the errors' (PREDICTORS, columns, planes) blocks of the step's row
         recent = self.recent_errors(lambda dy, dx: self.errors[:, row + 2 * dy + dx, step.start + dy : step.stop + dy])
-        return self.prediction(p, recent, reads), reads[self.sequential :]
+        recent = recent.reshape(PREDICTORS, -1).take(step.order, axis=1)
+        return self.prediction(p, recent, reads, step.plane), reads[self.sequential :]
 
     def foresee(self, image: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
         """The predictions of every sample of a tile known ahead (a lossless encoder's; ``padded``),
@@ -470,81 +453,72 @@ class State:
         ref, in coding order (``Grid.order``)."""
         g, planes = self.grid, self.grid.planes
         height, width = g.height, g.width
-        kept = np.zeros((PREDICTORS, height + 2 * PAD, width + 2 * PAD, planes), dtype=np.int16)
+        kept = np.zeros((PREDICTORS, planes, height + 2 * PAD, width + 2 * PAD), dtype=np.int16)
         band = max(1, BAND // (width * planes))
-        out = [np.empty((height, width, planes), dtype=np.int64) for _ in range(4)]
+        out = [np.empty((planes, height, width), dtype=np.int32) for _ in range(4)]
         for top in range(0, height, band):
             rows = min(band, height - top)
+            n = rows * width
 
-            def window(dy: int, dx: int) -> tuple[slice, slice, slice]:
-                return slice(None), slice(PAD + top + dy, PAD + top + dy + rows), slice(PAD + dx, PAD + dx + width)
+            def window(dy: int, dx: int) -> tuple[slice, slice, slice, slice]:
+                return (slice(None), slice(None), slice(PAD + top + dy, PAD + top + dy + rows),
+                        slice(PAD + dx, PAD + dx + width))
 
             reads = band_reads(image, self.sources[: self.sequential], top, rows)
-            ys, xs = np.divmod(np.arange(rows * width), width)
-            p = self.predictors(reads, parity(ys[:, None] + top, xs[:, None]))
+            ys, xs = np.divmod(np.arange(n), width)
+            p = self.predictors(reads, np.tile(parity(ys + top, xs), planes), [(k * n, k * n + n) for k in range(planes)])
             d = band_reads(image, [(0, 0, 0, D)], top, rows)[0]
-            kept[window(0, 0)] = errors(p, d).reshape(PREDICTORS, rows, width, planes)
-            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)].reshape(PREDICTORS, -1, planes))
-            ahead = self.prediction(p, recent, reads)
+            kept[window(0, 0)] = errors(p, d).reshape(PREDICTORS, planes, rows, width)
+            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)]).reshape(PREDICTORS, -1)
+            ahead = self.prediction(p, recent, reads, np.repeat(np.arange(planes), n))
             for a, value in zip(out, (ahead.blend, ahead.spread, ahead.pattern, ahead.ref)):
-                a[top : top + rows] = value.reshape(rows, width, planes)
-        blocks = g.blocks()
-        return [a.transpose(2, 0, 1).reshape(-1)[blocks].reshape(-1, planes) for a in out]
+                a[:, top : top + rows] = value.reshape(planes, rows, width)
+        return [a.reshape(-1).take(g.order) for a in out]
 
-    def slide(self, step: Step) -> None:
+    def enter(self, step: Step) -> None:
         """Make room for a step's row: when the arrays are full, keep the last LEAD rows (all that
-        the reads reach back) at their start and clear the others."""
-        if step.row - self.first < self.rows:
-            return
-        self.cells[:, :LEAD] = self.cells[:, -LEAD:]
-        blank(self.cells[:, LEAD:], self.depth)
-        self.errors[:, :LEAD] = self.errors[:, -LEAD:]
-        self.errors[:, LEAD:] = 0
-        self.first += self.rows - LEAD
+        the reads reach back) at their start and clear the others; and find its samples' cells."""
+        if step.row - self.first >= self.rows:
+            self.cells[:, :LEAD] = self.cells[:, -LEAD:]
+            blank(self.cells[:, LEAD:], self.depth)
+            self.errors[:, :LEAD] = self.errors[:, -LEAD:]
+            self.errors[:, LEAD:] = 0
+            self.first += self.rows - LEAD
+        self.at = step.at - self.first * self.row_cells
 
-    def past(self, step: Step) -> np.ndarray:
-        """A step's reads of the walk's past (its final errors)."""
-        base = (step.row - self.first) * self.row_cells + step.start * self.grid.shape[2] + 2 + self.lowest
-        return np.take(self.cells.reshape(-1)[base:], self.reads[self.sequential :, : step.stop - step.start])
+    def past(self) -> np.ndarray:
+        """The step's reads of the walk's past (its final errors)."""
+        return self.cells.reshape(-1).take(self.offsets[self.sequential :] + self.at, mode="clip")
 
     def context(self, step: Step, pred: Prediction, past: np.ndarray) -> Context:
-        """The step's context from its prediction (whose arrays it may change) and its reads of the walk's past."""
+        """The step's context from its prediction and its reads of the walk's past."""
         g = self.grid
-        activity = pred.spread
-        activity += np.einsum("k,kij->ij", self.recent_weights, past[: self.recent_weights.size])
+        activity = pred.spread + np.einsum("k,ki->i", self.recent_weights, past[: self.recent_weights.size])
         bins = self.thresholds.searchsorted(activity, side="right")
         residual, signed = past[-2:]  # the earlier plane's (0 for the first)
-        contexts = self.plane_levels + self.cross_thresholds.searchsorted(residual, side="right")
-        if self.parities > 1:
-            contexts = contexts * self.parities + step.parity
-        contexts = contexts * BINS + bins
-        pattern = pred.pattern
+        coarse = self.cross_thresholds.searchsorted(residual, side="right") * (self.parities * BINS)
+        coarse += self.context_base.take(step.lane)
+        contexts = coarse + bins
         if g.design.rich_bias:
-            pattern += SIGN_BITS[np.sign(signed) + 1]
-            classes = (contexts - bins + bins // 3) * self.patterns + pattern
+            pattern = pred.pattern + SIGN_BITS[np.sign(signed) + 1]
+            classes = (coarse + self.bias_bins.take(bins)) * self.patterns + pattern
         else:
-            classes = contexts * self.patterns + pattern
-        order = step.order
-        classes, contexts = classes.reshape(-1)[order], contexts.reshape(-1)[order]
-        count = self.bias_count[classes]
-        blend = pred.blend.reshape(-1)[order] + (2 * self.bias[classes] + count) // (2 * count)
-        count = self.count[contexts]
-        scale = np.maximum(self.spread[contexts], count // 2) / (FRAC * count)  # at least 1/16 of a sample
-        ref, bins = pred.ref.reshape(-1)[order], bins.reshape(-1)[order]
-        return Context(pred.predictions, blend, ref, bins, contexts, classes, scale)
+            classes = contexts * self.patterns + pred.pattern
+        count = self.bias_count.take(classes)
+        blend = pred.blend + (2 * self.bias.take(classes) + count) // (2 * count)
+        count = self.count.take(contexts)
+        scale = np.maximum(self.spread.take(contexts), count >> 1) / (FRAC * count)  # at least 1/16 of a sample
+        return Context(pred.predictions, blend, pred.ref, bins, contexts, classes, scale)
 
     def store(self, step: Step, ctx: Context, x: np.ndarray) -> None:
         """Keep the step's reconstructed samples ``x`` (coding order) and what follows from them."""
         d = x - ctx.ref
         signed = FRAC * d - ctx.blend
         residual = np.abs(signed)
-        self.cells.reshape(FIELDS, -1)[:, step.at - self.first * self.row_cells] = np.stack([x, d, residual, signed])
+        self.cells.reshape(FIELDS, -1)[:, self.at] = np.stack([x, d, residual, signed])
         if ctx.predictions is not None:
-            block = np.zeros(step.valid.size, dtype=np.int32)
-            block[step.order] = d
-            kept = errors(ctx.predictions, block.reshape(step.valid.shape))
-            kept *= step.valid  # the padding's stay 0
-            self.errors[:, step.row - self.first, step.start : step.stop] = kept
+            block = self.errors[:, step.row - self.first, step.start : step.stop].reshape(PREDICTORS, -1)
+            block[:, step.order] = errors(ctx.predictions, d.astype(np.int32))
         accumulate(self.spread, self.count, ctx.contexts, residual)
         accumulate(self.bias, self.bias_count, ctx.classes, signed)
 
@@ -606,7 +580,7 @@ class Quantiser:
 
     def symbols(self, x: np.ndarray, prediction: np.ndarray) -> np.ndarray:
         e = x - prediction
-        return np.sign(e) * ((np.abs(e) + self.max_error) // self.step)
+        return np.sign(e) * ((np.abs(e) + self.max_error) // self.step) if self.max_error else e
 
     def reconstruct(self, q: np.ndarray, prediction: np.ndarray) -> np.ndarray:
         return clamp(prediction + q * self.step, 0, self.peak)
@@ -624,24 +598,22 @@ def walk(grid: Grid, quantiser: Quantiser, coefs: np.ndarray, scales: np.ndarray
     state = State(grid, quantiser.depth, coefs, scales, errors=image is None)
     ahead = state.foresee(image) if image is not None else None
     decoded = np.empty(grid.planes * grid.height * grid.width, dtype=np.int64)  # in coding order
-    start = block = 0
+    start = 0
     for step in grid.walk_steps:
-        span = slice(start, start + step.order.size)
-        state.slide(step)
+        span = slice(start, start + step.at.size)
+        state.enter(step)
         if ahead is None:
             pred, past = state.step_prediction(step)
         else:
-            part = slice(block, block + step.stop - step.start)
-            pred, past = Prediction(None, *(a[part] for a in ahead)), state.past(step)
-            block = part.stop
+            pred, past = Prediction(None, *(a[span] for a in ahead)), state.past()
         ctx = state.context(step, pred, past)
         full = clamp(FRAC * ctx.ref + ctx.blend, 0, FRAC * quantiser.peak)
-        prediction = (full + FRAC // 2) // FRAC
+        prediction = (full + FRAC // 2) >> FRAC_BITS
         mean = (full - FRAC * prediction) / (FRAC * quantiser.step)
         x = code(Batch(span, step.plane, prediction, mean, ctx.scale / quantiser.step, ctx.bins))
         state.store(step, ctx, x)
         decoded[span] = x
         start = span.stop
     samples = np.empty_like(decoded)
-    samples[grid.order()] = decoded
+    samples[grid.order] = decoded
     return samples.reshape(grid.planes, grid.height, grid.width)
