@@ -15,7 +15,7 @@ from ...entropy import StreamReader, StreamWriter
 from ..blocks import pool_for
 from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
-from ..postfilter import PostFilter
+from ..postfilter import POOL, PostFilter
 from ..stages import Stage
 from . import adapt
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
@@ -62,13 +62,15 @@ class WaveletCodec(Codec):
     efforts = 3
     default_effort = 1
 
-    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0,
+    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int | dict = 0,
                  perceptual: int | dict = 0, context_blocks: int = 0):
         super().__init__()
         self.levels = levels
-        # The decoder-side heads, 0 for none. ``postfilter``: its width; ``perceptual``: the
+        # The decoder-side heads, 0 for none. ``postfilter``: its width (the shipped design), or the
+        # ``PostFilter``'s arguments (its parts switched off for an ablation); ``perceptual``: the
         # ``PerceptualHead``'s arguments ({} for its defaults), or its width alone (older checkpoints).
-        self.postfilter = PostFilter(postfilter) if postfilter else None
+        self.postfilter = PostFilter(**postfilter) if isinstance(postfilter, dict) else (
+            PostFilter(postfilter) if postfilter else None)
         self.perceptual = PerceptualHead(**perceptual) if isinstance(perceptual, dict) else (
             PerceptualHead(perceptual) if perceptual else None)
         self.colour = nn.Parameter(torch.tensor(ICT))
@@ -247,8 +249,7 @@ class WaveletCodec(Codec):
         pixels differ from version 7's), else version 7: the lowest that decodes to the same pixels."""
         if self.postfilter is None:
             return self.file_version
-        pool = self.postfilter.coarse.attn.pool  # the perceptual head's too
-        bounded = pool_for(-(-height // COARSE_SCALE), -(-width // COARSE_SCALE), pool, GLOBAL_TOKENS) > pool
+        bounded = pool_for(-(-height // COARSE_SCALE), -(-width // COARSE_SCALE), POOL, GLOBAL_TOKENS) > POOL
         return DECODER_VERSION if bounded else self.file_version
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
