@@ -4,10 +4,12 @@ ablations of ``xcodec train --stage postfilter --fresh postfilter --model-config
 
     python -m xcodec.tools.ablate ../shared/data/kodak --images 8 --runs runs/ablate-full runs/ablate-link
 
-Each image is encoded once per quality (the post-filter changes no bit of the file) and decoded by
-``api.decode`` with each post-filter in the shipped model's place, without one too: PSNR of the
-8-bit output and the file's bits per pixel, averaged over the images per quality; BD-rate (PSNR)
-against the first run. Every run must keep the shipped codec (the ``postfilter`` stage does).
+Each image (one tile: Kodak's size) is encoded once per quality (the post-filter changes no bit of
+the file) and its tile decoded once; the model's ``postprocess`` then runs with each post-filter in
+the shipped one's place, as ``api.decode`` does (the shipped filter's output is checked against
+``api.decode``'s pixels), and without one: PSNR of the 8-bit output and the file's bits per pixel,
+averaged over the images per quality; BD-rate (PSNR) against the first run. Every run must keep the
+shipped codec (the ``postfilter`` stage does).
 Time: CPU seconds (``time.process_time``, best of two) of the post-filter alone on the decoded
 image, as the decoder runs it, per image of the first ``--time-images`` at quality 4, on the
 caller's threads.
@@ -24,11 +26,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .. import api
+from .. import api, container
 from ..bench.bdrate import bd_rate
+from ..container import Header
 from ..files import list_images
 from ..models import zoo
-from ..models.codec import to_tensor
 from ..models.postfilter import PostFilter
 from ..models.wavelet.codec import GLOBAL_TOKENS, WaveletCodec
 
@@ -55,6 +57,17 @@ def postfilter_of(model: WaveletCodec, postfilter: PostFilter | None):
         yield
     finally:
         model.postfilter = shipped
+
+
+def reconstruction(model: WaveletCodec, data: bytes) -> tuple[torch.Tensor, Header]:
+    """The decoder's image of a one-tile file before the post-filter, and the file's header."""
+    table = container.read_table(data)
+    header = table.header
+    if header.tiles != 1:
+        raise SystemExit(f"a file of {header.tiles} tiles: this compares post-filters on one-tile images")
+    (payloads,) = container.tile_streams(table.bitstream())
+    with torch.inference_mode():
+        return model.decompress(payloads, *header.padded_size, header.quality, torch.device("cpu"), header.version), header
 
 
 def psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -100,12 +113,16 @@ def main() -> None:
         for j, quality in enumerate(qualities):
             data = api.encode(image, quality, args.model, threads=args.threads)
             bpp[i, j] = 8 * len(data) / (rgb.shape[0] * rgb.shape[1])
+            x_hat, header = reconstruction(shipped, data)
             for name, postfilter in filters.items():
-                with postfilter_of(shipped, postfilter):
-                    out = np.asarray(api.decode(data, threads=args.threads, postfilter=postfilter is not None))
+                with postfilter_of(shipped, postfilter), torch.inference_mode():
+                    (out,) = shipped.postprocess(x_hat, header.quality, version=header.version)
+                out = out[0, :, : header.height, : header.width].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).numpy()  # as api.decode
+                if postfilter is shipped.postfilter and not np.array_equal(out, np.asarray(api.decode(data, threads=args.threads))):
+                    raise SystemExit(f"{path.name} at quality {quality:g}: not the decoder's pixels")
                 scores[name][i, j] = psnr(out, rgb)
-                if quality == TIMED_QUALITY and postfilter is None and i < args.time_images:
-                    decoded.append(to_tensor(out))
+            if quality == TIMED_QUALITY and i < args.time_images:
+                decoded.append(x_hat)
         print(f"{path.name}: " + "  ".join(f"{name} {scores[name][i].mean():.3f}" for name in filters), flush=True)
     rate, anchor = bpp.mean(0), scores[str(args.runs[0])].mean(0)
     print(f"\n{len(paths)} images of {args.folder}, qualities {args.qualities}: bpp " + " ".join(f"{b:.3f}" for b in rate))
