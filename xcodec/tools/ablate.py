@@ -96,7 +96,7 @@ def main() -> None:
     parser.add_argument("--model", default="wavelet", help="the shipped model that codes the files")
     parser.add_argument("--qualities", default="1,2,3,4,6,8")
     parser.add_argument("--images", type=int, default=0, help="the first N images of the folder (0: all)")
-    parser.add_argument("--time-images", type=int, default=4)
+    parser.add_argument("--time-images", type=int, default=4, help="0: no timing")
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -135,7 +135,7 @@ def main() -> None:
         psnrs = scores[name].mean(0)
         gain = float((psnrs - scores["none"].mean(0)).mean())
         parameters = f"{sum(p.numel() for p in postfilter.parameters()):,}" if postfilter else "0"
-        seconds = f"{filter_seconds(postfilter, decoded):.3f}" if postfilter else "0"
+        seconds = "0" if postfilter is None else f"{filter_seconds(postfilter, decoded):.3f}" if decoded else "-"
         cells = " | ".join(f"{v:.3f}" for v in psnrs)
         print(f"| {name} | {parameters} | {seconds} | {gain:+.3f} | {bd_rate(rate, anchor, rate, psnrs).format()} | {cells} |")
 
