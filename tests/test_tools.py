@@ -12,7 +12,7 @@ import torch
 
 from xcodec.tools import lightfield
 
-TOOLS = ["bits", "ceiling", "context_compare", "cost", "lightfield", "lpips_weights", "scale", "tiling"]
+TOOLS = ["ablate", "bits", "ceiling", "context_compare", "cost", "lightfield", "lpips_weights", "scale", "tiling"]
 
 
 @pytest.mark.parametrize("name", TOOLS)
@@ -92,3 +92,31 @@ def test_sign_contexts_learn_the_signs_along_an_edge_and_not_random_ones():
     assert along < 0.7 * count  # the anchors a bit each, the second pass almost nothing
     assert across > 0.9 * count  # (a little below one bit: 64 rows of one sign each)
     assert 0.98 * count < noise < 1.02 * count
+
+
+@pytest.mark.skipif("wavelet" not in __import__("xcodec.models.zoo").models.zoo.available(), reason="no wavelet weights installed")
+def test_ablate_compares_postfilters_on_the_shipped_files(tmp_path, monkeypatch, capsys):
+    """A run's untrained post-filter (the identity) measures as no filter; the shipped one gains; a
+    run whose codec is not the shipped one is refused."""
+    from tests.conftest import make_photo
+    from xcodec.models import zoo
+    from xcodec.tools import ablate
+
+    make_photo(96, 64, seed=3).save(tmp_path / "photo.png")
+    manifest = zoo.read_manifest("wavelet")
+    model = zoo.build("wavelet", {**manifest.build_config, "postfilter": {"link": False}})
+    shipped = {k: v for k, v in zoo.load_training_weights("wavelet").items() if not k.startswith("postfilter.")}
+    model.load_state_dict(shipped, strict=False)
+    for name, state in (("run", model.state_dict()), ("other", {**model.state_dict(), "recon": model.recon + 0.01})):
+        (tmp_path / name).mkdir()
+        torch.save({"arch": "wavelet", "arch_config": {**manifest.build_config, "postfilter": {"link": False}},
+                    "model": state, "step": 0, "elapsed": 0.0}, tmp_path / name / "last.pt")
+    args = ["ablate", str(tmp_path), "--qualities", "2,4,6", "--time-images", "1", "--runs"]
+    monkeypatch.setattr(sys, "argv", [*args, str(tmp_path / "run")])
+    ablate.main()
+    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    assert rows["none"][3:5] == ["+0.000", "+0.00%"] and rows[str(tmp_path / "run")][3:5] == ["+0.000", "+0.00%"]
+    assert float(rows["wavelet (shipped)"][3]) > 0 and float(rows["wavelet (shipped)"][4].rstrip("%*")) < 0
+    monkeypatch.setattr(sys, "argv", [*args, str(tmp_path / "other")])
+    with pytest.raises(SystemExit, match="not trained on the shipped codec"):
+        ablate.main()

@@ -16,7 +16,7 @@ from tests.conftest import make_photo
 from xcodec import api
 from xcodec.entropy import SYMBOL_LIMIT, StreamReader, StreamWriter
 from xcodec.errors import FormatError, InputError
-from xcodec.models import zoo
+from xcodec.models import threads, zoo
 from xcodec.models.codec import checkerboard
 from xcodec.models.exact import ExactConvNet
 from xcodec.models.postfilter import PostFilter
@@ -309,6 +309,52 @@ def test_postfilter_keeps_the_size_and_sees_the_quality(height, width):
     low, high = net(x, torch.tensor([1.0])), net(x, torch.tensor([8.0]))
     assert low.shape == x.shape
     assert not torch.equal(low, high)
+
+
+# The post-filter's ablations (docs/training-log.md): each switch, and the parameters it removes.
+SWITCHES = {"local": ("coarse.attn.local_qkv",), "coarse": ("coarse.attn.coarse_q", "coarse.attn.coarse_kv"),
+            "channel": ("coarse.channel_attn",), "mixed_ffn": ("coarse.ffn.dw3", "coarse.ffn.gate"),
+            "link": ("link.q", "link.kv"), "coarse_path": ("down", "coarse", "link")}
+
+
+def random_weights(net: torch.nn.Module, seed: int) -> torch.nn.Module:
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in net.parameters():
+            p.copy_(torch.randn(p.shape, generator=generator) * 0.1)
+    return net.eval()
+
+
+def test_postfilter_from_a_dict_of_defaults_is_the_shipped_design():
+    """``postfilter`` as a width and as a dict of the defaults build the same module: the same
+    tensors from the same seed, and so the same output."""
+    nets = []
+    for config in (16, {"width": 16, **dict.fromkeys(SWITCHES, True)}):
+        torch.manual_seed(4)
+        nets.append(WaveletCodec(lifting_hidden=0, postfilter=config).postfilter)
+    one, other = (net.state_dict() for net in nets)
+    assert one.keys() == other.keys() and all(torch.equal(one[k], other[k]) for k in one)
+
+
+@pytest.mark.parametrize("switch", SWITCHES)
+@pytest.mark.parametrize("height,width", [(1, 40), (61, 97), (300, 90)])
+def test_each_postfilter_part_switches_off(monkeypatch, switch, height, width):
+    """A part switched off has no parameters; the filter still keeps the size, starts as the
+    identity, learns, and gives the same bits in stripes as on the whole map."""
+    net = PostFilter(16, 1, **{switch: False})
+    names = list(net.state_dict())
+    assert not any(name.startswith(prefix) for name in names for prefix in SWITCHES[switch]), names
+    x, quality = torch.rand(1, 3, height, width), torch.tensor([3.0])
+    assert torch.equal(net(x, quality), x)
+    random_weights(net, 7).train()
+    net(x, quality).square().mean().backward()
+    assert all(p.grad is not None for p in net.parameters())
+    outputs = []
+    for rows in (10**6, 40):
+        monkeypatch.setattr(threads, "STRIPE_ROWS", rows)
+        with torch.inference_mode():
+            outputs.append(net.eval()(x, quality))
+    assert outputs[0].shape == x.shape and torch.equal(*outputs)
 
 
 def test_training_reconstruction_is_close_to_the_files(codec):

@@ -93,6 +93,39 @@ def test_postfilter_then_joint_stage(tmp_path):
 
 
 @pytest.mark.slow
+def test_fresh_restarts_the_shipped_postfilter_of_any_design(tmp_path):
+    """Stage (ii) from a model with a post-filter continues it; ``--fresh postfilter`` starts it
+    anew (its last convolution at zero) while the codec keeps the shipped tensors; a post-filter of
+    another design does not fit without ``--fresh``."""
+    common, weights = stage_i_model(tmp_path)
+    run(*common, "--run-dir", str(tmp_path / "ii"), "--stage", "postfilter", "--init", "wavelet",
+        "--model-config", json.dumps({"postfilter": 8}), "--max-steps", "1", weights=weights)
+    zoo.export(tmp_path / "ii" / "last.pt", "wavelet", {}, weights)
+    shipped = zoo.load_training_weights("wavelet", weights)
+    stage = ["--stage", "postfilter", "--init", "wavelet", "--max-steps", "0"]
+    width = ["--model-config", json.dumps({"postfilter": 8})]  # over the stage's 32
+    run(*common, *stage, *width, "--run-dir", str(tmp_path / "on"), weights=weights)
+    run(*common, *stage, *width, "--run-dir", str(tmp_path / "fresh"), "--fresh", "postfilter", "--seed", "1",
+        weights=weights)  # another seed: another initialisation than the shipped one's
+    on, fresh = (torch.load(tmp_path / name / "last.pt", weights_only=False)["model"] for name in ("on", "fresh"))
+    assert all(torch.equal(on[k], v) for k, v in shipped.items())
+    assert all(torch.equal(fresh[k], v) for k, v in shipped.items() if not k.startswith("postfilter."))
+    assert not torch.equal(fresh["postfilter.head.weight"], shipped["postfilter.head.weight"])
+    assert shipped["postfilter.tail.weight"].any() and not fresh["postfilter.tail.weight"].any()
+
+    ablated = ["--model-config", json.dumps({"postfilter": {"width": 8, "link": False}})]
+    with pytest.raises(subprocess.CalledProcessError) as refused:
+        run(*common, *stage, *ablated, "--run-dir", str(tmp_path / "refused"), weights=weights)
+    assert b"--fresh postfilter" in refused.value.stderr
+    run(*common, *stage, *ablated, "--run-dir", str(tmp_path / "link"), "--fresh", "postfilter", weights=weights)
+    state = torch.load(tmp_path / "link" / "last.pt", weights_only=False)
+    assert state["arch_config"]["postfilter"] == {"width": 8, "link": False} and "postfilter.link.up.weight" in state["model"]
+    with pytest.raises(subprocess.CalledProcessError) as unknown:
+        run(*common, *stage, "--run-dir", str(tmp_path / "none"), "--fresh", "postfiltre", weights=weights)
+    assert b"no part postfiltre" in unknown.value.stderr
+
+
+@pytest.mark.slow
 def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
     """Stage perceptual trains only the perceptual head; exported as a head, it leaves the model's
     tensors file, and so the files made with it, as they were; a head of another codec is refused."""

@@ -931,6 +931,7 @@ def train(
     model_config: Annotated[str, typer.Option(help='Constructor arguments as JSON, over --init\'s and the stage\'s, e.g. \'{"M": 192}\'.')] = "{}",
     init: Annotated[Optional[str], typer.Option(help="Start from the shipped weights/NAME (fresh optimizers; parts the stage adds start fresh).")] = None,
     parts: Annotated[Optional[str], typer.Option(help="The model's parts that learn, comma-separated. Default: the stage's.")] = None,
+    fresh: Annotated[Optional[str], typer.Option(help="Parts of --init's model that start anew (fresh initialisation), comma-separated, e.g. postfilter.")] = None,
     option: Annotated[Optional[list[str]], typer.Option(help="A loss setting of the stage, NAME=NUMBER (repeatable).")] = None,
     val: Annotated[Optional[Path], typer.Option(help="Folder of validation images (e.g. ../shared/data/kodak).")] = None,
     val_images: Annotated[int, typer.Option(help="How many of them (the first).")] = 4,
@@ -958,7 +959,7 @@ def train(
     model = model or zoo.DEFAULT_MODEL  # shipped models are named after their architecture
     cfg = TrainConfig(
         data=data, run_dir=run or Path("runs") / model, model=model, stage=stage, model_config=json.loads(model_config),
-        init=init, parts=tuple(parts.split(",")) if parts else None, options=parse_options(option), val_dir=val,
+        init=init, parts=tuple(parts.split(",")) if parts else None, fresh=tuple(fresh.split(",")) if fresh else (), options=parse_options(option), val_dir=val,
         val_images=val_images, val_minutes=val_minutes, lr=lr, warmup_steps=warmup_steps, decay_start=decay_start,
         lr_end=lr_end, batch_size=batch_size, crop=crop, max_steps=max_steps, max_minutes=max_minutes,
         checkpoint_minutes=checkpoint_minutes, log_every=log_every, seed=seed, threads=threads, device=device,

@@ -39,7 +39,7 @@ from torch import Tensor, nn
 
 from .blocks import HybridBlock, blocked, pad_to
 from .codec import MAX_QUALITY, MIN_QUALITY
-from .postfilter import ResidualBlock
+from .postfilter import POOL, ResidualBlock
 from .threads import map_rows
 
 NOISE = 4  # noise channels at 1/2 resolution
@@ -72,7 +72,7 @@ class PerceptualHead(nn.Module):
         self.fine = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
         self.down = nn.Conv2d(width, coarse_width, 2, stride=2)
         self.coarse = nn.Sequential(*(block for _ in range(coarse_blocks) for block in (
-            ResidualBlock(coarse_width), HybridBlock(coarse_width, heads=4, window=8, pool=4))))
+            ResidualBlock(coarse_width), HybridBlock(coarse_width, heads=4, window=8, pool=POOL))))
         self.up = nn.ConvTranspose2d(coarse_width, width, 2, stride=2)
         self.late = nn.Sequential(*(ResidualBlock(width) for _ in range(late_blocks)))
         self.tail = nn.Conv2d(width, 12, 3, padding=1)

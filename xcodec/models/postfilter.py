@@ -7,6 +7,14 @@ path at 1/2 resolution removes local ringing and blocking of the wavelet's quant
 coarse path at 1/4 (a ``HybridBlock``: window attention, pooled global attention, channel
 attention, mixed FFN) gathers wider context that the fine path reads back through
 ``CrossScaleAttention``. The last convolution starts at zero: an untrained filter is the identity.
+
+Every part can be switched off, for the ablations of docs/training-log.md (``WaveletCodec``'s
+``postfilter`` as a dict of ``PostFilter``'s arguments): the ``HybridBlock``'s window attention
+(``local``), pooled global attention (``coarse``), channel attention (``channel``) and mixed FFN
+(``mixed_ffn``, else a plain one); ``link`` off, the coarse map reaches the fine features through a
+2x2 transposed convolution added to them (``UpsampledLink``) instead of the attention; without the
+``coarse_path``, the fine path's features go straight to the last convolution (convolutions only).
+The defaults are the shipped filter.
 """
 
 from __future__ import annotations
@@ -32,16 +40,35 @@ class ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+POOL = 4  # the pool of both decoder heads' global attentions (before ``GLOBAL_TOKENS`` bounds it)
+WINDOW = 8  # the coarse path's and the link's attention windows, and the stripes' alignment
+
+
+class UpsampledLink(nn.Module):
+    """The cross-scale link without attention (an ablation): the fine features plus the coarse map
+    upsampled by a 2x2 transposed convolution, as the perceptual head joins its two paths."""
+
+    def __init__(self, width: int):
+        super().__init__()
+        self.up = nn.ConvTranspose2d(width, width, 2, stride=2)
+
+    def forward(self, x: Tensor, context: Tensor) -> Tensor:
+        return x + self.up(context)[..., : x.shape[-2], : x.shape[-1]]
+
+
 class PostFilter(nn.Module):
     """x_hat (N, 3, H, W) in [0, 1] and quality (N,) -> the restored image, any H and W."""
 
-    def __init__(self, width: int = 32, blocks: int = 4):
+    def __init__(self, width: int = 32, blocks: int = 4, local: bool = True, coarse: bool = True, channel: bool = True,
+                 mixed_ffn: bool = True, link: bool = True, coarse_path: bool = True):
         super().__init__()
         self.head = nn.Conv2d(12 + 1, width, 3, padding=1)  # 2x2-folded RGB and the quality
         self.fine = nn.Sequential(*(ResidualBlock(width) for _ in range(blocks)))
-        self.down = nn.Conv2d(width, width, 2, stride=2)
-        self.coarse = HybridBlock(width, heads=4, window=8, pool=4)
-        self.link = CrossScaleAttention(width, width, ratio=0.5, heads=4, window=8)
+        self.down = self.coarse = self.link = None
+        if coarse_path:
+            self.down = nn.Conv2d(width, width, 2, stride=2)
+            self.coarse = HybridBlock(width, 4, WINDOW, POOL, local=local, coarse=coarse, channel=channel, mixed_ffn=mixed_ffn)
+            self.link = CrossScaleAttention(width, width, ratio=0.5, heads=4, window=WINDOW) if link else UpsampledLink(width)
         self.tail = nn.Conv2d(width, 12, 3, padding=1)
         nn.init.zeros_(self.tail.weight)
         nn.init.zeros_(self.tail.bias)
@@ -67,9 +94,12 @@ class PostFilter(nn.Module):
         folded = F.pixel_unshuffle(pad_to(x, 2, "replicate"), 2)
         level = ((quality.to(x.dtype) - MIN_QUALITY) / (MAX_QUALITY - MIN_QUALITY)).view(n, 1, 1, 1)
         inputs = torch.cat([folded - 0.5, level.expand(n, 1, *folded.shape[-2:])], 1)
-        rows, window = folded.shape[-2], self.link.window
+        rows, window = folded.shape[-2], WINDOW
         stripe = rows if folded.shape[-1] < window else None  # narrower than a window: whole (its windows shrink)
         radius = 1 + 2 * len(self.fine)  # of the head and the residual blocks' 3x3 convolutions
+        if self.coarse is None:  # convolutions only: one pass, the tail's 3x3 in the halo
+            return map_rows(lambda lo, hi: last(blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :])),
+                            rows, radius + 1, 1, stripe)
         features = map_rows(lambda lo, hi: blocked(lambda t: self.fine(self.head(t)), inputs[..., lo:hi, :]), rows, radius, window, stripe)
         padded = pad_to(features, 2, "replicate")
         coarse = map_rows(lambda lo, hi: self.down(padded[..., 2 * lo : 2 * hi, :]), padded.shape[-2] // 2, 0, 1, scale=2)

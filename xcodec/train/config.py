@@ -26,6 +26,7 @@ class TrainConfig:
     model_config: dict = field(default_factory=dict)  # constructor arguments, over --init's and the stage's
     init: str | None = None  # a model in weights/ to start from
     parts: tuple[str, ...] | None = None  # the parts the stage's first objective trains; None: the stage's
+    fresh: tuple[str, ...] = ()  # parts of the --init model that start anew (fresh initialisation)
     options: dict[str, float] = field(default_factory=dict)  # the stage's loss settings
     # None below: the stage's default, else DEFAULTS
     batch_size: int | None = None

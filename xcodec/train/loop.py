@@ -13,7 +13,8 @@ atomically every few minutes and on SIGTERM/Ctrl-C, so a killed run loses at mos
 ``--init NAME`` starts a new run from the shipped ``weights/NAME`` (fresh optimisers); the parts the
 stage adds start fresh, and so do the blocks that ``--model-config`` adds to a shipped head
 (``{"perceptual": {"late_blocks": 2}}``: the shipped head's tensors, grown by blocks that start as
-the identity).
+the identity). A part the shipped model has continues from its weights unless ``--fresh`` names it
+(``--fresh postfilter``: a post-filter trained from scratch, of the shipped design or another).
 
 Distributed: launched by ``torchrun``, each process trains on its own crops and the gradients of
 every objective are averaged across processes before each update (gloo on CPU, nccl on GPU);
@@ -71,13 +72,19 @@ def starting_model(cfg: TrainConfig, stage: Stage) -> tuple[Codec, dict, dict]:
         earlier = {"steps": manifest.info.get("steps", 0), "minutes": manifest.info.get("train_minutes", 0.0)}
     config = merged(config, stage.config, cfg.model_config)
     model = zoo.build(cfg.model, config)
+    absent = set(cfg.fresh) - {key.split(".")[0] for key in model.state_dict()}
+    if absent:
+        raise TrainingError(f"--fresh: the model has no part {', '.join(sorted(absent))}")
     if cfg.init:
+        anew = parts(*cfg.fresh)
+        weights = {key: value for key, value in zoo.load_training_weights(cfg.init).items() if not anew(key)}
+        hint = f" (--fresh {','.join(stage.fresh)} starts it anew)" if stage.fresh and not cfg.fresh else ""
         try:
-            missing, unexpected = model.load_state_dict(zoo.load_training_weights(cfg.init), strict=False)
+            missing, unexpected = model.load_state_dict(weights, strict=False)
         except RuntimeError as e:  # a tensor of another shape
-            raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config}: {e}") from e
-        if unexpected or any(key.split(".")[0] not in stage.fresh for key in missing):
-            raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config} "
+            raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config}{hint}: {e}") from e
+        if unexpected or any(key.split(".")[0] not in (*stage.fresh, *cfg.fresh) for key in missing):
+            raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config}{hint} "
                              f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
     return model, config, earlier
 

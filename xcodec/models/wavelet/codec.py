@@ -60,13 +60,15 @@ class WaveletCodec(Codec):
     efforts = 3
     default_effort = 1
 
-    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int = 0,
+    def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int | dict = 0,
                  perceptual: int | dict = 0, context_blocks: int = 0):
         super().__init__()
         self.levels = levels
-        # The decoder-side heads, 0 for none. ``postfilter``: its width; ``perceptual``: the
+        # The decoder-side heads, 0 for none. ``postfilter``: its width (the shipped design), or the
+        # ``PostFilter``'s arguments (its parts switched off for an ablation); ``perceptual``: the
         # ``PerceptualHead``'s arguments ({} for its defaults), or its width alone (older checkpoints).
-        self.postfilter = PostFilter(postfilter) if postfilter else None
+        self.postfilter = PostFilter(**postfilter) if isinstance(postfilter, dict) else (
+            PostFilter(postfilter) if postfilter else None)
         self.perceptual = PerceptualHead(**perceptual) if isinstance(perceptual, dict) else (
             PerceptualHead(perceptual) if perceptual else None)
         self.colour = nn.Parameter(torch.tensor(ICT))
