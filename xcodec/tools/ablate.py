@@ -30,6 +30,7 @@ from .. import api, container
 from ..bench.bdrate import bd_rate
 from ..container import Header
 from ..files import list_images
+from ..metrics import psnr
 from ..models import zoo
 from ..models.postfilter import PostFilter
 from ..models.wavelet.codec import GLOBAL_TOKENS, WaveletCodec
@@ -68,10 +69,6 @@ def reconstruction(model: WaveletCodec, data: bytes) -> tuple[torch.Tensor, Head
     (payloads,) = container.tile_streams(table.bitstream())
     with torch.inference_mode():
         return model.decompress(payloads, *header.padded_size, header.quality, torch.device("cpu"), header.version), header
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255**2 / np.mean((a.astype(np.float64) - b) ** 2)))
 
 
 def filter_seconds(postfilter: PostFilter, decoded: list[torch.Tensor]) -> float:
