@@ -239,6 +239,26 @@ def test_a_head_grown_from_the_shipped_one_starts_with_its_output(tmp_path):
         starting_model(wider, find_stage("wavelet", "perceptual"))
 
 
+def test_a_postfilter_less_its_coarse_path_starts_from_the_shipped_convolutions(tmp_path):
+    """--init with a part switched off in --model-config: the shipped filter's other tensors carry
+    over and the removed part's are dropped; a redesign that needs new tensors is still refused."""
+    from xcodec.errors import TrainingError
+    from xcodec.train.config import TrainConfig, find_stage
+    from xcodec.train.loop import starting_model
+
+    shipped = zoo.load_training_weights("wavelet")
+    convs = TrainConfig(tmp_path, tmp_path, "wavelet", "postfilter", {"postfilter": {"coarse_path": False}}, init="wavelet")
+    model = starting_model(convs, find_stage("wavelet", "postfilter"))[0]
+    kept = model.state_dict()
+    assert model.postfilter.coarse is None and any(k.startswith("postfilter.coarse.") for k in shipped)
+    assert all(torch.equal(kept[k], v) for k, v in shipped.items() if k in kept)
+    assert {k for k in shipped if k not in kept} == {k for k in shipped if k.startswith(("postfilter.down.", "postfilter.coarse.", "postfilter.link."))}
+
+    linked = TrainConfig(tmp_path, tmp_path, "wavelet", "postfilter", {"postfilter": {"link": False}}, init="wavelet")
+    with pytest.raises(TrainingError, match="--fresh postfilter"):
+        starting_model(linked, find_stage("wavelet", "postfilter"))
+
+
 def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
     """``log_lpips`` 1 makes the distance the mean of log LPIPS over the crops (a crop at quality 8
     weighs as much as one at quality 1); 0 keeps the plain mean."""

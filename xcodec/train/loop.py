@@ -14,7 +14,10 @@ atomically every few minutes and on SIGTERM/Ctrl-C, so a killed run loses at mos
 stage adds start fresh, and so do the blocks that ``--model-config`` adds to a shipped head
 (``{"perceptual": {"late_blocks": 2}}``: the shipped head's tensors, grown by blocks that start as
 the identity). A part the shipped model has continues from its weights unless ``--fresh`` names it
-(``--fresh postfilter``: a post-filter trained from scratch, of the shipped design or another).
+(``--fresh postfilter``: a post-filter trained from scratch, of the shipped design or another); a
+part that ``--model-config`` redesigns by switching parts of it off keeps the tensors it still has
+and drops the others (``{"postfilter": {"coarse_path": false}}``: the shipped filter's
+convolutions, fine-tuned alone).
 
 Distributed: launched by ``torchrun``, each process trains on its own crops and the gradients of
 every objective are averaged across processes before each update (gloo on CPU, nccl on GPU);
@@ -83,6 +86,14 @@ def starting_model(cfg: TrainConfig, stage: Stage) -> tuple[Codec, dict, dict]:
             missing, unexpected = model.load_state_dict(weights, strict=False)
         except RuntimeError as e:  # a tensor of another shape
             raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config}{hint}: {e}") from e
+        # a part that --model-config redesigns by removing parts of it (a post-filter less its coarse
+        # path) drops their tensors; one that also needs new tensors still needs --fresh
+        redesigned = parts(*cfg.model_config)
+        dropped = [key for key in unexpected if redesigned(key)]
+        if dropped and not any(redesigned(key) for key in missing):
+            unexpected = [key for key in unexpected if key not in dropped]
+            console.print(f"--init {cfg.init}: {len(dropped)} tensors dropped, which the redesigned "
+                          f"{', '.join(sorted({key.split('.')[0] for key in dropped}))} lacks")
         if unexpected or any(key.split(".")[0] not in (*stage.fresh, *cfg.fresh) for key in missing):
             raise TrainingError(f"--init {cfg.init} does not fit stage {stage.name} with {config}{hint} "
                              f"(missing {missing[:4]}, unexpected {unexpected[:4]})")
