@@ -19,6 +19,8 @@ from xcodec.container import Bitstream, Header, StreamKind
 from xcodec.errors import FormatError, InputError
 from xcodec.lossless import fit as fitting
 from xcodec.lossless import tables
+from xcodec.lossless.tokens import Alphabet
+from xcodec.lossless.walk import DESIGNS
 
 from tests.conftest import make_photo
 
@@ -272,7 +274,7 @@ def test_fitted_scale_recovers_a_laplacian():
     assert np.allclose(scales, 3.0, rtol=0.05)
 
 
-@pytest.mark.parametrize("name", ["lossless", tables.NAME])
+@pytest.mark.parametrize("name", ["lossless", "lossless-2", tables.NAME])
 def test_shipped_tables_are_hash_checked(name):
     table, manifest = tables.load(name)
     assert table.scales.shape == (manifest.config["bins"],) and (np.diff(table.scales) >= 0).all()
@@ -350,15 +352,15 @@ def test_first_generation_files_still_decode_to_the_same_samples(name):
     assert hashlib.sha256(np.asarray(api.decode(data)).tobytes()).hexdigest() == GOLDEN[name]
 
 
-def golden_inputs() -> dict[str, tuple[object, dict]]:
-    """The inputs of the ``lossless-2`` golden files and the options they were coded with."""
+def golden_inputs(generation: str) -> dict[str, tuple[object, dict]]:
+    """The inputs of the golden files of ``generation`` (``lossless-2`` and on) and the options they were coded with."""
     photo = make_photo(101, 67, seed=3)  # odd sizes, above the fit's 4096 pixels
     rng = np.random.default_rng(7)
     gray = np.asarray(photo.convert("L"), dtype=np.uint16)[:45, :77] * 257 + rng.integers(0, 256, (45, 77))
     rgb = np.asarray(photo, dtype=np.uint16)[:40, :70] * 257 + rng.integers(0, 256, (40, 70, 3))
-    return {"lossless-2-rgb.xsc": (photo, {"lossless": True}), "lossless-2-max-error-2.xsc": (photo, {"max_error": 2}),
-            "lossless-2-gray16.xsc": (Image.fromarray(gray.astype(np.uint16)), {"lossless": True}),
-            "lossless-2-rgb16.xsc": (rgb.astype(np.uint16), {"lossless": True})}
+    return {f"{generation}-rgb.xsc": (photo, {"lossless": True}), f"{generation}-max-error-2.xsc": (photo, {"max_error": 2}),
+            f"{generation}-gray16.xsc": (Image.fromarray(gray.astype(np.uint16)), {"lossless": True}),
+            f"{generation}-rgb16.xsc": (rgb.astype(np.uint16), {"lossless": True})}
 
 
 GOLDEN_2 = {  # files of the second generation (``lossless-2``), written before its walk was rearranged for speed
@@ -367,33 +369,42 @@ GOLDEN_2 = {  # files of the second generation (``lossless-2``), written before 
     "lossless-2-gray16.xsc": "effd9ce90e42e17cf5743affc5d736d50615a8594444fcaddb82e792d3a59918",
     "lossless-2-rgb16.xsc": "41364df6d5693e55274cdcb6bd2cd81200407fa4673077e657066b8d98b4dda9",
 }
+GOLDEN_3 = {  # files of the third generation (``lossless-3``)
+    "lossless-3-rgb.xsc": "8c2eb2bdbc5a64aa74d12bd3ccae529ec3a811313d88eb0069d942e72021c0b2",
+    "lossless-3-max-error-2.xsc": "5c7955c3359e815d04c37fbb326310d94c1790ad77b2a637df19a3879f43a3c9",
+    "lossless-3-gray16.xsc": "effd9ce90e42e17cf5743affc5d736d50615a8594444fcaddb82e792d3a59918",
+    "lossless-3-rgb16.xsc": "41364df6d5693e55274cdcb6bd2cd81200407fa4673077e657066b8d98b4dda9",
+}
 
 
-@pytest.mark.parametrize("name", list(GOLDEN_2))
-def test_second_generation_files_decode_to_the_same_samples_and_encode_to_the_same_bytes(name):
+@pytest.mark.parametrize("name, generation", [(n, "lossless-2") for n in GOLDEN_2] + [(n, "lossless-3") for n in GOLDEN_3])
+def test_later_generations_files_decode_to_the_same_samples_and_encode_to_the_same_bytes(name, generation, monkeypatch):
+    """Every generation from ``lossless-2`` on still decodes its files, and encodes them again byte for byte."""
     data = (Path(__file__).parent / "corpus" / name).read_bytes()
-    assert container.unpack(data).header.model == "lossless-2"
+    assert container.unpack(data).header.model == generation
     decoded, _ = api.decode_samples(data)
-    assert hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest() == GOLDEN_2[name]
-    image, options = golden_inputs()[name]
+    assert hashlib.sha256(np.ascontiguousarray(decoded).tobytes()).hexdigest() == {**GOLDEN_2, **GOLDEN_3}[name]
+    image, options = golden_inputs(generation)[name]
+    monkeypatch.setattr(tables, "NAME", generation)
     assert api.encode(image, **options) == data
 
 
-def test_tokens_split_and_join_every_sixteen_bit_magnitude():
-    from xcodec.lossless import tokens
-
+@pytest.mark.parametrize("alphabet", [Alphabet(), DESIGNS["lossless-3"].alphabet])
+def test_tokens_split_and_join_every_sixteen_bit_magnitude(alphabet):
     magnitude = np.arange(1 << 16)
-    token, raw, bits = tokens.split(magnitude)
-    assert np.array_equal(tokens.join(token, raw), magnitude) and np.array_equal(tokens.raw_bits(token), bits)
-    assert (raw < (1 << bits)).all() and token.max() + 1 == tokens.TOKENS == tokens.magnitude_tokens((1 << 16) - 1)
-    assert tokens.magnitude_tokens(255) == 32
+    token, raw, bits = alphabet.split(magnitude)
+    assert np.array_equal(alphabet.join(token, raw), magnitude) and np.array_equal(alphabet.raw_bits(token), bits)
+    assert (raw < (1 << bits)).all() and token.max() + 1 == alphabet.tokens == alphabet.magnitude_tokens((1 << 16) - 1)
+    assert np.array_equal(np.unique(token), np.arange(alphabet.tokens))  # every token of some magnitude
+    assert Alphabet().magnitude_tokens(255) == 32 and DESIGNS["lossless-3"].alphabet.magnitude_tokens(255) == 18
 
 
-def test_symbols_round_trip_with_either_sign_of_the_centre():
+@pytest.mark.parametrize("name", ["lossless-2", "lossless-3"])
+def test_symbols_round_trip_with_either_sign_of_the_centre(name):
     from xcodec.lossless.tokens import Histograms
 
-    table, _ = tables.load()
-    histograms = Histograms(table.counts, 3, 255)
+    table, _ = tables.load(name)
+    histograms = Histograms(table.counts, 3, 255, DESIGNS[name].alphabet)
     q = np.arange(-255, 256)
     for centre in (-0.375, 0.0, 0.25):
         mean = np.full(q.size, centre)
@@ -404,25 +415,27 @@ def test_symbols_round_trip_with_either_sign_of_the_centre():
 
 
 def test_prior_counts_without_data_are_the_laplacians():
-    counts = fitting.prior_counts(np.zeros(int(np.prod(tables.COUNTS_SHAPE)), dtype=np.int64))
-    assert counts.shape == tables.COUNTS_SHAPE and counts.dtype == np.int64
+    shape = fitting.ALPHABET.counts_shape
+    counts = fitting.prior_counts(np.zeros(int(np.prod(shape)), dtype=np.int64))
+    assert counts.shape == shape and counts.dtype == np.int64
     assert np.abs(counts.sum(-1) - 256).max() <= 32  # PRIOR_TOTAL, less rounding
     centre = counts.shape[-1] // 2  # the token of 0
     assert (counts[:, :20].argmax(-1) == centre).all()  # narrow scales: 0 is the likeliest
 
 
+@pytest.mark.parametrize("name", ["lossless-2", "lossless-3"])
 @pytest.mark.parametrize("planes, height, width, depth", [(3, 37, 23, 8), (1, 20, 90, 16), (3, 90, 7, 16), (3, 1, 1, 8)])
-def test_predictions_computed_ahead_are_the_walks_own(planes, height, width, depth):
+def test_predictions_computed_ahead_are_the_walks_own(planes, height, width, depth, name):
     """A lossless encoder's predictions of the whole tile ahead (``State.foresee``) give every step
     of the walk the same coder inputs as the walk's own, step by step, and the same samples back
     (odd sizes, 1x1, 8 and 16 bits; all but 1x1 long enough for the walk's arrays to slide)."""
     from xcodec.lossless.codec import fit
-    from xcodec.lossless.walk import DESIGNS, Grid, Quantiser, padded, walk
+    from xcodec.lossless.walk import Grid, Quantiser, padded, walk
 
     rng = np.random.default_rng(planes * height + depth)
     smooth = np.cumsum(rng.integers(-3, 4, (planes, height, width)), axis=2) + (1 << (depth - 1))
     tile = np.clip(smooth + rng.integers(0, 1 << (depth - 6), smooth.shape), 0, (1 << depth) - 1)
-    grid, table = Grid(height, width, planes, DESIGNS[tables.NAME]), tables.load()[0]
+    grid, table = Grid(height, width, planes, DESIGNS[name]), tables.load(name)[0]
     image = padded(tile, grid, depth)
     coefs = fit(image, grid, depth)[0]
     original = tile.reshape(-1).take(grid.order)

@@ -134,7 +134,7 @@ def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: in
     height, width = samples.shape[1:]
     check_pixels(width, height, max_pixels)
     tile = _tile(tile, height, width, 1, container.EXACT_MAX_TILE)
-    coder, manifest = tables.load()
+    coder, manifest = tables.load(tables.NAME)
     count = thread_count(threads)
 
     def code(box: tuple[int, int, int, int]) -> bytes:

@@ -370,7 +370,7 @@ def _validate(h: Header) -> None:
 def _validate_exact(h: Header) -> None:
     """Version 6: the lossless coder's file, quality 0 (unused), an error bound of 0 (lossless) ..
     MAX_ERROR, one stream per tile, no padding, 16 bits only in grayscale for ``lossless`` (the first
-    generation; ``lossless-2`` has 16-bit RGB too), tiles of at most
+    generation; the later ones have 16-bit RGB too), tiles of at most
     ``EXACT_MAX_TILE`` pixels a side."""
     if h.model not in LOSSLESS_MODELS:
         raise FormatError(f"invalid .xsc header (a lossless file names model {h.model!r}, not one of {', '.join(LOSSLESS_MODELS)})")

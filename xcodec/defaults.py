@@ -17,9 +17,9 @@ DEFAULT_QUALITY = 4.0
 DEFAULT_MAX_PIXELS = 64 * 1024 * 1024
 DEFAULT_TILE = 1024  # pixels; bounds the memory of encoding and decoding, whatever the image size
 # The coder of lossless and near-lossless files (``xcodec.lossless``): what encoders write, and the
-# generations decoders read (``lossless``, the first, is no longer written).
-LOSSLESS_MODEL = "lossless-2"
-LOSSLESS_MODELS = ("lossless", LOSSLESS_MODEL)
+# generations decoders read (``lossless`` and ``lossless-2``, the older ones, are no longer written).
+LOSSLESS_MODEL = "lossless-3"
+LOSSLESS_MODELS = ("lossless", "lossless-2", LOSSLESS_MODEL)
 TILE_ALIGN = 64  # tile sizes are multiples of this, which every model's alignment divides
 # Device files of the GPU drivers that torch's "cuda" device can use (NVIDIA, ROCm, WSL).
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")

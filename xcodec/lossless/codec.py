@@ -118,7 +118,7 @@ def encode_tile(samples: np.ndarray, depth: int, max_error: int, table: Table, m
         write_coefs(writer, coefs, grid.design.packed)
     original = samples.reshape(-1).take(grid.order)  # in coding order
 
-    histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
+    histograms = Histograms(table.counts, planes, quantiser.limit, grid.design.alphabet) if grid.design.tokens else None
 
     def code(batch: Batch) -> np.ndarray:
         q = quantiser.symbols(original[batch.span], batch.prediction)
@@ -153,7 +153,7 @@ def decode_tile(payload: bytes, planes: int, height: int, width: int, depth: int
     if reader.uniform(2):
         coefs = read_coefs(reader, coefs.shape, grid.design.packed)
 
-    histograms = Histograms(table.counts, planes, quantiser.limit) if grid.design.tokens else None
+    histograms = Histograms(table.counts, planes, quantiser.limit, grid.design.alphabet) if grid.design.tokens else None
 
     def code(batch: Batch) -> np.ndarray:
         if histograms is None:

@@ -1,6 +1,7 @@
 """Fit the lossless coder's table (Laplacian scales per context bin, token histograms) on training photos.
 
-    python -m xcodec.lossless.fit ../shared/data/train --images 48   # writes weights/lossless-2.*
+    python -m xcodec.lossless.fit ../shared/data/train --images 24   # writes weights/lossless-3.*
+    python -m xcodec.lossless.fit ../shared/data/train --images 24 --start lossless-2   # its first fit
 
 The training photos are JPEGs; each is downscaled by 2 (box filter), which hides most of the JPEG
 artefacts, and cut to at most 512 x 512 pixels. The encoder's walk runs on every image with a
@@ -9,7 +10,8 @@ fine log-spaced grid (the generation encoders write, ``tables.NAME``). Each toke
 histogram is its tokens' counts in those walks, plus a discretised Laplacian of the context's
 scale and centre worth ``LAPLACE_WEIGHT`` tokens (which is all that contexts the photos never
 reach, such as 16-bit scales, get), in ``PRIOR_TOTAL`` units. The walk adapts both online, starting
-from the installed table: a refit on the same photos changes it little.
+from the installed table's scales (``--start``: another generation's, for a generation's first fit):
+a refit on the same photos changes it little.
 """
 
 from __future__ import annotations
@@ -26,13 +28,14 @@ from ..files import sha256, write_atomic
 from ..models.manifest import WEIGHTS_DIR
 from .codec import fit
 from . import tables
-from .tables import COUNTS_SHAPE, NAME
-from .tokens import PRIOR_TOTAL, SCALE_EDGES, TOKENS, Histograms, split
+from .tables import NAME
+from .tokens import PRIOR_TOTAL, SCALE_EDGES, Histograms
 from .walk import BINS, DESIGNS, Batch, Grid, Quantiser, padded, walk
 
 GRID = np.exp(np.linspace(np.log(0.05), np.log(400.0), 400))
 CROP = 512
 LAPLACE_WEIGHT = 64  # tokens' worth of a Laplacian in each context's prior
+ALPHABET = DESIGNS[NAME].alphabet
 
 
 def training_images(root: Path, count: int) -> list[np.ndarray]:
@@ -48,16 +51,18 @@ def training_images(root: Path, count: int) -> list[np.ndarray]:
     return images
 
 
-def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def residuals(samples: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Context bins and residuals (sample minus the centre of its Laplacian) of a lossless walk,
-    and its token counts per token context (flattened ``COUNTS_SHAPE``)."""
+    and its token counts per token context (flattened ``ALPHABET.counts_shape``); ``scales``: the
+    walk's prior."""
     planes, height, width = samples.shape
     grid, quantiser = Grid(height, width, planes, DESIGNS[NAME]), Quantiser(8, 0)
     original = samples.reshape(-1).take(grid.order)
-    histograms = Histograms(np.zeros(COUNTS_SHAPE, dtype=np.int64), planes, quantiser.limit)
-    offset = TOKENS - histograms.tokens  # from the 8-bit alphabet to the table's
-    bins, res, counts = [], [], np.zeros(int(np.prod(COUNTS_SHAPE)), dtype=np.int64)
-    size = COUNTS_SHAPE[-1]
+    shape = ALPHABET.counts_shape
+    histograms = Histograms(np.zeros(shape, dtype=np.int64), planes, quantiser.limit, ALPHABET)
+    offset = ALPHABET.tokens - histograms.tokens  # from the 8-bit alphabet to the table's
+    bins, res, counts = [], [], np.zeros(int(np.prod(shape)), dtype=np.int64)
+    size = shape[-1]
 
     def record(batch: Batch) -> np.ndarray:
         x = original[batch.span]
@@ -69,7 +74,7 @@ def residuals(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         return x
 
     image = padded(samples, grid, 8)
-    walk(grid, quantiser, fit(image, grid, 8)[0], tables.load(NAME)[0].scales, record, image)
+    walk(grid, quantiser, fit(image, grid, 8)[0], scales, record, image)
     return np.concatenate(bins), np.concatenate(res), counts
 
 
@@ -95,22 +100,23 @@ def fit_scales(contexts: np.ndarray, res: np.ndarray, count: int = BINS) -> np.n
 
 def laplace_counts() -> np.ndarray:
     """Per token context, the token probabilities of a discretised Laplacian of the context's scale
-    (its bucket's lower edge; 1/64 for the first) and centre (1/8 or 3/8 of a step), COUNTS_SHAPE."""
+    (its bucket's lower edge; 1/64 for the first) and centre (1/8 or 3/8 of a step), ``ALPHABET.counts_shape``."""
     values = np.arange(-(1 << 16) + 1, 1 << 16)
-    token, _, _ = split(np.abs(values))
-    symbols = TOKENS - 1 + np.sign(values) * token
-    table = np.zeros(COUNTS_SHAPE)
+    token, _, _ = ALPHABET.split(np.abs(values))
+    symbols = ALPHABET.tokens - 1 + np.sign(values) * token
+    shape = ALPHABET.counts_shape
+    table = np.zeros(shape)
     for bucket, scale in enumerate(np.concatenate([[1 / 64], SCALE_EDGES])):
         for level, centre in enumerate((0.125, 0.375)):
             cdf = lambda v: np.where(v < 0, 0.5 * np.exp(np.minimum(v, 0) / scale), 1 - 0.5 * np.exp(-np.maximum(v, 0) / scale))  # noqa: E731
             pmf = cdf(values - centre + 0.5) - cdf(values - centre - 0.5)
-            table[:, bucket, level] = np.bincount(symbols, pmf, COUNTS_SHAPE[-1])
+            table[:, bucket, level] = np.bincount(symbols, pmf, shape[-1])
     return table / table.sum(-1, keepdims=True)
 
 
 def prior_counts(counts: np.ndarray) -> np.ndarray:
     """The shipped prior: each context's token counts plus its Laplacian, in PRIOR_TOTAL units."""
-    mixed = counts.reshape(COUNTS_SHAPE) + LAPLACE_WEIGHT * laplace_counts()
+    mixed = counts.reshape(ALPHABET.counts_shape) + LAPLACE_WEIGHT * laplace_counts()
     return np.round(PRIOR_TOTAL * mixed / mixed.sum(-1, keepdims=True)).astype(np.int64)
 
 
@@ -119,9 +125,11 @@ def main() -> None:
     parser.add_argument("root", type=Path)
     parser.add_argument("--images", type=int, default=48)
     parser.add_argument("--out", type=Path, default=WEIGHTS_DIR)
+    parser.add_argument("--start", default=NAME, help="the generation whose installed scales the walks start from")
     args = parser.parse_args()
     images = training_images(args.root, args.images)
-    walks = [residuals(image) for image in images]
+    start = tables.load(args.start)[0].scales
+    walks = [residuals(image, start) for image in images]
     scales = fit_scales(np.concatenate([b for b, _, _ in walks]), np.concatenate([r for _, r, _ in walks]))
     counts = prior_counts(sum(c for _, _, c in walks))
     path = args.out / f"{NAME}.safetensors"

@@ -8,9 +8,9 @@ already decoded:
   plane, G for R and ``(R + G) >> 1`` for B (the same samples the decoder already has), so the
   colour decorrelation costs no transform and the error bound of near-lossless coding holds on the
   samples themselves.
-- Ten predictors of ``d`` (W, N, the gradient W + N - NW, ...; the last one a linear predictor whose
-  integer coefficients the encoder fits to the tile by least squares and sends, on the plane's
-  causal neighbours and on the two earlier planes' ``d`` around the same pixel) are blended with
+- Ten predictors of ``d`` (four in ``lossless-3``: W, N, W + NE - N, ...; the last one a linear
+  predictor whose integer coefficients the encoder fits to the tile by least squares and sends, on
+  the plane's causal neighbours and on the two earlier planes' ``d`` around the same pixel) are blended with
   integer weights ``2**36 // (E + 8)**2``, ``E`` each predictor's recent error at six causal
   neighbours (the idea of JPEG XL's weighted predictor), then corrected by the running mean error
   of its class (CALIC's bias cancellation). Predictions are in 1/8 of a sample.
@@ -22,13 +22,18 @@ already decoded:
 - Near-lossless coding with a bound ``N`` quantises ``x - P`` (``P`` the rounded prediction) in
   steps of ``2N + 1`` (JPEG-LS style); every later prediction uses the reconstructed samples.
 
-Two generations of this model exist, each a ``Design`` named by the file's model name: ``lossless``
+Three generations of this model exist, each a ``Design`` named by the file's model name: ``lossless``
 (the first; still decoded) and ``lossless-2``, which takes B against G rather than (R + G) / 2,
 fits a least-squares predictor per pixel parity (row and column, even or odd: photos whose colour
 was stored at half resolution, as Kodak's Photo CD scans, have parity-dependent chroma) and local
 gradient class, puts the parity in the scale contexts, looks at more neighbours, splits the bias
 classes further (512 sign patterns), weighs the fitted predictor 16 times in the blend, and codes
-its symbols as tokens with adaptive histograms (``tokens``) rather than with Laplacians.
+its symbols as tokens with adaptive histograms (``tokens``) rather than with Laplacians. The third,
+``lossless-3`` (what encoders write), is ``lossless-2`` made cheaper to decode: three fixed
+predictors rather than nine (W, N, W + NE - N), the earlier planes' five nearest samples rather
+than nine as features of the fitted one, six recent neighbours rather than eight (not those at
+(-2, -2) and (-2, 2)), and tokens of two bits an octave above 8 rather than four above 16
+(35 symbols rather than 63 for 8-bit samples: the coder's distributions are built per symbol).
 
 Order: anti-diagonal wavefronts ``2y + x = t`` (each depends only on earlier ones), every plane
 ``LAG`` wavefronts behind the one before it, so that its cross-plane features may use the earlier
@@ -49,9 +54,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .tokens import Alphabet
+
 LAG = 4
 # Neighbours (dy, dx) of the two earlier planes around the pixel (they may lie ahead of it).
 CROSS = ((0, 0), (-1, 0), (0, -1), (-1, -1), (-1, 1), (1, 0), (0, 1), (1, 1), (1, -1))
+CROSS_5 = CROSS[:3] + CROSS[5:7]  # the pixel and its four nearest
 # Samples are stored skewed, in an array of (row, column, slot) positions: pixel (y, x) of plane p
 # at row 2y + x + LAG p + LEAD, column y + TOP, slot p + 2 (slots 0 and 1 are the all-zero planes
 # before the first, the missing earlier planes of the first ones). So one step of the walk is one
@@ -68,7 +76,6 @@ FRAC_BITS = 3
 FRAC = 1 << FRAC_BITS  # predictions in 1/8 of a sample
 COEF_BITS = 12  # least-squares coefficients in 1/4096
 COEF_LIMIT = 1 << 15  # they are sent as 16-bit two's-complement values
-PREDICTORS = 10
 ERROR_CAP = (1 << 15) - 1  # predictor errors are stored saturated (1/8 sample units)
 # Scale contexts: bin k >= 1 holds activities (8-bit units, 1/8 sample) of at least THRESHOLDS[k - 1].
 BINS = 36
@@ -115,13 +122,19 @@ class Design:
     packed: bool = False
     prior: int = 16  # how many samples the learned scale of a context counts as
     tokens: bool = False  # the symbols' distributions: Laplacians (False) or histograms (``tokens``)
+    alphabet: Alphabet = Alphabet()  # the histograms' tokens
     rich_bias: bool = False
     ls_weight: int = 4  # how many times the fitted predictor counts in the blend
+    fixed: tuple[int, ...] = tuple(range(len(FIXED)))  # which of the FIXED predictors (rows) it blends
+    # Neighbours (dy, dx) of the plane one back and of the plane two back, features of the fitted predictor.
+    cross: tuple[tuple[tuple[int, int], ...], tuple[tuple[int, int], ...]] = (CROSS, CROSS)
     features: int = field(init=False)
     classes: int = field(init=False)
+    predictors: int = field(init=False)  # the fixed ones and the fitted one
 
     def __post_init__(self):
-        object.__setattr__(self, "features", len(self.own) + 2 * len(CROSS))  # and a constant term
+        object.__setattr__(self, "features", len(self.own) + sum(map(len, self.cross)))  # and a constant term
+        object.__setattr__(self, "predictors", len(self.fixed) + 1)
         object.__setattr__(self, "classes", (len(self.gradients) + 1) * (PARITIES if self.parity else 1))
 
     def plane_rules(self, planes: int) -> tuple[tuple[int, int, int], ...]:
@@ -136,6 +149,10 @@ DESIGNS = {
                          ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 2), (0, -2, 2), (-2, -2, 1), (-2, 2, 1)),
                          ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True,
                          rich_bias=True, ls_weight=16),
+    "lossless-3": Design(OWN_1 + ((-2, -2), (-2, 2), (0, -3), (-3, 0)),
+                         ((-1, 0, 2), (0, -1, 2), (-1, -1, 1), (-1, 1, 1), (-2, 0, 2), (0, -2, 2)),
+                         ((0, 0, 0), (1, 0, 0), (0, 1, 0)), gradients=(16,), parity=True, packed=True, prior=4, tokens=True,
+                         rich_bias=True, ls_weight=16, fixed=(0, 1, 3), cross=(CROSS_5, CROSS_5), alphabet=Alphabet(8, 2)),
 }
 
 
@@ -183,17 +200,16 @@ class Grid:
     def feature_sources(self) -> list[tuple[int, int, int, int]]:
         """The least-squares predictor's features, (dy, dx, plane back, field) from each sample:
         the plane's own neighbours' d, then the two earlier planes'."""
-        return [(dy, dx, 0, D) for dy, dx in self.design.own] + [(dy, dx, -k, D) for k in (1, 2) for dy, dx in CROSS]
-
-    @functools.cached_property
-    def gradient_edges(self) -> np.ndarray:
-        return np.array(self.design.gradients, dtype=np.int64)
+        return [(dy, dx, 0, D) for dy, dx in self.design.own] + [(dy, dx, -k, D) for k in (1, 2) for dy, dx in self.design.cross[k - 1]]
 
     def ls_class(self, gradient: np.ndarray, parity: np.ndarray, depth: int) -> np.ndarray:
         """Which least-squares coefficient set predicts samples of ``gradient`` (|N - NW| + |W - NW|
         + |NE - N| in ``d``) and ``parity`` (2 (y & 1) + (x & 1))."""
         design = self.design
-        cls = np.searchsorted(self.gradient_edges, gradient >> (depth - 8), side="right")
+        v = gradient >> (depth - 8)
+        cls = np.zeros_like(v)
+        for edge in design.gradients:  # one or two: compares cost less than a search
+            cls += v >= edge
         return cls * PARITIES + parity if design.parity else cls
 
     def fronts_of(self, plane: int) -> tuple[np.ndarray, np.ndarray]:
@@ -292,7 +308,7 @@ class Prediction:
     """What the samples alone tell of a step's samples (a lossless encoder knows them all, and
     computes this for many steps at a time), in coding order."""
 
-    predictions: np.ndarray | None  # (PREDICTORS, samples) in 1/8; None where no errors are kept
+    predictions: np.ndarray | None  # (predictors, samples) in 1/8; None where no errors are kept
     blend: np.ndarray  # in 1/8, of d, before the bias correction
     spread: np.ndarray  # the largest prediction less the smallest
     pattern: np.ndarray  # the bias class's sign bits that the samples decide
@@ -317,6 +333,12 @@ def blank(cells: np.ndarray, depth: int) -> np.ndarray:
     cells[...] = 0
     cells[D, :, :, 2] = 1 << (depth - 1)
     return cells
+
+
+def bin_table(thresholds: np.ndarray) -> np.ndarray:
+    """The bin (``thresholds.searchsorted(v, side="right")``) of every v up to the last threshold:
+    a lookup of v capped there costs less than a search."""
+    return thresholds.searchsorted(np.arange(thresholds[-1] + 1), side="right")
 
 
 def weight_table(size: int, depth: int) -> np.ndarray:
@@ -355,7 +377,7 @@ class State:
         self.rows, self.first = min(rows, WINDOW + LEAD), 0
         self.cells = blank(np.empty((FIELDS, self.rows, columns, slots), dtype=np.int32), depth)
         # Saturated at ERROR_CAP (8-bit samples never reach it) to fit int16.
-        self.errors = np.zeros((PREDICTORS, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes
+        self.errors = np.zeros((design.predictors, self.rows if errors else 0, columns, grid.planes), dtype=np.int16)  # real planes
         self.row_cells = columns * slots  # of a field
         # Per plane, the fixed predictors' and every least-squares set's coefficients on the
         # features and a constant 1, in 1/8 of a sample: the fitted prediction is the floor of its
@@ -363,16 +385,17 @@ class State:
         # (c + 2**(COEF_BITS - 4)) / 2**(COEF_BITS - 3), exact in float64.
         coefs = coefs.reshape(grid.planes, design.classes, design.features + 1).astype(np.float64)
         coefs[..., -1] += 1 << (COEF_BITS - 4)
-        fixed = np.zeros((grid.planes, PREDICTORS - 1, design.features + 1))
-        fixed[..., : FIXED.shape[1]] = FIXED
+        fixed = np.zeros((grid.planes, len(design.fixed), design.features + 1))
+        fixed[..., : FIXED.shape[1]] = FIXED[list(design.fixed)]
         self.matrix = np.concatenate([fixed, coefs / (1 << (COEF_BITS - 3))], 1)
         recent = sorted(design.recent, key=lambda n: n[2])  # neighbours of equal weight together
         weights = [w for *_, w in recent]
         self.groups = [(w, weights.index(w), len(weights) - weights[::-1].index(w)) for w in sorted(set(weights))]
         self.recent = [(dy, dx) for dy, dx, _ in recent]
         self.weight_of = weight_table(sum(weights) * ERROR_CAP + 1, depth)
-        # The bins' thresholds in the samples' units (a >> s >= t: a >= t << s).
-        self.thresholds, self.cross_thresholds = THRESHOLDS << (depth - 8), CROSS_THRESHOLDS << (depth - 8)
+        # The bins of activities and of the earlier plane's final errors a, by lookup: those of
+        # a >> (depth - 8) (a >= t << s: a >> s >= t); the cross levels times their contexts' stride.
+        self.bin_of, self.cross_of = bin_table(THRESHOLDS), bin_table(CROSS_THRESHOLDS) * (self.parities * BINS)
         self.rules = np.stack(grid.rule_arrays()).astype(np.int32)  # (a, b, shift) by plane, of int32 samples
         self.bias_bins = np.arange(BINS) // 3  # the activity bins of a bias class, with ``rich_bias``
         # Each (plane, parity)'s scale context of the lowest activity and cross level.
@@ -391,7 +414,7 @@ class State:
         self.at = np.zeros(0, dtype=np.int64)
 
     def predictors(self, reads: np.ndarray, parity: np.ndarray, segments) -> np.ndarray:
-        """(PREDICTORS, n) predictions of d in 1/8 from (reads, n) reads at pixels of ``parity``,
+        """(predictors, n) predictions of d in 1/8 from (reads, n) reads at pixels of ``parity``,
         those of plane p at ``segments[p]`` (start, stop)."""
         g, n, features = self.grid, reads.shape[1], self.grid.design.features
         f = np.empty((features + 1, n))
@@ -402,9 +425,10 @@ class State:
         for plane, (start, stop) in enumerate(segments):
             if start < stop:
                 np.matmul(self.matrix[plane], f[:, start:stop], out=out[:, start:stop])
-        p = np.empty((PREDICTORS, n), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
-        p[:-1] = out[: PREDICTORS - 1]
-        sets = g.ls_class(gradient(reads), parity, self.depth) + PREDICTORS - 1
+        fixed = len(g.design.fixed)
+        p = np.empty((fixed + 1, n), dtype=np.int32)  # below 2**22 in 1/8 of 16-bit samples
+        p[:-1] = out[:fixed]
+        sets = g.ls_class(gradient(reads), parity, self.depth) + fixed
         fitted = np.floor(out.take(sets * n + np.arange(n)))
         p[-1] = clamp(fitted, -FRAC << (self.depth + 1), FRAC << (self.depth + 1))  # bounds the blend's products
         return p
@@ -442,9 +466,9 @@ class State:
         """A step's prediction, from the samples decoded before it, and its reads of the walk's past."""
         reads = self.cells.reshape(-1).take(self.offsets + self.at, mode="clip")  # never clipped
         p = self.predictors(reads, step.parity, step.segments)
-        row = step.row - self.first  # the errors' (PREDICTORS, columns, planes) blocks of the step's row
+        row = step.row - self.first  # the errors' (predictors, columns, planes) blocks of the step's row
         recent = self.recent_errors(lambda dy, dx: self.errors[:, row + 2 * dy + dx, step.start + dy : step.stop + dy])
-        recent = recent.reshape(PREDICTORS, -1).take(step.order, axis=1)
+        recent = recent.reshape(self.grid.design.predictors, -1).take(step.order, axis=1)
         return self.prediction(p, recent, reads, step.plane), reads[self.sequential :]
 
     def foresee(self, image: tuple[np.ndarray, np.ndarray]) -> list[np.ndarray]:
@@ -453,7 +477,7 @@ class State:
         ref, in coding order (``Grid.order``)."""
         g, planes = self.grid, self.grid.planes
         height, width = g.height, g.width
-        kept = np.zeros((PREDICTORS, planes, height + 2 * PAD, width + 2 * PAD), dtype=np.int16)
+        kept = np.zeros((g.design.predictors, planes, height + 2 * PAD, width + 2 * PAD), dtype=np.int16)
         band = max(1, BAND // (width * planes))
         out = [np.empty((planes, height, width), dtype=np.int32) for _ in range(4)]
         for top in range(0, height, band):
@@ -468,8 +492,8 @@ class State:
             ys, xs = np.divmod(np.arange(n), width)
             p = self.predictors(reads, np.tile(parity(ys + top, xs), planes), [(k * n, k * n + n) for k in range(planes)])
             d = band_reads(image, [(0, 0, 0, D)], top, rows)[0]
-            kept[window(0, 0)] = errors(p, d).reshape(PREDICTORS, planes, rows, width)
-            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)]).reshape(PREDICTORS, -1)
+            kept[window(0, 0)] = errors(p, d).reshape(-1, planes, rows, width)
+            recent = self.recent_errors(lambda dy, dx: kept[window(dy, dx)]).reshape(g.design.predictors, -1)
             ahead = self.prediction(p, recent, reads, np.repeat(np.arange(planes), n))
             for a, value in zip(out, (ahead.blend, ahead.spread, ahead.pattern, ahead.ref)):
                 a[:, top : top + rows] = value.reshape(planes, rows, width)
@@ -494,9 +518,9 @@ class State:
         """The step's context from its prediction and its reads of the walk's past."""
         g = self.grid
         activity = pred.spread + np.einsum("k,ki->i", self.recent_weights, past[: self.recent_weights.size])
-        bins = self.thresholds.searchsorted(activity, side="right")
+        bins = self.bin_of.take(np.minimum(activity >> (self.depth - 8), THRESHOLDS[-1]))
         residual, signed = past[-2:]  # the earlier plane's (0 for the first)
-        coarse = self.cross_thresholds.searchsorted(residual, side="right") * (self.parities * BINS)
+        coarse = self.cross_of.take(np.minimum(residual >> (self.depth - 8), CROSS_THRESHOLDS[-1]))
         coarse += self.context_base.take(step.lane)
         contexts = coarse + bins
         if g.design.rich_bias:
@@ -517,7 +541,7 @@ class State:
         residual = np.abs(signed)
         self.cells.reshape(FIELDS, -1)[:, self.at] = np.stack([x, d, residual, signed])
         if ctx.predictions is not None:
-            block = self.errors[:, step.row - self.first, step.start : step.stop].reshape(PREDICTORS, -1)
+            block = self.errors[:, step.row - self.first, step.start : step.stop].reshape(len(ctx.predictions), -1)
             block[:, step.order] = errors(ctx.predictions, d.astype(np.int32))
         accumulate(self.spread, self.count, ctx.contexts, residual)
         accumulate(self.bias, self.bias_count, ctx.classes, signed)
