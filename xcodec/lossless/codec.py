@@ -36,7 +36,7 @@ def fit(image: tuple[np.ndarray, np.ndarray], grid: Grid, depth: int) -> tuple[n
     d = image[1]
     ys, xs = np.divmod(np.arange(0, grid.height * grid.width, FIT_STRIDE), grid.width)  # every FIT_STRIDE-th, raster order
     parities = parity(ys, xs)
-    at = ((2 * d.shape[1] + ys + PAD) * d.shape[2] + xs + PAD)  # in the raveled padded planes, plane 0
+    at = (2 * d.shape[1] + grid.image_rows[ys]) * d.shape[2] + xs + PAD  # in the raveled padded planes, plane 0
     offsets = np.array([(k * d.shape[1] + dy) * d.shape[2] + dx for dy, dx, k, _ in grid.feature_sources])
     flat, plane_size = d.reshape(-1), d.shape[1] * d.shape[2]
     coefs = np.zeros((grid.planes, grid.design.classes, size), dtype=np.int64)

@@ -122,7 +122,7 @@ class Histograms:
         return self.bits[token]
 
     def probabilities(self, contexts: np.ndarray) -> np.ndarray:
-        return self.counts[contexts]
+        return self.counts.take(contexts, axis=0)  # twice as fast as indexing
 
     def update(self, contexts: np.ndarray, token: np.ndarray) -> None:
         increment = float(INCREMENT)  # of the arrays' type: ufunc.at takes its fast path
