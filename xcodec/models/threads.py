@@ -129,7 +129,7 @@ def _install(fn: Callable) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _call(item):
+def _call(item: object) -> object:
     return _work(item)
 
 
