@@ -96,9 +96,9 @@ def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
 
 
 def cli(*args: str, checkout: Path = REPO) -> tuple[float, float, float]:
-    """Wall time (s), CPU time (s: all the command's threads; not its batch workers, which are the
-    forkserver's children) and peak memory (MiB, the largest resident set of the command and its
-    workers) of ``xcodec ARGS``."""
+    """Wall time (s), CPU time (s: all the command's threads and a decode's tile workers, which it
+    forks and waits for; not its batch workers, which are the forkserver's children) and peak memory
+    (MiB, the largest resident set of the command and its workers, not their sum) of ``xcodec ARGS``."""
     start = time.perf_counter()
     process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(checkout)},
                                cwd=checkout)

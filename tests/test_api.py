@@ -336,6 +336,13 @@ def test_max_pixels_in_decode(encoded_97x61):
     assert api.decode(encoded_97x61, max_pixels=97 * 61).size == (97, 61)
 
 
+def test_the_default_pixel_limit_admits_todays_camera_photos():
+    """Unasked (the file's size bounds the work of decoding it: ``container.MAX_PIXELS_PER_BYTE``)."""
+    api.check_pixels(9504, 6336, api.DEFAULT_MAX_PIXELS)  # a 61-Mpixel full-frame sensor
+    with pytest.raises(InputError, match="--max-pixels"):
+        api.check_pixels(9504, 6336, 50_000_000)
+
+
 @pytest.mark.parametrize("side,tile,error", [(container.MAX_SIDE, 0, FormatError), (10240, 2048, InputError)])
 def test_huge_claimed_size_is_refused_quickly_without_allocating(encoded_97x61, forbid_decompress, side, tile, error):
     # one tile of 2^20 x 2^20 is more than a decoder takes; 25 tiles of 2048 are more pixels than allowed

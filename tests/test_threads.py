@@ -59,6 +59,21 @@ def test_map_ordered_keeps_the_order_and_bounds_the_work_in_flight():
     assert 1 < peak[0] <= 3
 
 
+def test_map_processes_keeps_the_order_in_forked_workers_and_raises_their_errors():
+    def work(i: int) -> tuple[int, int, int, bool]:
+        if i == 9:
+            raise InputError("nine")
+        return i, os.getpid(), torch.get_num_threads(), torch.is_inference_mode_enabled()
+
+    with torch.inference_mode(), threads.threads(2):
+        results = list(threads.map_processes(work, list(range(9))))
+        with pytest.raises(InputError, match="nine"):
+            list(threads.map_processes(work, list(range(12))))
+    assert [i for i, *_ in results] == list(range(9))
+    assert (os.getpid() in {pid for _, pid, _, _ in results}) != sys.platform.startswith("linux")  # others on Linux
+    assert {(n, inference) for _, _, n, inference in results} == {(1, True)}  # as on a thread of map_ordered
+
+
 @pytest.mark.parametrize("height", [7, 50, 203])
 def test_map_rows_gives_the_whole_maps_result_for_any_thread_count(height):
     torch.manual_seed(height)

@@ -27,7 +27,7 @@ from .models.exact import ExactError
 from .lossless import tables
 from .lossless.codec import decode_tile, encode_tile
 from .models.manifest import Layout, check_effort, check_header
-from .models.threads import map_ordered, threads as thread_budget
+from .models.threads import map_ordered, map_processes, threads as thread_budget
 
 from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels, check_realism  # torch-free, for the command line
 from .models.perceptual import noise_seed
@@ -235,8 +235,9 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     """Decompress the bytes of an ``.xsc`` file into a Pillow image (RGB, or L for grayscale).
 
     Tiles are decoded into the 8-bit output by ``threads`` threads (None: the cores this process
-    may use), at most two per thread at a time, so memory depends on the tile size; a single tile
-    uses them for its post-filter's stripes. The pixels do not depend on the count.
+    may use), at most two per thread at a time, so memory depends on the tile size; on a CPU under
+    Linux, by as many worker processes (``models.threads.map_processes``); a single tile uses the
+    threads for its post-filter's stripes. The pixels do not depend on the count.
     ``on_tile(done, total)`` is called after each tile (progress). ``postfilter=False`` skips the
     model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
     depends on. ``realism`` in [0, 1] goes from that fidelity output (0) to the perceptual
@@ -298,8 +299,9 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
         return [x[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy() for x in outputs]
 
     items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
+    tiles_of = map_processes if dev.type == "cpu" else map_ordered  # the walks' ANS decoding holds the GIL
     with torch.inference_mode(), thread_budget(count):
-        for done, (((top, left, _, _), _), tiles) in enumerate(zip(items, map_ordered(tile, items)), 1):
+        for done, (((top, left, _, _), _), tiles) in enumerate(zip(items, tiles_of(tile, items)), 1):
             for rgb, pixels in zip(rgbs, tiles):
                 rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:

@@ -9,14 +9,21 @@ thread that the machine slows down takes fewer pieces, and the others wait for i
 
 Pieces are cut by the image's size, never by the thread count, and a piece is computed the same
 way by whichever thread takes it, so files and pixels do not depend on the thread count.
+
+A decoder's tiles go to processes instead, where it can fork them (``map_processes``): its walk
+decodes the ANS stream in constriction, which holds the GIL (a third of the walk), so the walks of
+two tiles on threads wait for each other.
 """
 
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
+import signal
+import sys
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor, ThreadPoolExecutor
 from contextvars import ContextVar
 from typing import TypeVar
 
@@ -58,20 +65,72 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
     if count <= 1 or len(items) <= 1:
         yield from map(fn, items)
         return
+    yield from _in_order(ThreadPoolExecutor(count, thread_name_prefix="xcodec"), _alone(fn), items, count)
+
+
+def map_processes(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
+    """``map_ordered`` in worker processes forked for the call, so that the Python parts of ``fn``
+    and the C calls that hold the GIL run on several cores at once; items and results are pickled.
+
+    On Linux only (elsewhere it is ``map_ordered``): a fork starts a worker in milliseconds with the
+    caller's modules and model, where a fresh process would import torch again (1.5 CPU s). Forking
+    a torch process is safe here: inside ``threads`` torch runs on one thread, and a worker never
+    uses the thread pools that a fork leaves behind. CPU tensors only (CUDA does not survive a fork).
+    """
+    count = _threads.get()
+    if count <= 1 or len(items) <= 1 or not sys.platform.startswith("linux"):
+        yield from map_ordered(fn, items)
+        return
+    pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), initializer=_install, initargs=(_alone(fn),))
+    yield from _in_order(pool, _call, items, count)
+
+
+def _alone(fn: Callable[[T], R]) -> Callable[[T], R]:
+    """``fn`` as a worker runs it: torch on one thread, a budget of one thread, the caller's grad mode."""
     inference, grad = torch.is_inference_mode_enabled(), torch.is_grad_enabled()
 
     def run(item: T) -> R:
-        with one_thread(CPU), torch.inference_mode(inference), torch.set_grad_enabled(grad):
+        with threads(1), torch.inference_mode(inference), torch.set_grad_enabled(grad):
             return fn(item)
 
-    with ThreadPoolExecutor(count, thread_name_prefix="xcodec") as pool:
-        pending = deque()
+    return run
+
+
+def _in_order(pool: Executor, fn: Callable[[T], R], items: Sequence[T], count: int) -> Iterator[R]:
+    """``fn`` of each item on ``pool``'s ``count`` workers, in order, at most two items per worker in
+    flight. On an error or Ctrl-C the items not started are dropped and worker processes end at once
+    (a thread finishes its item)."""
+    pending = deque()
+    try:
         for item in items:
-            pending.append(pool.submit(run, item))
+            pending.append(pool.submit(fn, item))
             if len(pending) >= 2 * count:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+    except BaseException:
+        for future in pending:
+            future.cancel()
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public way before Python 3.14
+            process.terminate()
+        raise
+    finally:
+        pool.shutdown()
+
+
+_work: Callable | None = None  # a worker process's function (``map_processes``)
+
+
+def _install(fn: Callable) -> None:
+    """A worker process's start: its function, which it inherits through the fork (not pickled);
+    Ctrl-C is for the caller, who ends the pool, not for the workers."""
+    global _work
+    _work = fn
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _call(item: object) -> object:
+    return _work(item)
 
 
 def map_rows(fn: Callable[[int, int], Tensor], height: int, halo: int, align: int = 1, rows: int | None = None,
