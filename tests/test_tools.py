@@ -97,8 +97,8 @@ def test_sign_contexts_learn_the_signs_along_an_edge_and_not_random_ones():
 @pytest.mark.skipif("wavelet" not in __import__("xcodec.models.zoo").models.zoo.available(), reason="no wavelet weights installed")
 def test_ablate_compares_postfilters_on_the_shipped_files(tmp_path, monkeypatch, capsys):
     """A run's untrained post-filter (the identity) measures as no filter; the shipped ones gain; the
-    files and tiles kept by ``--cache`` give the same table; a run whose codec is not the shipped one
-    is refused."""
+    files and tiles kept by ``--cache`` (in the image folder: not taken for its images) give the same
+    table; a run whose codec is not the shipped one is refused."""
     from tests.conftest import make_photo
     from xcodec.models import zoo
     from xcodec.tools import ablate

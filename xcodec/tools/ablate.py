@@ -151,7 +151,8 @@ def main() -> None:
         shipped_filters[f"{args.model} (version {container.FILTER_VERSION})"] = shipped.convfilter
     filters = {"none": None, **shipped_filters, **{str(run): load_run(run, shipped) for run in args.runs}}
     qualities = [float(q) for q in args.qualities.split(",")]
-    paths = list_images(args.folder)[: args.images or None]
+    cache = args.cache and args.cache.resolve()  # its files are images too (the Pillow plugin): not those of the folder
+    paths = [path for path in list_images(args.folder) if not cache or cache not in path.resolve().parents][: args.images or None]
     bpp, scores = np.zeros((len(paths), len(qualities))), {name: np.zeros((len(paths), len(qualities))) for name in filters}
     decoded = []
     for i, path in enumerate(paths):
