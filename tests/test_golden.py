@@ -23,17 +23,19 @@ from xcodec.models import zoo
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SAMPLE = Path(api.__file__).resolve().parent / "samples" / "chelsea.png"
 
-ENCODED = {  # (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below
+# (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below (wavelet: version 11, the
+# bytes of version 10 but for the version byte and the checksum)
+ENCODED = {
     ("hyperprior", 2.0, 64): "f2a388d5f8022f85902ba29bd282c0de450eef5b102971f115c0546016442251",
     ("hyperprior", 7.5, 0): "b0b7d8d40cfb6a16b2761369961af576d4590abbe91db14fd194c4dc9b6df657",
     ("transformer", 2.0, 64): "c314fa41fdfb036b0a4163c9dd8435e126b4ed290ea2b78e28738820929c0c86",
     ("transformer", 7.5, 0): "f76795e177dab0f05a5890ea2966ae2660e2ba417d70a3f735aa35f85b533537",
-    ("wavelet", 2.0, 64): "db0de26abf56e38ab66fd0bd3a81b2572d7b5380ffc8ba27f0b95078c199f545",
-    ("wavelet", 7.5, 0): "97ce00de2f9b68acec01eede9114a6df7c13277e02123894d85087b5fee81b81",
+    ("wavelet", 2.0, 64): "5e8362912f276a8e55e9f74aec436aa789badb7a634cfee21f7885529ce6a9d9",
+    ("wavelet", 7.5, 0): "9b18eaaf756e59b6f10fcfd40c9645b659e09f7b1d248cc8bc630e47749265c1",
 }
-FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0
-    (2.0, 64): "2ca7e56934d73ee92312c80c235646c94985088a0a936fb0086f8a34356102b1",
-    (7.5, 0): "8c02dc7b5421d60655e8726815caacc18e48bc234acdbab33e1eebc685071540",
+FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0 (version 11's filter)
+    (2.0, 64): "288bd0fffce6e3748224b43eee567528e99b2879caee9af45bb848e3afdf24eb",
+    (7.5, 0): "fba02594904ffdde331a1a68c8deab6c63a4a64d2ae37e13696a5c1ecfdd3470",
 }
 DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): version, SHA-256 of the RGB pixels
     "version-2-hyperprior.xsc": (2, "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c"),  # quality 4
@@ -48,7 +50,14 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
     # quality 3, effort 1, the second passes' signs coded with their contexts: the symbols, and so the
     # pixels, of the version-7 file
     "version-10-wavelet.xsc": (10, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
+    # the sample at twice its size (902x600, one tile), quality 5, effort 2 (with an adapt stream fitted
+    # to the convolutions-only post-filter's tail; at qualities 3 and 4 the encoder sends none)
+    "version-11-wavelet.xsc": (11, "b406a0e575edef5ca95d1a05f3b849ffed9d86a781fcf99f34493e825bd0e3fa"),
 }
+# the convolutions-only post-filter of version 11: another one decodes version-11 files to other pixels
+CONVFILTER = "9d2f805d59cbcbbb8659d443540ee157a00912dc3c2519e07b75a78d9353f8da"
+# version-10-wavelet.xsc's streams in a version-11 file: its image before the post-filter, filtered by it
+V10_AS_V11 = "c202bc891e9ceba663b9588b432a7b4ced1c6de3449ea0102175181cfdffeb18"
 # version-8-wavelet-large.xsc at realism 1 (main 16d79bf's decoder with the shipped head), and its
 # streams in a version-9 file at realism 0 and 1; realism 1 is the head's: a new head needs new values
 HEAD = "b2241268d0ef7d09e2d84fcd2b188f7df2bccfab7730ffe367ea6b0aa8f901d2"
@@ -68,7 +77,7 @@ def pixels_sha256(image: Image.Image) -> str:
 @pytest.mark.parametrize("model,quality,tile", list(ENCODED), ids=lambda v: str(v))
 def test_encoded_bytes(model, quality, tile):
     data = api.encode(crop(), quality=quality, model=model, tile=tile, device="cpu", strip=True)  # the sample's XMP aside
-    version = container.SIGNS_VERSION if model == "wavelet" else container.VERSION
+    version = container.FILTER_VERSION if model == "wavelet" else container.VERSION
     assert container.unpack(data).header.version == version
     assert hashlib.sha256(data).hexdigest() == ENCODED[model, quality, tile]
 
@@ -96,6 +105,17 @@ def test_version_9_bounds_the_global_attentions_of_a_large_tile_and_older_versio
     bitstream.header.version = container.DECODER_VERSION
     bounded = api.decode_realisms(container.pack(bitstream), (0.0, 1.0), device="cpu")
     assert tuple(pixels_sha256(image) for image in bounded) == BOUNDED
+
+
+def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only_postfilter():
+    assert zoo.read_manifest("wavelet").heads["convfilter"]["sha256"] == CONVFILTER, "another filter: version 11's pixels are new"
+    data = (CORPUS / "version-10-wavelet.xsc").read_bytes()
+    bitstream = container.unpack(data)
+    bitstream.header.version = container.FILTER_VERSION
+    newer = container.pack(bitstream)
+    unfiltered = [np.asarray(api.decode(d, device="cpu", postfilter=False)) for d in (data, newer)]
+    assert np.array_equal(*unfiltered)
+    assert pixels_sha256(api.decode(newer, device="cpu")) == V10_AS_V11 != DECODED["version-10-wavelet.xsc"][1]
 
 
 DECODE_SCRIPT = """

@@ -103,20 +103,20 @@ def grown_head() -> PerceptualHead:
 
 
 @pytest.mark.parametrize("tokens", [None, 64])
-@pytest.mark.parametrize("head", ["postfilter", "perceptual", "grown"])
+@pytest.mark.parametrize("head", ["postfilter", "convfilter", "perceptual", "grown"])
 @pytest.mark.parametrize("height,width", [(300, 90), (257, 203)])
 def test_decoder_heads_in_stripes_give_the_whole_images_result(monkeypatch, head, height, width, tokens):
-    """The post-filter and the perceptual head (the shipped one and a larger one), their coarse
-    HybridBlocks included, give the same bits in stripes on any thread count as on the whole map
-    (odd sizes: partial windows, pools, vector tails), with the global attention's pool grown to
-    bound its keys (version 9) too."""
+    """The post-filters (of versions up to 10, and the convolutions-only one from 11) and the
+    perceptual head (the shipped one and a larger one), their coarse HybridBlocks included, give the
+    same bits in stripes on any thread count as on the whole map (odd sizes: partial windows, pools,
+    vector tails), with the global attention's pool grown to bound its keys (version 9) too."""
     model = zoo.load("wavelet")[0]
     net = grown_head() if head == "grown" else getattr(model, head)
     if net is None:
         pytest.skip(f"the installed wavelet model has no {head}")
     x = torch.rand(1, 3, height, width, generator=torch.Generator().manual_seed(1))
     quality = torch.tensor([4.0])
-    noise = None if head == "postfilter" else draw_noise(net.noise_shape(height, width), 5)
+    noise = None if head.endswith("filter") else draw_noise(net.noise_shape(height, width), 5)
     outputs = []
     for rows, count in ((10**6, 1), (40, 1), (40, 2)):  # the whole map; stripes of 40 folded rows, 20 coarse
         monkeypatch.setattr(threads, "STRIPE_ROWS", rows)

@@ -96,8 +96,9 @@ def test_sign_contexts_learn_the_signs_along_an_edge_and_not_random_ones():
 
 @pytest.mark.skipif("wavelet" not in __import__("xcodec.models.zoo").models.zoo.available(), reason="no wavelet weights installed")
 def test_ablate_compares_postfilters_on_the_shipped_files(tmp_path, monkeypatch, capsys):
-    """A run's untrained post-filter (the identity) measures as no filter; the shipped one gains; a
-    run whose codec is not the shipped one is refused."""
+    """A run's untrained post-filter (the identity) measures as no filter; the shipped ones gain; the
+    files and tiles kept by ``--cache`` (in the image folder: not taken for its images) give the same
+    table; a run whose codec is not the shipped one is refused."""
     from tests.conftest import make_photo
     from xcodec.models import zoo
     from xcodec.tools import ablate
@@ -111,12 +112,20 @@ def test_ablate_compares_postfilters_on_the_shipped_files(tmp_path, monkeypatch,
         (tmp_path / name).mkdir()
         torch.save({"arch": "wavelet", "arch_config": {**manifest.build_config, "postfilter": {"link": False}},
                     "model": state, "step": 0, "elapsed": 0.0}, tmp_path / name / "last.pt")
-    args = ["ablate", str(tmp_path), "--qualities", "2,4,6", "--time-images", "1", "--runs"]
+    args = ["ablate", str(tmp_path), "--qualities", "2,4,6", "--time-images", "1", "--cache", str(tmp_path / "cache"), "--runs"]
     monkeypatch.setattr(sys, "argv", [*args, str(tmp_path / "run")])
-    ablate.main()
-    rows = {line.split(" | ")[0][2:]: line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")}
+    tables = []
+    for _ in range(2):
+        ablate.main()
+        lines = [line.split(" | ") for line in capsys.readouterr().out.splitlines() if line.startswith("| ")]
+        tables.append({cells[0][2:]: cells for cells in lines})
+    assert len(list((tmp_path / "cache").glob("photo-q*.pt"))) == 3
+    for name, cells in tables[0].items():  # the same table but for the times
+        assert cells[:2] + cells[3:] == tables[1][name][:2] + tables[1][name][3:]
+    rows = tables[0]
     assert rows["none"][3:5] == ["+0.000", "+0.00%"] and rows[str(tmp_path / "run")][3:5] == ["+0.000", "+0.00%"]
-    assert float(rows["wavelet (shipped)"][3]) > 0 and float(rows["wavelet (shipped)"][4].rstrip("%*")) < 0
+    for shipped in ("wavelet (versions <= 10)", "wavelet (version 11)"):  # the file's, checked against api.decode
+        assert float(rows[shipped][3]) > 0 and float(rows[shipped][4].rstrip("%*")) < 0
     monkeypatch.setattr(sys, "argv", [*args, str(tmp_path / "other")])
     with pytest.raises(SystemExit, match="not trained on the shipped codec"):
         ablate.main()

@@ -284,3 +284,43 @@ def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
     assert torch.equal(distance, same)
     assert plain == pytest.approx(float(distance.mean()), rel=1e-5)
     assert logged == pytest.approx(float(distance.log().mean()), rel=1e-5)
+
+
+def test_a_postfilter_trained_in_its_place_ships_as_the_convfilter_head(tmp_path):
+    """A convolutions-only post-filter, fine-tuned as the model's ``postfilter`` (the stage
+    postfilter with ``coarse_path`` off), exports as the ``convfilter`` head (``--part postfilter``):
+    the model's tensors file, and so the files made with it, stay; the loaded model has both
+    filters, the shipped ``postfilter`` as it was; a checkpoint of another codec is refused."""
+    import shutil
+
+    weights = tmp_path / "weights"
+    weights.mkdir()
+    for path in zoo.WEIGHTS_DIR.glob("wavelet.*"):
+        shutil.copy(path, weights)
+    manifest = json.loads((weights / "wavelet.json").read_text())
+    manifest.get("heads", {}).pop("convfilter", None)  # the model before it had one
+    (weights / "wavelet.json").write_text(json.dumps(manifest))
+    (weights / "wavelet.convfilter.safetensors").unlink(missing_ok=True)
+    shipped, before = zoo.load("wavelet", weights)
+    assert shipped.convfilter is None
+    config = {**before.build_config, "postfilter": {"coarse_path": False}}  # as --init wavelet gives the stage
+    model = zoo.build("wavelet", config)
+    model.load_state_dict(zoo.load_training_weights("wavelet", weights), strict=False)
+    with torch.no_grad():
+        model.postfilter.tail.bias.add_(0.01)  # "trained"
+    state = {"arch": "wavelet", "arch_config": config, "model": model.state_dict(), "step": 3, "elapsed": 60.0}
+    torch.save(state, tmp_path / "last.pt")
+    tensors = (weights / "wavelet.safetensors").read_bytes()
+    manifest = zoo.export_head(tmp_path / "last.pt", "wavelet", "convfilter", {}, weights, part="postfilter")
+    assert (weights / "wavelet.safetensors").read_bytes() == tensors and manifest.model_hash == before.model_hash
+    assert {k: v for k, v in manifest.heads["convfilter"].items() if k not in ("sha256", "info")} == {
+        "width": 32, "blocks": 4, "coarse_path": False}
+    loaded, _ = zoo.load("wavelet", weights)
+    for key, value in model.postfilter.state_dict().items():
+        assert torch.equal(loaded.convfilter.state_dict()[key], value), key
+    for key, value in shipped.postfilter.state_dict().items():
+        assert torch.equal(loaded.postfilter.state_dict()[key], value), key
+    state["model"] = {**state["model"], "recon": state["model"]["recon"] + 0.01}
+    torch.save(state, tmp_path / "other.pt")
+    with pytest.raises(ModelError, match="not trained on the shipped"):
+        zoo.export_head(tmp_path / "other.pt", "wavelet", "convfilter", {}, weights, part="postfilter")

@@ -285,7 +285,7 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
     rgbs = [np.empty((h.height, h.width, 3), dtype=np.uint8) for _ in realisms]
     net = net.to(dev)
     adapted = bitstream.stream(StreamKind.ADAPT)
-    adaptation = None if adapted is None else net.adaptation(adapted)  # checked before the tiles, used by the post-filter
+    adaptation = None if adapted is None else net.adaptation(adapted, h.version)  # checked before the tiles, used by the post-filter
 
     def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
         (top, left, tile_height, tile_width), payloads = item

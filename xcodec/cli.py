@@ -979,6 +979,7 @@ def export(
     bench_out: Annotated[Path, typer.Option(help="Output folder (and result cache) of that benchmark, shared with `xcodec bench --out`.")] = Path("bench-results"),
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes for the benchmark (one thread each).")] = 1,
     head: Annotated[Optional[str], typer.Option("--head", help="Export only this decoder head (e.g. perceptual) as weights/NAME.HEAD.safetensors; the model's own weights, and the files made with them, stay.")] = None,
+    part: Annotated[Optional[str], typer.Option("--part", help="With --head: the checkpoint's part that becomes the head, when it trained in another's place (--head convfilter --part postfilter). Default: the head's name.")] = None,
 ) -> None:
     """Export a training checkpoint into weights/ with its manifest."""
     from .models import zoo
@@ -988,7 +989,7 @@ def export(
     info = {"note": note} if note else {}
     try:
         if head:
-            manifest = zoo.export_head(run / "last.pt", name, head, info)
+            manifest = zoo.export_head(run / "last.pt", name, head, info, part=part)
             say(f"wrote weights/{name}.{head}.safetensors ({manifest.heads[head]['info']['steps']} steps, "
                 f"sha256 {manifest.heads[head]['sha256'][:16]}...)")
             return

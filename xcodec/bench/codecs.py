@@ -293,6 +293,8 @@ class XcodecCodec(BenchCodec):
         manifest = zoo.read_manifest(self.model)
         arch = zoo.ARCHITECTURES[manifest.arch]  # the same weights code (and decode) differently in another format
         version = f"xcodec {__version__}; model {self.model} sha256 {manifest.sha256}; .xsc version {arch.file_version}"
+        if "convfilter" in manifest.heads:  # the post-filter of the files' version
+            version += f"; convfilter head sha256 {manifest.heads['convfilter']['sha256']}"
         if self.effort is not None:  # another encoder, and another format version at some efforts
             version += f"; effort {self.effort}"
         if self.realism:  # the decoded pixels depend on the head's weights too

@@ -24,8 +24,8 @@ container, so a model knows nothing of files:
 - Per-image adaptation (optional): at an effort where ``adapts(effort)``, the API gives
   ``fit_tile(x, payloads, quality)`` each coded tile, then ``fit(parts, quality)`` the tiles' parts in
   raster order; the bytes it returns (None: nothing worth sending) become the file's ``adapt``
-  stream, which the decoder reads with ``adaptation(data)`` (``FormatError`` if malformed) before
-  any tile and gives ``postprocess`` of every tile.
+  stream, which the decoder reads with ``adaptation(data, version)`` (``FormatError`` if malformed)
+  before any tile and gives ``postprocess`` of every tile.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
 - ``training_stages()``: how the model learns (``stages.Stage``), run by ``xcodec train``; by
@@ -183,9 +183,9 @@ class Codec(nn.Module, metaclass=ABCMeta):
         """The ``adapt`` stream of an image from its tiles' ``fit_tile`` parts, or None."""
         raise NotImplementedError
 
-    def adaptation(self, data: bytes) -> object:
-        """The parameters of an ``adapt`` stream for ``postprocess``; ``FormatError`` for one this
-        model cannot use."""
+    def adaptation(self, data: bytes, version: int | None = None) -> object:
+        """The parameters of an ``adapt`` stream of a file of format ``version`` (None:
+        ``file_version``) for ``postprocess``; ``FormatError`` for one this model cannot use."""
         raise FormatError("invalid .xsc file (an adapt stream for a model that adapts nothing)")
 
     def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:

@@ -6,11 +6,13 @@ the sha256 of the tensors file). ``XCODEC_WEIGHTS`` points elsewhere. Loading re
 manifest's.
 
 A model may also ship decoder heads in files of their own, ``weights/NAME.HEAD.safetensors``
-(the ``wavelet`` model's ``perceptual`` head), listed under ``heads`` in the manifest with their
-sizes (the head module's ``config``: its constructor arguments) and sha256. No bit of a file
-depends on a head, and the 8 bytes that files store to name their weights are those of
-``NAME.safetensors`` alone: adding or retraining a head leaves every file made with the model
-decodable.
+(the ``wavelet`` model's ``perceptual`` head, and ``convfilter``, the post-filter of its files from
+format version 11 on), listed under ``heads`` in the manifest with their sizes (the head module's
+``config``: its constructor arguments) and sha256. No coded stream depends on a head, and the 8
+bytes that files store to name their weights are those of ``NAME.safetensors`` alone: adding a
+head leaves every file made with the model decodable, to the same pixels when no version of the
+format decodes with it yet. A head that a format version's decoder uses for its fidelity output
+(``convfilter``) is not retrained in place: that version's files would decode to other pixels.
 """
 
 from __future__ import annotations
@@ -131,29 +133,34 @@ def export(checkpoint: Path, name: str, info: dict, weights_dir: Path = WEIGHTS_
     return read_manifest(name, weights_dir)
 
 
-def export_head(checkpoint: Path, name: str, head: str, info: dict, weights_dir: Path = WEIGHTS_DIR) -> Manifest:
+def export_head(checkpoint: Path, name: str, head: str, info: dict, weights_dir: Path = WEIGHTS_DIR,
+                part: str | None = None) -> Manifest:
     """Write the ``head`` part of a checkpoint as ``weights/NAME.HEAD.safetensors`` and list it in
     the manifest; the model's own tensors file stays as it is, so do the files made with it.
+    ``part``: the checkpoint's part that becomes the head, when it trained in another's place (the
+    ``wavelet`` model's ``convfilter``, trained as its ``postfilter``: ``part="postfilter"``).
 
-    The checkpoint's other tensors must equal the shipped model's: a head is trained on the decoded
-    images of exactly that codec.
+    The checkpoint's other tensors (the part's place's aside) must equal the shipped model's: a head
+    is trained on the decoded images of exactly that codec.
     """
     model, state = from_checkpoint(checkpoint)
     shipped = load_training_weights(name, weights_dir)
-    prefix = f"{head}."
-    codec = {k: v for k, v in state["model"].items() if not k.startswith(prefix)}
-    if codec.keys() != {k for k in shipped if not k.startswith(prefix)} or any(
+    part = part or head
+    prefixes = (f"{head}.", f"{part}.")
+    codec = {k: v for k, v in state["model"].items() if not k.startswith(prefixes)}
+    if codec.keys() != {k for k in shipped if not k.startswith(prefixes)} or any(
             not torch.equal(codec[k], shipped[k]) for k in codec):
-        raise ModelError(f"{checkpoint} was not trained on the shipped {name!r} model; its {head} head does not fit it")
-    tensors = {k: v.contiguous() for k, v in state["model"].items() if k.startswith(prefix)}
+        raise ModelError(f"{checkpoint} was not trained on the shipped {name!r} model; its {part} does not fit it")
+    tensors = {f"{head}.{k.removeprefix(prefixes[1])}": v.contiguous()
+               for k, v in state["model"].items() if k.startswith(prefixes[1])}
     if not tensors:
-        raise ModelError(f"{checkpoint} has no {head} head")
+        raise ModelError(f"{checkpoint} has no {part}")
     head_path = weights_dir / f"{name}.{head}.safetensors"
     write_atomic(head_path, save(tensors))
     path = weights_dir / f"{name}.json"
     manifest = json.loads(path.read_text())
     manifest.setdefault("heads", {})[head] = {
-        **getattr(model, head).config, "sha256": sha256(head_path),
+        **getattr(model, part).config, "sha256": sha256(head_path),
         "info": {"steps": state["step"], "train_minutes": round(state["elapsed"] / 60, 1), **info}}
     write_atomic(path, (json.dumps(manifest, indent=2) + "\n").encode())
     load.cache_clear()

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...container import DECODER_VERSION, SIGNS_VERSION
+from ...container import DECODER_VERSION, FILTER_VERSION, SIGNS_VERSION
 from ...entropy import StreamReader, StreamWriter
 from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
@@ -56,19 +56,23 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
-    file_version = SIGNS_VERSION
+    file_version = FILTER_VERSION
     efforts = 3
     default_effort = 1
 
     def __init__(self, levels: int = LEVELS, lifting_hidden: int = 8, context_hidden: int = 12, postfilter: int | dict = 0,
-                 perceptual: int | dict = 0, context_blocks: int = 0):
+                 perceptual: int | dict = 0, context_blocks: int = 0, convfilter: dict | None = None):
         super().__init__()
         self.levels = levels
         # The decoder-side heads, 0 for none. ``postfilter``: its width (the shipped design), or the
         # ``PostFilter``'s arguments (its parts switched off for an ablation); ``perceptual``: the
-        # ``PerceptualHead``'s arguments ({} for its defaults), or its width alone (older checkpoints).
+        # ``PerceptualHead``'s arguments ({} for its defaults), or its width alone (older checkpoints);
+        # ``convfilter``: the ``PostFilter``'s arguments of the filter that files from version 11 on
+        # decode with (``filter_for``), trained in ``postfilter``'s place (``xcodec export --head
+        # convfilter --part postfilter``), None for none.
         self.postfilter = PostFilter(**postfilter) if isinstance(postfilter, dict) else (
             PostFilter(postfilter) if postfilter else None)
+        self.convfilter = PostFilter(**convfilter) if convfilter is not None else None
         self.perceptual = PerceptualHead(**perceptual) if isinstance(perceptual, dict) else (
             PerceptualHead(perceptual) if perceptual else None)
         self.colour = nn.Parameter(torch.tensor(ICT))
@@ -253,17 +257,26 @@ class WaveletCodec(Codec):
     def realistic(self) -> bool:
         return self.perceptual is not None and self.postfilter is not None
 
+    def filter_for(self, version: int | None = None) -> PostFilter | None:
+        """The post-filter of a file of format ``version`` (None: ``file_version``): from version 11
+        (``FILTER_VERSION``) on the convolutions-only ``convfilter`` when the model has one, else,
+        and before, ``postfilter``."""
+        if (version or self.file_version) >= FILTER_VERSION and self.convfilter is not None:
+            return self.convfilter
+        return self.postfilter
+
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
                     adaptation: tuple[Tensor, Tensor] | None = None, version: int | None = None) -> list[Tensor]:
-        """The fidelity output ``y`` (the post-filter's, with the file's adapted tail when it has one),
-        and ``y + R * delta`` for each realism R > 0; from version 9 (``GLOBAL_TOKENS``) on, the
-        global attentions of both bounded."""
-        if self.postfilter is None:
+        """The fidelity output ``y`` (the version's post-filter's, ``filter_for``, with the file's
+        adapted tail when it has one), and ``y + R * delta`` for each realism R > 0; from version 9
+        (``GLOBAL_TOKENS``) on, the global attentions bounded."""
+        postfilter = self.filter_for(version)
+        if postfilter is None:
             return [x_hat] * len(realisms)
         q = torch.tensor([quality], device=x_hat.device)
         tokens = GLOBAL_TOKENS if (version or self.file_version) >= DECODER_VERSION else None
         with one_thread(x_hat.device):
-            fidelity = self.postfilter(x_hat, q, adaptation, tokens).clamp(0, 1)
+            fidelity = postfilter(x_hat, q, adaptation, tokens).clamp(0, 1)
             if not any(realisms):
                 return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
@@ -273,22 +286,23 @@ class WaveletCodec(Codec):
     # --- effort 2: the post-filter adapted to the image (``adapt``) ---------------------------------
 
     def adapts(self, effort: int) -> bool:
-        return effort >= 2 and self.postfilter is not None
+        return effort >= 2 and self.filter_for() is not None
 
     def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> adapt.Normal:
-        """The tile's least-squares problem, on what the decoder reconstructs from ``payloads`` (with
-        the global attention bounded, as from version 9 on)."""
+        """The tile's least-squares problem, on what the decoder of the files it writes
+        (``file_version``) reconstructs from ``payloads``, for their post-filter."""
         x_hat = self.decompress(payloads, *x.shape[-2:], quality, x.device)
         with one_thread(x.device):
-            return adapt.normal(self.postfilter, x, x_hat, torch.tensor([quality], device=x.device), GLOBAL_TOKENS)
+            return adapt.normal(self.filter_for(), x, x_hat, torch.tensor([quality], device=x.device), GLOBAL_TOKENS)
 
     def fit(self, parts: list[adapt.Normal], quality: float) -> bytes | None:
         return adapt.fit(sum(parts[1:], parts[0]), quality)
 
-    def adaptation(self, data: bytes) -> tuple[Tensor, Tensor]:
-        if self.postfilter is None:
-            return super().adaptation(data)
-        return adapt.read(data, self.postfilter)
+    def adaptation(self, data: bytes, version: int | None = None) -> tuple[Tensor, Tensor]:
+        postfilter = self.filter_for(version)
+        if postfilter is None:
+            return super().adaptation(data, version)
+        return adapt.read(data, postfilter)
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()

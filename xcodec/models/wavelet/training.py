@@ -78,12 +78,14 @@ def coded_bpp(model, images: list[Tensor], quality: float) -> float:
 
 
 def decoded_psnr(model, images: list[Tensor], quality: float) -> dict[str, float]:
-    """PSNR of effort 1's reconstruction (``decoded``) before and after the post-filter."""
+    """PSNR of effort 1's reconstruction (``decoded``) before and after the post-filter that learns
+    (``postfilter``, whichever format version decodes with it)."""
     q = torch.tensor([quality], device=images[0].device)
     scores = []
     for x in images:
         x_hat = model.decoded(x, q)
-        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(model.postprocess(x_hat, quality)[0], x))))
+        filtered = x_hat if model.postfilter is None else model.postfilter(x_hat, q).clamp(0, 1)
+        scores.append((float(batch_psnr(x_hat, x)), float(batch_psnr(filtered, x))))
     decoded, filtered = np.mean(scores, 0)
     return {"psnr_decoded": float(decoded), "psnr": float(filtered)}
 
@@ -99,7 +101,7 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     the low qualities' large values steering the head alone."""
     model, x, quality = batch.model, batch.x, batch.quality
     with torch.no_grad():
-        fidelity = model.postfilter(model.decoded(x, quality), quality).clamp(0, 1)
+        fidelity = model.filter_for()(model.decoded(x, quality), quality).clamp(0, 1)  # of the files it writes
     noise = torch.randn(len(x), *model.perceptual.noise_shape(*x.shape[-2:]), generator=batch.generator)
     sharp = (fidelity + model.perceptual(fidelity, quality, noise.to(x.device))).clamp(0, 1)
     batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
