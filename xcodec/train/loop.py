@@ -91,7 +91,7 @@ def starting_model(cfg: TrainConfig, stage: Stage) -> tuple[Codec, dict, dict]:
         redesigned = parts(*cfg.model_config)
         dropped = [key for key in unexpected if redesigned(key)]
         if dropped and not any(redesigned(key) for key in missing):
-            unexpected = [key for key in unexpected if key not in dropped]
+            unexpected = [key for key in unexpected if not redesigned(key)]
             console.print(f"--init {cfg.init}: {len(dropped)} tensors dropped, which the redesigned "
                           f"{', '.join(sorted({key.split('.')[0] for key in dropped}))} lacks")
         if unexpected or any(key.split(".")[0] not in (*stage.fresh, *cfg.fresh) for key in missing):
