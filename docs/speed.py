@@ -1,6 +1,6 @@
 """The speed benchmark of docs/results.md: single images idle and beside busy processes, batches, AVIF and JPEG XL.
 
-    PYTHONPATH=. python docs/speed.py ../shared/data/kodak [--baseline CHECKOUT] [--repeat 3] [--batch 24] [--large PNG]
+    PYTHONPATH=. python docs/speed.py ../shared/data/kodak [--baseline CHECKOUT] [--repeat 3] [--batch 24] [--large PNG [--encode-only]]
 
 - Single image (the folder's first, quality 4, each codec at its defaults): a fresh process per
   codec and condition warms up on a 64x64 crop, then times ``--repeat`` encodes and decodes; the
@@ -16,8 +16,10 @@
   ``-j 1 --threads 1`` (one core: the fair base of a speed-up) and ``-j 2``, wall time of the whole
   command (model loads included).
 - ``--large PNG``: ``xcodec encode`` and ``xcodec decode`` of one large photo (e.g. 24 Mpixel) with
-  no flags, wall and CPU time of the command and its peak memory (maximum resident set); AVIF and
-  JPEG XL on the same photo as in the single-image rows (one call each, in memory: no PNG written).
+  no flags (and the baseline's), wall and CPU time of the command and its peak memory (maximum
+  resident set); AVIF and JPEG XL on the same photo as in the single-image rows (one call each, in
+  memory: no PNG written). ``--encode-only``: xcodec's encodes of the photo alone (no decodes, no
+  AVIF or JPEG XL), short enough for a quiet window when only the encoder changed.
 
 Prints a Markdown table and the conditions (cores, load average before the run).
 """
@@ -119,6 +121,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="calls per single-image measurement (0: none)")
     parser.add_argument("--batch", type=int, default=24, help="images in the batches (0: no batches)")
     parser.add_argument("--large", type=Path, help="a large photo (PNG) coded once with no flags")
+    parser.add_argument("--encode-only", action="store_true", help="the large photo's xcodec encodes alone")
     args = parser.parse_args()
     images = sorted(args.folder.resolve().glob("*.png"))
     args.large, args.baseline = (path and path.resolve() for path in (args.large, args.baseline))
@@ -164,14 +167,16 @@ def main() -> None:
         if args.large:
             with Image.open(args.large) as image:
                 size = f"{image.width}x{image.height}"
-            coded_file, decoded = Path(tmp) / "large.xsc", Path(tmp) / "large.png"
-            encode = cli("encode", str(args.large), "-o", str(coded_file))
-            decode = cli("decode", str(coded_file), "-o", str(decoded))
-            bpp = 8 * coded_file.stat().st_size / (image.width * image.height)
-            print(f"\n| {args.large.name} ({size}), quality 4, no flags | s | CPU s | peak MiB |\n|---|---:|---:|---:|\n"
-                  f"| encode ({bpp:.3f} bpp) | {encode[0]:.1f} | {encode[1]:.1f} | {encode[2]:.0f} |\n"
-                  f"| decode (to PNG) | {decode[0]:.1f} | {decode[1]:.1f} | {decode[2]:.0f} |", flush=True)
-            for codec, checkout, label in runs[-2:]:  # AVIF and JPEG XL
+            print(f"\n| {args.large.name} ({size}), quality 4, no flags | s | CPU s | peak MiB |\n|---|---:|---:|---:|")
+            for i, (_, checkout, label) in enumerate(runs[:-2]):  # xcodec, and the baseline's
+                coded_file, decoded = Path(tmp) / f"large{i}.xsc", Path(tmp) / f"large{i}.png"
+                encode = cli("encode", str(args.large), "-o", str(coded_file), checkout=checkout)
+                bpp = 8 * coded_file.stat().st_size / (image.width * image.height)
+                print(f"| {label}: encode ({bpp:.3f} bpp) | {encode[0]:.1f} | {encode[1]:.1f} | {encode[2]:.0f} |", flush=True)
+                if not args.encode_only:
+                    decode = cli("decode", str(coded_file), "-o", str(decoded), checkout=checkout)
+                    print(f"| {label}: decode (to PNG) | {decode[0]:.1f} | {decode[1]:.1f} | {decode[2]:.0f} |", flush=True)
+            for codec, checkout, label in runs[-2:] if not args.encode_only else ():  # AVIF and JPEG XL
                 result = single(codec, args.large, 1, checkout)
                 for step in ("encode", "decode"):
                     name = f"{label}: {step}" + (f" ({result['bpp']:.3f} bpp)" if step == "encode" else " (in memory)")

@@ -319,6 +319,16 @@ def test_encode_to_bpp_below_quality_1_returns_quality_1():
     assert api.encode_to_bpp(image, 0.001) == api.encode(image, quality=1)
 
 
+def test_encode_to_bpp_codes_kept_analyses_in_worker_processes_to_the_same_file():
+    """Six tiles analysed once, then coded at each quality tried by threads or by worker processes
+    (which inherit the analyses): the file ``encode`` writes at the quality chosen, on any count."""
+    image = make_photo(160, 128, seed=6)
+    files = [api.encode_to_bpp(image, 1.0, tile=64, device="cpu", threads=count) for count in (1, 2)]
+    quality = container.unpack(files[0]).header.quality
+    assert files[0] == files[1] == api.encode(image, quality=quality, tile=64, device="cpu", threads=2)
+    assert container.unpack(files[0]).header.tiles == 6
+
+
 # --- limits -------------------------------------------------------------------------------------
 
 

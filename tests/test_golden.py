@@ -118,11 +118,15 @@ def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only
     assert pixels_sha256(api.decode(newer, device="cpu")) == V10_AS_V11 != DECODED["version-10-wavelet.xsc"][1]
 
 
-DECODE_SCRIPT = """
+CODE_SCRIPT = """
 import hashlib, sys
 import numpy as np
+from PIL import Image
 from xcodec import api
-for arg in sys.argv[1:]:
+large = Image.open(sys.argv[1])
+for threads in (1, 3):  # its tiles coded here, then in worker processes
+    print(hashlib.sha256(api.encode(large, quality=6, tile=256, device="cpu", strip=True, threads=threads)).hexdigest())
+for arg in sys.argv[2:]:
     path, realism = arg.split("@")
     for threads in (1, 3):
         image = api.decode(open(path, "rb").read(), device="cpu", realism=float(realism), threads=threads)
@@ -130,11 +134,11 @@ for arg in sys.argv[1:]:
 """
 
 
-def test_decoded_pixels_do_not_depend_on_the_thread_count(tmp_path):
+def test_files_and_pixels_do_not_depend_on_the_thread_count(tmp_path):
     # Before the synthesis ran on one thread, this photo at quality 6 decoded to other pixels with
     # OMP_NUM_THREADS=2 than with 1, for both models. The wavelet's perceptual head (realism 1) too.
     # The API's threads (1 or 3 here) must not matter either: twice the photo's size has the
-    # post-filter in stripes, tiles of 256 in parallel.
+    # post-filter in stripes, tiles of 256 in parallel, encoded and decoded in worker processes.
     image = Image.open(SAMPLE).convert("RGB")
     paths = []
     for model in ("hyperprior", "transformer", "wavelet"):
@@ -143,14 +147,16 @@ def test_decoded_pixels_do_not_depend_on_the_thread_count(tmp_path):
     for tile in (0, 256):
         paths.append(tmp_path / f"wavelet-large-{tile}.xsc")
         large = image.resize((image.width * 2, image.height * 2), Image.Resampling.BICUBIC)
-        paths[-1].write_bytes(api.encode(large, quality=6, tile=tile, device="cpu"))
+        paths[-1].write_bytes(api.encode(large, quality=6, tile=tile, device="cpu", strip=True))  # the XMP a PNG drops
+    large.save(tmp_path / "large.png")
     hashes = []
     for threads in ("1", "2"):
         env = {**os.environ, "OMP_NUM_THREADS": threads}
         args = [f"{path}@0" for path in paths] + [f"{paths[2]}@1", f"{paths[3]}@1"]
-        result = subprocess.run([sys.executable, "-c", DECODE_SCRIPT, *args], env=env,
+        result = subprocess.run([sys.executable, "-c", CODE_SCRIPT, tmp_path / "large.png", *args], env=env,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         hashes.append(result.stdout.split())
     assert hashes[0] == hashes[1]
     assert hashes[0][0::2] == hashes[0][1::2]
+    assert hashes[0][0] == hashlib.sha256(paths[-1].read_bytes()).hexdigest()  # the file encoded here

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,11 +151,20 @@ def test_blocked_convolutions_give_the_dense_result(height, width):
         assert torch.equal(blocked(lambda t: t + chain(t), x), x + chain(x))
 
 
-def test_files_and_pixels_do_not_depend_on_the_thread_count(torch_threads):
+def test_files_and_pixels_do_not_depend_on_the_thread_count(torch_threads, monkeypatch):
+    workers = set()
+
+    def noted(fn, items):  # ``map_processes``, noting the processes that ran each item
+        for pid, result in threads.map_processes(lambda item: (os.getpid(), fn(item)), items):
+            workers.add(pid)
+            yield result
+
+    monkeypatch.setattr(api, "map_processes", noted)
     image = make_photo(90, 400, seed=4)  # 200 folded rows: the post-filter runs in stripes
     files = {count: api.encode(image, quality=3.5, device="cpu", threads=count) for count in (1, 2)}
     tiled = {count: api.encode(image, quality=3.5, device="cpu", tile=128, threads=count) for count in (1, 3)}
     assert files[1] == files[2] and tiled[1] == tiled[3]
+    assert (workers - {os.getpid()} != set()) == sys.platform.startswith("linux")  # tiles coded in worker processes
     for data in (files[1], tiled[1]):
         pixels = [np.asarray(api.decode(data, device="cpu", threads=count)) for count in (1, 2, 3)]
         assert all(np.array_equal(pixels[0], p) for p in pixels[1:])
@@ -239,3 +249,53 @@ signal.signal(signal.SIGINT, signal.default_int_handler)  # as in a terminal, al
 sys.argv = ["xcodec", *sys.argv[1:]]
 cli.main()
 """
+
+
+
+HANGING_WORKERS = """
+import os, time
+from xcodec.models import threads
+install = threads._install
+def hanging(fn):  # a tile worker says its process id as it starts, then never ends a tile
+    print(os.getpid(), flush=True)
+    install(lambda item: time.sleep(3600))
+threads._install = hanging
+""" + INTERRUPTIBLE
+
+
+def running(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1][0] != "Z"  # a zombie has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="tile workers are forked on Linux only")
+@pytest.mark.parametrize("command", ["encode", "decode"])
+def test_ctrl_c_ends_a_large_images_tile_workers(tmp_path, command):
+    """Tiles in forked worker processes, each stuck in its tile: Ctrl-C ends them and the command
+    (a worker pool's shutdown would wait for them), which writes nothing."""
+    image = make_photo(512, 384, seed=3)  # 12 tiles of 128
+    source, target = tmp_path / "big.png", "out.xsc"
+    source.write_bytes(png_bytes(image))
+    if command == "decode":
+        source, target = tmp_path / "big.xsc", "out.png"
+        source.write_bytes(api.encode(image, quality=4, tile=128, device="cpu"))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    tile = ["--tile", "128"] if command == "encode" else []
+    process = subprocess.Popen([sys.executable, "-c", HANGING_WORKERS, command, source.name, "-o", target, *tile, "--threads", "2"],
+                               cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    workers = [int(process.stdout.readline()) for _ in range(2)]
+    process.send_signal(signal.SIGINT)
+    try:
+        _, stderr = process.communicate(timeout=60)
+    finally:
+        process.kill()
+        for pid in filter(running, workers):
+            os.kill(pid, signal.SIGKILL)
+    assert process.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode()
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted({"big.png", source.name})  # nothing written
+    time.sleep(1)  # the workers' parent has ended: they are orphans, reaped by init
+    assert not any(map(running, workers))

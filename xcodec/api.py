@@ -61,9 +61,10 @@ def encode(image: Image.Image | np.ndarray, quality: float = DEFAULT_QUALITY, mo
     ``drop_alpha``; EXIF and XMP as streams unless ``strip``. ``metadata`` (``icc_profile``, ``exif``,
     ``xmp``) replaces the image's own (``image.prepare``). ``realism`` is stored as the realism the
     decoder uses when its caller gives none (models with a perceptual head only).
-    ``threads``: how many threads code tiles at once (None: the cores this process may use,
-    ``cores.usable_cores``); every torch kernel runs on one thread (``models.threads``), and the
-    file does not depend on the count.
+    ``threads``: how many tiles are coded at once (None: the cores this process may use,
+    ``cores.usable_cores``), on a CPU under Linux by as many worker processes
+    (``models.threads.map_processes``), else by threads; every torch kernel runs on one thread
+    (``models.threads``), and the file does not depend on the count.
 
     ``lossless`` codes every sample exactly (8-bit, or 16-bit grayscale), ``max_error`` (1..4) every
     sample within +-max_error, both with the ``lossless`` coder (``quality``, ``model``, ``effort``
@@ -165,10 +166,12 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
              realism: float | None = None, threads: int | None = None) -> Callable[[float], bytes]:
     """Check ``source`` once; return a function from quality to the bytes of its file.
 
-    With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, for
-    coding at several qualities); without, tiles are cut and analysed per call. Tiles are coded
-    by ``threads`` threads, at most two per thread in flight. At an effort where the model
-    ``adapts``, the tiles' ``fit_tile`` parts give the file's ``adapt`` stream (``fit``).
+    With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, on
+    ``threads`` threads, for coding at several qualities); without, tiles are cut and analysed per
+    call. Tiles are coded by ``threads`` workers, at most two per worker in flight: on a CPU,
+    processes forked for each call (``map_processes``: they inherit the image and the kept
+    compressors, and send back the streams), else threads. At an effort where the model ``adapts``,
+    the tiles' ``fit_tile`` parts (tensors, pickled back) give the file's ``adapt`` stream (``fit``).
     """
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
@@ -196,8 +199,9 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
         return net.compressor(pixels(box), effort)
 
-    with torch.inference_mode(), thread_budget(count):
+    with torch.inference_mode(), thread_budget(count):  # the analysis alone: torch's kernels, which free the GIL
         kept = list(map_ordered(analyse, boxes)) if keep else None
+    tiles_of = map_processes if dev.type == "cpu" else map_ordered  # the walks' Python parts hold the GIL
 
     def encode_at(quality: float) -> bytes:
         if not MIN_QUALITY <= quality <= MAX_QUALITY:
@@ -210,7 +214,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
             return payloads, net.fit_tile(pixels(boxes[index]), payloads, quality) if adapting else None
 
         with torch.inference_mode(), thread_budget(count):
-            for done, (payloads, part) in enumerate(map_ordered(code, range(len(boxes))), 1):
+            for done, (payloads, part) in enumerate(tiles_of(code, range(len(boxes))), 1):
                 if len(payloads) != net.streams_per_tile:
                     raise ValueError(f"model {model!r} gave {len(payloads)} streams for a tile, not {net.streams_per_tile}")
                 streams += [(StreamKind.CODED, payload) for payload in payloads]

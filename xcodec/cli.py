@@ -97,7 +97,7 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print errors only.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the model, tiles, stream sizes and times of each file.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Take the files of folders' subfolders too (mirrored under --out-dir).")]
 JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files, each loading the model once (default: the cores this process may use).")]
-ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per process for the tiles of a large image (on Linux, a decode's worker processes) and the post-filter's stripes (default: the usable cores, shared among --jobs). The output does not depend on it.")]
+ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per process for the tiles of a large image (on Linux, worker processes) and the post-filter's stripes (default: the usable cores, shared among --jobs). The output does not depend on it.")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
 

@@ -10,15 +10,19 @@ thread that the machine slows down takes fewer pieces, and the others wait for i
 Pieces are cut by the image's size, never by the thread count, and a piece is computed the same
 way by whichever thread takes it, so files and pixels do not depend on the thread count.
 
-A decoder's tiles go to processes instead, where it can fork them (``map_processes``): its walk
-decodes the ANS stream in constriction, which holds the GIL (a third of the walk), so the walks of
-two tiles on threads wait for each other.
+The tiles of a large image go to processes instead, where the caller can fork them
+(``map_processes``): a walk's Python parts and its ANS calls in constriction hold the GIL (a
+decoder's ANS decoding is a third of its walk), so the walks of two tiles on threads wait for
+each other. The stripes of one tile's post-filter, torch's kernels, which free the GIL, and an
+encoder's analyses kept for several qualities (callables, which cannot be pickled back) stay on
+threads.
 """
 
 from __future__ import annotations
 
 import contextlib
 import multiprocessing
+import pickle
 import signal
 import sys
 from collections import deque
@@ -70,19 +74,21 @@ def map_ordered(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
 
 def map_processes(fn: Callable[[T], R], items: Sequence[T]) -> Iterator[R]:
     """``map_ordered`` in worker processes forked for the call, so that the Python parts of ``fn``
-    and the C calls that hold the GIL run on several cores at once; items and results are pickled.
+    and the C calls that hold the GIL run on several cores at once; items and results are pickled
+    (``fn`` is not: the workers inherit it, and whatever it reads, through the fork).
 
     On Linux only (elsewhere it is ``map_ordered``): a fork starts a worker in milliseconds with the
-    caller's modules and model, where a fresh process would import torch again (1.5 CPU s). Forking
-    a torch process is safe here: inside ``threads`` torch runs on one thread, and a worker never
-    uses the thread pools that a fork leaves behind. CPU tensors only (CUDA does not survive a fork).
+    caller's modules, model and data (an image, an encoder's kept analyses), where a fresh process
+    would import torch again (1.5 CPU s). Forking a torch process is safe here: inside ``threads``
+    torch runs on one thread, and a worker never uses the thread pools that a fork leaves behind.
+    CPU tensors only (CUDA does not survive a fork).
     """
     count = _threads.get()
     if count <= 1 or len(items) <= 1 or not sys.platform.startswith("linux"):
         yield from map_ordered(fn, items)
         return
     pool = ProcessPoolExecutor(count, multiprocessing.get_context("fork"), initializer=_install, initargs=(_alone(fn),))
-    yield from _in_order(pool, _call, items, count)
+    yield from map(pickle.loads, _in_order(pool, _call, items, count, _ctrl_c_held))
 
 
 def _alone(fn: Callable[[T], R]) -> Callable[[T], R]:
@@ -96,26 +102,41 @@ def _alone(fn: Callable[[T], R]) -> Callable[[T], R]:
     return run
 
 
-def _in_order(pool: Executor, fn: Callable[[T], R], items: Sequence[T], count: int) -> Iterator[R]:
+def _in_order(pool: Executor, fn: Callable[[T], R], items: Sequence[T], count: int,
+              starting: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext) -> Iterator[R]:
     """``fn`` of each item on ``pool``'s ``count`` workers, in order, at most two items per worker in
-    flight. On an error or Ctrl-C the items not started are dropped and worker processes end at once
-    (a thread finishes its item)."""
+    flight. On an error or Ctrl-C the items not started are dropped (by the pool: a future cancelled
+    here could meet its manager thread failing it for the ended processes, an error printed from
+    that thread) and worker processes end at once (a thread finishes its item). The first item's
+    submission, which starts the pool, runs inside ``starting``."""
     pending = deque()
     try:
-        for item in items:
+        with starting():
+            pending.append(pool.submit(fn, items[0]))
+        for item in items[1:]:
             pending.append(pool.submit(fn, item))
             if len(pending) >= 2 * count:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
     except BaseException:
-        for future in pending:
-            future.cancel()
         for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public way before Python 3.14
             process.terminate()
+        pool.shutdown(cancel_futures=True)
         raise
+    pool.shutdown()
+
+
+@contextlib.contextmanager
+def _ctrl_c_held() -> Iterator[None]:
+    """Ctrl-C held back while a process pool starts (forks its workers, then starts its manager
+    thread): Python drops a KeyboardInterrupt raised in its at-fork handlers, and a pool stopped
+    between the forks and the thread's start cannot be shut down."""
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+    try:
+        yield
     finally:
-        pool.shutdown()
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)
 
 
 _work: Callable | None = None  # a worker process's function (``map_processes``)
@@ -129,8 +150,10 @@ def _install(fn: Callable) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _call(item: object) -> object:
-    return _work(item)
+def _call(item: object) -> bytes:
+    """A worker's result, pickled here: the pool's own pickler would move its tensors to shared memory
+    (``torch.multiprocessing``: /dev/shm, small in containers) and pass their file descriptors."""
+    return pickle.dumps(_work(item), pickle.HIGHEST_PROTOCOL)
 
 
 def map_rows(fn: Callable[[int, int], Tensor], height: int, halo: int, align: int = 1, rows: int | None = None,
