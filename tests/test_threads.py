@@ -6,6 +6,8 @@ its exit codes and its clean Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
@@ -211,6 +213,64 @@ def test_batch_with_two_jobs_keeps_order_bytes_and_exit_codes(run_cli, tmp_path)
     for name in names:
         with Image.open(tmp_path / "decoded" / name) as a, Image.open(tmp_path / "reference" / name) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_batch_prepares_the_models_its_workers_need(monkeypatch, tmp_path):
+    """The models of the jobs that the header checks leave go to the workers' server (``xcodec.preload``)."""
+    from xcodec import cli
+
+    image = make_photo(40, 30)
+    (tmp_path / "lossy.xsc").write_bytes(api.encode(image, threads=1))
+    (tmp_path / "exact.xsc").write_bytes(api.encode(image, lossless=True, threads=1))
+    (tmp_path / "bad.xsc").write_bytes(b"not a file")
+    seen = {}
+
+    def workers(jobs, work, inputs, force, count, threads, models):
+        seen["models"] = models
+        return iter([cli.Outcome(error=f"done {job.source}") for job in jobs])
+
+    monkeypatch.setattr(cli, "outcomes_in_workers", workers)
+    jobs = [cli.Job(str(tmp_path / f"{name}.xsc"), str(tmp_path / f"{name}.png")) for name in ("lossy", "bad", "exact")]
+    work = cli.DecodeWork("cpu", True, None, 10**6, 1)
+    errors = [outcome.error for outcome in cli.batch_outcomes(jobs, work, frozenset(), False, 2, 1)]
+    assert errors[0] == f"done {jobs[0].source}" and errors[2] == f"done {jobs[2].source}" and "done" not in errors[1]
+    assert seen["models"] == {zoo.DEFAULT_MODEL, "lossless-3"}
+    encoding = cli.EncodeWork(None, None, None, False, "cpu", False, False, 0, None, 10**6, None, 1, None)
+    assert encoding.precheck(jobs[0]) == zoo.DEFAULT_MODEL
+    assert dataclasses.replace(encoding, max_error=0).precheck(jobs[0]) == "lossless-3"
+
+
+@pytest.mark.parametrize("model,coded", [(zoo.DEFAULT_MODEL, {"model": zoo.DEFAULT_MODEL, "device": "cpu", "threads": 1}),
+                                         ("lossless-3", {"lossless": True, "threads": 1}), ("lossless-2", None)])
+def test_warm_up_codes_a_small_image_once_on_one_thread(monkeypatch, model, coded):
+    calls = []
+    monkeypatch.setattr(api, "encode", lambda image, **kwargs: calls.append(("encode", image.size, kwargs)) or b"file")
+    monkeypatch.setattr(api, "decode", lambda data, **kwargs: calls.append(("decode", data, kwargs)))
+    api.warm_up(model)
+    expected = [("encode", (64, 64), coded), ("decode", b"file", {"device": "cpu", "threads": 1})] if coded else []
+    assert calls == expected
+
+
+PRELOADED = """
+import gc, json, signal, sys, torch
+from xcodec import preload
+from xcodec.lossless import tables
+from xcodec.models import zoo
+print(json.dumps([zoo.load.cache_info().currsize, tables.load.cache_info().currsize, torch.get_num_threads(),
+                  gc.get_freeze_count() > 0, signal.getsignal(signal.SIGINT) == signal.SIG_IGN]))
+"""
+
+
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_the_workers_server_loads_the_models_on_one_thread(warm_up):
+    """``xcodec.preload`` loads (and warms up) the named models, skips one that cannot load, ignores Ctrl-C."""
+    from xcodec.defaults import PRELOAD
+
+    models = [zoo.DEFAULT_MODEL, "lossless-3", "lossless-2", "nosuchmodel"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), PRELOAD: json.dumps({"models": models, "warm_up": warm_up})}
+    result = subprocess.run([sys.executable, "-c", PRELOADED], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert json.loads(result.stdout) == [1, 2, 1, True, True]
 
 
 @pytest.mark.slow
