@@ -5,7 +5,8 @@ Exit codes: 0 success, 1 bad input, a bad/corrupted file or an output that canno
 (one-line message), 2 usage error, 130 interrupted.
 
 Torch loads only once there is work to do: ``--help``, ``info``, and the refusals of arguments,
-outputs, headers and sizes answer without it.
+outputs, headers and sizes answer without it. ``main`` ends the process as soon as the command is
+done, without the teardown of torch's modules (``end``).
 """
 
 from __future__ import annotations
@@ -96,7 +97,7 @@ MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse i
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print errors only.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the model, tiles, stream sizes and times of each file.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Take the files of folders' subfolders too (mirrored under --out-dir).")]
-JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files, each loading the model once (default: the cores this process may use).")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files (default: the cores this process may use); on Linux and macOS they share the models, loaded once.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per process for the tiles of a large image (on Linux, a decode's worker processes) and the post-filter's stripes (default: the usable cores, shared among --jobs). The output does not depend on it.")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
