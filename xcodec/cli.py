@@ -31,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, container
-from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, LOSSLESS_MODELS, TILE_ALIGN, check_gpu,
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
                        check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
@@ -417,7 +417,7 @@ def batch_outcomes(jobs: list[Job], work: Callable, inputs: frozenset[Path], for
     file alone come from this process, without torch; the other jobs go to ``workers`` processes,
     which start only if some job is left for them, with the models those jobs need loaded."""
     early: dict[int, Outcome] = {}
-    models = set()
+    models: set[str] = set()
     for i, job in enumerate(jobs):
         try:
             models.add(work.precheck(job))
