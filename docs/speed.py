@@ -14,7 +14,10 @@
 - Batch: ``xcodec encode`` and ``xcodec decode`` of the folder's first ``--batch`` images with
   ``-j 1`` (default threads: a single process uses both cores for a decode's post-filter stripes),
   ``-j 1 --threads 1`` (one core: the fair base of a speed-up) and ``-j 2``, wall time of the whole
-  command (model loads included).
+  command (model loads included). Then where that time goes: the mean of the files' own times (each
+  file's line) and the serial rest (the wall time less the files' times shared among the jobs:
+  start-up, model loads, the workers' uneven ends, exit), and the Amdahl bound of ``-j 2`` over
+  ``-j 1``: ``-j 1``'s time over its serial rest plus ``-j 2``'s file times split evenly in two.
 - ``--large PNG``: ``xcodec encode`` and ``xcodec decode`` of one large photo (e.g. 24 Mpixel) with
   no flags (and the baseline's), wall and CPU time of the command and its peak memory (maximum
   resident set); AVIF and JPEG XL on the same photo as in the single-image rows (one call each, in
@@ -34,6 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -97,21 +101,40 @@ def single(codec: str, image: Path, repeat: int, checkout: Path) -> dict:
     return json.loads(result.stdout.splitlines()[-1])
 
 
-def cli(*args: str, checkout: Path = REPO) -> tuple[float, float, float]:
+def cli(*args: str, checkout: Path = REPO, lines: list[str] | None = None) -> tuple[float, float, float]:
     """Wall time (s), CPU time (s: all the command's threads and a decode's tile workers, which it
     forks and waits for; not its batch workers, which are the forkserver's children) and peak memory
-    (MiB, the largest resident set of the command and its workers, not their sum) of ``xcodec ARGS``."""
+    (MiB, the largest resident set of the command and its workers, not their sum) of ``xcodec ARGS``,
+    until the command's process ends. ``lines``: a list that gets its stderr lines (it then runs
+    without ``--quiet``)."""
+    quiet, stderr = ([], subprocess.PIPE) if lines is not None else (["--quiet"], None)
     start = time.perf_counter()
-    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, "--quiet"], env={**os.environ, "PYTHONPATH": str(checkout)},
-                               cwd=checkout)
-    _, status, usage = os.wait4(process.pid, 0)
+    process = subprocess.Popen([sys.executable, "-m", "xcodec.cli", *args, *quiet], env={**os.environ, "PYTHONPATH": str(checkout)},
+                               cwd=checkout, stderr=stderr, text=True)
+    with ThreadPoolExecutor(1) as reader:
+        text = reader.submit(process.stderr.read) if stderr else None
+        _, status, usage = os.wait4(process.pid, 0)
+        elapsed = time.perf_counter() - start
     if status:
         raise SystemExit(f"xcodec {' '.join(args)} failed")
-    return time.perf_counter() - start, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
+    if text:
+        lines += text.result().splitlines()
+    return elapsed, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024
 
 
-def batch(command: str, inputs: list[str], out: Path, jobs: int, threads: int | None = None) -> float:
-    return cli(command, *inputs, "-d", str(out), "-j", str(jobs), *(["--threads", str(threads)] if threads else []))[0]
+def batch(command: str, inputs: list[str], out: Path, jobs: int, threads: int | None = None) -> tuple[float, float]:
+    """Wall time of the batch command and the mean of its files' own times (each file's line: reading,
+    coding and writing it, without the model's load)."""
+    lines: list[str] = []
+    wall = cli(command, *inputs, "-d", str(out), "-j", str(jobs), *(["--threads", str(threads)] if threads else []), lines=lines)[0]
+    files = [float(line.rsplit(", ", 1)[1].removesuffix(" s")) for line in lines if " -> " in line]
+    return wall, statistics.mean(files)
+
+
+def serial(wall: float, per_file: float, files: int, jobs: int) -> float:
+    """A batch's serial rest: its wall time less its files' times shared evenly among its jobs
+    (start-up, model loads, the workers' uneven ends, exit)."""
+    return wall - per_file * files / jobs
 
 
 def main() -> None:
@@ -155,15 +178,24 @@ def main() -> None:
               "|---|---:|---:|---:|---:|---:|")
     with tempfile.TemporaryDirectory() as tmp:
         coded = {name: Path(tmp) / f"coded{i}" for i, name in enumerate(settings)}
-        files = None
+        files, parts = None, {}
         for command in ("encode", "decode") if inputs else ():
             times = {}
             for i, (name, (jobs, threads)) in enumerate(settings.items()):
                 sources = inputs if command == "encode" else files
-                times[name] = batch(command, sources, coded[name] if command == "encode" else Path(tmp) / f"decoded{i}", jobs, threads)
+                wall, per_file = batch(command, sources, coded[name] if command == "encode" else Path(tmp) / f"decoded{i}", jobs, threads)
+                times[name], parts[command, name] = wall, (per_file, serial(wall, per_file, len(inputs), jobs))
             files = sorted(str(p) for p in coded["-j 1"].iterdir())
             print(f"| {command} | {times['-j 1']:.1f} | {times['one core']:.1f} | {times['-j 2']:.1f} | "
                   f"{times['-j 1'] / times['-j 2']:.2f}x | {times['one core'] / times['-j 2']:.2f}x |", flush=True)
+        if inputs:  # Amdahl: -j 1's serial rest kept, -j 2's file times split evenly between its two workers
+            print(f"\n| batch of {len(inputs)}: per file s / serial rest s | -j 1 | -j 1 --threads 1 | -j 2 (each worker) | "
+                  "-j 2 over -j 1 at most |\n|---|---:|---:|---:|---:|")
+        for command in ("encode", "decode") if inputs else ():
+            (one, rest), (two, _) = parts[command, "-j 1"], parts[command, "-j 2"]
+            bound = (rest + len(inputs) * one) / (rest + len(inputs) * two / 2)
+            cells = " | ".join(f"{parts[command, name][0]:.2f} / {parts[command, name][1]:.1f}" for name in settings)
+            print(f"| {command} | {cells} | {bound:.2f}x |", flush=True)
         if args.large:
             with Image.open(args.large) as image:
                 size = f"{image.width}x{image.height}"

@@ -355,6 +355,48 @@ def test_ctrl_c_leaves_no_partial_file(tmp_path, photo_png):
     assert (tmp_path / "a.xsc").read_bytes() == b"keep me"
 
 
+ENDING = """
+import atexit, sys, threading, time
+from xcodec.cli import end
+atexit.register(lambda: sys.stdout.write("handler ran;"))
+sys.stdout.write("buffered;")  # not flushed yet: end flushes it
+if sys.argv[1] == "thread":  # a thread Python waits for at its exit: end leaves the exit to Python
+    threading.Thread(target=lambda: (time.sleep(0.3), sys.stdout.write("thread done;"))).start()
+end(int(sys.argv[2]) if sys.argv[2].isdigit() else sys.argv[2])
+"""
+
+
+@pytest.mark.parametrize("case,code,returncode,out", [
+    ("plain", "0", 0, "buffered;handler ran;"), ("plain", "3", 3, "buffered;handler ran;"),
+    ("thread", "0", 0, "buffered;thread done;handler ran;"), ("plain", "no number", 1, "buffered;handler ran;"),
+], ids=["0", "3", "a-thread-running", "a-message"])
+def test_end_exits_as_python_would(tmp_path, case, code, returncode, out):
+    """``end`` skips only the teardown: exit handlers, flushed output, the code, threads waited for."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import REPO_ROOT
+
+    result = subprocess.run([sys.executable, "-c", ENDING, case, code], cwd=tmp_path, capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": str(REPO_ROOT)}, timeout=60)
+    assert (result.returncode, result.stdout) == (returncode, out), result.stderr
+    assert result.stderr == ("no number\n" if code == "no number" else "")
+
+
+def test_a_whole_command_writes_its_outputs_whole(run_cli_process, tmp_path, photo_png):
+    """``main`` ends the process at once (``end``): what it wrote to a file or to stdout is all there."""
+    (tmp_path / "photo.png").write_bytes(photo_png)
+    to_file = run_cli_process("encode", "photo.png", "--quiet")
+    to_stdout = run_cli_process("encode", "photo.png", "-o", "-")
+    assert to_file.returncode == to_stdout.returncode == 0, to_file.stderr + to_stdout.stderr
+    assert to_stdout.stdout == (tmp_path / "photo.xsc").read_bytes() and len(to_stdout.stdout) > 100
+    decoded = run_cli_process("decode", "-", "-o", "-", input=to_stdout.stdout)
+    assert decoded.returncode == 0 and Image.open(io.BytesIO(decoded.stdout)).size == Image.open(io.BytesIO(photo_png)).size
+    refused = run_cli_process("decode", "photo.png")
+    assert refused.returncode == 1 and b"error:" in refused.stderr
+
+
 # --- outputs: modes, folders -----------------------------------------------------------------------
 
 
@@ -443,13 +485,11 @@ def test_a_plain_encode_and_decode_warn_of_nothing(run_cli_process, tmp_path):
 # --- refusals answer at once, without torch (fresh processes) --------------------------------------
 
 PROBE = """
-import sys
+import atexit, sys
 sys.argv = ["xcodec", *sys.argv[1:]]
-try:
-    from xcodec.cli import main
-    main()
-finally:
-    print("torch loaded" if "torch" in sys.modules else "no torch", file=sys.stderr)
+atexit.register(lambda: print("torch loaded" if "torch" in sys.modules else "no torch", file=sys.stderr))  # main ends the process
+from xcodec.cli import main
+main()
 """
 
 

@@ -6,12 +6,15 @@ its exit codes and its clean Ctrl-C.
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import os
 import signal
 import subprocess
 import sys
 import threading
 import time
+from contextlib import suppress
 from pathlib import Path
 
 import numpy as np
@@ -221,6 +224,96 @@ def test_batch_with_two_jobs_keeps_order_bytes_and_exit_codes(run_cli, tmp_path)
     for name in names:
         with Image.open(tmp_path / "decoded" / name) as a, Image.open(tmp_path / "reference" / name) as b:
             assert np.array_equal(np.asarray(a), np.asarray(b))
+
+
+def test_a_batch_prepares_the_models_its_workers_need(monkeypatch, tmp_path):
+    """The models of the jobs that the header checks leave go to the workers' server (``xcodec.preload``)."""
+    from xcodec import cli
+
+    image = make_photo(40, 30)
+    (tmp_path / "lossy.xsc").write_bytes(api.encode(image, threads=1))
+    (tmp_path / "exact.xsc").write_bytes(api.encode(image, lossless=True, threads=1))
+    (tmp_path / "bad.xsc").write_bytes(b"not a file")
+    seen = {}
+
+    def workers(jobs, work, inputs, force, count, threads, models):
+        seen["models"] = models
+        return iter([cli.Outcome(error=f"done {job.source}") for job in jobs])
+
+    monkeypatch.setattr(cli, "outcomes_in_workers", workers)
+    jobs = [cli.Job(str(tmp_path / f"{name}.xsc"), str(tmp_path / f"{name}.png")) for name in ("lossy", "bad", "exact")]
+    work = cli.DecodeWork("cpu", True, None, 10**6, 1)
+    errors = [outcome.error for outcome in cli.batch_outcomes(jobs, work, frozenset(), False, 2, 1)]
+    assert errors[0] == f"done {jobs[0].source}" and errors[2] == f"done {jobs[2].source}" and "done" not in errors[1]
+    assert seen["models"] == {zoo.DEFAULT_MODEL, "lossless-3"}
+    encoding = cli.EncodeWork(None, None, None, False, "cpu", False, False, 0, None, 10**6, None, 1, None)
+    assert encoding.precheck(jobs[0]) == zoo.DEFAULT_MODEL
+    assert dataclasses.replace(encoding, max_error=0).precheck(jobs[0]) == "lossless-3"
+
+
+@pytest.mark.parametrize("model,coded", [(zoo.DEFAULT_MODEL, {"model": zoo.DEFAULT_MODEL, "device": "cpu", "threads": 1}),
+                                         ("lossless-3", {"lossless": True, "threads": 1}), ("lossless-2", None)])
+def test_warm_up_codes_a_small_image_once_on_one_thread(monkeypatch, model, coded):
+    calls = []
+    monkeypatch.setattr(api, "encode", lambda image, **kwargs: calls.append(("encode", image.size, kwargs)) or b"file")
+    monkeypatch.setattr(api, "decode", lambda data, **kwargs: calls.append(("decode", data, kwargs)))
+    api.warm_up(model)
+    expected = [("encode", (64, 64), coded), ("decode", b"file", {"device": "cpu", "threads": 1})] if coded else []
+    assert calls == expected
+
+
+PRELOADED = """
+import gc, json, sys, torch
+from xcodec import preload
+from xcodec.lossless import tables
+from xcodec.models import zoo
+print(json.dumps([zoo.load.cache_info().currsize, tables.load.cache_info().currsize, torch.get_num_threads(),
+                  gc.get_freeze_count() > 0]))
+"""
+
+
+@pytest.mark.parametrize("warm_up", [True, False])
+def test_the_workers_server_loads_the_models_on_one_thread(warm_up):
+    """``xcodec.preload`` loads (and warms up) the named models on one thread, skips one that cannot load."""
+    from xcodec.defaults import PRELOAD
+
+    models = [zoo.DEFAULT_MODEL, "lossless-3", "lossless-2", "nosuchmodel"]
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT), PRELOAD: json.dumps({"models": models, "warm_up": warm_up})}
+    result = subprocess.run([sys.executable, "-c", PRELOADED], cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and not result.stderr, result.stderr
+    assert json.loads(result.stdout) == [1, 2, 1, True]
+
+
+def importing_torch(parent: int) -> bool:
+    """Whether a multiprocessing forkserver that process ``parent`` started has begun to load torch."""
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with suppress(OSError, ValueError, IndexError):
+            if (int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent and b"forkserver" in (stat.parent / "cmdline").read_bytes()
+                    and "libtorch" in (stat.parent / "maps").read_text()):
+                return True
+    return False
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_ctrl_c_while_the_workers_server_starts(tmp_path):
+    """A terminal's Ctrl-C reaches the whole process group: the forkserver too, while it imports torch
+    and loads the models (``xcodec.preload``), ends without a traceback."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(4):
+        (folder / f"p{i}.png").write_bytes(png_bytes(make_photo(64, 48, seed=i)))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    process = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, "encode", "images", "-d", "out", "-j", "2"],
+                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not importing_torch(process.pid):  # in xcodec.preload (a Ctrl-C before it would stop Python's own start)
+        assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
+        time.sleep(0.01)
+    os.killpg(process.pid, signal.SIGINT)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == 130, stderr.decode()
+    assert "Traceback" not in stderr.decode(), stderr.decode()
 
 
 @pytest.mark.slow

@@ -29,7 +29,7 @@ from .lossless.codec import decode_tile, encode_tile
 from .models.manifest import Layout, check_effort, check_header
 from .models.threads import map_ordered, map_processes, threads as thread_budget
 
-from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, check_pixels, check_realism  # torch-free, for the command line
+from .defaults import DEFAULT_MAX_PIXELS, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODELS, check_pixels, check_realism  # torch-free, for the command line
 from .models.perceptual import noise_seed
 
 
@@ -86,6 +86,27 @@ def encode(image: Image.Image | np.ndarray, quality: float = DEFAULT_QUALITY, mo
     source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
                     threads=threads)(quality)
+
+
+def load_model(name: str) -> None:
+    """Load model ``name`` (a learned model or a lossless coder) now, as the calls that use it keep it."""
+    tables.load(name) if name in LOSSLESS_MODELS else zoo.load(name)
+
+
+def warm_up(name: str) -> None:
+    """Load model ``name`` and pay its first call's one-time costs now (about 0.1 s more to encode a
+    Kodak image, and 0.1 s more to decode one), by coding a small image with it once on the CPU, on
+    one thread: for a program that forks workers afterwards (``xcodec.preload``). A lossless coder
+    that only decodes older files is loaded only."""
+    load_model(name)
+    image = Image.effect_noise((64, 64), 40).convert("RGB")
+    if name not in LOSSLESS_MODELS:
+        data = encode(image, model=name, device="cpu", threads=1)
+    elif name == tables.NAME:
+        data = encode(image, lossless=True, threads=1)
+    else:
+        return
+    decode(data, device="cpu", threads=1)
 
 
 def thread_count(threads: int | None) -> int:

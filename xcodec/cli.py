@@ -5,7 +5,8 @@ Exit codes: 0 success, 1 bad input, a bad/corrupted file or an output that canno
 (one-line message), 2 usage error, 130 interrupted.
 
 Torch loads only once there is work to do: ``--help``, ``info``, and the refusals of arguments,
-outputs, headers and sizes answer without it.
+outputs, headers and sizes answer without it. ``main`` ends the process as soon as the command is
+done, without the teardown of torch's modules (``end``).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
 import typer
 from rich.console import Console
@@ -30,7 +31,7 @@ from rich.table import Table
 from rich.text import Text
 
 from . import __version__, container
-from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, LOSSLESS_MODELS, TILE_ALIGN, check_gpu,
+from .defaults import (DEFAULT_MAX_PIXELS, DEFAULT_MODEL, DEFAULT_QUALITY, DEFAULT_TILE, LOSSLESS_MODEL, TILE_ALIGN, check_gpu,
                        check_pixels, check_realism)
 from .errors import InputError, OutputError, XcodecError
 from .files import is_image, write_atomic
@@ -96,7 +97,7 @@ MaxPixelsOpt = Annotated[int, typer.Option("--max-pixels", min=1, help="Refuse i
 QuietOpt = Annotated[bool, typer.Option("--quiet", help="Print errors only.")]
 VerboseOpt = Annotated[bool, typer.Option("--verbose", "-v", help="Also print the model, tiles, stream sizes and times of each file.")]
 RecursiveOpt = Annotated[bool, typer.Option("--recursive", "-r", help="Take the files of folders' subfolders too (mirrored under --out-dir).")]
-JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files, each loading the model once (default: the cores this process may use).")]
+JobsOpt = Annotated[Optional[int], typer.Option("--jobs", "-j", min=1, help="Worker processes for several files (default: the cores this process may use); on Linux and macOS they share the models, loaded once.")]
 ThreadsOpt = Annotated[Optional[int], typer.Option("--threads", min=1, help="Threads per process for the tiles of a large image (on Linux, worker processes) and the post-filter's stripes (default: the usable cores, shared among --jobs). The output does not depend on it.")]
 DEFAULT_MODEL_HELP = "the default model, xcodec.models.zoo.DEFAULT_MODEL"
 
@@ -276,11 +277,10 @@ def load_model(name: Optional[str]) -> tuple[str, float]:
     Returns its name and the seconds that took, which per-file times leave out.
     """
     start = time.perf_counter()
-    from .lossless import tables
-    from .models import zoo
+    from . import api
 
-    name = name or zoo.DEFAULT_MODEL
-    tables.load(name) if name in LOSSLESS_MODELS else zoo.load(name)
+    name = name or DEFAULT_MODEL
+    api.load_model(name)
     return name, time.perf_counter() - start
 
 
@@ -367,21 +367,36 @@ def attempt_in_worker(*args) -> Outcome:
 
 
 def outcomes_in_workers(jobs: list[Job], work: Callable, inputs: frozenset[Path], force: bool, workers: int,
-                        threads: Optional[int]) -> Iterator[Outcome]:
-    """The outcomes of ``jobs`` in their order, computed by ``workers`` processes (each loads the
-    model once, on its first job); Ctrl-C stops them all and leaves no partial output."""
+                        threads: Optional[int], models: Collection[str] = ()) -> Iterator[Outcome]:
+    """The outcomes of ``jobs`` in their order, computed by ``workers`` processes; Ctrl-C stops them
+    all and leaves no partial output.
+
+    Where it can, a forkserver (a process that this one starts, so that torch is imported there,
+    not here) forks the workers once it has imported the API and loaded ``models`` and, for a batch
+    on the CPU, warmed them up (``xcodec.preload``): each worker starts its first job at once, the
+    models' weights shared. Elsewhere, or for a model that the server did not load (it serves
+    every batch of this process, and prepares what the first one needs), a worker loads it on
+    its first job.
+    """
     import multiprocessing
     import os
     import signal
     from concurrent.futures import ProcessPoolExecutor
 
+    from .defaults import PRELOAD, _may_have_gpu
+
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork of a torch process
     if "forkserver" in methods:
-        ctx.set_forkserver_preload(["xcodec.api"])  # torch imported once, in the server that forks the workers
+        ctx.set_forkserver_preload(["xcodec.preload"])
+    cpu = work.device == "cpu" or work.device == "auto" and not _may_have_gpu()
+    os.environ[PRELOAD] = json.dumps({"models": sorted(models), "warm_up": cpu})  # read by the server as it starts
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads or 1,))
     try:
-        futures = [pool.submit(attempt_in_worker, work, job, inputs, force, True) for job in jobs]
+        try:
+            futures = [pool.submit(attempt_in_worker, work, job, inputs, force, True) for job in jobs]
+        finally:
+            del os.environ[PRELOAD]
         for future in futures:
             try:
                 yield future.result()
@@ -400,16 +415,16 @@ def batch_outcomes(jobs: list[Job], work: Callable, inputs: frozenset[Path], for
                    threads: Optional[int]) -> Iterator[Outcome]:
     """The outcomes of ``jobs`` in their order: the refusals that ``work.precheck`` makes from a
     file alone come from this process, without torch; the other jobs go to ``workers`` processes,
-    which start only if some job is left for them."""
+    which start only if some job is left for them, with the models those jobs need loaded."""
     early: dict[int, Outcome] = {}
-    precheck = getattr(work, "precheck", None)
-    for i, job in enumerate(jobs if precheck else ()):
+    models: set[str] = set()
+    for i, job in enumerate(jobs):
         try:
-            precheck(job)
+            models.add(work.precheck(job))
         except XcodecError as exc:
             early[i] = Outcome(error=str(exc))
     rest = [job for i, job in enumerate(jobs) if i not in early]
-    late = outcomes_in_workers(rest, work, inputs, force, workers, threads) if rest else iter(())
+    late = outcomes_in_workers(rest, work, inputs, force, workers, threads, models) if rest else iter(())
     for i in range(len(jobs)):
         yield early[i] if i in early else next(late)
 
@@ -489,10 +504,14 @@ class EncodeWork:
     threads: Optional[int]
     max_error: Optional[int]  # 0: lossless, 1..4: near-lossless (the lossless coder); None: lossy
 
+    def precheck(self, job: Job) -> str:
+        """The model the job needs (``encode`` refuses a file only once it reads the image)."""
+        return LOSSLESS_MODEL if self.max_error is not None else self.model or DEFAULT_MODEL
+
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
         exact = self.max_error is not None
         image, metadata = load_exact(job.source, self.max_pixels) if exact else (load_image(job.source, self.max_pixels), None)
-        name, setup = load_model(LOSSLESS_MODEL if exact else self.model)  # torch: only now that there is work
+        name, setup = load_model(self.precheck(job))  # torch: only now that there is work
         from . import api
 
         start = time.perf_counter()
@@ -527,7 +546,11 @@ class DecodeWork:
     max_pixels: int
     threads: Optional[int]
 
-    def precheck(self, job: Job, data: Optional[bytes] = None) -> tuple[container.Header, str]:
+    def precheck(self, job: Job) -> str:
+        """The refusals the file's header decides, made without torch (``check``); the model the job needs."""
+        return self.check(job)[0].model
+
+    def check(self, job: Job, data: Optional[bytes] = None) -> tuple[container.Header, str]:
         """The refusals the file's header decides (a bad file, model, size or output format), made
         without torch; the header and the output format."""
         from .image import check_format, output_format
@@ -543,7 +566,7 @@ class DecodeWork:
         from .image import save_bytes
 
         data = read_input(job.source)
-        header, fmt = self.precheck(job, data)
+        header, fmt = self.check(job, data)
         _, setup = load_model(header.model)
         from . import api
 
@@ -1014,12 +1037,43 @@ def export(
     say(f"recorded {bench_images.name} bpp/PSNR per quality in weights/{name}.json")
 
 
+def end(code: object) -> NoReturn:
+    """Exit with ``code`` as Python would, less its teardown of every module's objects.
+
+    Once torch is imported that teardown (the final garbage collection, the clearing of each module)
+    takes 0.4-0.5 s after the command's work is done, and a single small image's command pays it in
+    full. Here the exit handlers (``atexit``: multiprocessing's, temporary folders', logging's) run as
+    at any exit, then stdout and stderr are flushed and the process ends (``os._exit``). Every file
+    the commands write is closed before (``files.write_atomic``, the training logs in ``finally``).
+    Where that would differ from Python's own exit (a thread that Python would wait for still
+    running, a code that is not a number, a stream that cannot be flushed: a closed pipe), Python
+    exits its own way.
+    """
+    import atexit
+    import os
+    import threading
+
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if others or not isinstance(code, (int, type(None))):
+        raise SystemExit(code)
+    atexit._run_exitfuncs()
+    try:
+        for stream in (sys.stdout, sys.stderr):
+            if stream is not None:
+                stream.flush()
+    except (OSError, ValueError):
+        raise SystemExit(code) from None
+    os._exit(code or 0)
+
+
 def main() -> None:
     try:
         app()
     except KeyboardInterrupt:
         err.print("interrupted")
-        sys.exit(130)
+        end(130)
+    except SystemExit as exc:
+        end(exc.code)
 
 
 if __name__ == "__main__":

@@ -21,6 +21,8 @@ DEFAULT_TILE = 1024  # pixels; bounds the memory of encoding and decoding, whate
 LOSSLESS_MODEL = "lossless-3"
 LOSSLESS_MODELS = ("lossless", "lossless-2", LOSSLESS_MODEL)
 TILE_ALIGN = 64  # tile sizes are multiples of this, which every model's alignment divides
+# The environment variable by which a batch tells the forkserver of its workers what to prepare (``xcodec.preload``).
+PRELOAD = "XCODEC_PRELOAD"
 # Device files of the GPU drivers that torch's "cuda" device can use (NVIDIA, ROCm, WSL).
 GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/kfd", "/dev/dxg")
 
