@@ -294,18 +294,23 @@ def importing_torch(parent: int) -> bool:
     return False
 
 
+def interruptible_batch(tmp_path: Path, count: int, width: int, height: int, **popen) -> subprocess.Popen:
+    """``xcodec encode images -d out -j 2`` of ``count`` photos in ``tmp_path``, started (``INTERRUPTIBLE``)."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(count):
+        (folder / f"p{i:02}.png").write_bytes(png_bytes(make_photo(width, height, seed=i)))
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
+    return subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, "encode", "images", "-d", "out", "-j", "2"],
+                            cwd=tmp_path, env=env, stderr=subprocess.PIPE, **popen)
+
+
 @pytest.mark.slow
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
 def test_ctrl_c_while_the_workers_server_starts(tmp_path):
     """A terminal's Ctrl-C reaches the whole process group: the forkserver too, while it imports torch
     and loads the models (``xcodec.preload``), ends without a traceback."""
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(4):
-        (folder / f"p{i}.png").write_bytes(png_bytes(make_photo(64, 48, seed=i)))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, "encode", "images", "-d", "out", "-j", "2"],
-                               cwd=tmp_path, env=env, stderr=subprocess.PIPE, start_new_session=True)
+    process = interruptible_batch(tmp_path, 4, 64, 48, start_new_session=True)
     deadline = time.monotonic() + 60
     while not importing_torch(process.pid):  # in xcodec.preload (a Ctrl-C before it would stop Python's own start)
         assert process.poll() is None and time.monotonic() < deadline, process.stderr.read().decode()
@@ -318,13 +323,7 @@ def test_ctrl_c_while_the_workers_server_starts(tmp_path):
 
 @pytest.mark.slow
 def test_ctrl_c_stops_a_batch_of_workers_cleanly(tmp_path):
-    folder = tmp_path / "images"
-    folder.mkdir()
-    for i in range(12):
-        (folder / f"p{i:02}.png").write_bytes(png_bytes(make_photo(320, 240, seed=i)))
-    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT)}
-    process = subprocess.Popen([sys.executable, "-c", INTERRUPTIBLE, "encode", "images", "-d", "out", "-j", "2"],
-                               cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    process = interruptible_batch(tmp_path, 12, 320, 240)
     assert b" -> " in process.stderr.readline()  # the first file is done, the others in the workers
     process.send_signal(signal.SIGINT)
     _, stderr = process.communicate(timeout=60)
