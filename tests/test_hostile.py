@@ -24,7 +24,7 @@ from tests.test_cli import PROBE, words
 from xcodec import api, container
 from xcodec.bench.run import PeakMemory
 from xcodec.container import Bitstream, Header, StreamKind
-from xcodec.defaults import _may_have_gpu
+from xcodec.defaults import may_have_gpu
 from xcodec.errors import XcodecError
 
 SECONDS = 2.0  # to refuse a case, or beyond decoding the seed (a 64x48 image)
@@ -203,7 +203,7 @@ ARGUMENTS = {  # refused once for a whole batch, before torch loads
 @pytest.mark.parametrize("case", ARGUMENTS.values(), ids=ARGUMENTS.keys())
 def test_a_batch_s_common_error_is_refused_once_without_torch(case, tmp_path):
     args, message = case
-    if "cuda" in args and _may_have_gpu():
+    if "cuda" in args and may_have_gpu():
         pytest.skip("a GPU may be here: torch decides")
     for name in "ab":
         make_photo(16, 16).save(tmp_path / f"{name}.png")

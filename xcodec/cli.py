@@ -383,13 +383,13 @@ def outcomes_in_workers(jobs: list[Job], work: Callable, inputs: frozenset[Path]
     import signal
     from concurrent.futures import ProcessPoolExecutor
 
-    from .defaults import PRELOAD, _may_have_gpu
+    from .defaults import PRELOAD, may_have_gpu
 
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")  # no fork of a torch process
     if "forkserver" in methods:
         ctx.set_forkserver_preload(["xcodec.preload"])
-    cpu = work.device == "cpu" or work.device == "auto" and not _may_have_gpu()
+    cpu = work.device == "cpu" or work.device == "auto" and not may_have_gpu()
     os.environ[PRELOAD] = json.dumps({"models": sorted(models), "warm_up": cpu})  # read by the server as it starts
     pool = ProcessPoolExecutor(workers, mp_context=ctx, initializer=init_worker, initargs=(threads or 1,))
     try:

@@ -45,11 +45,12 @@ def check_realism(realism: float) -> float:
 def check_gpu(device: str) -> None:
     """Refuse ``cuda`` at once where no CUDA GPU can be (no driver's device file, none visible, macOS);
     elsewhere torch decides (``api.resolve_device``)."""
-    if device == "cuda" and not _may_have_gpu():
+    if device == "cuda" and not may_have_gpu():
         raise InputError("--device cuda was asked for, but no CUDA GPU is available")
 
 
-def _may_have_gpu() -> bool:
+def may_have_gpu() -> bool:
+    """Whether torch might find a CUDA GPU here, told without importing it (False: it cannot)."""
     if os.environ.get("CUDA_VISIBLE_DEVICES") in ("", "-1") or sys.platform == "darwin":
         return False
     return not sys.platform.startswith("linux") or any(Path(p).exists() for p in GPU_DEVICE_FILES)
