@@ -260,30 +260,37 @@ def test_a_postfilter_less_its_coarse_path_starts_from_the_shipped_convolutions(
 
 
 def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
-    """``log_lpips`` 1 makes the distance the mean of log LPIPS over the crops (a crop at quality 8
-    weighs as much as one at quality 1); 0 keeps the plain mean."""
+    """``log_lpips`` 1 makes the distances the means of log LPIPS and log texture distance over the
+    crops (a crop at quality 8 weighs as much as one at quality 1); 0 keeps the plain means.
+    ``texture`` weighs the texture distance, which is zero only for the same statistics."""
     from xcodec.bench import lpips
     from xcodec.models.stages import Batch
-    from xcodec.models.wavelet.training import PERCEPTUAL, perceptual_loss
+    from xcodec.models.wavelet.training import PERCEPTUAL, perceptual_loss, texture_distance
 
     manifest = zoo.read_manifest("wavelet")
     model = zoo.build("wavelet", {**manifest.build_config, **PERCEPTUAL.config})
     model.load_state_dict(zoo.load_training_weights("wavelet"))
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    net = lpips.load()
 
-    def loss(log_lpips: float) -> tuple[float, torch.Tensor]:
+    def loss(log_lpips: float, texture: float) -> tuple[float, torch.Tensor, torch.Tensor]:
         batch = Batch(model, x, torch.tensor([1.0, 8.0]), torch.Generator().manual_seed(1),
-                      {**PERCEPTUAL.options, "fidelity": 0.0, "log_lpips": log_lpips}, {})
+                      {**PERCEPTUAL.options, "fidelity": 0.0, "log_lpips": log_lpips, "texture": texture}, {})
         with torch.no_grad():
-            value, _ = perceptual_loss(batch)
-            distance = lpips.load()(batch.shared["sharp"] * 2 - 1, x * 2 - 1).flatten()
-        return float(value), distance
+            value, numbers = perceptual_loss(batch)
+            sharp, photo = net.normalised(batch.shared["sharp"] * 2 - 1), net.normalised(x * 2 - 1)
+        assert numbers["texture"] == pytest.approx(float(texture_distance(sharp, photo).mean()), rel=1e-5)
+        return float(value), net(batch.shared["sharp"] * 2 - 1, x * 2 - 1).flatten(), texture_distance(sharp, photo)
 
-    plain, distance = loss(0.0)
-    logged, same = loss(1.0)
-    assert torch.equal(distance, same)
+    plain, distance, texture = loss(0.0, 0.0)
+    logged, same, _ = loss(1.0, 0.0)
+    assert torch.equal(distance, same) and bool((texture > 0).all())
     assert plain == pytest.approx(float(distance.mean()), rel=1e-5)
     assert logged == pytest.approx(float(distance.log().mean()), rel=1e-5)
+    assert loss(0.0, 0.5)[0] == pytest.approx(float((distance + 0.5 * texture).mean()), rel=1e-5)
+    assert loss(1.0, 0.5)[0] == pytest.approx(float((distance.log() + 0.5 * texture.log()).mean()), rel=1e-5)
+    photo = net.normalised(x * 2 - 1)
+    assert not texture_distance(photo, photo).any()
 
 
 def test_a_postfilter_trained_in_its_place_ships_as_the_convfilter_head(tmp_path):

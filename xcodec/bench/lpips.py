@@ -51,13 +51,19 @@ class AlexLPIPS(nn.Module):
             out.append(x)
         return out
 
-    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+    def normalised(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """The five layers' features, each unit-normalized over channels: what LPIPS compares."""
+        return [f / (f.pow(2).sum(1, keepdim=True).sqrt() + 1e-10) for f in self.features(x)]
+
+    def distance(self, f0: list[torch.Tensor], f1: list[torch.Tensor]) -> torch.Tensor:
+        """LPIPS per image between two images' ``normalised`` features."""
         total = 0
-        for f0, f1, lin in zip(self.features(x0), self.features(x1), self.lins):
-            f0 = f0 / (f0.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            f1 = f1 / (f1.pow(2).sum(1, keepdim=True).sqrt() + 1e-10)
-            total = total + lin((f0 - f1) ** 2).mean(dim=(2, 3))
+        for a, b, lin in zip(f0, f1, self.lins):
+            total = total + lin((a - b) ** 2).mean(dim=(2, 3))
         return total.flatten()
+
+    def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
+        return self.distance(self.normalised(x0), self.normalised(x1))
 
 
 def default_weights_path() -> Path:

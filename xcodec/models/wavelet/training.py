@@ -11,8 +11,8 @@ each shipped and benchmarked before the next (docs/training.md):
   effort 1's symbols, end to end.
 - ``perceptual``: the codec and its post-filter stay fixed; a perceptual head added to the
   ``--init`` model learns to add detail to the post-filtered crops (LPIPS, with the dB it costs
-  against the fidelity output as a penalty, and optionally an adversarial loss from a critic that
-  trains beside it). DISTS is never trained on: it is the held-out judge.
+  against the fidelity output as a penalty, and optionally a texture-statistics loss and an
+  adversarial loss from a critic that trains beside it). DISTS is never trained on: it is the held-out judge.
 
 Every loss is a mean over crops of a logarithm (of bits, of MSE, of a rate-distortion cost), so a
 crop at quality 1 weighs as much as one at quality 8: BD-rate counts percentages and decibels, not
@@ -90,27 +90,46 @@ def decoded_psnr(model, images: list[Tensor], quality: float) -> dict[str, float
     return {"psnr_decoded": float(decoded), "psnr": float(filtered)}
 
 
+def texture_distance(f0: list[Tensor], f1: list[Tensor]) -> Tensor:
+    """Per image, how far apart two images' texture statistics lie: the mean, over LPIPS's five
+    layers and their channels, of the differences of each channel's spatial mean and standard
+    deviation (the features unit-normalized as LPIPS compares them). LPIPS matches features place
+    by place, so where the fidelity output lost a texture it prefers a smooth guess to texture
+    synthesised a little off; these statistics (the first two moments of a texture model in the
+    manner of Gatys et al.) ask for the texture's strength wherever it lies. DISTS, the held-out
+    judge, compares moments of the same kind on another network (VGG16)."""
+    total = 0
+    for a, b in zip(f0, f1):
+        total = total + ((a.mean((2, 3)) - b.mean((2, 3))).abs() + (a.std((2, 3)) - b.std((2, 3))).abs()).mean(1)
+    return total / len(f0)
+
+
 def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     """LPIPS of the perceptual output (fresh noise per crop), plus ``fidelity`` times the dB it
-    loses against the fidelity output (so that colours and structure stay put), plus
-    ``adversarial`` times the critic's hinge loss for the head (-score: the critic should take the
-    output for a photo).
+    loses against the fidelity output (so that colours and structure stay put), plus ``texture``
+    times its ``texture_distance`` to the photo, plus ``adversarial`` times the critic's hinge loss
+    for the head (-score: the critic should take the output for a photo).
 
-    With ``log_lpips`` 1 the distance is the logarithm of LPIPS: a crop at quality 8 (LPIPS about
-    0.004) then weighs as much as one at quality 1 (about 0.3), as BD-rate counts them, instead of
-    the low qualities' large values steering the head alone."""
-    model, x, quality = batch.model, batch.x, batch.quality
+    With ``log_lpips`` 1 the distances (LPIPS and the texture's) are their logarithms: a crop at
+    quality 8 (LPIPS about 0.004) then weighs as much as one at quality 1 (about 0.3), as BD-rate
+    counts them, instead of the low qualities' large values steering the head alone."""
+    model, x, quality, options = batch.model, batch.x, batch.quality, batch.options
+    net = lpips.load(device=str(x.device))
     with torch.no_grad():
         fidelity = model.filter_for()(model.decoded(x, quality), quality).clamp(0, 1)  # of the files it writes
+        photo = net.normalised(x * 2 - 1)
     noise = torch.randn(len(x), *model.perceptual.noise_shape(*x.shape[-2:]), generator=batch.generator)
     sharp = (fidelity + model.perceptual(fidelity, quality, noise.to(x.device))).clamp(0, 1)
     batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
-    distance = lpips.load(device=str(x.device))(sharp * 2 - 1, x * 2 - 1)
+    features = net.normalised(sharp * 2 - 1)
+    distance, texture = net.distance(features, photo), texture_distance(features, photo)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
-    loss = (distance.log() if batch.options["log_lpips"] else distance) + batch.options["fidelity"] * lost_db
-    if batch.options["adversarial"]:
-        loss = loss - batch.options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
-    return loss.mean(), {"lpips": float(distance.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+    scale = torch.log if options["log_lpips"] else (lambda t: t)
+    loss = scale(distance) + options["texture"] * scale(texture) + options["fidelity"] * lost_db
+    if options["adversarial"]:
+        loss = loss - options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
+    return loss.mean(), {"lpips": float(distance.detach().mean()), "texture": float(texture.detach().mean()),
+                         "lost_db": float(lost_db.detach().mean())}
 
 
 def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
@@ -176,16 +195,16 @@ PERCEPTUAL = Stage(
     summary="a perceptual head added to the --init model learns LPIPS on its post-filtered decoded crops (the codec stays fixed)",
     objectives=(Objective(parts("perceptual"), perceptual_loss),
                 Objective(parts("extras.critic"), critic_loss, lr=1e-4, clip=None)),
-    logged=("lpips", "lost_db"),
+    logged=("lpips", "texture", "lost_db"),
     measures=("psnr", "lpips", "psnr_r1", "lpips_r1"),
     validate=realism_scores,
     config={"perceptual": {}},  # a head: its sizes are --init's if it has one, else the defaults; --model-config's over both
     fresh=("perceptual",),
     extras=lambda: {"critic": Critic()},
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
-    # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, and per
-    # unit of the critic's score
-    options={"fidelity": 0.005, "adversarial": 0.0, "log_lpips": 0.0},
+    # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, per unit
+    # of the texture distance (of its logarithm) and per unit of the critic's score
+    options={"fidelity": 0.005, "texture": 0.0, "adversarial": 0.0, "log_lpips": 0.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
