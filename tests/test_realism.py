@@ -191,7 +191,8 @@ def test_bench_names_each_realism_apart():
 def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
     """Realism is the decoder's: `bench --realism` encodes each image at each quality once, decodes
     that file at every realism, and keeps each realism's curve under its own name; a later run with
-    one more realism encodes again only for the results it lacks."""
+    one more realism encodes again only for the results it lacks. The model's rate estimate (a walk
+    as costly as a decode) is the file's: only the fidelity curve's rows carry it."""
     import csv
 
     from typer.testing import CliRunner
@@ -211,6 +212,9 @@ def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
         return encode(self, rgb, quality)
 
     monkeypatch.setattr(codecs.XcodecCodec, "encode", counted)
+    estimates = []
+    estimate = codecs.XcodecCodec.estimated_bits
+    monkeypatch.setattr(codecs.XcodecCodec, "estimated_bits", lambda self, rgb, q: estimates.append(q) or estimate(self, rgb, q))
 
     def bench(realisms: str) -> dict:
         result = CliRunner().invoke(app, ["bench", str(folder), "--out", str(out), "--codecs", "xcodec", "--models", "wavelet",
@@ -227,8 +231,12 @@ def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
     for q in (1, 3):
         assert len({rows[name, q]["bytes"] for name in names}) == 1  # one file
         assert len({rows[name, q]["psnr"] for name in names}) == 3  # decoded three ways
+        assert float(rows[names[0], q]["estimated_bpp"]) > 0
+        assert all(math.isnan(float(rows[name, q]["estimated_bpp"])) for name in names[1:])
+    assert sorted(estimates) == [1, 3]
     encodes.clear()
+    estimates.clear()
     rows = bench("0.5,0.25")
-    assert sorted(encodes) == [1, 3]  # for 0.25 only: 0.5 is cached
+    assert sorted(encodes) == [1, 3] and not estimates  # for 0.25 only: 0.5 is cached
     assert {name for name, _ in rows} == {"xcodec-wavelet-r0.5", "xcodec-wavelet-r0.25"}
     assert len((out / "cache" / "xcodec-wavelet-r0.5.jsonl").read_text().splitlines()) == 2

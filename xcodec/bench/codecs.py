@@ -341,8 +341,10 @@ class XcodecCodec(BenchCodec):
             return float(net.to(dev).estimate_bits(x.to(dev), quality))
 
     def extra(self, rgb: np.ndarray, setting, data: bytes) -> dict:
-        """The model's estimated bpp plus the container's own bytes, to show the coder delivers the estimate."""
-        if not self.estimate:
+        """The model's estimated bpp plus the container's own bytes, to show the coder delivers the
+        estimate: in the fidelity curve's rows only, since a realism curve's files are its files (the
+        estimate's walk costs as much as a decode)."""
+        if not self.estimate or self.realism:
             return {}
         container_bits = 8 * (len(data) - self.payload_bytes(data))
         pixels = rgb.shape[0] * rgb.shape[1]

@@ -270,7 +270,6 @@ def run_task(task: Task) -> Outcome:
                 data = encoder.encode(rgb, setting)
                 encode_s = time.perf_counter() - t0
             enc_peak, enc_extra = memory.peak, memory.extra
-            extra = encoder.extra(rgb, setting, data)
             for decoder, version in decoders:
                 codec = decoder.codec
                 with memory:
@@ -287,7 +286,7 @@ def run_task(task: Task) -> Outcome:
                     "decode_peak_mib": memory.peak, "encode_extra_mib": enc_extra, "decode_extra_mib": memory.extra,
                     "mem_method": memory.method, "estimated_bpp": math.nan, "codec_version": version,
                 }
-                row.update(extra, key=decoder.key)
+                row.update(codec.extra(rgb, setting, data), key=decoder.key)
                 outcome.rows.append(row)
     except Exception as exc:  # one failing codec/image must not stop the others
         outcome.error = f"{type(exc).__name__}: {exc}"
