@@ -58,12 +58,13 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
 CONVFILTER = "9d2f805d59cbcbbb8659d443540ee157a00912dc3c2519e07b75a78d9353f8da"
 # version-10-wavelet.xsc's streams in a version-11 file: its image before the post-filter, filtered by it
 V10_AS_V11 = "c202bc891e9ceba663b9588b432a7b4ced1c6de3449ea0102175181cfdffeb18"
-# version-8-wavelet-large.xsc at realism 1 (main 16d79bf's decoder with the shipped head), and its
-# streams in a version-9 file at realism 0 and 1; realism 1 is the head's: a new head needs new values
-HEAD = "b2241268d0ef7d09e2d84fcd2b188f7df2bccfab7730ffe367ea6b0aa8f901d2"
-LARGE_REALISM_1 = "f77ac1af22c31fbb20dafb9524c2160743675adf81671345bd85c6ccbc026aea"
+# version-8-wavelet-large.xsc at realism 1 (the shipped head of 2026-12-07, H2), and its streams in a
+# version-9 file at realism 0 and 1; realism 1 is the head's: a new head needs new values (realism 0's
+# stays)
+HEAD = "e683dadef4b26b8be6da9a9806a103df03c8ae5a5d5b546d5cc781178a8a95f5"
+LARGE_REALISM_1 = "4575adbc5e33cd9172d8079aa93f47deac9420d26dcb224a6d1119ff84ece0b0"
 BOUNDED = ("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
-           "55950578252664afd321251be8d9563640b17c735131fd11fe8964bc5d558f91")
+           "bcfe18dc9f02385015c5d10d7317e72f6b1ede160174ea9012330cbda1eb46f2")
 
 
 def crop() -> Image.Image:

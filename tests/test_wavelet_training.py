@@ -221,11 +221,11 @@ def test_a_head_grown_from_the_shipped_one_starts_with_its_output(tmp_path):
     from xcodec.train.loop import starting_model
 
     shipped = zoo.load("wavelet")[0].perceptual
-    grow = {"blocks": 2, "coarse_blocks": 2, "late_blocks": 2}
+    grow = {key: shipped.config[key] + 1 for key in ("blocks", "coarse_blocks", "late_blocks")}
     cfg = TrainConfig(tmp_path, tmp_path, "wavelet", "perceptual", {"perceptual": grow}, init="wavelet")
     model, config, _ = starting_model(cfg, find_stage("wavelet", "perceptual"))
     assert model.perceptual.config == {**shipped.config, **grow} and config["perceptual"].items() >= grow.items()
-    assert len(model.perceptual.late) == 2 and len(model.perceptual.coarse) == 4
+    assert len(model.perceptual.late) == grow["late_blocks"] and len(model.perceptual.coarse) == 2 * grow["coarse_blocks"]
     for key, value in shipped.state_dict().items():
         assert torch.equal(model.perceptual.state_dict()[key], value), key
     y = torch.rand(1, 3, 150, 230, generator=torch.Generator().manual_seed(2))
@@ -266,9 +266,10 @@ def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
     from xcodec.bench import lpips
     from xcodec.models.stages import Batch
     from xcodec.models.wavelet.training import PERCEPTUAL, perceptual_loss, texture_distance
+    from xcodec.train.loop import merged
 
     manifest = zoo.read_manifest("wavelet")
-    model = zoo.build("wavelet", {**manifest.build_config, **PERCEPTUAL.config})
+    model = zoo.build("wavelet", merged(manifest.build_config, PERCEPTUAL.config))
     model.load_state_dict(zoo.load_training_weights("wavelet"))
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     net = lpips.load()
