@@ -60,6 +60,24 @@ def test_resume_continues_exactly(photos, tmp_path):
     assert rows[0] == "step,minutes,lr,loss,bpp,psnr" and [row.split(",")[0] for row in rows[1:]] == ["1", "2", "3", "4"]
 
 
+def test_a_resumed_log_with_other_columns_is_rewritten_under_the_new_ones(tmp_path):
+    """A stage that logs a new number (the perceptual stage's texture distance) resumes a run whose
+    log.csv has the old columns: the old rows keep their numbers under their names, the new column
+    is empty in them, and the new rows line up with the header."""
+    from xcodec.train.loop import _csv
+
+    path = tmp_path / "log.csv"
+    path.write_text("step,minutes,lr,lpips,lost_db\n25,0.4,0.0001,0.04,0.8\n")
+    f, writer = _csv(path, ["step", "minutes", "lr", "lpips", "texture", "lost_db"])
+    writer.writerow([50, 0.8, 0.0001, 0.05, 0.006, 0.7])
+    f.close()
+    assert path.read_text().splitlines() == ["step,minutes,lr,lpips,texture,lost_db", "25,0.4,0.0001,0.04,,0.8",
+                                             "50,0.8,0.0001,0.05,0.006,0.7"]
+    f, writer = _csv(path, ["step", "minutes", "lr", "lpips", "texture", "lost_db"])  # the same columns: appended as is
+    f.close()
+    assert len(path.read_text().splitlines()) == 3
+
+
 def test_resume_refuses_a_checkpoint_it_cannot_continue(photos, tmp_path):
     from xcodec.errors import TrainingError
 

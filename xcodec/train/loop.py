@@ -133,6 +133,19 @@ def _raise_interrupt(signum, frame) -> None:
 
 
 def _csv(path: Path, header: list[str]):
+    """Open a CSV log for appending rows of ``header``'s columns. A log that ``--resume`` finds with
+    other columns (written by an earlier version of the stage) is first rewritten under
+    ``header``, its rows' numbers kept by column name (a column ``header`` lacks goes last, empty
+    in the new rows; a new column is empty in the old rows)."""
+    if path.exists():
+        with path.open(newline="") as f:
+            reader = csv.DictReader(f)
+            rows, columns = list(reader), reader.fieldnames or []
+        if columns != header:
+            with path.open("w", newline="") as f:
+                writer = csv.DictWriter(f, [*header, *(c for c in columns if c not in header)], restval="")
+                writer.writeheader()
+                writer.writerows(rows)
     new = not path.exists()
     f = path.open("a", newline="")
     writer = csv.writer(f)

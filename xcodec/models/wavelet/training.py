@@ -125,7 +125,9 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     distance, texture = net.distance(features, photo), texture_distance(features, photo)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
     scale = torch.log if options["log_lpips"] else (lambda t: t)
-    loss = scale(distance) + options["texture"] * scale(texture) + options["fidelity"] * lost_db
+    loss = scale(distance) + options["fidelity"] * lost_db
+    if options["texture"]:
+        loss = loss + options["texture"] * scale(texture)
     if options["adversarial"]:
         loss = loss - options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
     return loss.mean(), {"lpips": float(distance.detach().mean()), "texture": float(texture.detach().mean()),
