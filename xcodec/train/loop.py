@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import io
 import os
 import signal
 import time
@@ -141,11 +142,12 @@ def _csv(path: Path, header: list[str]):
         with path.open(newline="") as f:
             reader = csv.DictReader(f)
             rows, columns = list(reader), reader.fieldnames or []
-        if columns != header:
-            with path.open("w", newline="") as f:
-                writer = csv.DictWriter(f, [*header, *(c for c in columns if c not in header)], restval="")
-                writer.writeheader()
-                writer.writerows(rows)
+        if columns != header:  # atomically: a kill meanwhile leaves the old log as it was
+            text = io.StringIO(newline="")
+            writer = csv.DictWriter(text, [*header, *(c for c in columns if c not in header)], restval="")
+            writer.writeheader()
+            writer.writerows(rows)
+            write_atomic(path, text.getvalue().encode())
     new = not path.exists()
     f = path.open("a", newline="")
     writer = csv.writer(f)
