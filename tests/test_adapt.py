@@ -127,9 +127,9 @@ def test_effort_2_round_trips_with_an_adapted_postfilter(tile):
     assert api.encode(image, quality=7.0, tile=tile, effort=2, device="cpu", strip=True, threads=2) == data
     plain = api.encode(image, quality=7.0, tile=tile, effort=1, device="cpu", strip=True, threads=1)
     adapted, first = container.unpack(data), container.unpack(plain)
-    # version 11 (its post-filter, version 10's signs' contexts, version 9's bounded global attention)
-    # with or without the stream
-    assert (adapted.header.version, first.header.version) == (container.FILTER_VERSION,) * 2
+    # version 12 (its seams, version 11's post-filter, version 10's signs' contexts, version 9's bounded
+    # global attention) with or without the stream
+    assert (adapted.header.version, first.header.version) == (container.SEAMS_VERSION,) * 2
     assert adapted.streams[:-1] == first.streams and adapted.streams[-1][0] == StreamKind.ADAPT
     decoded = np.asarray(api.decode(data, device="cpu", threads=1))
     assert np.array_equal(np.asarray(api.decode(data, device="cpu", threads=2)), decoded)

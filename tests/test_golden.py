@@ -23,18 +23,19 @@ from xcodec.models import zoo
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SAMPLE = Path(api.__file__).resolve().parent / "samples" / "chelsea.png"
 
-# (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below (wavelet: version 11, the
-# bytes of version 10 but for the version byte and the checksum)
+# (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below (wavelet: version 12, the
+# bytes of versions 10 and 11 but for the version byte and the checksum)
 ENCODED = {
     ("hyperprior", 2.0, 64): "f2a388d5f8022f85902ba29bd282c0de450eef5b102971f115c0546016442251",
     ("hyperprior", 7.5, 0): "b0b7d8d40cfb6a16b2761369961af576d4590abbe91db14fd194c4dc9b6df657",
     ("transformer", 2.0, 64): "c314fa41fdfb036b0a4163c9dd8435e126b4ed290ea2b78e28738820929c0c86",
     ("transformer", 7.5, 0): "f76795e177dab0f05a5890ea2966ae2660e2ba417d70a3f735aa35f85b533537",
-    ("wavelet", 2.0, 64): "5e8362912f276a8e55e9f74aec436aa789badb7a634cfee21f7885529ce6a9d9",
-    ("wavelet", 7.5, 0): "9b18eaaf756e59b6f10fcfd40c9645b659e09f7b1d248cc8bc630e47749265c1",
+    ("wavelet", 2.0, 64): "04d3c80155139d1d6a957fa3ce4739502525ce557e930afc9b788b0fe6ef6518",
+    ("wavelet", 7.5, 0): "18ef6d8dcc702ab1523feeaeb89452ba244b7a5ceebfd3d628038a06d7414acd",
 }
-FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0 (version 11's filter)
-    (2.0, 64): "288bd0fffce6e3748224b43eee567528e99b2879caee9af45bb848e3afdf24eb",
+FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0 (version 11's
+    # filter, version 12's smoothed tile borders)
+    (2.0, 64): "5d95cbd3dffb1b78521abe7f16da9e9ec79fac52773c6f0d6e93f8c80d4db7f7",
     (7.5, 0): "fba02594904ffdde331a1a68c8deab6c63a4a64d2ae37e13696a5c1ecfdd3470",
 }
 DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): version, SHA-256 of the RGB pixels
@@ -56,6 +57,8 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
 }
 # the convolutions-only post-filter of version 11: another one decodes version-11 files to other pixels
 CONVFILTER = "9d2f805d59cbcbbb8659d443540ee157a00912dc3c2519e07b75a78d9353f8da"
+# the tiled wavelet file above (quality 2) as version 11: its tile borders as decoded, not smoothed
+TILED_V11 = "288bd0fffce6e3748224b43eee567528e99b2879caee9af45bb848e3afdf24eb"
 # version-10-wavelet.xsc's streams in a version-11 file: its image before the post-filter, filtered by it
 V10_AS_V11 = "c202bc891e9ceba663b9588b432a7b4ced1c6de3449ea0102175181cfdffeb18"
 # version-8-wavelet-large.xsc at realism 1 (the shipped head of 2026-12-07, H2), and its streams in a
@@ -78,7 +81,7 @@ def pixels_sha256(image: Image.Image) -> str:
 @pytest.mark.parametrize("model,quality,tile", list(ENCODED), ids=lambda v: str(v))
 def test_encoded_bytes(model, quality, tile):
     data = api.encode(crop(), quality=quality, model=model, tile=tile, device="cpu", strip=True)  # the sample's XMP aside
-    version = container.FILTER_VERSION if model == "wavelet" else container.VERSION
+    version = container.SEAMS_VERSION if model == "wavelet" else container.VERSION
     assert container.unpack(data).header.version == version
     assert hashlib.sha256(data).hexdigest() == ENCODED[model, quality, tile]
 
@@ -117,6 +120,13 @@ def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only
     unfiltered = [np.asarray(api.decode(d, device="cpu", postfilter=False)) for d in (data, newer)]
     assert np.array_equal(*unfiltered)
     assert pixels_sha256(api.decode(newer, device="cpu")) == V10_AS_V11 != DECODED["version-10-wavelet.xsc"][1]
+
+
+def test_version_12_smooths_the_tile_borders_that_version_11_leaves():
+    data = api.encode(crop(), quality=2.0, model="wavelet", tile=64, device="cpu", strip=True)
+    bitstream = container.unpack(data)
+    bitstream.header.version = container.FILTER_VERSION
+    assert pixels_sha256(api.decode(container.pack(bitstream), device="cpu")) == TILED_V11 != FIDELITY[2.0, 64]
 
 
 CODE_SCRIPT = """

@@ -264,9 +264,10 @@ def decode(data: bytes, device: str = "auto", max_pixels: int = DEFAULT_MAX_PIXE
     Linux, by as many worker processes (``models.threads.map_processes``); a single tile uses the
     threads for its post-filter's stripes. The pixels do not depend on the count.
     ``on_tile(done, total)`` is called after each tile (progress). ``postfilter=False`` skips the
-    model's decoder-side post-filter (``wavelet`` models that have one), which no bit of the file
-    depends on. ``realism`` in [0, 1] goes from that fidelity output (0) to the perceptual
-    decoder's (1), for models with a perceptual head; None takes the file's suggestion, else 0.
+    model's decoder-side post-filter (``wavelet`` models that have one) and its smoothing of the
+    borders between tiles, which no bit of the file depends on. ``realism`` in [0, 1] goes from
+    that fidelity output (0) to the perceptual decoder's (1), for models with a perceptual head;
+    None takes the file's suggestion, else 0.
     Its noise is seeded by each tile's bytes: a file and a realism always give the same pixels.
     """
     return decode_realisms(data, (realism,), device, max_pixels, on_tile, postfilter, threads)[0]
@@ -331,6 +332,9 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
                 rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
                 on_tile(done, h.tiles)
+    if postfilter:
+        for rgb in rgbs:
+            net.smooth_seams(rgb, h.tile, h.quality, h.version)
     return [_image(rgb, bitstream, alpha) for rgb in rgbs]
 
 

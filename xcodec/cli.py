@@ -646,7 +646,7 @@ def decode(
     device: DeviceOpt = "auto",
     force: ForceOpt = False,
     max_pixels: MaxPixelsOpt = DEFAULT_MAX_PIXELS,
-    postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="Apply the model's decoder-side post-filter (wavelet), which the file does not depend on.")] = True,
+    postfilter: Annotated[bool, typer.Option("--postfilter/--no-postfilter", help="Apply the model's decoder-side post-filter and tile-border smoothing (wavelet), which the file does not depend on.")] = True,
     realism: Annotated[Optional[float], typer.Option("--realism", callback=check_realism_option, help="0 (default): the fidelity output; 1: the perceptual decoder's sharp detail; between: a blend. Default: the file's suggestion, else 0. Same file, any look (wavelet).")] = None,
     workers: JobsOpt = None,
     threads: ThreadsOpt = None,

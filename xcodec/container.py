@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 11. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 12. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -32,6 +32,9 @@ encoder writes version 10 when the header asks for it.
 Version 11 is version 10 (its layout, stream kinds and coded streams) for a model whose decoder
 changed at version 11 (the ``wavelet`` model's post-filter, convolutions only); an encoder writes
 version 11 when the header asks for it.
+Version 12 is version 11 (its layout, stream kinds, coded streams and post-filter) for a model whose
+decoder smooths the borders between tiles from version 12 on (``models.seams``); an encoder writes
+version 12 when the header asks for it.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -64,7 +67,8 @@ ADAPT_VERSION = 8  # version 7 with an ``adapt`` stream
 DECODER_VERSION = 9  # version 8 whose model decodes the file's tiles as it did not before version 9
 SIGNS_VERSION = 10  # version 9 whose coded streams follow a model's later stream format
 FILTER_VERSION = 11  # version 10 whose model post-filters the decoded tiles as it did not before version 11
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11)
+SEAMS_VERSION = 12  # version 11 whose model smooths the borders between decoded tiles
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
 # The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
@@ -113,6 +117,7 @@ METADATA[ADAPT_VERSION] = (*METADATA[5], StreamKind.ADAPT)
 METADATA[DECODER_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[SIGNS_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[FILTER_VERSION] = METADATA[ADAPT_VERSION]
+METADATA[SEAMS_VERSION] = METADATA[ADAPT_VERSION]
 
 
 def valid_model_name(name: str) -> bool:
@@ -135,8 +140,8 @@ class Header:
     streams_per_tile: int = 1
     # of the file it was read from; ``pack`` writes the lowest that holds the streams or, when the
     # header has STREAMS_VERSION or later (a model whose coded streams need it), STREAMS_VERSION, and
-    # ADAPT_VERSION for a file with an ``adapt`` stream; DECODER_VERSION, SIGNS_VERSION or FILTER_VERSION
-    # when the header has it
+    # ADAPT_VERSION for a file with an ``adapt`` stream; DECODER_VERSION, SIGNS_VERSION, FILTER_VERSION or
+    # SEAMS_VERSION when the header has it
     version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
@@ -194,7 +199,7 @@ def pack(bitstream: Bitstream) -> bytes:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
     if h.max_error is None and h.version >= DECODER_VERSION:
-        version = min(h.version, FILTER_VERSION)
+        version = min(h.version, SEAMS_VERSION)
     elif h.max_error is None and h.version >= STREAMS_VERSION:
         version = ADAPT_VERSION if any(kind == StreamKind.ADAPT for kind, _ in bitstream.streams) else STREAMS_VERSION
     elif h.max_error is None:
@@ -263,7 +268,7 @@ def read_table(data: bytes) -> Table:
         raise FormatError("truncated .xsc header")
     version = data[4]
     if version not in READABLE_VERSIONS:
-        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to 11)")
+        raise FormatError(f"unsupported .xsc format version {version} (this xcodec reads versions 2 to {READABLE_VERSIONS[-1]})")
     if len(data) < 6 + _CRC.size:
         raise FormatError("truncated .xsc file")
     body, (crc,) = data[: -_CRC.size], _CRC.unpack(data[-_CRC.size :])

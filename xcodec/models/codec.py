@@ -18,7 +18,9 @@ container, so a model knows nothing of files:
   [0, 1], from the streams of a file of format ``version`` (by default the model's own);
   ``postprocess(x_hat, quality, realisms, seed, adaptation, version)`` then applies the model's
   post-filter, if it has one, and for each realism > 0 its perceptual head (``realistic`` models
-  only), whose noise is drawn from ``seed``, as a decoder of format ``version`` does.
+  only), whose noise is drawn from ``seed``, as a decoder of format ``version`` does; once every
+  tile is in the image, ``smooth_seams(rgb, tile, quality, version)`` smooths the borders between
+  them (models whose files from some version on say so).
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - Per-image adaptation (optional): at an effort where ``adapts(effort)``, the API gives
@@ -170,6 +172,11 @@ class Codec(nn.Module, metaclass=ABCMeta):
         ``version``: the file's format version (None: ``file_version``), as for ``decompress``.
         """
         return [x_hat] * len(realisms)
+
+    def smooth_seams(self, rgb: np.ndarray, tile: int, quality: float, version: int | None = None) -> None:
+        """Smooth the borders between the decoded ``tile`` x ``tile`` tiles of ``rgb`` ((H, W, 3) uint8,
+        the whole image after ``postprocess``), in place, as a decoder of format ``version`` (None:
+        ``file_version``) does; nothing for a model without (the default)."""
 
     def adapts(self, effort: int) -> bool:
         """Whether the encoder fits decoder parameters to each image at ``effort`` (module docstring)."""

@@ -10,11 +10,12 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...container import DECODER_VERSION, FILTER_VERSION, SIGNS_VERSION
+from ...container import DECODER_VERSION, FILTER_VERSION, SEAMS_VERSION, SIGNS_VERSION
 from ...entropy import StreamReader, StreamWriter
 from ..codec import Codec, one_thread
 from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
+from ..seams import smooth_seams
 from ..stages import Stage
 from . import adapt
 from .bands import CHANNELS, LEVELS, Band, low_shape, subband_shapes
@@ -56,7 +57,7 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
-    file_version = FILTER_VERSION
+    file_version = SEAMS_VERSION
     efforts = 3
     default_effort = 1
 
@@ -282,6 +283,12 @@ class WaveletCodec(Codec):
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
             delta = self.perceptual(fidelity, q, noise, tokens)
             return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
+
+    def smooth_seams(self, rgb: np.ndarray, tile: int, quality: float, version: int | None = None) -> None:
+        """From version 12 (``SEAMS_VERSION``) on, ``seams.smooth_seams`` with half the quality's
+        quantiser step as its threshold: the steps that the tiles' own quantisation explains."""
+        if (version or self.file_version) >= SEAMS_VERSION:
+            smooth_seams(rgb, tile, float(step_for(torch.tensor(quality))) / 2)
 
     # --- effort 2: the post-filter adapted to the image (``adapt``) ---------------------------------
 
