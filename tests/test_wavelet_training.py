@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from tests.conftest import REPO_ROOT, make_photo
 from xcodec.errors import ModelError
@@ -262,10 +263,11 @@ def test_a_postfilter_less_its_coarse_path_starts_from_the_shipped_convolutions(
 def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
     """``log_lpips`` 1 makes the distances the means of log LPIPS and log texture distance over the
     crops (a crop at quality 8 weighs as much as one at quality 1); 0 keeps the plain means.
-    ``texture`` weighs the texture distance, which is zero only for the same statistics."""
+    ``texture`` weighs the texture distance, which is zero only for the same statistics, and
+    ``spectrum`` the spectrum distance (a log ratio already, never scaled)."""
     from xcodec.bench import lpips
     from xcodec.models.stages import Batch
-    from xcodec.models.wavelet.training import PERCEPTUAL, perceptual_loss, texture_distance
+    from xcodec.models.wavelet.training import PERCEPTUAL, perceptual_loss, spectrum_distance, texture_distance
     from xcodec.train.loop import merged
 
     manifest = zoo.read_manifest("wavelet")
@@ -274,15 +276,19 @@ def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
     net = lpips.load()
 
-    def loss(log_lpips: float, texture: float) -> tuple[float, torch.Tensor, torch.Tensor]:
+    def loss(log_lpips: float, texture: float, spectrum: float = 0.0) -> tuple[float, torch.Tensor, torch.Tensor]:
         batch = Batch(model, x, torch.tensor([1.0, 8.0]), torch.Generator().manual_seed(1),
-                      {**PERCEPTUAL.options, "fidelity": 0.0, "log_lpips": log_lpips, "texture": texture}, {})
+                      {**PERCEPTUAL.options, "fidelity": 0.0, "log_lpips": log_lpips, "texture": texture,
+                       "spectrum": spectrum}, {})
         with torch.no_grad():
             value, numbers = perceptual_loss(batch)
             sharp, photo = net.normalised(batch.shared["sharp"] * 2 - 1), net.normalised(x * 2 - 1)
         assert numbers["texture"] == pytest.approx(float(texture_distance(sharp, photo).mean()), rel=1e-5)
+        spectra.append(spectrum_distance(batch.shared["sharp"], x))
+        assert numbers["spectrum"] == pytest.approx(float(spectra[-1].mean()), rel=1e-5)
         return float(value), net(batch.shared["sharp"] * 2 - 1, x * 2 - 1).flatten(), texture_distance(sharp, photo)
 
+    spectra = []
     plain, distance, texture = loss(0.0, 0.0)
     logged, same, _ = loss(1.0, 0.0)
     assert torch.equal(distance, same) and bool((texture > 0).all())
@@ -290,8 +296,22 @@ def test_perceptual_stage_log_lpips_weighs_each_crop_by_its_own_scale():
     assert logged == pytest.approx(float(distance.log().mean()), rel=1e-5)
     assert loss(0.0, 0.5)[0] == pytest.approx(float((distance + 0.5 * texture).mean()), rel=1e-5)
     assert loss(1.0, 0.5)[0] == pytest.approx(float((distance.log() + 0.5 * texture.log()).mean()), rel=1e-5)
+    assert loss(1.0, 0.0, 2.0)[0] == pytest.approx(float((distance.log() + 2 * spectra[0]).mean()), rel=1e-5)
+    assert bool((spectra[0] > 0).all()) and not spectrum_distance(x, x).any()
     photo = net.normalised(x * 2 - 1)
     assert not texture_distance(photo, photo).any()
+
+
+def test_band_energies_measure_a_band_s_power_per_pixel_and_blur_takes_the_high_bands():
+    from xcodec.models.wavelet.training import SPECTRUM_BANDS, band_energies, spectrum_distance
+
+    noise = torch.randn(2, 3, 128, 128, generator=torch.Generator().manual_seed(0)) * 0.3
+    energies = band_energies(noise)
+    assert energies.shape == (2, len(SPECTRUM_BANDS) - 1)
+    assert torch.allclose(energies, torch.full_like(energies, 0.09 / 3), rtol=0.15)  # white: the luma's variance in every band
+    blurred = F.avg_pool2d(noise, 3, stride=1, padding=1)
+    ratios = band_energies(blurred) / energies
+    assert bool((ratios[:, -1] < ratios[:, 0]).all()) and bool((spectrum_distance(blurred, noise) > 0).all())
 
 
 def test_a_postfilter_trained_in_its_place_ships_as_the_convfilter_head(tmp_path):
