@@ -125,7 +125,8 @@ def spectrum_distance(a: Tensor, b: Tensor) -> Tensor:
     energies (``band_energies`` above the noise floor). The head keeps less of the photo's energy
     than it should: at quality 1 on Kodak, 38-73% between 0.1 and 0.5 cycles per pixel (the
     fidelity output 23-59%), as LPIPS, which matches features place by place, prefers leaving out
-    detail to drawing it a little off; a decoder of perfect realism keeps it all."""
+    detail to drawing it a little off; a decoder of perfect realism keeps it all. (As a loss at
+    weight 1 it drew noise: DISTS and LPIPS worse, docs/training-log.md, tenth run.)"""
     return (torch.log(band_energies(a) + NOISE_FLOOR) - torch.log(band_energies(b) + NOISE_FLOOR)).abs().mean(1)
 
 
