@@ -282,7 +282,7 @@ def test_a_stage_with_its_own_module_and_optimizer_resumes_exactly(photos, tmp_p
                   objectives=(Objective(parts("g_a", "g_s"), rate_distortion_loss),
                               Objective(parts("extras.critic"), critic_loss, lr=1e-3, clip=None)),
                   validate=lambda model, images, q: {"bpp": 0.0, "psnr": 0.0},
-                  extras=lambda: {"critic": nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 1, 3))},
+                  extras=lambda options: {"critic": nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Conv2d(4, 1, 3))},
                   options={"weight": 0.1})
     monkeypatch.setattr(GainHyperprior, "training_stages", classmethod(lambda cls: (stage,)))
     straight = torch.load(train(_config(photos, tmp_path / "a", 3)), weights_only=False)

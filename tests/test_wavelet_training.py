@@ -172,10 +172,11 @@ def test_perceptual_stage_trains_a_head_that_ships_beside_the_model(tmp_path):
         zoo.export_head(tmp_path / "ii2" / "last.pt", "wavelet", "perceptual", {}, weights)
 
 
-def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its_weight():
+@pytest.mark.parametrize("scales", [1, 2])
+def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its_weight(scales):
     """The critic learns from the head's output of the same step (no second decode, no gradient
     into the head); the head feels the critic in proportion to ``adversarial``; at 0 the critic
-    neither pulls nor trains."""
+    neither pulls nor trains. A critic of two scales has a network per scale, and both learn."""
     from torch import nn
 
     from xcodec.models.stages import Batch
@@ -185,7 +186,9 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
     manifest = zoo.read_manifest("wavelet")
     model = zoo.build("wavelet", merged(manifest.build_config, PERCEPTUAL.config))
     model.load_state_dict(zoo.load_training_weights("wavelet"))
-    extras = nn.ModuleDict(PERCEPTUAL.extras())
+    options = {**PERCEPTUAL.options, "critic_scales": float(scales)}
+    extras = nn.ModuleDict(PERCEPTUAL.extras(options))
+    assert len(extras["critic"].nets) == scales
     head_loss, critic_loss = (objective.loss for objective in PERCEPTUAL.objectives)
     x = torch.rand(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
 
@@ -193,7 +196,7 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
         """The head's gradient, and the critic's loss of the same batch."""
         model.zero_grad(set_to_none=True)
         batch = Batch(model, x, torch.tensor([1.5, 6.0]), torch.Generator().manual_seed(1),
-                      {**PERCEPTUAL.options, "adversarial": adversarial}, extras)
+                      {**options, "adversarial": adversarial}, extras)
         loss, numbers = head_loss(batch)
         loss.backward()
         assert set(PERCEPTUAL.logged) <= set(numbers)
@@ -203,7 +206,7 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
         if critic is not None:
             critic.backward()
             assert model.perceptual.tail.weight.grad.equal(head)  # the critic's loss does not reach the head
-            assert bool(next(extras.parameters()).grad.any())
+            assert all(bool(next(net.parameters()).grad.any()) for net in extras["critic"].nets)
         return head, critic
 
     plain, critic = step(0.0)

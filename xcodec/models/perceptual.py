@@ -25,7 +25,7 @@ the new blocks fresh) computes exactly the smaller head's output at first.
 
 ``Critic`` is the adversary of its training (stage ``perceptual``), never shipped: a conditional
 PatchGAN that scores each patch of an image as a photo or a decoded one, given the fidelity output
-it was decoded to.
+it was decoded to (at one or more scales).
 """
 
 from __future__ import annotations
@@ -121,19 +121,31 @@ def _stripe(fn: nn.Module, x: Tensor, lo: int, hi: int) -> Tensor:
 
 
 class Critic(nn.Module):
-    """(image, fidelity) (N, 3, H, W) each in [0, 1] -> a score per ~34 px patch (N, 1, H/4 - 2, W/4 - 2).
+    """(image, fidelity) (N, 3, H, W) each in [0, 1] -> one score map per scale: a score per ~34 px
+    patch of the pair (N, 1, H/4 - 2, W/4 - 2), then, with ``scales`` > 1, the same of the pair
+    halved in size by a network of its own (patches of ~68 px, ...), which judges the texture's
+    larger layout that the first one cannot see.
 
     Spectral norm on every convolution keeps it 1-Lipschitz per layer (Miyato et al. 2018), which
     is what lets a hinge-loss critic this small train stably against the head."""
 
-    def __init__(self, width: int = 32):
+    def __init__(self, width: int = 32, scales: int = 1):
         super().__init__()
-        norm = nn.utils.parametrizations.spectral_norm
-        channels, strides = (6, width, 2 * width, 4 * width), (2, 2, 1)
-        layers: list[nn.Module] = []
-        for cin, cout, stride in zip(channels, channels[1:], strides):
-            layers += [norm(nn.Conv2d(cin, cout, 4, stride, 1)), nn.LeakyReLU(0.2)]
-        self.net = nn.Sequential(*layers, norm(nn.Conv2d(channels[-1], 1, 4, 1, 1)))
+        self.nets = nn.ModuleList(_patch_net(width) for _ in range(scales))
 
-    def forward(self, image: Tensor, fidelity: Tensor) -> Tensor:
-        return self.net(torch.cat([image, fidelity], 1) * 2 - 1)
+    def forward(self, image: Tensor, fidelity: Tensor) -> list[Tensor]:
+        pair, scores = torch.cat([image, fidelity], 1) * 2 - 1, []
+        for net in self.nets:
+            scores.append(net(pair))
+            pair = F.avg_pool2d(pair, 2)
+        return scores
+
+
+def _patch_net(width: int) -> nn.Sequential:
+    """A PatchGAN: three strided 4x4 convolutions and a 4x4 score, spectrally normalised."""
+    norm = nn.utils.parametrizations.spectral_norm
+    channels, strides = (6, width, 2 * width, 4 * width), (2, 2, 1)
+    layers: list[nn.Module] = []
+    for cin, cout, stride in zip(channels, channels[1:], strides):
+        layers += [norm(nn.Conv2d(cin, cout, 4, stride, 1)), nn.LeakyReLU(0.2)]
+    return nn.Sequential(*layers, norm(nn.Conv2d(channels[-1], 1, 4, 1, 1)))

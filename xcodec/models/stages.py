@@ -84,7 +84,7 @@ class Stage:
     validate: Validate
     config: dict[str, Any] = field(default_factory=dict)
     fresh: tuple[str, ...] = ()
-    extras: Callable[[], dict[str, nn.Module]] | None = None
+    extras: Callable[[dict[str, float]], dict[str, nn.Module]] | None = None  # of the run's options
     defaults: dict[str, Any] = field(default_factory=dict)
     options: dict[str, float] = field(default_factory=dict)
 

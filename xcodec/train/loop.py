@@ -224,7 +224,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> Path:
         model = zoo.build(cfg.model, config)
     else:
         model, config, earlier = starting_model(cfg, stage)
-    extras = nn.ModuleDict(stage.extras() if stage.extras else {})
+    extras = nn.ModuleDict(stage.extras(cfg.options) if stage.extras else {})
     model.to(cfg.device)
     extras.to(cfg.device)
 

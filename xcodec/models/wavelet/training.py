@@ -159,19 +159,21 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     if options["spectrum"]:
         loss = loss + options["spectrum"] * spectrum
     if options["adversarial"]:
-        loss = loss - options["adversarial"] * batch.extras["critic"](sharp, fidelity).flatten(1).mean(1)
+        scores = batch.extras["critic"](sharp, fidelity)
+        loss = loss - options["adversarial"] * sum(score.flatten(1).mean(1) for score in scores) / len(scores)
     return loss.mean(), {"lpips": float(distance.detach().mean()), "texture": float(texture.detach().mean()),
                          "spectrum": float(spectrum.detach().mean()), "lost_db": float(lost_db.detach().mean())}
 
 
 def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
     """Hinge loss of the critic: photos above +1, the head's outputs (from ``perceptual_loss`` of the
-    same step) below -1, each given the fidelity output. At ``adversarial`` 0 nobody listens to it,
-    so it does not train."""
+    same step) below -1, each given the fidelity output, averaged over the critic's scales. At
+    ``adversarial`` 0 nobody listens to it, so it does not train."""
     if not batch.options["adversarial"]:
         return None, {}
     critic, fidelity = batch.extras["critic"], batch.shared["fidelity"]
-    loss = F.relu(1 - critic(batch.x, fidelity)).mean() + F.relu(1 + critic(batch.shared["sharp"], fidelity)).mean()
+    real, fake = critic(batch.x, fidelity), critic(batch.shared["sharp"], fidelity)
+    loss = sum(F.relu(1 - r).mean() + F.relu(1 + f).mean() for r, f in zip(real, fake)) / len(real)
     return loss, {}
 
 
@@ -232,11 +234,13 @@ PERCEPTUAL = Stage(
     validate=realism_scores,
     config={"perceptual": {}},  # a head: its sizes are --init's if it has one, else the defaults; --model-config's over both
     fresh=("perceptual",),
-    extras=lambda: {"critic": Critic()},
+    extras=lambda options: {"critic": Critic(scales=int(options["critic_scales"]))},
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
     # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, per unit
-    # of the texture distance (of its logarithm), of the spectrum distance and of the critic's score
-    options={"fidelity": 0.005, "texture": 0.0, "spectrum": 0.0, "adversarial": 0.0, "log_lpips": 0.0},
+    # of the texture distance (of its logarithm), of the spectrum distance and of the critic's score;
+    # the critic's number of scales
+    options={"fidelity": 0.005, "texture": 0.0, "spectrum": 0.0, "adversarial": 0.0, "log_lpips": 0.0,
+             "critic_scales": 1.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
