@@ -196,6 +196,8 @@ def test_sixteen_bit_rgb_near_lossless_stays_within_the_bound():
 def test_arrays_are_sixteen_bit_rgb_and_coded_exactly_only():
     with pytest.raises(InputError, match="lossless=True or max_error"):
         api.encode(rgb16(8, 8))
+    with pytest.raises(InputError, match=r"array \(uint8\).*Image.fromarray"):  # an 8-bit array: the way to code it
+        api.encode(np.zeros((8, 8, 3), np.uint8), quality=4)
     with pytest.raises(InputError, match="uint16"):
         api.encode(rgb16(8, 8).astype(np.int32), lossless=True)
     with pytest.raises(InputError, match="decode reads this one"):

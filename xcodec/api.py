@@ -82,7 +82,8 @@ def encode(image: Image.Image | np.ndarray, quality: float = DEFAULT_QUALITY, mo
             source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata, keep_depth=True)
         return _encode_exact(source, max_error or 0, max_pixels, tile, on_tile, threads)
     if isinstance(image, np.ndarray):
-        raise InputError("an array of 16-bit RGB samples is coded with lossless=True or max_error only")
+        raise InputError(f"an array ({image.dtype}) is coded only as 16-bit RGB samples, with lossless=True or max_error; "
+                         "give other images as Pillow images (Image.fromarray)")
     source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     return _encoder(source, model, device, max_pixels, tile, effort, keep=False, on_tile=on_tile, realism=realism,
                     threads=threads)(quality)
