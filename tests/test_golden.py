@@ -1,8 +1,13 @@
 """Golden files: any change to the format or to a shipped model's bytes or pixels shows here.
 
-The hashes are of this machine's CPU kernels: the analysis and synthesis run in float32, whose last
-bits could differ on another CPU family. If a golden breaks with the code unchanged, that is why;
-if it breaks after a change, the change altered files (a new format version, or new weights).
+The hashes are of CPU kernels: the analysis and synthesis run in float32, whose last bits differ
+between kernels, so the decoder's networks (post-filter, perceptual head) can round a handful of
+samples the other way (torch's native convolutions instead of oneDNN's: 2 samples of the 1.6
+million of version-11-wavelet.xsc, by 1). Where the pixels' hash differs between the two kinds of
+machine these tests have run on, both are listed: the first machines', then those of 2026-12-07
+(Intel Xeon with AVX-512). The file bytes came out the same on both. If a golden breaks on a new
+CPU with the code unchanged, that is why; if it breaks after a change, the change altered files (a
+new format version, or new weights).
 """
 
 from __future__ import annotations
@@ -33,41 +38,48 @@ ENCODED = {
     ("wavelet", 2.0, 64): "04d3c80155139d1d6a957fa3ce4739502525ce557e930afc9b788b0fe6ef6518",
     ("wavelet", 7.5, 0): "18ef6d8dcc702ab1523feeaeb89452ba244b7a5ceebfd3d628038a06d7414acd",
 }
-FIDELITY = {  # (quality, tile): SHA-256 of the pixels of the wavelet file above decoded at realism 0 (version 11's
+FIDELITY = {  # (quality, tile): the SHA-256s of the pixels of the wavelet file above decoded at realism 0 (version 11's
     # filter, version 12's smoothed tile borders)
-    (2.0, 64): "5d95cbd3dffb1b78521abe7f16da9e9ec79fac52773c6f0d6e93f8c80d4db7f7",
-    (7.5, 0): "fba02594904ffdde331a1a68c8deab6c63a4a64d2ae37e13696a5c1ecfdd3470",
+    (2.0, 64): ("5d95cbd3dffb1b78521abe7f16da9e9ec79fac52773c6f0d6e93f8c80d4db7f7",
+                "22847c6f29578cda23b7f23ac062aed114d907b179526a6f6d0d0edc6974b5db"),
+    (7.5, 0): ("fba02594904ffdde331a1a68c8deab6c63a4a64d2ae37e13696a5c1ecfdd3470",),
 }
-DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): version, SHA-256 of the RGB pixels
-    "version-2-hyperprior.xsc": (2, "c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c"),  # quality 4
-    "version-2-transformer.xsc": (2, "d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee"),  # quality 4
+DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): version, SHA-256s of the RGB pixels
+    "version-2-hyperprior.xsc": (2, ("c797fa5f36b2ac72dcc460e1480ae2619003a34c32f6a34db53a0c1a7c32939c",)),  # quality 4
+    "version-2-transformer.xsc": (2, ("d1702689d2d9bed998eb84d961d40a10915b413368e6c61302630d56f35ac7ee",)),  # quality 4
     # quality 3, the low band of one scale per channel (before version 7)
-    "version-3-wavelet.xsc": (3, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
+    "version-3-wavelet.xsc": (3, ("9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35",)),
     # quality 3, effort 1 (xcodec 0.2.0, before version 8's adapt stream): the same pixels
-    "version-7-wavelet.xsc": (7, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
+    "version-7-wavelet.xsc": (7, ("9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35",)),
     # the sample at twice its size (902x600, one tile), quality 3, effort 2 (with an adapt stream): a
     # tile whose post-filter's global attention version 9 bounds (its pixels as before, from main 16d79bf)
-    "version-8-wavelet-large.xsc": (8, "5388c3e26418633ecdf53c88c842b2bbb7dde46989f59c78f4afcaf6a6b7d4ee"),
+    "version-8-wavelet-large.xsc": (8, ("5388c3e26418633ecdf53c88c842b2bbb7dde46989f59c78f4afcaf6a6b7d4ee",
+                                        "645ef9877377e558b5d020e3edb0a01c725a0cd3201c0f33aeaf7f5cf6cc5b3c")),
     # quality 3, effort 1, the second passes' signs coded with their contexts: the symbols, and so the
     # pixels, of the version-7 file
-    "version-10-wavelet.xsc": (10, "9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35"),
+    "version-10-wavelet.xsc": (10, ("9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35",)),
     # the sample at twice its size (902x600, one tile), quality 5, effort 2 (with an adapt stream fitted
     # to the convolutions-only post-filter's tail; at qualities 3 and 4 the encoder sends none)
-    "version-11-wavelet.xsc": (11, "b406a0e575edef5ca95d1a05f3b849ffed9d86a781fcf99f34493e825bd0e3fa"),
+    "version-11-wavelet.xsc": (11, ("b406a0e575edef5ca95d1a05f3b849ffed9d86a781fcf99f34493e825bd0e3fa",
+                                    "35da83032d8ad08decb98eb95ca50c61c75b2fc13c2933c071b633c12c754fb5")),
 }
 # the convolutions-only post-filter of version 11: another one decodes version-11 files to other pixels
 CONVFILTER = "9d2f805d59cbcbbb8659d443540ee157a00912dc3c2519e07b75a78d9353f8da"
 # the tiled wavelet file above (quality 2) as version 11: its tile borders as decoded, not smoothed
-TILED_V11 = "288bd0fffce6e3748224b43eee567528e99b2879caee9af45bb848e3afdf24eb"
+TILED_V11 = ("288bd0fffce6e3748224b43eee567528e99b2879caee9af45bb848e3afdf24eb",
+             "b934d38f54e082968b77ec19f05573af17bfe869a34c9d8d7275e99afd930e45")
 # version-10-wavelet.xsc's streams in a version-11 file: its image before the post-filter, filtered by it
-V10_AS_V11 = "c202bc891e9ceba663b9588b432a7b4ced1c6de3449ea0102175181cfdffeb18"
+V10_AS_V11 = ("c202bc891e9ceba663b9588b432a7b4ced1c6de3449ea0102175181cfdffeb18",)
 # version-8-wavelet-large.xsc at realism 1 (the shipped head of 2026-12-07, H2), and its streams in a
 # version-9 file at realism 0 and 1; realism 1 is the head's: a new head needs new values (realism 0's
 # stays)
 HEAD = "e683dadef4b26b8be6da9a9806a103df03c8ae5a5d5b546d5cc781178a8a95f5"
-LARGE_REALISM_1 = "4575adbc5e33cd9172d8079aa93f47deac9420d26dcb224a6d1119ff84ece0b0"
-BOUNDED = ("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
-           "bcfe18dc9f02385015c5d10d7317e72f6b1ede160174ea9012330cbda1eb46f2")
+LARGE_REALISM_1 = ("4575adbc5e33cd9172d8079aa93f47deac9420d26dcb224a6d1119ff84ece0b0",
+                   "4ceab95adacc01810997da5fa945b9737072c81d113f1e95a571d9bd2b765bbe")
+BOUNDED = (("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
+            "bcfe18dc9f02385015c5d10d7317e72f6b1ede160174ea9012330cbda1eb46f2"),
+           ("b01d42c0fa5cf6c3edb63821e9be7d69c2f2abeaa83bf001d034c2784204913f",
+            "72789e9fa4f50ab3f85cf7be320e559e63ee5d54229f1f555d744d5733f2f368"))
 
 
 def crop() -> Image.Image:
@@ -89,8 +101,8 @@ def test_encoded_bytes(model, quality, tile):
 @pytest.mark.parametrize("quality,tile", list(FIDELITY), ids=str)
 def test_realism_0_is_the_fidelity_output_of_before_the_perceptual_head(quality, tile):
     data = api.encode(crop(), quality=quality, model="wavelet", tile=tile, device="cpu", strip=True)
-    assert pixels_sha256(api.decode(data, device="cpu")) == FIDELITY[quality, tile]
-    assert pixels_sha256(api.decode(data, device="cpu", realism=0.0)) == FIDELITY[quality, tile]
+    assert pixels_sha256(api.decode(data, device="cpu")) in FIDELITY[quality, tile]
+    assert pixels_sha256(api.decode(data, device="cpu", realism=0.0)) in FIDELITY[quality, tile]
 
 
 @pytest.mark.parametrize("name", list(DECODED))
@@ -98,17 +110,17 @@ def test_files_of_older_versions_decode_to_the_same_pixels(name):
     data = (CORPUS / name).read_bytes()
     version, pixels = DECODED[name]
     assert container.unpack(data).header.version == version
-    assert pixels_sha256(api.decode(data, device="cpu")) == pixels
+    assert pixels_sha256(api.decode(data, device="cpu")) in pixels
 
 
 def test_version_9_bounds_the_global_attentions_of_a_large_tile_and_older_versions_do_not():
     data = (CORPUS / "version-8-wavelet-large.xsc").read_bytes()
     assert zoo.read_manifest("wavelet").heads["perceptual"]["sha256"] == HEAD, "another head: its realism-1 pixels are new"
-    assert pixels_sha256(api.decode(data, device="cpu", realism=1.0)) == LARGE_REALISM_1  # the perceptual head as before
+    assert pixels_sha256(api.decode(data, device="cpu", realism=1.0)) in LARGE_REALISM_1  # the perceptual head as before
     bitstream = container.unpack(data)
     bitstream.header.version = container.DECODER_VERSION
     bounded = api.decode_realisms(container.pack(bitstream), (0.0, 1.0), device="cpu")
-    assert tuple(pixels_sha256(image) for image in bounded) == BOUNDED
+    assert tuple(pixels_sha256(image) for image in bounded) in BOUNDED
 
 
 def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only_postfilter():
@@ -119,14 +131,16 @@ def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only
     newer = container.pack(bitstream)
     unfiltered = [np.asarray(api.decode(d, device="cpu", postfilter=False)) for d in (data, newer)]
     assert np.array_equal(*unfiltered)
-    assert pixels_sha256(api.decode(newer, device="cpu")) == V10_AS_V11 != DECODED["version-10-wavelet.xsc"][1]
+    assert pixels_sha256(api.decode(newer, device="cpu")) in V10_AS_V11
+    assert not set(V10_AS_V11) & set(DECODED["version-10-wavelet.xsc"][1])
 
 
 def test_version_12_smooths_the_tile_borders_that_version_11_leaves():
     data = api.encode(crop(), quality=2.0, model="wavelet", tile=64, device="cpu", strip=True)
     bitstream = container.unpack(data)
     bitstream.header.version = container.FILTER_VERSION
-    assert pixels_sha256(api.decode(container.pack(bitstream), device="cpu")) == TILED_V11 != FIDELITY[2.0, 64]
+    assert pixels_sha256(api.decode(container.pack(bitstream), device="cpu")) in TILED_V11
+    assert not set(TILED_V11) & set(FIDELITY[2.0, 64])
 
 
 CODE_SCRIPT = """
