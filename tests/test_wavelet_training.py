@@ -179,6 +179,7 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
     neither pulls nor trains. A critic of two scales has a network per scale, and both learn."""
     from torch import nn
 
+    from xcodec.errors import TrainingError
     from xcodec.models.stages import Batch
     from xcodec.models.wavelet.training import PERCEPTUAL
     from xcodec.train.loop import merged
@@ -214,6 +215,9 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
     pulled, critic = step(1.0)
     assert critic is not None and not pulled.allclose(plain)
     assert step(0.0)[0].equal(plain)
+    for bad in (0.0, 1.5):
+        with pytest.raises(TrainingError, match="whole number from 1"):
+            PERCEPTUAL.extras({**options, "critic_scales": bad})
 
 
 def test_a_head_grown_from_the_shipped_one_starts_with_its_output(tmp_path):

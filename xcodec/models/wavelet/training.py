@@ -28,6 +28,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...bench import lpips
+from ...errors import TrainingError
 from ...metrics import batch_psnr
 from ..perceptual import Critic
 from ..stages import Batch, Objective, Stage, parts
@@ -177,6 +178,14 @@ def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
     return loss, {}
 
 
+def critic_scales(options: dict[str, float]) -> int:
+    """The critic's number of scales: ``critic_scales``, a loss option (a float), a whole number from 1."""
+    scales = options["critic_scales"]
+    if scales < 1 or scales != int(scales):
+        raise TrainingError(f"--option critic_scales is a whole number from 1, not {scales:g}")
+    return int(scales)
+
+
 def realism_scores(model, images: list[Tensor], quality: float) -> dict[str, float]:
     """PSNR and LPIPS of the decoded images at realism 0 (the fidelity output) and 1."""
     net = lpips.load(device=str(images[0].device))
@@ -234,7 +243,7 @@ PERCEPTUAL = Stage(
     validate=realism_scores,
     config={"perceptual": {}},  # a head: its sizes are --init's if it has one, else the defaults; --model-config's over both
     fresh=("perceptual",),
-    extras=lambda options: {"critic": Critic(scales=int(options["critic_scales"]))},
+    extras=lambda options: {"critic": Critic(scales=critic_scales(options))},
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
     # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, per unit
     # of the texture distance (of its logarithm), of the spectrum distance and of the critic's score;
