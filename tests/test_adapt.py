@@ -54,9 +54,9 @@ def test_malformed_streams_are_refused(model):
     data = adapt.write(np.arange(-6, 6)[:, None].repeat(17, 1), 9)
     for bad in (b"", data[:-4], data + b"\x01\x00\x00\x00", data[: len(data) // 2]):
         with pytest.raises(FormatError):
-            model.adaptation(bad)
-    with pytest.raises(FormatError, match="adapts nothing"):
-        WaveletCodec(lifting_hidden=0).adaptation(data)
+            model.side_info({StreamKind.ADAPT: bad})
+    with pytest.raises(FormatError, match="the adapt stream of a model that has no use for one"):
+        WaveletCodec(lifting_hidden=0).side_info({StreamKind.ADAPT: data})
 
 
 def test_the_fit_and_the_adapted_tail_are_those_of_the_files_version():
@@ -71,12 +71,13 @@ def test_the_fit_and_the_adapted_tail_are_those_of_the_files_version():
     assert net.filter_for(container.SIGNS_VERSION) is net.postfilter
     x = to_tensor(make_photo(64, 48, seed=4))
     with torch.inference_mode():
-        part = net.fit_tile(x, net.compress(x, 2.0), 2.0)
-        data = net.fit([part], 2.0)
-        assert part.gram.shape == (9, 9) and data is not None
-        weight, bias = net.adaptation(data)
+        part = net.compressor(x, 2)(2.0).side.normal
+        data = net.side_streams([net.compressor(x, 2)(2.0).side], 2.0)[StreamKind.ADAPT]
+        assert part.gram.shape == (9, 9)
+        weight, bias = net.side_info({StreamKind.ADAPT: data}).adaptation
         assert weight.shape == net.convfilter.tail.weight.shape and not torch.equal(weight, net.convfilter.tail.weight)
-        assert net.adaptation(data, container.SIGNS_VERSION)[0].shape == net.postfilter.tail.weight.shape
+        older = net.side_info({StreamKind.ADAPT: data}, container.SIGNS_VERSION).adaptation
+        assert older[0].shape == net.postfilter.tail.weight.shape
         x_hat = net.decompress(net.compress(x, 2.0), 48, 64, 2.0, torch.device("cpu"))
         (older,), (newer,) = (net.postprocess(x_hat, 2.0, version=v) for v in (container.SIGNS_VERSION, None))
         assert torch.equal(older, net.postfilter(x_hat, torch.tensor([2.0])).clamp(0, 1))
@@ -90,12 +91,14 @@ def test_fit_lowers_the_error_of_the_postfilter(model):
     quality = torch.tensor([2.0])
     with torch.inference_mode():
         x_hat = model.decompress(model.compress(x, 2.0), 48, 64, 2.0, torch.device("cpu"))
-        part = model.fit_tile(x, model.compress(x, 2.0), 2.0)
+        tile = model.compressor(x, 2)(2.0)
+        assert tile.payloads == model.compressor(x, 1)(2.0).payloads  # effort 2 codes as effort 1
+        part = tile.side.normal
         assert adapt.fit(adapt.Normal(part.gram, torch.zeros_like(part.cross), part.pixels), 2.0) is None
-        data = model.fit([part], 2.0)
-        assert data is not None and len(data) <= container.MAX_ADAPT_BYTES
+        data = model.side_streams([tile.side], 2.0)[StreamKind.ADAPT]
+        assert len(data) <= container.MAX_ADAPT_BYTES
         shipped = model.postfilter(x_hat, quality)
-        adapted = model.postfilter(x_hat, quality, model.adaptation(data))
+        adapted = model.postfilter(x_hat, quality, model.side_info({StreamKind.ADAPT: data}).adaptation)
     assert float((adapted - x).square().sum()) < float((shipped - x).square().sum())
 
 
@@ -129,10 +132,10 @@ def test_effort_2_round_trips_with_an_adapted_postfilter(tile):
     assert api.encode(image, quality=7.0, tile=tile, effort=2, device="cpu", strip=True, threads=2) == data
     plain = api.encode(image, quality=7.0, tile=tile, effort=1, device="cpu", strip=True, threads=1)
     adapted, first = container.unpack(data), container.unpack(plain)
-    # version 12 (its seams, version 11's post-filter, version 10's signs' contexts, version 9's bounded
-    # global attention) with or without the stream
-    assert (adapted.header.version, first.header.version) == (container.SEAMS_VERSION,) * 2
-    assert adapted.streams[:-1] == first.streams and adapted.streams[-1][0] == StreamKind.ADAPT
+    # version 13 (its grain, version 12's seams, version 11's post-filter, version 10's signs' contexts,
+    # version 9's bounded global attention) with or without the stream
+    assert (adapted.header.version, first.header.version) == (container.GRAIN_VERSION,) * 2
+    assert [s for s in adapted.streams if s[0] != StreamKind.ADAPT] == first.streams and adapted.stream(StreamKind.ADAPT)
     decoded = np.asarray(api.decode(data, device="cpu", threads=1))
     assert np.array_equal(np.asarray(api.decode(data, device="cpu", threads=2)), decoded)
     original = np.asarray(image, dtype=np.float64)

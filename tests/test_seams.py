@@ -61,8 +61,9 @@ def test_version_12_changes_version_11_s_pixels_only_beside_the_tile_borders_and
     image = make_photo(192, 128, seed=3)
     data = api.encode(image, quality=1.0, tile=64, device="cpu", strip=True, threads=1)
     bitstream = container.unpack(data)
-    assert bitstream.header.version == container.SEAMS_VERSION
+    assert bitstream.header.version == container.GRAIN_VERSION
     bitstream.header.version = container.FILTER_VERSION
+    bitstream.streams = [(kind, payload) for kind, payload in bitstream.streams if kind not in container.SIDE]
     older = container.pack(bitstream)
     new, old = (np.asarray(api.decode(d, device="cpu", threads=1)).astype(int) for d in (data, older))
     band = np.zeros(new.shape[:2], dtype=bool)

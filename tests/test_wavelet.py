@@ -80,7 +80,7 @@ def test_round_trip_is_exact_at_any_size(codec, height, width):
     with torch.inference_mode():
         low_q, planes = codec.quantise(x, torch.tensor([3.5]))
         expected = codec.dequantise(low_q, planes, torch.tensor([3.5]))
-        payloads = codec.compressor(x, effort=0)(3.5)
+        payloads = codec.compressor(x, effort=0)(3.5).payloads
         decoded = codec.decompress(payloads, height, width, 3.5, torch.device("cpu"))
     assert decoded.shape == x.shape
     assert torch.equal(decoded, expected)
@@ -250,7 +250,7 @@ def test_rdo_quantisation_trades_error_for_bits():
     codec, _ = zoo.load("wavelet")
     x = to_tensor(make_photo(128, 96, seed=4))
     with torch.inference_mode():
-        coded = [codec.compressor(x, effort)(4.0)[0] for effort in (0, 1)]
+        coded = [codec.compressor(x, effort)(4.0).payloads[0] for effort in (0, 1)]
         errors = [float((codec.decompress([data], 96, 128, 4.0, torch.device("cpu")) - x).square().mean()) for data in coded]
     assert len(coded[1]) < len(coded[0])
     assert errors[1] < 1.2 * errors[0]
@@ -363,7 +363,7 @@ def test_training_reconstruction_is_close_to_the_files(codec):
     x = to_tensor(make_photo(128, 96, seed=3))
     with torch.inference_mode():
         for quality in (1.0, 4.0, 8.0):
-            filed = codec.decompress(codec.compressor(x, effort=1)(quality), 96, 128, quality, torch.device("cpu"))
+            filed = codec.decompress(codec.compressor(x, effort=1)(quality).payloads, 96, 128, quality, torch.device("cpu"))
             approx = codec.decoded(x, torch.tensor([quality]))
             psnr = [float(-10 * torch.log10((y - x).square().mean())) for y in (filed, approx)]
             assert abs(psnr[0] - psnr[1]) < 0.3, (quality, psnr)

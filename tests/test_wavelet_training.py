@@ -220,6 +220,35 @@ def test_perceptual_stage_critic_judges_the_head_output_and_pulls_it_only_by_its
             PERCEPTUAL.extras({**options, "critic_scales": bad})
 
 
+def test_perceptual_stage_with_grain_judges_the_output_with_the_grain_a_file_would_draw():
+    """``--option grain=1``: a crop of a grainy flat photo is judged with the grain of its file added
+    to the head's output (its flat areas' high-pass energy then the photo's); a crop without grain
+    gets none, and the loss of the option at 0 is the plain one."""
+    from xcodec.models import grain
+    from xcodec.models.stages import Batch
+    from xcodec.models.wavelet.training import PERCEPTUAL
+
+    model = zoo.load("wavelet")[0]
+    head_loss = PERCEPTUAL.objectives[0].loss
+    flat = torch.full((2, 3, 64, 64), 0.5)
+    flat[0] += 2.0 / 255 * torch.randn(3, 64, 64, generator=torch.Generator().manual_seed(0))  # grain of 2 grey levels
+    outputs = []
+    for on in (0.0, 1.0):
+        batch = Batch(model, flat, torch.tensor([6.0, 6.0]), torch.Generator().manual_seed(1),
+                      {**PERCEPTUAL.options, "grain": on}, {})
+        with torch.no_grad():
+            head_loss(batch)
+        outputs.append(batch.shared["sharp"])
+    plain, grained = outputs
+    assert torch.equal(plain[1], grained[1])  # no grain in the photo: none drawn
+    x_hat = model.decoded(flat, torch.tensor([6.0, 6.0]))
+    sent = grain.read(grain.target(grain.tally(flat[:1], x_hat[:1])))
+    drawn = grain.read(grain.target(grain.tally(grained[:1], x_hat[:1])))
+    assert (sent > 1.8).all() and torch.allclose(drawn, sent, atol=0.25)
+    assert grain.target(grain.tally(plain[:1], x_hat[:1])) is None or (
+        grain.read(grain.target(grain.tally(plain[:1], x_hat[:1]))) < sent - 0.5).all()
+
+
 def test_a_head_grown_from_the_shipped_one_starts_with_its_output(tmp_path):
     """--init with more blocks in --model-config: the shipped head's tensors, its other sizes kept,
     and new blocks that start as the identity, so the grown head gives the shipped head's output

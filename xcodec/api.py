@@ -22,7 +22,7 @@ from .cores import usable_cores
 from .errors import FormatError, InputError
 from .image import SourceImage, decode_alpha, encode_alpha, from_samples, prepare, to_pil
 from .models import zoo
-from .models.codec import MAX_QUALITY, MIN_QUALITY, to_tensor
+from .models.codec import MAX_QUALITY, MIN_QUALITY, TileCode, to_tensor
 from .models.exact import ExactError
 from .lossless import tables
 from .lossless.codec import decode_tile, encode_tile
@@ -192,8 +192,8 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     ``threads`` threads, for coding at several qualities); without, tiles are cut and analysed per
     call. Tiles are coded by ``threads`` workers, at most two per worker in flight: on a CPU,
     processes forked for each call (``map_processes``: they inherit the image and the kept
-    compressors, and send back the streams), else threads. At an effort where the model ``adapts``,
-    the tiles' ``fit_tile`` parts (tensors, pickled back) give the file's ``adapt`` stream (``fit``).
+    compressors, and send back the streams), else threads. The tiles' side parts (``TileCode.side``,
+    pickled back) give the file's side streams (``side_streams``: ``adapt``, ``grain``).
     """
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
@@ -212,13 +212,12 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     count = thread_count(threads)
     boxes = list(header.tile_boxes())
     metadata = _metadata(source, realism)
-    adapting = net.adapts(effort)
 
     def pixels(box: tuple[int, int, int, int]) -> torch.Tensor:
         top, left, tile_height, tile_width = box
         return to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev)
 
-    def analyse(box: tuple[int, int, int, int]) -> Callable[[float], list[bytes]]:
+    def analyse(box: tuple[int, int, int, int]) -> Callable[[float], TileCode]:
         return net.compressor(pixels(box), effort)
 
     with torch.inference_mode(), thread_budget(count):  # the analysis alone: torch's kernels, which free the GIL
@@ -231,9 +230,8 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
         quality = container.quantize_quality(quality)
         streams, parts = [], []
 
-        def code(index: int) -> tuple[list[bytes], object]:
-            payloads = (kept[index] if keep else analyse(boxes[index]))(quality)
-            return payloads, net.fit_tile(pixels(boxes[index]), payloads, quality) if adapting else None
+        def code(index: int) -> TileCode:
+            return (kept[index] if keep else analyse(boxes[index]))(quality)
 
         with torch.inference_mode(), thread_budget(count):
             for done, (payloads, part) in enumerate(tiles_of(code, range(len(boxes))), 1):
@@ -243,9 +241,8 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
                 parts.append(part)
                 if on_tile:
                     on_tile(done, header.tiles)
-            adapted = net.fit(parts, quality) if adapting else None
-        adaptation = [(StreamKind.ADAPT, adapted)] if adapted else []
-        return container.pack(Bitstream(replace(header, quality=quality), streams + metadata + adaptation))
+            side = list(net.side_streams(parts, quality).items())
+        return container.pack(Bitstream(replace(header, quality=quality), streams + metadata + side))
 
     return encode_at
 
@@ -311,14 +308,14 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
     alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
     rgbs = [np.empty((h.height, h.width, 3), dtype=np.uint8) for _ in realisms]
     net = net.to(dev)
-    adapted = bitstream.stream(StreamKind.ADAPT)
-    adaptation = None if adapted is None else net.adaptation(adapted, h.version)  # checked before the tiles, used by the post-filter
+    side = net.side_info({kind: data for kind in container.SIDE if (data := bitstream.stream(kind)) is not None},
+                         h.version)  # checked before the tiles, used by the post-processing
 
     def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
         (top, left, tile_height, tile_width), payloads = item
         try:
             x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev, h.version)
-            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), adaptation, h.version) if postfilter
+            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), side, h.version) if postfilter
                        else [x_hat] * len(realisms))
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None

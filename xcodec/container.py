@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 12. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 13. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -35,6 +35,9 @@ version 11 when the header asks for it.
 Version 12 is version 11 (its layout, stream kinds, coded streams and post-filter) for a model whose
 decoder smooths the borders between tiles from version 12 on (``models.seams``); an encoder writes
 version 12 when the header asks for it.
+Version 13 is version 12 with a ``grain`` stream: the strength of the photo's film grain, which the
+model's perceptual decoder draws (``models.grain``), three bytes; an encoder writes version 13 when
+the header asks for it, and the stream only for a file that has grain.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -68,7 +71,8 @@ DECODER_VERSION = 9  # version 8 whose model decodes the file's tiles as it did 
 SIGNS_VERSION = 10  # version 9 whose coded streams follow a model's later stream format
 FILTER_VERSION = 11  # version 10 whose model post-filters the decoded tiles as it did not before version 11
 SEAMS_VERSION = 12  # version 11 whose model smooths the borders between decoded tiles
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12)
+GRAIN_VERSION = 13  # version 12 with a ``grain`` stream
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
 # The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
@@ -106,6 +110,7 @@ class StreamKind(IntEnum):
     ALPHA = 19  # the alpha plane, a grayscale 8-bit PNG of the image's size (version 4)
     REALISM = 20  # the suggested realism for the perceptual decoder, u8 percent 0..100 (version 5)
     ADAPT = 21  # decoder parameters fitted to the image, the model's format (version 8)
+    GRAIN = 22  # the film grain's strength for the perceptual decoder, 3 bytes (version 13)
 
 
 METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
@@ -118,6 +123,9 @@ METADATA[DECODER_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[SIGNS_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[FILTER_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[SEAMS_VERSION] = METADATA[ADAPT_VERSION]
+METADATA[GRAIN_VERSION] = (*METADATA[ADAPT_VERSION], StreamKind.GRAIN)
+SIDE = (StreamKind.ADAPT, StreamKind.GRAIN)  # the streams that a model writes and reads (``Codec.side_streams``)
+GRAIN_BYTES = 3
 
 
 def valid_model_name(name: str) -> bool:
@@ -140,8 +148,8 @@ class Header:
     streams_per_tile: int = 1
     # of the file it was read from; ``pack`` writes the lowest that holds the streams or, when the
     # header has STREAMS_VERSION or later (a model whose coded streams need it), STREAMS_VERSION, and
-    # ADAPT_VERSION for a file with an ``adapt`` stream; DECODER_VERSION, SIGNS_VERSION, FILTER_VERSION or
-    # SEAMS_VERSION when the header has it
+    # ADAPT_VERSION for a file with an ``adapt`` stream; DECODER_VERSION, SIGNS_VERSION, FILTER_VERSION,
+    # SEAMS_VERSION or GRAIN_VERSION when the header has it
     version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
@@ -199,7 +207,7 @@ def pack(bitstream: Bitstream) -> bytes:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
     if h.max_error is None and h.version >= DECODER_VERSION:
-        version = min(h.version, SEAMS_VERSION)
+        version = min(h.version, GRAIN_VERSION)
     elif h.max_error is None and h.version >= STREAMS_VERSION:
         version = ADAPT_VERSION if any(kind == StreamKind.ADAPT for kind, _ in bitstream.streams) else STREAMS_VERSION
     elif h.max_error is None:
@@ -310,6 +318,8 @@ def read_table(data: bytes) -> Table:
     realism_hint(table)
     if not all(0 < size <= MAX_ADAPT_BYTES for size in table.sizes(StreamKind.ADAPT)):
         raise FormatError(f"invalid .xsc adapt stream (1 to {MAX_ADAPT_BYTES} bytes)")
+    if not all(size == GRAIN_BYTES for size in table.sizes(StreamKind.GRAIN)):
+        raise FormatError(f"invalid .xsc grain stream ({GRAIN_BYTES} bytes)")
     return table
 
 

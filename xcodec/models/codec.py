@@ -9,25 +9,26 @@ container, so a model knows nothing of files:
   checks a file's stream table against it before anything is decoded.
 - ``compress(x, quality) -> list[bytes]``: ``x`` is (1, 3, H, W) in [0, 1], H and W multiples of
   ``stride``; the payloads are opaque to the container. ``compressor(x, effort)`` gives a function
-  from quality to payloads, for coding a tile at several qualities (the default calls
-  ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
+  from quality to the tile's ``TileCode`` (its payloads), for coding a tile at several qualities
+  (the default calls ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels (more work for
   fewer bits; the decoder is the same for all), ``default_effort`` when the user does not say.
 - ``file_version``: the ``.xsc`` format version its files are written in (3, the lowest, unless
   its coded streams or its decoder changed at a later version: ``container.STREAMS_VERSION`` and on).
 - ``decompress(payloads, height, width, quality, device, version) -> Tensor``: (1, 3, H, W) in
   [0, 1], from the streams of a file of format ``version`` (by default the model's own);
-  ``postprocess(x_hat, quality, realisms, seed, adaptation, version)`` then applies the model's
+  ``postprocess(x_hat, quality, realisms, seed, side, version)`` then applies the model's
   post-filter, if it has one, and for each realism > 0 its perceptual head (``realistic`` models
   only), whose noise is drawn from ``seed``, as a decoder of format ``version`` does; once every
   tile is in the image, ``smooth_seams(rgb, tile, quality, version)`` smooths the borders between
   them (models whose files from some version on say so).
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
-- Per-image adaptation (optional): at an effort where ``adapts(effort)``, the API gives
-  ``fit_tile(x, payloads, quality)`` each coded tile, then ``fit(parts, quality)`` the tiles' parts in
-  raster order; the bytes it returns (None: nothing worth sending) become the file's ``adapt``
-  stream, which the decoder reads with ``adaptation(data, version)`` (``FormatError`` if malformed)
-  before any tile and gives ``postprocess`` of every tile.
+- Side streams (optional): what the encoder measures of the whole image for the decoder (the
+  ``wavelet`` model's post-filter adapted to it, ``adapt``; its film grain, ``grain``). Each tile's
+  ``TileCode`` carries its part (``side``); the API gives ``side_streams(parts, quality)`` the
+  tiles' parts in raster order, and the streams it returns go into the file. The decoder reads
+  them with ``side_info(streams, version)`` (``FormatError`` if malformed) before any tile and gives
+  ``postprocess`` of every tile what it returns.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
 - ``training_stages()``: how the model learns (``stages.Stage``), run by ``xcodec train``; by
@@ -43,16 +44,16 @@ Register a model with one entry in ``zoo.ARCHITECTURES``.
 from __future__ import annotations
 
 import contextlib
-import functools
 from abc import ABCMeta, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, NamedTuple
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..container import StreamKind
 from ..errors import FormatError
 
 if TYPE_CHECKING:
@@ -120,6 +121,13 @@ def one_thread(device: torch.device) -> Iterator[None]:
         torch.set_num_threads(threads)
 
 
+class TileCode(NamedTuple):
+    """One tile through ``compressor``: its payloads and what ``side_streams`` needs of it (None: nothing)."""
+
+    payloads: list[bytes]
+    side: object = None
+
+
 class Codec(nn.Module, metaclass=ABCMeta):
     """A learned image codec; see the module docstring for the contract."""
 
@@ -162,13 +170,13 @@ class Codec(nn.Module, metaclass=ABCMeta):
         return False
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
-                    adaptation: object | None = None, version: int | None = None) -> list[Tensor]:
+                    side: object | None = None, version: int | None = None) -> list[Tensor]:
         """The decoder-side post-filter of one decoded tile (identity for a model without one), at each of ``realisms``.
 
         It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. A realism in
         [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its
         noise. The post-filter and the head run once, whatever the number of realisms.
-        ``adaptation``: the file's adapted parameters (``adaptation``), None for the shipped ones.
+        ``side``: the file's side information (``side_info``), None for a file without.
         ``version``: the file's format version (None: ``file_version``), as for ``decompress``.
         """
         return [x_hat] * len(realisms)
@@ -178,30 +186,27 @@ class Codec(nn.Module, metaclass=ABCMeta):
         the whole image after ``postprocess``), in place, as a decoder of format ``version`` (None:
         ``file_version``) does; nothing for a model without (the default)."""
 
-    def adapts(self, effort: int) -> bool:
-        """Whether the encoder fits decoder parameters to each image at ``effort`` (module docstring)."""
-        return False
+    def side_streams(self, parts: list, quality: float) -> dict[StreamKind, bytes]:
+        """The file's side streams (``container.SIDE`` kinds) from its tiles' ``TileCode.side`` parts,
+        in raster order; none by default."""
+        return {}
 
-    def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> object:
-        """What ``fit`` needs of one tile: its original (1, 3, H, W) and its coded ``payloads``."""
-        raise NotImplementedError
+    def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None) -> object:
+        """What ``postprocess`` needs of a file's side ``streams`` (those it has), read before any
+        tile, as a decoder of format ``version`` (None: ``file_version``) reads them; ``FormatError``
+        for one this model cannot use (by default, any)."""
+        for kind in streams:
+            raise FormatError(f"invalid .xsc file (the {kind.name.lower()} stream of a model that has no use for one)")
+        return None
 
-    def fit(self, parts: list, quality: float) -> bytes | None:
-        """The ``adapt`` stream of an image from its tiles' ``fit_tile`` parts, or None."""
-        raise NotImplementedError
-
-    def adaptation(self, data: bytes, version: int | None = None) -> object:
-        """The parameters of an ``adapt`` stream of a file of format ``version`` (None:
-        ``file_version``) for ``postprocess``; ``FormatError`` for one this model cannot use."""
-        raise FormatError("invalid .xsc file (an adapt stream for a model that adapts nothing)")
-
-    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], TileCode]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
 
         A model whose analysis transform is the same at every quality overrides this to run it
-        once; a model with several ``efforts`` overrides it to use ``effort``.
+        once; a model with several ``efforts`` overrides it to use ``effort``; a model with side
+        streams, to measure what they need of the tile.
         """
-        return functools.partial(self.compress, x)
+        return lambda quality: TileCode(self.compress(x, quality))
 
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """The model's own rate estimate (eval-mode likelihoods), to check real files against."""

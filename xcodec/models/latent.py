@@ -26,7 +26,7 @@ from compressai.models import CompressionModel
 from torch import Tensor, nn
 
 from ..entropy import GaussianReader, decode_categorical, encode_categorical, encode_gaussian
-from .codec import LAMBDAS, Codec, TakeSymbols, interpolate_quality, one_thread, ste_round
+from .codec import LAMBDAS, Codec, TakeSymbols, TileCode, interpolate_quality, one_thread, ste_round
 from .exact import ACT_BITS, to_fixed
 
 SCALE_MIN = 0.11
@@ -174,17 +174,17 @@ class HyperpriorCodec(CompressionModel, Codec):
             return self.g_s(y_hat * ig).clamp(0, 1)
 
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
-        return self.compressor(x)(quality)
+        return self.compressor(x)(quality).payloads
 
-    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], TileCode]:
         """The analysis transform runs once; only the gains, ``h_a`` and the coding per quality."""
         transformed = self._transform(x)
 
-        def compress(quality: float) -> list[bytes]:
+        def compress(quality: float) -> TileCode:
             y, z = self._latents(transformed, quality)
             z_data, z_fixed = self.hyper.encode(z)
             symbols, indexes = self.latent_symbols(y.double().cpu(), z_fixed)
-            return [z_data, encode_gaussian(symbols.int().numpy(), indexes.numpy(), scales())]
+            return TileCode([z_data, encode_gaussian(symbols.int().numpy(), indexes.numpy(), scales())])
 
         return compress
 

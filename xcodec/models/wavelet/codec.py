@@ -10,9 +10,10 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...container import DECODER_VERSION, FILTER_VERSION, SEAMS_VERSION, SIGNS_VERSION
+from ...container import DECODER_VERSION, FILTER_VERSION, GRAIN_VERSION, SEAMS_VERSION, SIGNS_VERSION, StreamKind
 from ...entropy import StreamReader, StreamWriter
-from ..codec import Codec, one_thread
+from .. import grain
+from ..codec import Codec, TileCode, one_thread
 from ..perceptual import PerceptualHead, draw_noise
 from ..postfilter import PostFilter
 from ..seams import smooth_seams
@@ -45,11 +46,29 @@ Part = tuple[int, int, str]
 
 class Coded(NamedTuple):
     """One tile through the encoder's walk: the stream, each part's code length (``coded_bits``,
-    the low band's scale indices included) and the detail planes' symbols."""
+    the low band's scale indices included), and the low band's and the detail planes' symbols."""
 
     writer: StreamWriter
     bits: dict[Part, float]
+    low: Tensor
     planes: dict[Band, Tensor]
+
+
+class TileSide(NamedTuple):
+    """What the side streams need of a tile (``side_streams``): the post-filter's least-squares
+    problem at effort 2 (else None), and the photo's grain in its flat areas (models with a
+    perceptual head, else None)."""
+
+    normal: adapt.Normal | None
+    grain: grain.Tally | None
+
+
+class Side(NamedTuple):
+    """A file's side streams as ``postprocess`` uses them: the adapted post-filter tail, and the
+    grain's strength (``grain.read``), each None where the file has none."""
+
+    adaptation: tuple[Tensor, Tensor] | None = None
+    grain: Tensor | None = None
 
 
 class WaveletCodec(Codec):
@@ -57,7 +76,7 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
-    file_version = SEAMS_VERSION
+    file_version = GRAIN_VERSION
     efforts = 3
     default_effort = 1
 
@@ -176,17 +195,32 @@ class WaveletCodec(Codec):
         return self.dequantise(torch.round(low).clamp(-LOW_VALUE_LIMIT, LOW_VALUE_LIMIT), self.symbols(ratios, quality), quality)
 
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
-        return self.compressor(x, self.default_effort)(quality)
+        return self.compressor(x, self.default_effort)(quality).payloads
 
-    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], list[bytes]]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], TileCode]:
         """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream; the analysis runs once.
 
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
-        optimisation against the context model (``rdo_symbols``); 2 codes as 1, and the API then
-        adapts the post-filter to the image (``adapts``). The decoder is the same.
+        optimisation against the context model (``rdo_symbols``); 2 codes as 1 and measures the
+        post-filter's least-squares problem on the decoded tile, for the file's ``adapt`` stream
+        (``adapt``). A model with a perceptual head measures the photo's grain on it, for the
+        ``grain`` stream (``grain``). The decoder is the same.
         """
         code = self.coder(x, min(effort, 1), count_bits=False)
-        return lambda quality: [code(quality).writer.finish()]
+        adapting = effort >= 2 and self.filter_for() is not None
+
+        def tile(quality: float) -> TileCode:
+            coded = code(quality)
+            payloads = [coded.writer.finish()]
+            if not (adapting or self.realistic):
+                return TileCode(payloads)
+            q = torch.tensor([quality], device=x.device)
+            with torch.inference_mode(), one_thread(x.device):
+                x_hat = self.dequantise(coded.low[None], coded.planes, q)  # the decoder's, bit for bit
+                normal = adapt.normal(self.filter_for(), x, x_hat, q, GLOBAL_TOKENS) if adapting else None
+                return TileCode(payloads, TileSide(normal, grain.tally(x, x_hat) if self.realistic else None))
+
+        return tile
 
     def coder(self, x: Tensor, effort: int, count_bits: bool) -> Callable[[float], Coded]:
         """The encoder's walk: a function from quality to the filled stream writer, the code length
@@ -227,7 +261,7 @@ class WaveletCodec(Codec):
                 return symbols
 
             planes = self.context.walk(shapes, quality, take)
-            return Coded(writer, bits, planes)
+            return Coded(writer, bits, low_q, planes)
 
         return code
 
@@ -267,21 +301,26 @@ class WaveletCodec(Codec):
         return self.postfilter
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
-                    adaptation: tuple[Tensor, Tensor] | None = None, version: int | None = None) -> list[Tensor]:
+                    side: Side | None = None, version: int | None = None) -> list[Tensor]:
         """The fidelity output ``y`` (the version's post-filter's, ``filter_for``, with the file's
-        adapted tail when it has one), and ``y + R * delta`` for each realism R > 0; from version 9
-        (``GLOBAL_TOKENS``) on, the global attentions bounded."""
-        postfilter = self.filter_for(version)
+        adapted tail when it has one), and ``y + R * delta`` for each realism R > 0, the head's detail
+        ``delta`` with the grain it lacks (``grain.missing``, its noise seeded by ``seed`` ^ 1) when
+        the file has a grain stream; from version 9 (``GLOBAL_TOKENS``) on, the global attentions
+        bounded."""
+        postfilter, side = self.filter_for(version), side or Side()
         if postfilter is None:
             return [x_hat] * len(realisms)
         q = torch.tensor([quality], device=x_hat.device)
         tokens = GLOBAL_TOKENS if (version or self.file_version) >= DECODER_VERSION else None
         with one_thread(x_hat.device):
-            fidelity = postfilter(x_hat, q, adaptation, tokens).clamp(0, 1)
+            fidelity = postfilter(x_hat, q, side.adaptation, tokens).clamp(0, 1)
             if not any(realisms):
                 return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
             delta = self.perceptual(fidelity, q, noise, tokens)
+            if side.grain is not None:
+                grain_noise = draw_noise(tuple(fidelity.shape[1:]), seed ^ 1).to(fidelity.device)
+                delta = delta + grain.missing((fidelity + delta).clamp(0, 1), x_hat, side.grain, grain_noise)
             return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
 
     def smooth_seams(self, rgb: np.ndarray, tile: int, quality: float, version: int | None = None) -> None:
@@ -290,26 +329,25 @@ class WaveletCodec(Codec):
         if (version or self.file_version) >= SEAMS_VERSION:
             smooth_seams(rgb, tile, float(step_for(torch.tensor(quality))) / 2)
 
-    # --- effort 2: the post-filter adapted to the image (``adapt``) ---------------------------------
+    # --- side streams: the post-filter adapted to the image (``adapt``), the grain (``grain``) -------
 
-    def adapts(self, effort: int) -> bool:
-        return effort >= 2 and self.filter_for() is not None
+    def side_streams(self, parts: list[TileSide | None], quality: float) -> dict[StreamKind, bytes]:
+        streams = {}
+        normals = [part.normal for part in parts if part is not None and part.normal is not None]
+        tallies = [part.grain for part in parts if part is not None and part.grain is not None]
+        adapted = adapt.fit(sum(normals[1:], normals[0]), quality) if normals else None
+        grained = grain.target(sum(tallies[1:], tallies[0])) if tallies else None
+        for kind, data in ((StreamKind.ADAPT, adapted), (StreamKind.GRAIN, grained)):
+            if data:
+                streams[kind] = data
+        return streams
 
-    def fit_tile(self, x: Tensor, payloads: list[bytes], quality: float) -> adapt.Normal:
-        """The tile's least-squares problem, on what the decoder of the files it writes
-        (``file_version``) reconstructs from ``payloads``, for their post-filter."""
-        x_hat = self.decompress(payloads, *x.shape[-2:], quality, x.device)
-        with one_thread(x.device):
-            return adapt.normal(self.filter_for(), x, x_hat, torch.tensor([quality], device=x.device), GLOBAL_TOKENS)
-
-    def fit(self, parts: list[adapt.Normal], quality: float) -> bytes | None:
-        return adapt.fit(sum(parts[1:], parts[0]), quality)
-
-    def adaptation(self, data: bytes, version: int | None = None) -> tuple[Tensor, Tensor]:
+    def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None) -> Side:
         postfilter = self.filter_for(version)
-        if postfilter is None:
-            return super().adaptation(data, version)
-        return adapt.read(data, postfilter)
+        super().side_info({kind: data for kind, data in streams.items()  # refuses those it cannot use
+                           if (kind == StreamKind.ADAPT and postfilter is None) or (kind == StreamKind.GRAIN and not self.realistic)})
+        adapted, grained = streams.get(StreamKind.ADAPT), streams.get(StreamKind.GRAIN)
+        return Side(None if adapted is None else adapt.read(adapted, postfilter), None if grained is None else grain.read(grained))
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()

@@ -28,8 +28,10 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ...bench import lpips
+from ...container import StreamKind
 from ...errors import TrainingError
 from ...metrics import batch_psnr
+from .. import grain
 from ..perceptual import Critic
 from ..stages import Batch, Objective, Stage, parts
 from .quantise import RDO_LAMBDA, step_for
@@ -136,7 +138,8 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     loses against the fidelity output (so that colours and structure stay put), plus ``texture``
     times its ``texture_distance`` to the photo, plus ``spectrum`` times its ``spectrum_distance``
     to the photo, plus ``adversarial`` times the critic's hinge loss for the head (-score: the
-    critic should take the output for a photo).
+    critic should take the output for a photo). With ``grain`` 1 the output is judged with the grain
+    that a version-13 file of the crop would have the decoder draw (``grained``).
 
     With ``log_lpips`` 1 the distances (LPIPS and the texture's) are their logarithms: a crop at
     quality 8 (LPIPS about 0.004) then weighs as much as one at quality 1 (about 0.3), as BD-rate
@@ -144,10 +147,13 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     model, x, quality, options = batch.model, batch.x, batch.quality, batch.options
     net = lpips.load(device=str(x.device))
     with torch.no_grad():
-        fidelity = model.filter_for()(model.decoded(x, quality), quality).clamp(0, 1)  # of the files it writes
+        x_hat = model.decoded(x, quality)
+        fidelity = model.filter_for()(x_hat, quality).clamp(0, 1)  # of the files it writes
         photo = net.normalised(x * 2 - 1)
     noise = torch.randn(len(x), *model.perceptual.noise_shape(*x.shape[-2:]), generator=batch.generator)
     sharp = (fidelity + model.perceptual(fidelity, quality, noise.to(x.device))).clamp(0, 1)
+    if options["grain"]:
+        sharp = (sharp + grained(x, x_hat, sharp.detach(), batch.generator)).clamp(0, 1)
     batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
     features = net.normalised(sharp * 2 - 1)
     distance, texture = net.distance(features, photo), texture_distance(features, photo)
@@ -164,6 +170,18 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
         loss = loss - options["adversarial"] * sum(score.flatten(1).mean(1) for score in scores) / len(scores)
     return loss.mean(), {"lpips": float(distance.detach().mean()), "texture": float(texture.detach().mean()),
                          "spectrum": float(spectrum.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+
+
+def grained(x: Tensor, x_hat: Tensor, sharp: Tensor, generator: torch.Generator) -> Tensor:
+    """The grain a decoder draws on each crop's realism-1 output ``sharp`` (``grain.missing``) when
+    its file carries the photo's (``grain.tally``, ``grain.target``): the head learns beside it."""
+    drawn = torch.zeros_like(sharp)
+    for i in range(len(x)):
+        sent = grain.target(grain.tally(x[i : i + 1], x_hat[i : i + 1]))
+        if sent is not None:
+            noise = torch.randn(sharp[i : i + 1].shape, generator=generator).to(x.device)
+            drawn[i : i + 1] = grain.missing(sharp[i : i + 1], x_hat[i : i + 1], grain.read(sent), noise)
+    return drawn
 
 
 def critic_loss(batch: Batch) -> tuple[Tensor | None, dict[str, float]]:
@@ -187,13 +205,16 @@ def critic_scales(options: dict[str, float]) -> int:
 
 
 def realism_scores(model, images: list[Tensor], quality: float) -> dict[str, float]:
-    """PSNR and LPIPS of the decoded images at realism 0 (the fidelity output) and 1."""
+    """PSNR and LPIPS of the decoded images at realism 0 (the fidelity output) and 1, with the grain
+    that their version-13 files would carry."""
     net = lpips.load(device=str(images[0].device))
     q = torch.tensor([quality], device=images[0].device)
     scores = []
     for x in images:
         x_hat = model.decoded(x, q)
-        fidelity, sharp = model.postprocess(x_hat, quality, (0.0, 1.0))
+        sent = grain.target(grain.tally(x, x_hat))
+        side = None if sent is None else model.side_info({StreamKind.GRAIN: sent})
+        fidelity, sharp = model.postprocess(x_hat, quality, (0.0, 1.0), side=side)
         scores.append([float(f(y, x)) for y in (fidelity, sharp) for f in (batch_psnr, lambda a, b: net(a * 2 - 1, b * 2 - 1))])
     return dict(zip(("psnr", "lpips", "psnr_r1", "lpips_r1"), np.mean(scores, 0).tolist()))
 
@@ -247,9 +268,9 @@ PERCEPTUAL = Stage(
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
     # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, per unit
     # of the texture distance (of its logarithm), of the spectrum distance and of the critic's score;
-    # the critic's number of scales
+    # the critic's number of scales; 1 to train the head beside the file's grain (``grained``)
     options={"fidelity": 0.005, "texture": 0.0, "spectrum": 0.0, "adversarial": 0.0, "log_lpips": 0.0,
-             "critic_scales": 1.0},
+             "critic_scales": 1.0, "grain": 0.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
