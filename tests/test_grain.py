@@ -56,6 +56,10 @@ def test_the_decoder_makes_up_what_its_output_lacks():
     edges = torch.zeros_like(flat)
     edges[..., ::2] = 1
     assert torch.equal(grain.missing(flat, edges, sigma, noise), torch.zeros_like(noise))
+    half = flat.clone()
+    half[..., 48:] = edges[..., 48:]  # the right half of the decoded tile busy: its grain is left out
+    drawn = grain.missing(flat, half, sigma, noise)
+    assert torch.equal(drawn[..., 50:], torch.zeros_like(drawn[..., 50:])) and bool(drawn[:, :2, :, :44].all())
 
 
 def test_the_container_reads_a_grain_stream_of_three_bytes_from_version_13():
