@@ -344,10 +344,12 @@ class WaveletCodec(Codec):
 
     def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None) -> Side:
         postfilter = self.filter_for(version)
-        super().side_info({kind: data for kind, data in streams.items()  # refuses those it cannot use
-                           if (kind == StreamKind.ADAPT and postfilter is None) or (kind == StreamKind.GRAIN and not self.realistic)})
+        unusable = {kind: data for kind, data in streams.items()
+                    if (kind == StreamKind.ADAPT and postfilter is None) or (kind == StreamKind.GRAIN and not self.realistic)}
+        super().side_info(unusable, version)  # refuses them
         adapted, grained = streams.get(StreamKind.ADAPT), streams.get(StreamKind.GRAIN)
-        return Side(None if adapted is None else adapt.read(adapted, postfilter), None if grained is None else grain.read(grained))
+        return Side(None if adapted is None else adapt.read(adapted, postfilter),
+                    None if grained is None else grain.read(grained))
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()
