@@ -39,7 +39,8 @@ def test_the_encoder_sends_the_grain_of_the_photos_flat_areas():
 
 def test_the_tiles_tallies_add_up():
     halves = grey(3.0)[..., :48], grey(1.0)[..., 48:]
-    total = sum((grain.tally(x, torch.full_like(x, 0.5)) for x in halves[1:]), grain.tally(halves[0], torch.full_like(halves[0], 0.5)))
+    left, right = (grain.tally(x, torch.full_like(x, 0.5)) for x in halves)
+    total = left + right
     assert total.pixels == 96 * 96
     assert torch.allclose(grain.read(grain.target(total)), torch.full((3,), 5**0.5, dtype=torch.float64), atol=0.1)
 
