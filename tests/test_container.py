@@ -176,7 +176,7 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 14, 255])
+@pytest.mark.parametrize("version", [0, 1, 15, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right
@@ -197,8 +197,8 @@ def test_version_7_is_written_when_the_header_asks_and_holds_every_lossy_kind(bi
 
 
 @pytest.mark.parametrize("version", [container.DECODER_VERSION, container.SIGNS_VERSION, container.FILTER_VERSION,
-                                     container.SEAMS_VERSION, container.GRAIN_VERSION])
-def test_versions_9_to_13_are_written_when_the_header_asks_and_hold_every_kind_of_version_8(bitstream, version):
+                                     container.SEAMS_VERSION, container.GRAIN_VERSION, container.FOLDED_VERSION])
+def test_versions_9_to_14_are_written_when_the_header_asks_and_hold_every_kind_of_version_8(bitstream, version):
     bitstream.header.version = version
     for streams in ([], [(StreamKind.REALISM, b"\x32"), (StreamKind.ADAPT, b"\x01\x02\x03\x04")]):
         bitstream.streams += streams

@@ -28,15 +28,15 @@ from xcodec.models import zoo
 CORPUS = Path(__file__).resolve().parent / "corpus"
 SAMPLE = Path(api.__file__).resolve().parent / "samples" / "chelsea.png"
 
-# (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below (wavelet: version 13, the
-# coded streams of versions 10 to 12, and a grain stream)
+# (model, quality, tile): SHA-256 of the .xsc file of the 96x80 crop below (wavelet: version 14, every
+# detail symbol folded, and a grain stream)
 ENCODED = {
     ("hyperprior", 2.0, 64): "f2a388d5f8022f85902ba29bd282c0de450eef5b102971f115c0546016442251",
     ("hyperprior", 7.5, 0): "b0b7d8d40cfb6a16b2761369961af576d4590abbe91db14fd194c4dc9b6df657",
     ("transformer", 2.0, 64): "c314fa41fdfb036b0a4163c9dd8435e126b4ed290ea2b78e28738820929c0c86",
     ("transformer", 7.5, 0): "f76795e177dab0f05a5890ea2966ae2660e2ba417d70a3f735aa35f85b533537",
-    ("wavelet", 2.0, 64): "9d543690a4b18ca13bc605f1d01a5bc02dacd4a4615ffac0a07f4339dc9f7ef8",
-    ("wavelet", 7.5, 0): "070afd6b5621dcd89c74de46b10a143142871d419e07fbf6fcc841ebf9cdb826",
+    ("wavelet", 2.0, 64): "42ab9a260ece8b2158fbea86a041b461a35bbfa3473ef69b16d7be7c73ed5a18",
+    ("wavelet", 7.5, 0): "d8fff93db3f824f33eb892b745d7aa055873be47d5336102cfd254cb9f408619",
 }
 FIDELITY = {  # (quality, tile): the SHA-256s of the pixels of the wavelet file above decoded at realism 0 (version 11's
     # filter, version 12's smoothed tile borders)
@@ -62,6 +62,9 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
     # to the convolutions-only post-filter's tail; at qualities 3 and 4 the encoder sends none)
     "version-11-wavelet.xsc": (11, ("b406a0e575edef5ca95d1a05f3b849ffed9d86a781fcf99f34493e825bd0e3fa",
                                     "35da83032d8ad08decb98eb95ca50c61c75b2fc13c2933c071b633c12c754fb5")),
+    # the crop in tiles of 64 at quality 2 (main 0d6288c), with a grain stream: the symbols, and so the
+    # pixels, of the version-14 file above
+    "version-13-wavelet.xsc": (13, FIDELITY[2.0, 64]),
 }
 # the convolutions-only post-filter of version 11: another one decodes version-11 files to other pixels
 CONVFILTER = "9d2f805d59cbcbbb8659d443540ee157a00912dc3c2519e07b75a78d9353f8da"
@@ -93,7 +96,7 @@ def pixels_sha256(image: Image.Image) -> str:
 @pytest.mark.parametrize("model,quality,tile", list(ENCODED), ids=lambda v: str(v))
 def test_encoded_bytes(model, quality, tile):
     data = api.encode(crop(), quality=quality, model=model, tile=tile, device="cpu", strip=True)  # the sample's XMP aside
-    version = container.GRAIN_VERSION if model == "wavelet" else container.VERSION
+    version = container.FOLDED_VERSION if model == "wavelet" else container.VERSION
     assert container.unpack(data).header.version == version
     assert hashlib.sha256(data).hexdigest() == ENCODED[model, quality, tile]
 
@@ -124,16 +127,28 @@ def test_version_9_bounds_the_global_attentions_of_a_large_tile_and_older_versio
 
 
 def test_version_13_draws_the_grain_at_realism_1():
-    """The wavelet file of quality 7.5 above (one tile, with a grain stream) at realism 1, against its
-    pixels committed as a PNG: within 1 grey level, and equal but for at most 0.1% of the samples (a
-    hash would hold on one kind of CPU only, as the perceptual head's float kernels differ)."""
+    """The wavelet file of quality 7.5 above (version 14: one tile, with the grain stream of version
+    13) at realism 1, against its pixels committed as a PNG: within 1 grey level, and equal but for
+    at most 0.1% of the samples (a hash would hold on one kind of CPU only, as the perceptual head's
+    float kernels differ)."""
     assert zoo.read_manifest("wavelet").heads["perceptual"]["sha256"] == HEAD, "another head: its realism-1 pixels are new"
     data = api.encode(crop(), quality=7.5, model="wavelet", device="cpu", strip=True)
     assert container.unpack(data).stream(container.StreamKind.GRAIN)
     decoded = np.asarray(api.decode(data, device="cpu", realism=1.0)).astype(int)
-    reference = np.asarray(Image.open(CORPUS / "version-13-wavelet-realism-1.png")).astype(int)
+    reference = np.asarray(Image.open(CORPUS / "version-14-wavelet-realism-1.png")).astype(int)
     assert np.abs(decoded - reference).max() <= 1
     assert (decoded != reference).mean() <= 0.001
+
+
+def test_version_14_codes_the_symbols_of_version_13_in_hardly_other_bytes():
+    """Every detail symbol folded (magnitude, then sign): the same symbols and grain, so the same
+    fidelity output, in a file within 0.5% of the size. (The perceptual head's noise is seeded by a
+    tile's bytes: at realism above 0 the two files draw other noise of the same kind.)"""
+    older = (CORPUS / "version-13-wavelet.xsc").read_bytes()
+    newer = api.encode(crop(), quality=2.0, model="wavelet", tile=64, device="cpu", strip=True)
+    assert container.unpack(newer).stream(container.StreamKind.GRAIN) == container.unpack(older).stream(container.StreamKind.GRAIN)
+    assert abs(len(newer) - len(older)) <= 0.005 * len(older)
+    assert np.array_equal(*(np.asarray(api.decode(data, device="cpu")) for data in (older, newer)))
 
 
 def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only_postfilter():
@@ -149,8 +164,7 @@ def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only
 
 
 def test_version_12_smooths_the_tile_borders_that_version_11_leaves():
-    data = api.encode(crop(), quality=2.0, model="wavelet", tile=64, device="cpu", strip=True)
-    bitstream = container.unpack(data)
+    bitstream = container.unpack((CORPUS / "version-13-wavelet.xsc").read_bytes())  # the coded streams of versions 10 to 13
     bitstream.header.version = container.FILTER_VERSION
     bitstream.streams = [(kind, payload) for kind, payload in bitstream.streams if kind != container.StreamKind.GRAIN]
     assert pixels_sha256(api.decode(container.pack(bitstream), device="cpu")) in TILED_V11

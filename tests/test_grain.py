@@ -108,7 +108,7 @@ def without_grain(data: bytes) -> bytes:
 
 def test_a_file_carries_the_grain_that_realism_draws_and_realism_0_ignores(grainy):
     bitstream = container.unpack(grainy)
-    assert bitstream.header.version == container.GRAIN_VERSION
+    assert bitstream.header.version == container.FOLDED_VERSION
     sigma = grain.read(bitstream.stream(StreamKind.GRAIN))
     assert (sigma > 1).all()
     plain = without_grain(grainy)

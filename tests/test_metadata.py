@@ -48,7 +48,7 @@ def rgba(tmp_path):
 def test_exif_and_xmp_are_kept_and_written_into_outputs(run_cli, tagged, tmp_path):
     assert run_cli("encode", tagged, "-o", "tagged.xsc").returncode == 0
     data = (tmp_path / "tagged.xsc").read_bytes()
-    assert container.unpack(data).header.version == container.GRAIN_VERSION  # the default model's (wavelet) files
+    assert container.unpack(data).header.version == container.FOLDED_VERSION  # the default model's (wavelet) files
     assert kinds(data) == ["EXIF", "XMP"]
     for suffix in (".png", ".jpg", ".webp", ".tif"):
         result = run_cli("decode", "tagged.xsc", "-o", f"out{suffix}")
@@ -63,7 +63,7 @@ def test_exif_and_xmp_are_kept_and_written_into_outputs(run_cli, tagged, tmp_pat
 def test_strip_drops_exif_and_xmp(run_cli, tagged, tmp_path):
     assert run_cli("encode", tagged, "-o", "bare.xsc", "--strip").returncode == 0
     data = (tmp_path / "bare.xsc").read_bytes()
-    assert kinds(data) == [] and container.unpack(data).header.version == container.GRAIN_VERSION
+    assert kinds(data) == [] and container.unpack(data).header.version == container.FOLDED_VERSION
 
 
 def test_transparency_is_coded_losslessly(run_cli, rgba, tmp_path):

@@ -98,7 +98,7 @@ def test_realism_changes_no_bit_of_the_file():
     a, b = container.unpack(plain), container.unpack(hinted)
     assert [s for s in b.streams if s[0] != StreamKind.REALISM] == a.streams
     assert b.stream(StreamKind.REALISM) == bytes([70])
-    assert a.header.version == b.header.version == container.GRAIN_VERSION  # the wavelet's files hold any kind
+    assert a.header.version == b.header.version == container.FOLDED_VERSION  # the wavelet's files hold any kind
     # the suggestion is the default; an explicit realism, 0 included, overrides it
     assert np.array_equal(decode(hinted), decode(plain, realism=0.7))
     assert np.array_equal(decode(hinted, realism=0.0), decode(plain))

@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 13. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 14. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -38,6 +38,9 @@ version 12 when the header asks for it.
 Version 13 is version 12 with a ``grain`` stream: the strength of the photo's film grain, which the
 model's perceptual decoder draws (``models.grain``), three bytes; an encoder writes version 13 when
 the header asks for it, and the stream only for a file that has grain.
+Version 14 is version 13 (its layout, stream kinds and decoder) for a model whose coded streams
+changed again at version 14 (the ``wavelet`` model codes every detail symbol as a magnitude, then a
+sign); an encoder writes version 14 when the header asks for it.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -72,7 +75,8 @@ SIGNS_VERSION = 10  # version 9 whose coded streams follow a model's later strea
 FILTER_VERSION = 11  # version 10 whose model post-filters the decoded tiles as it did not before version 11
 SEAMS_VERSION = 12  # version 11 whose model smooths the borders between decoded tiles
 GRAIN_VERSION = 13  # version 12 with a ``grain`` stream
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13)
+FOLDED_VERSION = 14  # version 13 whose coded streams follow a model's later stream format
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
 # The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
@@ -124,6 +128,7 @@ METADATA[SIGNS_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[FILTER_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[SEAMS_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[GRAIN_VERSION] = (*METADATA[ADAPT_VERSION], StreamKind.GRAIN)
+METADATA[FOLDED_VERSION] = METADATA[GRAIN_VERSION]
 SIDE = (StreamKind.ADAPT, StreamKind.GRAIN)  # the streams that a model writes and reads (``Codec.side_streams``)
 GRAIN_BYTES = 3
 
@@ -149,7 +154,7 @@ class Header:
     # of the file it was read from; ``pack`` writes the lowest that holds the streams or, when the
     # header has STREAMS_VERSION or later (a model whose coded streams need it), STREAMS_VERSION, and
     # ADAPT_VERSION for a file with an ``adapt`` stream; DECODER_VERSION, SIGNS_VERSION, FILTER_VERSION,
-    # SEAMS_VERSION or GRAIN_VERSION when the header has it
+    # SEAMS_VERSION, GRAIN_VERSION or FOLDED_VERSION when the header has it
     version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
@@ -207,7 +212,7 @@ def pack(bitstream: Bitstream) -> bytes:
         raise ValueError("model hash must be 8 bytes")
     name = h.model.encode("ascii")
     if h.max_error is None and h.version >= DECODER_VERSION:
-        version = min(h.version, GRAIN_VERSION)
+        version = min(h.version, FOLDED_VERSION)
     elif h.max_error is None and h.version >= STREAMS_VERSION:
         version = ADAPT_VERSION if any(kind == StreamKind.ADAPT for kind, _ in bitstream.streams) else STREAMS_VERSION
     elif h.max_error is None:

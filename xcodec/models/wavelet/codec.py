@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from ...container import DECODER_VERSION, FILTER_VERSION, GRAIN_VERSION, SEAMS_VERSION, SIGNS_VERSION, StreamKind
+from ...container import DECODER_VERSION, FILTER_VERSION, FOLDED_VERSION, SEAMS_VERSION, SIGNS_VERSION, StreamKind
 from ...entropy import StreamReader, StreamWriter
 from .. import grain
 from ..codec import Codec, TileCode, one_thread
@@ -25,7 +25,7 @@ from .lifting import ORIENTATIONS, Wavelet2D, level_count, synthesis_norms
 from .low import LOW_CONTEXT_VERSION, low_bits, read_flat_low, read_low, write_low
 from .quantise import LOW_VALUE_LIMIT, RECON, dead_zone, rdo_symbols, ste, step_for, symbol_limit
 from .rate import SCALES, coded_bits
-from .signs import SignCounts, read_second, write_second
+from .signs import SignCounts, read_pass, read_second, write_pass
 from .training import STAGES
 
 ICT = ((0.299, 0.587, 0.114), (-0.168736, -0.331264, 0.5), (0.5, -0.418688, -0.081312))
@@ -76,7 +76,7 @@ class WaveletCodec(Codec):
 
     stride = 1
     streams_per_tile = 1
-    file_version = GRAIN_VERSION
+    file_version = FOLDED_VERSION
     efforts = 3
     default_effort = 1
 
@@ -250,11 +250,8 @@ class WaveletCodec(Codec):
                     symbols = dead_zone(ratio, limit)
                 else:
                     symbols = rdo_symbols(ratio, log_scale, float(self.recon[band[0], band[2], band[1]]), limit)
-                if contexts is None:
-                    writer.laplace(symbols.numpy(), scales, limit)
-                    saved = 0.0
-                else:
-                    saved = write_second(writer, symbols.long().numpy(), index.numpy(), contexts.numpy(), limit, band, signs)
+                saved = write_pass(writer, symbols.long().numpy(), index.numpy(), None if contexts is None else contexts.numpy(),
+                                   limit, band, signs)
                 if count_bits:
                     part = (band[0], band[1], ORIENTATIONS[band[2]])
                     bits[part] = bits.get(part, 0.0) + float(coded_bits(symbols, log_scale, limit).sum()) - saved
@@ -269,7 +266,8 @@ class WaveletCodec(Codec):
                    version: int | None = None) -> Tensor:
         """Decode one tile's stream into (1, 3, height, width) in [0, 1]; a file of a version before
         ``LOW_CONTEXT_VERSION`` has the low band of one scale per channel, one before
-        ``SIGNS_VERSION`` the second passes' signs in their Laplacians."""
+        ``SIGNS_VERSION`` the second passes' signs in their Laplacians, one before ``FOLDED_VERSION``
+        the anchors and the second passes' symbols of context 0 under their Laplacians."""
         levels = level_count(height, width, self.levels)
         shapes = subband_shapes(height, width, levels)
         reader = StreamReader(payloads[0])
@@ -278,6 +276,9 @@ class WaveletCodec(Codec):
 
         def read(band: Band, step: int, index: Tensor, contexts: Tensor | None) -> Tensor:
             limit = symbol_limit(band[0])
+            if version >= FOLDED_VERSION:
+                return torch.from_numpy(read_pass(reader, index.numpy(), None if contexts is None else contexts.numpy(), limit,
+                                                  band, signs).astype(np.float32))
             if contexts is None or version < SIGNS_VERSION:
                 return torch.from_numpy(reader.laplace(SCALES[index.numpy()], limit).astype(np.float32))
             return torch.from_numpy(read_second(reader, index.numpy(), contexts.numpy(), limit, band, signs).astype(np.float32))
