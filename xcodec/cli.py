@@ -571,17 +571,20 @@ class DecodeWork:
         from . import api
 
         start = time.perf_counter()
+        threads = api.thread_count(self.threads)
         if header.bit_depth == 16 and header.channels == 3:  # Pillow has no 16-bit RGB
-            from .deep import write_png16, write_tiff16
+            from .deep import write_tiff16
+            from .png import write_png
 
             samples, metadata = api.decode_samples(data, max_pixels=self.max_pixels, threads=self.threads)
             seconds = time.perf_counter() - start
-            out = (write_png16 if fmt == "PNG" else write_tiff16)(samples, metadata.get("icc_profile"))
+            out = (write_png(samples, metadata.get("icc_profile"), threads=threads) if fmt == "PNG"
+                   else write_tiff16(samples, metadata.get("icc_profile")))
             return Done(out, f"{header.width}x{header.height} RGB, 16 bits", describe(api.info(data), setup, seconds), setup)
         image = api.decode(data, device=self.device, max_pixels=self.max_pixels, on_tile=on_tile,
                            postfilter=self.postfilter, realism=self.realism, threads=self.threads)
         seconds = time.perf_counter() - start
-        return Done(save_bytes(image, fmt), f"{image.width}x{image.height} {image.mode}",
+        return Done(save_bytes(image, fmt, threads), f"{image.width}x{image.height} {image.mode}",
                     describe(api.info(data), setup, seconds), setup)
 
 

@@ -1,10 +1,10 @@
-"""16-bit RGB files, which Pillow reads as 8 bits and cannot write: a PNG reader and PNG and TIFF writers.
+"""16-bit RGB files, which Pillow reads as 8 bits and cannot write: a PNG reader and a TIFF writer
+(``png.write_png`` writes their PNGs, as every PNG).
 
 Lossless coding keeps 16-bit RGB samples (``api.encode`` of a (H, W, 3) uint16 array;
 ``xcodec encode --lossless`` of a 16-bit RGB PNG), and their files decode to 16-bit PNG or TIFF.
 The reader takes non-interlaced PNGs of colour type 2 (RGB) at 16 bits with any of PNG's five row
-filters; the writers write filter 0 (PNG, zlib level 6) and an uncompressed baseline TIFF, each
-with the ICC profile when there is one.
+filters; the writer writes an uncompressed baseline TIFF, with the ICC profile when there is one.
 """
 
 from __future__ import annotations
@@ -15,14 +15,14 @@ import zlib
 import numpy as np
 
 from .errors import InputError
+from .png import SIGNATURE
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PIXEL = 6  # bytes per pixel: three big-endian 16-bit samples
 
 
 def is_png16_rgb(data: bytes) -> bool:
     """Whether ``data`` is a PNG of 16-bit RGB samples (colour type 2, no alpha)."""
-    return data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x10\x02"
+    return data[:8] == SIGNATURE and data[12:16] == b"IHDR" and data[24:26] == b"\x10\x02"
 
 
 def read_png16(data: bytes) -> np.ndarray:
@@ -72,20 +72,6 @@ def unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray:
         predicted = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, paeth], 0)
         out[y + 1, x + 1] = (filtered[y, x] + predicted) & 0xFF
     return out[1:, 1:].astype(np.uint8)
-
-
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-
-
-def write_png16(samples: np.ndarray, icc_profile: bytes | None = None) -> bytes:
-    """A PNG of (H, W, 3) uint16 samples (filter 0 on every row)."""
-    height, width, _ = samples.shape
-    rows = samples.astype(">u2").reshape(height, width * 3).view(np.uint8)
-    raw = np.concatenate([np.zeros((height, 1), np.uint8), rows], 1).tobytes()
-    icc = [_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile))] if icc_profile else []
-    return b"".join([PNG_SIGNATURE, _chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0)),
-                     *icc, _chunk(b"IDAT", zlib.compress(raw, 6)), _chunk(b"IEND", b"")])
 
 
 def write_tiff16(samples: np.ndarray, icc_profile: bytes | None = None) -> bytes:

@@ -26,6 +26,7 @@ from PIL import Image, ImageOps, PngImagePlugin, UnidentifiedImageError
 
 from .defaults import check_pixels
 from .errors import FormatError, InputError
+from .png import SIGNATURE, write_png
 
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
 HIGH_DEPTH_MODES = {"I", "I;16", "I;16B", "I;16L", "I;16N", "F"}
@@ -36,12 +37,12 @@ OUTPUT_FORMATS = {".png": "PNG", ".bmp": "BMP", ".tif": "TIFF", ".tiff": "TIFF",
 
 ALPHA_FORMATS = {"PNG", "WEBP", "TIFF"}  # outputs that hold an alpha channel
 METADATA_FORMATS = {"PNG", "JPEG", "WEBP", "TIFF"}  # outputs that hold an ICC profile, EXIF and XMP
+PNG_MODES = {"L", "LA", "RGB", "RGBA", "I;16"}  # the decoder's images, which ``png.write_png`` writes
 METADATA_NAMES = {"icc_profile": "ICC profile", "exif": "EXIF", "xmp": "XMP"}
 # The largest metadata block (bytes) each output holds, where Pillow's writer has a limit: a JPEG
 # segment holds 65,533 bytes (XMP: less its 29-byte name), and an ICC profile spans 255 segments.
 OUTPUT_LIMITS = {"JPEG": {"exif": 65533, "xmp": 65533 - 29, "icc_profile": 255 * (65533 - 14)}}
 ORIENTATION = 0x0112
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass
@@ -230,7 +231,7 @@ def decode_alpha(data: bytes, width: int, height: int) -> Image.Image:
 def _check_alpha(data: bytes, width: int, height: int) -> None:
     """An 8-bit grayscale, non-interlaced PNG of ``width`` x ``height`` whose pixel data inflates to
     exactly its rows (a filter byte and ``width`` samples each); no more than that is inflated."""
-    if not data.startswith(PNG_SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
+    if not data.startswith(SIGNATURE) or data[12:16] != b"IHDR" or len(data) < 33:
         raise FormatError("invalid .xsc alpha stream (not a PNG)")
     size, depth, colour, interlace = struct.unpack_from(">8sBB2xB", data, 16)
     if (depth, colour, interlace) != (8, 0, 0) or size != struct.pack(">II", width, height):
@@ -269,10 +270,15 @@ def check_format(fmt: str, channels: int, depth: int = 8) -> None:
         raise InputError(f"this image is 16-bit RGB, which {fmt} does not hold here: write .png or .tif")
 
 
-def save_bytes(image: Image.Image, fmt: str) -> bytes:
-    """The image in ``fmt``, with the metadata the format holds; transparency flattened on white where it cannot be kept."""
+def save_bytes(image: Image.Image, fmt: str, threads: int = 1) -> bytes:
+    """The image in ``fmt``, with the metadata the format holds; transparency flattened on white where
+    it cannot be kept. A PNG is compressed on ``threads`` threads (``png.write_png``)."""
     check_format(fmt, len(image.getbands()) - image.mode.endswith("A"))
     info = image.info
+    if fmt == "PNG":
+        if image.mode not in PNG_MODES:
+            raise ValueError(f"no PNG of a {image.mode} image here")
+        return write_png(np.asarray(image), info.get("icc_profile"), info.get("exif"), info.get("xmp"), threads)
     if image.mode.endswith("A") and fmt not in ALPHA_FORMATS:
         warnings.warn(f"{fmt} has no alpha channel: the image is flattened on white (write .png, .webp or .tif to keep it)")
         flat = Image.alpha_composite(Image.new("RGBA", image.size, "white"), image.convert("RGBA"))
@@ -312,17 +318,10 @@ def _fitting(info: dict, fmt: str) -> dict:
 
 
 def _metadata(info: dict, fmt: str) -> dict:
-    """Pillow's save options that write the EXIF and XMP in ``info`` into ``fmt`` (PNG, JPEG, WebP, TIFF)."""
+    """Pillow's save options that write the EXIF and XMP in ``info`` into ``fmt`` (JPEG, WebP, TIFF)."""
     exif, xmp = info.get("exif"), info.get("xmp")
     if fmt in ("JPEG", "WEBP"):
         return {key: value for key, value in (("exif", exif), ("xmp", xmp)) if value}
-    if fmt == "PNG":
-        from PIL.PngImagePlugin import PngInfo
-
-        text = PngInfo()
-        if xmp:
-            text.add_itxt("XML:com.adobe.xmp", xmp.decode("utf-8", "replace"))
-        return {"pnginfo": text, **({"exif": exif} if exif else {})}
     if fmt == "TIFF" and (exif or xmp):
         tags = Image.Exif()
         if exif:
