@@ -40,7 +40,8 @@ def write_png(samples: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     if samples.dtype not in (np.uint8, np.uint16) or channels not in COLOUR_TYPES or not height or not width:
         raise ValueError(f"a PNG holds 1 to 4 channels of 8 or 16 bits, not {samples.shape} {samples.dtype}")
     depth = 8 * samples.dtype.itemsize
-    rows = np.ascontiguousarray(samples.astype(f">u{samples.dtype.itemsize}")).view(np.uint8).reshape(height, -1)
+    big_endian = samples if samples.dtype == np.uint8 else samples.astype(">u2")  # 8 bits: no copy
+    rows = np.ascontiguousarray(big_endian).view(np.uint8).reshape(height, -1)
     step = max(1, PART_BYTES // (rows.shape[1] + 1))
     cuts = [(top, min(top + step, height)) for top in range(0, height, step)]
     with ThreadPoolExecutor(max(1, min(threads, len(cuts)))) as pool:
@@ -49,15 +50,14 @@ def write_png(samples: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     for _, adler, length in parts:
         checksum = adler32_combine(checksum, adler, length)
     stream = [b"\x78\x9c", *(data for data, _, _ in parts), struct.pack(">I", checksum)]
-    chunks = [_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0))]
+    chunks = [SIGNATURE, *_chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, depth, COLOUR_TYPES[channels], 0, 0, 0))]
     if icc_profile:
-        chunks.append(_chunk(b"iCCP", b"icc\x00\x00" + zlib.compress(icc_profile)))
+        chunks += _chunk(b"iCCP", b"icc\x00\x00", zlib.compress(icc_profile))
     if xmp:
-        text = xmp.decode("utf-8", "replace").encode("utf-8")
-        chunks.append(_chunk(b"iTXt", XMP_KEYWORD + b"\x00\x00\x00\x00\x00" + text))
+        chunks += _chunk(b"iTXt", XMP_KEYWORD + b"\x00\x00\x00\x00\x00", xmp.decode("utf-8", "replace").encode("utf-8"))
     if exif:
-        chunks.append(_chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif))
-    return b"".join([SIGNATURE, *chunks, _chunk(b"IDAT", b"".join(stream)), _chunk(b"IEND", b"")])
+        chunks += _chunk(b"eXIf", exif[6:] if exif.startswith(b"Exif\x00\x00") else exif)
+    return b"".join([*chunks, *_chunk(b"IDAT", *stream), *_chunk(b"IEND")])  # the only copy of the parts
 
 
 def _part(rows: np.ndarray, top: int, bottom: int, pixel: int) -> tuple[bytes, int, int]:
@@ -88,5 +88,9 @@ def adler32_combine(first: int, second: int, length: int) -> int:
     return (high << 16) | low
 
 
-def _chunk(kind: bytes, body: bytes) -> bytes:
-    return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+def _chunk(kind: bytes, *body: bytes) -> list[bytes]:
+    """A chunk of the pieces of ``body`` joined, as pieces (not joined: the image data is large)."""
+    crc = zlib.crc32(kind)
+    for piece in body:
+        crc = zlib.crc32(piece, crc)
+    return [struct.pack(">I", sum(map(len, body))), kind, *body, struct.pack(">I", crc)]
