@@ -19,8 +19,11 @@ dry is caught within one piece. A valid stream is empty before a read only if ev
 read and of all later ones is the lowest of its range (the encoder writes no bits for them): latent
 residuals of -4095, or hyper-latents clamped at the low end of their table, which the models'
 priors make vanishingly unlikely. Reads whose lowest symbol is a common one (the ``wavelet``
-model's one-sided Laplacians and binary symbols of version 10) are not checked: a valid stream may
-end in them; the checked reads before and after them catch a stream that runs dry.
+model's one-sided Laplacians and binary symbols of version 10, and from version 14 every read of its
+detail bands) are not checked: a valid stream may end in them; the checked reads before and after
+them catch a stream that runs dry (from version 14 the low band's, first in a tile's stream: a
+stream that runs dry after them decodes the rest of its tile as zeros, no more work than the
+container's bound on the pixels per coded byte allows a valid file).
 """
 
 from __future__ import annotations
