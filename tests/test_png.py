@@ -37,6 +37,7 @@ def test_sixteen_bit_rgb_reads_back_through_the_sixteen_bit_reader(monkeypatch):
     monkeypatch.setattr(png, "PART_BYTES", 500)
     x = samples((41, 19, 3), np.uint16, seed=1)
     assert np.array_equal(deep.read_png16(write_png(x)), x)
+    assert write_png(x.astype(">u2")) == write_png(x)  # either byte order in memory
 
 
 def test_the_bytes_do_not_depend_on_the_thread_count(monkeypatch):

@@ -37,10 +37,10 @@ def write_png(samples: np.ndarray, icc_profile: bytes | None = None, exif: bytes
     if samples.ndim == 2:
         samples = samples[..., None]
     height, width, channels = samples.shape
-    if samples.dtype not in (np.uint8, np.uint16) or channels not in COLOUR_TYPES or not height or not width:
+    if samples.dtype.kind != "u" or samples.dtype.itemsize > 2 or channels not in COLOUR_TYPES or not height or not width:
         raise ValueError(f"a PNG holds 1 to 4 channels of 8 or 16 bits, not {samples.shape} {samples.dtype}")
     depth = 8 * samples.dtype.itemsize
-    big_endian = samples if samples.dtype == np.uint8 else samples.astype(">u2")  # 8 bits: no copy
+    big_endian = samples if depth == 8 else samples.astype(">u2")  # 8 bits: no copy
     rows = np.ascontiguousarray(big_endian).view(np.uint8).reshape(height, -1)
     step = max(1, PART_BYTES // (rows.shape[1] + 1))
     cuts = [(top, min(top + step, height)) for top in range(0, height, step)]
