@@ -15,7 +15,7 @@ import zlib
 import numpy as np
 
 from .errors import InputError
-from .png import SIGNATURE
+from .png import SIGNATURE, paeth
 
 PIXEL = 6  # bytes per pixel: three big-endian 16-bit samples
 
@@ -66,10 +66,8 @@ def unfilter(filters: np.ndarray, filtered: np.ndarray) -> np.ndarray:
         y = np.arange(max(0, t - width + 1), min(height, t + 1))
         x = t - y
         a, b, c = out[y + 1, x], out[y, x + 1], out[y, x]  # left, up, up-left
-        pa, pb, pc = np.abs(b - c), np.abs(a - c), np.abs(a + b - 2 * c)
-        paeth = np.where((pa <= pb) & (pa <= pc), a, np.where(pb <= pc, b, c))
         f = filters[y][:, None]
-        predicted = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, paeth], 0)
+        predicted = np.select([f == 1, f == 2, f == 3, f == 4], [a, b, (a + b) >> 1, paeth(a, b, c)], 0)
         out[y + 1, x + 1] = (filtered[y, x] + predicted) & 0xFF
     return out[1:, 1:].astype(np.uint8)
 

@@ -69,8 +69,7 @@ def _part(rows: np.ndarray, top: int, bottom: int, pixel: int) -> tuple[bytes, i
     above[1:] = x[:-1]
     left, corner = np.zeros_like(x), np.zeros_like(x)
     left[:, pixel:], corner[:, pixel:] = x[:, :-pixel], above[:, :-pixel]
-    pa, pb, pc = np.abs(above - corner), np.abs(left - corner), np.abs(left + above - 2 * corner)
-    predicted = np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, above, corner))
+    predicted = paeth(left, above, corner)
     filtered = np.empty((len(x), x.shape[1] + 1), np.uint8)
     filtered[:, 0] = 4
     filtered[:, 1:] = (x - predicted) & 0xFF
@@ -78,6 +77,12 @@ def _part(rows: np.ndarray, top: int, bottom: int, pixel: int) -> tuple[bytes, i
     deflate = zlib.compressobj(LEVEL, zlib.DEFLATED, -15)
     data = deflate.compress(raw) + deflate.flush(zlib.Z_FINISH if bottom == len(rows) else zlib.Z_SYNC_FLUSH)
     return data, zlib.adler32(raw), len(raw)
+
+
+def paeth(left: np.ndarray, above: np.ndarray, corner: np.ndarray) -> np.ndarray:
+    """PNG's Paeth predictor of each byte from its left, upper and upper-left neighbours (signed integers)."""
+    pa, pb, pc = np.abs(above - corner), np.abs(left - corner), np.abs(left + above - 2 * corner)
+    return np.where((pa <= pb) & (pa <= pc), left, np.where(pb <= pc, above, corner))
 
 
 def adler32_combine(first: int, second: int, length: int) -> int:
