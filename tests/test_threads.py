@@ -349,7 +349,7 @@ import os, time
 from xcodec.models import threads
 install = threads._install
 def hanging(fn):  # a tile worker says its process id as it starts, then never ends a tile
-    print(os.getpid(), flush=True)
+    os.write(1, f"{os.getpid()}\\n".encode())  # one write: print makes two (the number, the newline), which two workers interleave
     install(lambda item: time.sleep(3600))
 threads._install = hanging
 """ + INTERRUPTIBLE
