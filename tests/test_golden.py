@@ -81,6 +81,7 @@ BOUNDED = ("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
            "b01d42c0fa5cf6c3edb63821e9be7d69c2f2abeaa83bf001d034c2784204913f")
 LARGE_CROP = (540, 150, 732, 342)  # of version-8-wavelet-large.xsc: an eye, fur and the blurred background
 
+
 def crop() -> Image.Image:
     return Image.open(SAMPLE).convert("RGB").crop((200, 60, 296, 140))
 
