@@ -388,3 +388,20 @@ def test_a_postfilter_trained_in_its_place_ships_as_the_convfilter_head(tmp_path
     torch.save(state, tmp_path / "other.pt")
     with pytest.raises(ModelError, match="not trained on the shipped"):
         zoo.export_head(tmp_path / "other.pt", "wavelet", "convfilter", {}, weights, part="postfilter")
+
+
+def test_quality_power_draws_the_perceptual_crops_toward_the_low_qualities():
+    """``--option quality_power=p`` redraws the uniform qualities as 1 + 7 u^p: 1 leaves them as drawn,
+    2 keeps the ends and the order and puts about two thirds below quality 4; 0 or less is refused."""
+    from xcodec.errors import TrainingError
+    from xcodec.models.wavelet.training import skewed
+
+    drawn = 1 + 7 * torch.rand(10_000, generator=torch.Generator().manual_seed(0))
+    assert skewed(drawn, 1.0) is drawn
+    low = skewed(drawn, 2.0)
+    assert skewed(torch.tensor([1.0, 8.0]), 2.0).tolist() == [1.0, 8.0]
+    assert bool((low <= drawn).all()) and bool((skewed(drawn.sort().values, 2.0).diff() >= 0).all())
+    assert 0.63 < float((low < 4).float().mean()) < 0.68  # sqrt(3/7) = 0.655
+    for bad in (0.0, -1.0):
+        with pytest.raises(TrainingError, match="quality_power is above 0"):
+            skewed(drawn, bad)

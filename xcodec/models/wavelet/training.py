@@ -32,6 +32,7 @@ from ...container import StreamKind
 from ...errors import TrainingError
 from ...metrics import batch_psnr
 from .. import grain
+from ..codec import MAX_QUALITY, MIN_QUALITY
 from ..perceptual import Critic
 from ..stages import Batch, Objective, Stage, parts
 from .quantise import RDO_LAMBDA, step_for
@@ -142,9 +143,12 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     that a version-13 file of the crop would have the decoder draw (``grained``).
 
     With ``log_lpips`` 1 the distances (LPIPS and the texture's) are their logarithms: a crop at
-    quality 8 (LPIPS about 0.004) then weighs as much as one at quality 1 (about 0.3), as BD-rate
-    counts them, instead of the low qualities' large values steering the head alone."""
-    model, x, quality, options = batch.model, batch.x, batch.quality, batch.options
+    quality 8 (LPIPS about 0.004) then weighs as much as one at quality 1 (about 0.3), instead of
+    the low qualities' large values steering the head alone. ``quality_power`` p draws the crops'
+    qualities as 1 + 7 u^p (u uniform) instead of uniformly: p 2 puts two thirds of them below
+    quality 4, where a BD-rate on LPIPS or DISTS (over the distance itself) spends most of its range."""
+    model, x, options = batch.model, batch.x, batch.options
+    quality = skewed(batch.quality, options["quality_power"])
     net = lpips.load(device=str(x.device))
     with torch.no_grad():
         x_hat = model.decoded(x, quality)
@@ -154,7 +158,7 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
     sharp = (fidelity + model.perceptual(fidelity, quality, noise.to(x.device))).clamp(0, 1)
     if options["grain"]:
         sharp = (sharp + grained(x, x_hat, sharp.detach(), batch.generator)).clamp(0, 1)
-    batch.shared.update(fidelity=fidelity, sharp=sharp.detach())
+    batch.shared.update(fidelity=fidelity, sharp=sharp.detach())  # the critic's crops, at these qualities
     features = net.normalised(sharp * 2 - 1)
     distance, texture = net.distance(features, photo), texture_distance(features, photo)
     lost_db = batch_psnr(fidelity, x) - batch_psnr(sharp, x)
@@ -170,6 +174,16 @@ def perceptual_loss(batch: Batch) -> tuple[Tensor, dict[str, float]]:
         loss = loss - options["adversarial"] * sum(score.flatten(1).mean(1) for score in scores) / len(scores)
     return loss.mean(), {"lpips": float(distance.detach().mean()), "texture": float(texture.detach().mean()),
                          "spectrum": float(spectrum.detach().mean()), "lost_db": float(lost_db.detach().mean())}
+
+
+def skewed(quality: Tensor, power: float) -> Tensor:
+    """Qualities drawn uniformly from [1, 8], redrawn as 1 + 7 u^power (``power`` 1: unchanged)."""
+    if power <= 0:
+        raise TrainingError(f"--option quality_power is above 0, not {power:g}")
+    if power == 1:
+        return quality
+    span = MAX_QUALITY - MIN_QUALITY
+    return MIN_QUALITY + span * ((quality - MIN_QUALITY) / span) ** power
 
 
 def grained(x: Tensor, x_hat: Tensor, sharp: Tensor, generator: torch.Generator) -> Tensor:
@@ -268,9 +282,10 @@ PERCEPTUAL = Stage(
     defaults={**SCHEDULE, "crop": 128, "batch_size": 6, "lr": 3e-4, "max_steps": 1800},
     # LPIPS units (log units with log_lpips 1) per dB lost against the fidelity output, per unit
     # of the texture distance (of its logarithm), of the spectrum distance and of the critic's score;
-    # the critic's number of scales; 1 to train the head beside the file's grain (``grained``)
+    # the critic's number of scales; 1 to train the head beside the file's grain (``grained``);
+    # the exponent of the qualities' draw
     options={"fidelity": 0.005, "texture": 0.0, "spectrum": 0.0, "adversarial": 0.0, "log_lpips": 0.0,
-             "critic_scales": 1.0, "grain": 0.0},
+             "critic_scales": 1.0, "grain": 0.0, "quality_power": 1.0},
 )
 
 STAGES = (CONTEXT, POSTFILTER, JOINT, PERCEPTUAL)
