@@ -8,6 +8,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
+import re
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
@@ -18,7 +23,7 @@ from xcodec import api, cli, container, files
 from xcodec.errors import OutputError
 from xcodec.models import zoo
 
-from tests.conftest import make_photo, png_bytes
+from tests.conftest import REPO_ROOT, make_photo, png_bytes
 
 MAGIC = b"\x89XSC"
 
@@ -117,6 +122,24 @@ def test_pipes(run_cli_process, tmp_path, photo_png):
     with Image.open(tmp_path / "out.png") as out:
         assert (out.format, out.size) == ("PNG", (97, 61))
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.png"]
+
+
+@pytest.mark.slow
+def test_the_time_shown_leaves_out_the_wait_for_a_pipes_writer(tmp_path, photo_xsc):
+    """``producer | xcodec decode -``: the seconds on the summary line are the decode's, not the
+    time the producer took to write (here 3 s before the first byte)."""
+    env = {**os.environ, "PYTHONPATH": str(REPO_ROOT) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    dec = subprocess.Popen([sys.executable, "-m", "xcodec.cli", "decode", "-", "-o", "out.png"], cwd=tmp_path, env=env,
+                           stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    time.sleep(3)
+    _, stderr = dec.communicate(photo_xsc, timeout=300)
+    assert dec.returncode == 0, stderr.decode()
+    summary = re.fullmatch(r"- -> out\.png: 97x61 RGB, (\d+\.\d+) s", stderr.decode().strip())
+    assert summary is not None, stderr.decode()
+    assert float(summary.group(1)) < 2.5
+    if not torch.cuda.is_available():
+        with Image.open(tmp_path / "out.png") as out:
+            assert out.tobytes() == api.decode(photo_xsc, device="cpu").tobytes()
 
 
 def test_corrupted_file_fails_cleanly(run_cli, tmp_path, photo_xsc):

@@ -19,7 +19,7 @@ import time
 import warnings
 from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, NoReturn, Optional
 
@@ -152,31 +152,30 @@ def read_input(path: str) -> bytes:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
 
 
-def load_image(path: str, max_pixels: int, data: Optional[bytes] = None) -> Image:
-    """Open an input image (``data``: its bytes, already read) under ``--max-pixels`` (which replaces
-    Pillow's own limit and its warning)."""
+def load_image(data: bytes, max_pixels: int) -> Image:
+    """Open an input image from its bytes under ``--max-pixels`` (which replaces Pillow's own limit
+    and its warning)."""
     from PIL import Image as pillow
 
     from .image import open_image
 
     saved, pillow.MAX_IMAGE_PIXELS = pillow.MAX_IMAGE_PIXELS, None
     try:
-        return open_image(read_input(path) if data is None else data, max_pixels)
+        return open_image(data, max_pixels)
     finally:
         pillow.MAX_IMAGE_PIXELS = saved
 
 
-def load_exact(path: str, max_pixels: int):
+def load_exact(data: bytes, max_pixels: int):
     """The input of a lossless or near-lossless encode: a Pillow image, or the (H, W, 3) uint16
     samples of a 16-bit RGB PNG (which Pillow would read as 8 bits) and its ICC profile and EXIF."""
     from .deep import is_png16_rgb, read_png16
 
-    data = read_input(path)
     if not is_png16_rgb(data):
-        return load_image(path, max_pixels, data), None
+        return load_image(data, max_pixels), None
     with warnings.catch_warnings():  # Pillow's image, for its size and metadata only: no "coded at 8 bits"
         warnings.simplefilter("ignore")
-        image = load_image(path, max_pixels, data)
+        image = load_image(data, max_pixels)
     metadata = {key: image.info.get(key) for key in ("icc_profile", "exif")}
     return read_png16(data), metadata
 
@@ -209,6 +208,11 @@ def write_output(data: bytes, path: str, force: bool, inputs: frozenset[Path] = 
 class Job:
     source: str
     target: str
+    data: Optional[bytes] = None  # standard input's bytes, read before the job's clock starts
+
+    def read(self) -> bytes:
+        """The input's bytes."""
+        return read_input(self.source) if self.data is None else self.data
 
 
 @dataclass
@@ -325,14 +329,19 @@ def attempt(work: Callable[[Job, Optional[TileCallback]], Done], job: Job, input
     must not stop a batch of a million files), which a single job raises as it is.
     """
     outcome = Outcome()
-    start = time.perf_counter()
     with recorded_warnings() as caught:
         try:
             check_target(job.target, inputs, force)  # before the work, not only at the end of it
+            if job.source == "-":  # the time a pipe's writer takes is not the job's
+                job = replace(job, data=read_input("-"))
+            start = time.perf_counter()
             done = work(job, on_tile)
+            end = time.perf_counter()
             write_output(done.data, job.target, force, inputs)
+            if job.target != "-":  # nor is the time a pipe's reader takes
+                end = time.perf_counter()
             outcome.done, done.data = done, b""  # written: a worker need not send it back
-            outcome.seconds = time.perf_counter() - start - done.setup
+            outcome.seconds = end - start - done.setup
         except XcodecError as exc:
             outcome.error = str(exc)
         except Exception as exc:
@@ -510,7 +519,8 @@ class EncodeWork:
 
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
         exact = self.max_error is not None
-        image, metadata = load_exact(job.source, self.max_pixels) if exact else (load_image(job.source, self.max_pixels), None)
+        data = job.read()
+        image, metadata = load_exact(data, self.max_pixels) if exact else (load_image(data, self.max_pixels), None)
         name, setup = load_model(self.precheck(job))  # torch: only now that there is work
         from . import api
 
@@ -555,7 +565,7 @@ class DecodeWork:
         without torch; the header and the output format."""
         from .image import check_format, output_format
 
-        header = container.read_table(read_input(job.source) if data is None else data).header
+        header = container.read_table(job.read() if data is None else data).header
         check_pixels(header.width, header.height, self.max_pixels)
         check_file(header)
         fmt = "PNG" if job.target == "-" else output_format(Path(job.target).suffix)
@@ -565,7 +575,7 @@ class DecodeWork:
     def __call__(self, job: Job, on_tile: Optional[TileCallback]) -> Done:
         from .image import save_bytes
 
-        data = read_input(job.source)
+        data = job.read()
         header, fmt = self.check(job, data)
         _, setup = load_model(header.model)
         from . import api
@@ -731,7 +741,7 @@ def read_rgb(path: Path, max_pixels: int, device: str,
         return [np.asarray(image.convert("RGB")) for image in images], api.info(data)
     from .image import prepare
 
-    return [prepare(load_image(str(path), max_pixels), drop_alpha=True).rgb] * len(realisms), None
+    return [prepare(load_image(data, max_pixels), drop_alpha=True).rgb] * len(realisms), None
 
 
 @app.command()
