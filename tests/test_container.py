@@ -176,7 +176,7 @@ def test_wrong_magic(magic):
     assert_format_error(craft(magic=magic), match="magic")
 
 
-@pytest.mark.parametrize("version", [0, 1, 15, 255])
+@pytest.mark.parametrize("version", [0, 1, 16, 255])
 def test_unknown_version_is_refused_for_the_version(version):
     data = craft(version=version)
     assert zlib.crc32(data[:-4]) == struct.unpack("<I", data[-4:])[0]  # the checksum itself is right
@@ -230,13 +230,13 @@ def test_payload_after_the_last_stream_is_refused():
     assert_format_error(craft(tail=b"extra"), match="stream table")
 
 
-@pytest.mark.parametrize("kind", [0, 2, 3, 15, 23, 255])
+@pytest.mark.parametrize("kind", [0, 2, 3, 15, 24, 255])
 def test_unknown_stream_kind(kind):
     error = assert_format_error(craft(streams=[(1, b"h"), (kind, b"??"), (1, b"l")]), match="stream kind")
     assert str(kind) in str(error)
 
 
-@pytest.mark.parametrize("kind", ["EXIF", "XMP", "ALPHA", "ADAPT", "GRAIN"])
+@pytest.mark.parametrize("kind", ["EXIF", "XMP", "ALPHA", "ADAPT", "GRAIN", "GAINS"])
 def test_reserved_stream_kinds_are_refused_by_name(kind):
     data = craft(streams=[(1, b"h"), (1, b"l"), (StreamKind[kind], b"??")])
     assert_format_error(data, match=f"{kind} stream, which this xcodec does not read")

@@ -181,8 +181,10 @@ import numpy as np
 from PIL import Image
 from xcodec import api
 large = Image.open(sys.argv[1])
-for threads in (1, 3):  # its tiles coded here, then in worker processes
-    print(hashlib.sha256(api.encode(large, quality=6, tile=256, device="cpu", strip=True, threads=threads)).hexdigest())
+for realism in (None, 1.0):  # plain, and with the detail gains chosen for realism 1
+    for threads in (1, 3):  # its tiles coded here, then in worker processes
+        data = api.encode(large, quality=6, tile=256, device="cpu", strip=True, threads=threads, realism=realism)
+        print(hashlib.sha256(data).hexdigest())
 for arg in sys.argv[2:]:
     path, realism = arg.split("@")
     for threads in (1, 3):
@@ -193,7 +195,8 @@ for arg in sys.argv[2:]:
 
 def test_files_and_pixels_do_not_depend_on_the_thread_count(tmp_path):
     # Before the synthesis ran on one thread, this photo at quality 6 decoded to other pixels with
-    # OMP_NUM_THREADS=2 than with 1, for both models. The wavelet's perceptual head (realism 1) too.
+    # OMP_NUM_THREADS=2 than with 1, for both models. The wavelet's perceptual head (realism 1) too,
+    # and the gains of its detail that an encoder for realism 1 chooses (a tiled file).
     # The API's threads (1 or 3 here) must not matter either: twice the photo's size has the
     # post-filter in stripes, tiles of 256 in parallel, encoded and decoded in worker processes.
     image = Image.open(SAMPLE).convert("RGB")
@@ -201,19 +204,20 @@ def test_files_and_pixels_do_not_depend_on_the_thread_count(tmp_path):
     for model in ("hyperprior", "transformer", "wavelet"):
         paths.append(tmp_path / f"{model}.xsc")
         paths[-1].write_bytes(api.encode(image, quality=6, model=model, device="cpu"))
-    for tile in (0, 256):
-        paths.append(tmp_path / f"wavelet-large-{tile}.xsc")
-        large = image.resize((image.width * 2, image.height * 2), Image.Resampling.BICUBIC)
-        paths[-1].write_bytes(api.encode(large, quality=6, tile=tile, device="cpu", strip=True))  # the XMP a PNG drops
+    large = image.resize((image.width * 2, image.height * 2), Image.Resampling.BICUBIC)
+    for tile, realism in ((0, None), (256, 1.0), (256, None)):
+        paths.append(tmp_path / f"wavelet-large-{tile}-{realism}.xsc")
+        paths[-1].write_bytes(api.encode(large, quality=6, tile=tile, device="cpu", strip=True, realism=realism))  # the XMP a PNG drops
     large.save(tmp_path / "large.png")
     hashes = []
     for threads in ("1", "2"):
         env = {**os.environ, "OMP_NUM_THREADS": threads}
-        args = [f"{path}@0" for path in paths] + [f"{paths[2]}@1", f"{paths[3]}@1"]
+        args = [f"{path}@0" for path in paths] + [f"{paths[2]}@1", f"{paths[3]}@1", f"{paths[4]}@1"]
         result = subprocess.run([sys.executable, "-c", CODE_SCRIPT, tmp_path / "large.png", *args], env=env,
                                 capture_output=True, text=True, timeout=300)
         assert result.returncode == 0, result.stderr[-2000:]
         hashes.append(result.stdout.split())
     assert hashes[0] == hashes[1]
     assert hashes[0][0::2] == hashes[0][1::2]
-    assert hashes[0][0] == hashlib.sha256(paths[-1].read_bytes()).hexdigest()  # the file encoded here
+    assert hashes[0][0] == hashlib.sha256(paths[-1].read_bytes()).hexdigest()  # the files encoded here
+    assert hashes[0][2] == hashlib.sha256(paths[-2].read_bytes()).hexdigest()

@@ -91,16 +91,18 @@ def test_compare_crops_take_both_outputs_from_one_decode(photo, tmp_path, monkey
     assert "fidelity, xcodec wavelet q1.5 realism 0.5" in " ".join(result.output.split())
 
 
-def test_realism_changes_no_bit_of_the_file():
+def test_a_suggested_realism_adds_its_detail_gains_and_changes_no_coded_bit():
     image = make_photo(64, 48, seed=4)
     plain = api.encode(image, quality=2, device="cpu")
     hinted = api.encode(image, quality=2, device="cpu", realism=0.7)
     a, b = container.unpack(plain), container.unpack(hinted)
-    assert [s for s in b.streams if s[0] != StreamKind.REALISM] == a.streams
+    assert [s for s in b.streams if s[0] not in (StreamKind.REALISM, StreamKind.GAINS)] == a.streams
     assert b.stream(StreamKind.REALISM) == bytes([70])
-    assert a.header.version == b.header.version == container.FOLDED_VERSION  # the wavelet's files hold any kind
-    # the suggestion is the default; an explicit realism, 0 included, overrides it
-    assert np.array_equal(decode(hinted), decode(plain, realism=0.7))
+    assert b.stream(StreamKind.GAINS)  # the encoder's gains of the head's detail for realism 0.7
+    assert a.header.version == container.FOLDED_VERSION and b.header.version == container.GAINS_VERSION
+    # the suggestion is the default; an explicit realism, 0 included, overrides it; realism 0 and
+    # the unfiltered output are those of the plain file, bit for bit
+    assert np.array_equal(decode(hinted), decode(hinted, realism=0.7))
     assert np.array_equal(decode(hinted, realism=0.0), decode(plain))
     assert np.array_equal(decode(hinted, postfilter=False), decode(plain, postfilter=False))
 
@@ -189,11 +191,12 @@ def test_bench_names_each_realism_apart():
     assert [c.name for c in codecs] == ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]
 
 
-def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
-    """Realism is the decoder's: `bench --realism` encodes each image at each quality once, decodes
-    that file at every realism, and keeps each realism's curve under its own name; a later run with
-    one more realism encodes again only for the results it lacks. The model's rate estimate (a walk
-    as costly as a decode) is the file's: only the fidelity curve's rows carry it."""
+def test_bench_encodes_a_file_for_every_realism(tmp_path, monkeypatch):
+    """`bench --realism` encodes each image at each quality for each realism (a realism-R file carries
+    the gains of the head's detail that the encoder chose for R), decodes it at that realism, and
+    keeps each realism's curve under its own name; a later run with one more realism encodes again
+    only for the results it lacks. The model's rate estimate (a walk as costly as a decode) is the
+    plain file's: only the fidelity curve's rows carry it."""
     import csv
 
     from typer.testing import CliRunner
@@ -225,12 +228,13 @@ def test_bench_encodes_once_for_every_realism(tmp_path, monkeypatch):
         return {(row["codec"], float(row["setting"])): row for row in csv.DictReader((out / "rows.csv").open())}
 
     rows = bench("0,0.5,1")
-    assert sorted(encodes) == [1, 3]
+    assert sorted(encodes) == [1, 1, 1, 3, 3, 3]  # a file per realism: encoded for it
     names = ["xcodec-wavelet", "xcodec-wavelet-r0.5", "xcodec-wavelet-r1"]
     assert set(rows) == {(name, q) for name in names for q in (1, 3)}
     assert sorted(path.stem for path in (out / "cache").glob("*.jsonl")) == names
     for q in (1, 3):
-        assert len({rows[name, q]["bytes"] for name in names}) == 1  # one file
+        plain = int(rows[names[0], q]["bytes"])
+        assert all(int(rows[name, q]["bytes"]) > plain for name in names[1:])  # the realism and gains streams
         assert len({rows[name, q]["psnr"] for name in names}) == 3  # decoded three ways
         assert float(rows[names[0], q]["estimated_bpp"]) > 0
         assert all(math.isnan(float(rows[name, q]["estimated_bpp"])) for name in names[1:])

@@ -193,7 +193,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
     call. Tiles are coded by ``threads`` workers, at most two per worker in flight: on a CPU,
     processes forked for each call (``map_processes``: they inherit the image and the kept
     compressors, and send back the streams), else threads. The tiles' side parts (``TileCode.side``,
-    pickled back) give the file's side streams (``side_streams``: ``adapt``, ``grain``).
+    pickled back) give the file's side streams (``side_streams``: ``adapt``, ``grain``, ``gains``).
     """
     height, width = source.rgb.shape[:2]
     check_pixels(width, height, max_pixels)
@@ -218,7 +218,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
         return to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev)
 
     def analyse(box: tuple[int, int, int, int]) -> Callable[[float], TileCode]:
-        return net.compressor(pixels(box), effort)
+        return net.compressor(pixels(box), effort, realism or 0.0)
 
     with torch.inference_mode(), thread_budget(count):  # the analysis alone: torch's kernels, which free the GIL
         kept = list(map_ordered(analyse, boxes)) if keep else None
@@ -308,24 +308,25 @@ def decode_realisms(data: bytes, realisms: Sequence[float | None], device: str =
     alpha = None if alpha is None else decode_alpha(alpha, h.width, h.height)  # lossless and small: refused before the tiles
     rgbs = [np.empty((h.height, h.width, 3), dtype=np.uint8) for _ in realisms]
     net = net.to(dev)
+    boxes = list(h.tile_boxes())
     side = net.side_info({kind: data for kind in container.SIDE if (data := bitstream.stream(kind)) is not None},
-                         h.version)  # checked before the tiles, used by the post-processing
+                         h.version, [box[2:] for box in boxes])  # checked before the tiles, used by the post-processing
 
-    def tile(item: tuple[tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
-        (top, left, tile_height, tile_width), payloads = item
+    def tile(item: tuple[int, tuple[int, int, int, int], list[bytes]]) -> list[np.ndarray]:
+        index, (top, left, tile_height, tile_width), payloads = item
         try:
             x_hat = net.decompress(payloads, tile_height, tile_width, h.quality, dev, h.version)
-            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), side, h.version) if postfilter
-                       else [x_hat] * len(realisms))
+            outputs = (net.postprocess(x_hat, h.quality, realisms, noise_seed(payloads), side, h.version, index)
+                       if postfilter else [x_hat] * len(realisms))
         except ExactError:
             raise FormatError("corrupted .xsc file (side information out of range)") from None
         rows, cols = min(tile_height, h.height - top), min(tile_width, h.width - left)
         return [x[0, :, :rows, :cols].mul(255).round().clamp(0, 255).byte().permute(1, 2, 0).cpu().numpy() for x in outputs]
 
-    items = list(zip(h.tile_boxes(), container.tile_streams(bitstream)))
+    items = list(zip(range(len(boxes)), boxes, container.tile_streams(bitstream)))
     tiles_of = map_processes if dev.type == "cpu" else map_ordered  # the walks' ANS decoding holds the GIL
     with torch.inference_mode(), thread_budget(count):
-        for done, (((top, left, _, _), _), tiles) in enumerate(zip(items, tiles_of(tile, items)), 1):
+        for done, ((_, (top, left, _, _), _), tiles) in enumerate(zip(items, tiles_of(tile, items)), 1):
             for rgb, pixels in zip(rgbs, tiles):
                 rgb[top : top + pixels.shape[0], left : left + pixels.shape[1]] = pixels
             if on_tile:
@@ -422,7 +423,8 @@ def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
-    transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
+    transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder,
+    with a ``realism`` above 0 the choice of its detail gains (``models.gains``) included.
     """
     source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism, threads=threads)

@@ -615,7 +615,7 @@ def encode(
     effort: Annotated[Optional[int], typer.Option("--effort", "-e", min=0, help="Encoder effort: more work for fewer bits, decoded the same way. wavelet: 0 (dead-zone rounding), 1 (rate-distortion optimised, its default) or 2 (1, and its post-filter fitted to the image, sent in the file; about 1 s more per Kodak image); other models: 0.")] = None,
     drop_alpha: Annotated[bool, typer.Option("--drop-alpha", help="Drop the alpha channel of images with transparency instead of coding it.")] = False,
     strip: Annotated[bool, typer.Option("--strip", help="Drop EXIF and XMP metadata (kept by default; the ICC profile is always kept).")] = False,
-    realism: Annotated[Optional[float], typer.Option("--realism", callback=check_realism_option, help="Store a suggested realism 0..1 for decoders that are given none (wavelet: 0 fidelity .. 1 perceptual detail). The coded image is the same.")] = None,
+    realism: Annotated[Optional[float], typer.Option("--realism", callback=check_realism_option, help="Store a suggested realism 0..1 for decoders that are given none (wavelet: 0 fidelity .. 1 perceptual detail), and tune the perceptual detail for it (wavelet: the gains of its detail per 32-pixel block, chosen against the photo; about 1 s more per Kodak image). The coded image, and its decode at realism 0, are the same.")] = None,
     tile: Annotated[int, typer.Option("--tile", min=0, callback=check_tile, help=f"Code the image in independent tiles of this many pixels (a multiple of {TILE_ALIGN}; 0: one tile). Bounds memory on large images.")] = DEFAULT_TILE,
     recursive: RecursiveOpt = False,
     device: DeviceOpt = "auto",

@@ -1,4 +1,4 @@
-"""The ``.xsc`` container, format versions 3 to 14. ``docs/bitstream.md`` specifies it byte by byte.
+"""The ``.xsc`` container, format versions 3 to 15. ``docs/bitstream.md`` specifies it byte by byte.
 
 Layout (all integers little-endian)::
 
@@ -41,6 +41,10 @@ the header asks for it, and the stream only for a file that has grain.
 Version 14 is version 13 (its layout, stream kinds and decoder) for a model whose coded streams
 changed again at version 14 (the ``wavelet`` model codes every detail symbol as a magnitude, then a
 sign); an encoder writes version 14 when the header asks for it.
+Version 15 is version 14 with a ``gains`` stream: the gains of the perceptual decoder's detail per
+block of each tile, which the encoder chose for the realism its user suggested (``models.gains``),
+whose contents the model checks against the tile grid; an encoder writes version 15 only for a
+file that has one, version 14 otherwise.
 Every field is validated before it is used, the stream table
 against the tile grid, and the pixels claimed against the coded bytes (``MAX_PIXELS_PER_BYTE``),
 before any model is loaded or anything the size of the image is allocated; any inconsistency
@@ -76,7 +80,8 @@ FILTER_VERSION = 11  # version 10 whose model post-filters the decoded tiles as 
 SEAMS_VERSION = 12  # version 11 whose model smooths the borders between decoded tiles
 GRAIN_VERSION = 13  # version 12 with a ``grain`` stream
 FOLDED_VERSION = 14  # version 13 whose coded streams follow a model's later stream format
-READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14)
+GAINS_VERSION = 15  # version 14 with a ``gains`` stream
+READABLE_VERSIONS = (2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15)
 MAX_ERROR = 4  # the largest error bound of a near-lossless file
 EXACT_DEPTHS = (8, 16)
 # The lossless coder's walk allocates about 400 MB for a tile of 1024 x 1024 pixels (1.6 GB at 2048),
@@ -115,6 +120,7 @@ class StreamKind(IntEnum):
     REALISM = 20  # the suggested realism for the perceptual decoder, u8 percent 0..100 (version 5)
     ADAPT = 21  # decoder parameters fitted to the image, the model's format (version 8)
     GRAIN = 22  # the film grain's strength for the perceptual decoder, 3 bytes (version 13)
+    GAINS = 23  # the gains of the perceptual decoder's detail per block of each tile, the model's format (version 15)
 
 
 METADATA = {2: (StreamKind.ICC,), 3: (StreamKind.ICC,), 4: (StreamKind.ICC, StreamKind.EXIF, StreamKind.XMP, StreamKind.ALPHA)}
@@ -129,7 +135,8 @@ METADATA[FILTER_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[SEAMS_VERSION] = METADATA[ADAPT_VERSION]
 METADATA[GRAIN_VERSION] = (*METADATA[ADAPT_VERSION], StreamKind.GRAIN)
 METADATA[FOLDED_VERSION] = METADATA[GRAIN_VERSION]
-SIDE = (StreamKind.ADAPT, StreamKind.GRAIN)  # the streams that a model writes and reads (``Codec.side_streams``)
+METADATA[GAINS_VERSION] = (*METADATA[FOLDED_VERSION], StreamKind.GAINS)
+SIDE = (StreamKind.ADAPT, StreamKind.GRAIN, StreamKind.GAINS)  # the streams that a model writes and reads (``Codec.side_streams``)
 GRAIN_BYTES = 3
 
 
@@ -154,7 +161,8 @@ class Header:
     # of the file it was read from; ``pack`` writes the lowest that holds the streams or, when the
     # header has STREAMS_VERSION or later (a model whose coded streams need it), STREAMS_VERSION, and
     # ADAPT_VERSION for a file with an ``adapt`` stream; DECODER_VERSION, SIGNS_VERSION, FILTER_VERSION,
-    # SEAMS_VERSION, GRAIN_VERSION or FOLDED_VERSION when the header has it
+    # SEAMS_VERSION, GRAIN_VERSION or FOLDED_VERSION when the header has it, and from FOLDED_VERSION on
+    # GAINS_VERSION for a file with a ``gains`` stream
     version: int = VERSION
     max_error: int | None = None  # sample-exact files (version 6): every sample within +-max_error; None: lossy
 
@@ -213,6 +221,8 @@ def pack(bitstream: Bitstream) -> bytes:
     name = h.model.encode("ascii")
     if h.max_error is None and h.version >= DECODER_VERSION:
         version = min(h.version, FOLDED_VERSION)
+        if version == FOLDED_VERSION and any(kind == StreamKind.GAINS for kind, _ in bitstream.streams):
+            version = GAINS_VERSION
     elif h.max_error is None and h.version >= STREAMS_VERSION:
         version = ADAPT_VERSION if any(kind == StreamKind.ADAPT for kind, _ in bitstream.streams) else STREAMS_VERSION
     elif h.max_error is None:

@@ -43,7 +43,7 @@ class BenchConfig:
     dists: bool = True
     plots: bool = True
     postfilter: bool = True  # False: xcodec files decoded without the post-filter
-    realisms: tuple[float, ...] = (0.0,)  # xcodec files decoded at each of these realisms
+    realisms: tuple[float, ...] = (0.0,)  # xcodec files encoded for and decoded at each of these realisms
     efforts: tuple[int | None, ...] = (None,)  # the xcodec encoders' efforts (None: each model's default)
     command: str = "xcodec bench"
 

@@ -6,7 +6,8 @@ RGB array of shape HxWx3, ``decode(bytes) -> rgb``, ``version()`` (library versi
 options; part of the cache key, so results are recomputed when it changes) and ``unavailable()``
 (``None`` when the codec can run here, else the reason, so a missing package skips that codec with
 a message instead of crashing the run). Codecs whose ``encoder()`` is the same differ only in how
-they decode (xcodec at several realisms): the bench encodes each image and setting once for them.
+they decode (xcodec with and without its post-filter): the bench encodes each image and setting
+once for them.
 Bits are always counted from the complete bytes that ``encode`` returns: a real file, headers
 included.
 
@@ -22,6 +23,7 @@ from importlib import metadata
 import numpy as np
 from PIL import Image, features
 
+from ..container import GAINS_VERSION
 from ..cores import usable_cores
 
 
@@ -272,7 +274,8 @@ class XcodecCodec(BenchCodec):
         self.realism, self.effort = realism, effort  # effort None: the model's default
         self.name = (f"xcodec-{self.model}" + ("" if effort is None else f"-e{effort}") + ("" if postfilter else "-unfiltered")
                      + (f"-r{realism:g}" if realism else ""))
-        self.description = (f"xcodec model {self.model!r} (.xsc files" + ("" if effort is None else f", effort {effort}") + ")"
+        self.description = (f"xcodec model {self.model!r} (.xsc files" + ("" if effort is None else f", effort {effort}")
+                            + (f", encoded for realism {realism:g}" if realism else "") + ")"
                             + ("" if postfilter else ", decoded without its post-filter")
                             + (f", decoded at realism {realism:g}" if realism else ""))
 
@@ -297,20 +300,23 @@ class XcodecCodec(BenchCodec):
             version += f"; convfilter head sha256 {manifest.heads['convfilter']['sha256']}"
         if self.effort is not None:  # another encoder, and another format version at some efforts
             version += f"; effort {self.effort}"
-        if self.realism:  # the decoded pixels depend on the head's weights too
-            version += f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
+        if self.realism:  # the decoded pixels depend on the head's weights too, and the files on its detail's gains
+            version += (f"; perceptual head sha256 {manifest.heads.get('perceptual', {}).get('sha256')}"
+                        f"; detail gains (.xsc version {GAINS_VERSION})")
         return version
 
     def encoder(self) -> str:
-        """The realism and the post-filter are the decoder's: one encoder per model, effort, device and estimate."""
+        """One encoder per model, effort, device, estimate and realism: the post-filter is the
+        decoder's, and a realism curve's files are encoded for its realism (``api.encode(realism=)``:
+        the gains of the perceptual head's detail, chosen by the encoder)."""
         return (f"xcodec {self.model}" + ("" if self.effort is None else f" effort {self.effort}") + f" on {self.device}"
-                + ("" if self.estimate else ", no estimate"))
+                + ("" if self.estimate else ", no estimate") + (f", for realism {self.realism:g}" if self.realism else ""))
 
     def encode(self, rgb: np.ndarray, quality: float) -> bytes:
         from .. import api
 
         return api.encode(Image.fromarray(rgb), quality, model=self.model, device=self.device, threads=self.threads,
-                          effort=self.effort)
+                          effort=self.effort, realism=self.realism or None)
 
     def decode(self, data: bytes) -> np.ndarray:
         from .. import api

@@ -62,6 +62,12 @@ class AlexLPIPS(nn.Module):
             total = total + lin((a - b) ** 2).mean(dim=(2, 3))
         return total.flatten()
 
+    def spatial(self, f0: list[torch.Tensor], f1: list[torch.Tensor], size: tuple[int, int]) -> torch.Tensor:
+        """(N, 1, H, W): LPIPS per place between two images' ``normalised`` features, each layer's
+        map upsampled bilinearly to the images' ``size`` (the reference package's ``spatial`` maps)."""
+        return sum(F.interpolate(lin((a - b) ** 2), size=tuple(size), mode="bilinear", align_corners=False)
+                   for a, b, lin in zip(f0, f1, self.lins))
+
     def forward(self, x0: torch.Tensor, x1: torch.Tensor) -> torch.Tensor:
         return self.distance(self.normalised(x0), self.normalised(x1))
 

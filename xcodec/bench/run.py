@@ -64,8 +64,8 @@ class Decoder:
 
 @dataclass
 class Task:
-    """One image through codecs that share an encoder (``BenchCodec.encoder``, e.g. xcodec at several
-    realisms): each setting is encoded once and decoded by every codec that misses it."""
+    """One image through codecs that share an encoder (``BenchCodec.encoder``, e.g. xcodec with and
+    without its post-filter): each setting is encoded once and decoded by every codec that misses it."""
 
     decoders: list[Decoder]
     image: BenchImage

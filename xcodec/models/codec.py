@@ -12,23 +12,26 @@ container, so a model knows nothing of files:
   from quality to the tile's ``TileCode`` (its payloads), for coding a tile at several qualities
   (the default calls ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels
   (more work for fewer bits; the decoder is the same for all), ``default_effort`` when the user
-  does not say.
+  does not say; ``realism`` is the one the file suggests (0: none), which a model with a
+  perceptual head may tune its side streams for.
 - ``file_version``: the ``.xsc`` format version its files are written in (3, the lowest, unless
   its coded streams or its decoder changed at a later version: ``container.STREAMS_VERSION`` and on).
 - ``decompress(payloads, height, width, quality, device, version) -> Tensor``: (1, 3, H, W) in
   [0, 1], from the streams of a file of format ``version`` (by default the model's own);
-  ``postprocess(x_hat, quality, realisms, seed, side, version)`` then applies the model's
+  ``postprocess(x_hat, quality, realisms, seed, side, version, tile)`` then applies the model's
   post-filter, if it has one, and for each realism > 0 its perceptual head (``realistic`` models
-  only), whose noise is drawn from ``seed``, as a decoder of format ``version`` does; once every
+  only), whose noise is drawn from ``seed``, as a decoder of format ``version`` does to the tile of
+  index ``tile`` (raster order); once every
   tile is in the image, ``smooth_seams(rgb, tile, quality, version)`` smooths the borders between
   them (models whose files from some version on say so).
   It raises ``FormatError`` for payloads it cannot decode, with data left over or that run dry
   (the coders of ``xcodec.entropy`` check both), so that a file cannot make it work for nothing.
 - Side streams (optional): what the encoder measures of the whole image for the decoder (the
-  ``wavelet`` model's post-filter adapted to it, ``adapt``; its film grain, ``grain``). Each tile's
-  ``TileCode`` carries its part (``side``); the API gives ``side_streams(parts, quality)`` the
-  tiles' parts in raster order, and the streams it returns go into the file. The decoder reads
-  them with ``side_info(streams, version)`` (``FormatError`` if malformed) before any tile and gives
+  ``wavelet`` model's post-filter adapted to it, ``adapt``; its film grain, ``grain``; the gains of
+  its perceptual detail, ``gains``). Each tile's ``TileCode`` carries its part (``side``); the API
+  gives ``side_streams(parts, quality)`` the tiles' parts in raster order, and the streams it
+  returns go into the file. The decoder reads them with ``side_info(streams, version, shapes)``
+  (the tiles' sizes in raster order; ``FormatError`` if malformed) before any tile and gives
   ``postprocess`` of every tile what it returns.
 - ``forward(x, quality) -> {"x_hat": Tensor, "likelihoods": {name: Tensor}}``: the training
   forward for a batch with one quality per sample; the rate is ``-log2`` of the likelihoods.
@@ -171,14 +174,15 @@ class Codec(nn.Module, metaclass=ABCMeta):
         return False
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
-                    side: object | None = None, version: int | None = None) -> list[Tensor]:
+                    side: object | None = None, version: int | None = None, tile: int = 0) -> list[Tensor]:
         """The decoder-side post-filter of one decoded tile (identity for a model without one), at each of ``realisms``.
 
         It changes no bit of the file; ``api.decode(postfilter=False)`` skips it. A realism in
         [0, 1] blends in the perceptual head's detail (0: the fidelity output); ``seed`` seeds its
         noise. The post-filter and the head run once, whatever the number of realisms.
         ``side``: the file's side information (``side_info``), None for a file without.
-        ``version``: the file's format version (None: ``file_version``), as for ``decompress``.
+        ``version``: the file's format version (None: ``file_version``), as for ``decompress``;
+        ``tile``: the tile's index in raster order (side streams may hold a part per tile).
         """
         return [x_hat] * len(realisms)
 
@@ -192,20 +196,22 @@ class Codec(nn.Module, metaclass=ABCMeta):
         in raster order; none by default."""
         return {}
 
-    def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None) -> object:
+    def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None,
+                  shapes: Sequence[tuple[int, int]] = ()) -> object:
         """What ``postprocess`` needs of a file's side ``streams`` (those it has), read before any
-        tile, as a decoder of format ``version`` (None: ``file_version``) reads them; ``FormatError``
-        for one this model cannot use (by default, any)."""
+        tile, as a decoder of format ``version`` (None: ``file_version``) reads them, for tiles of
+        ``shapes`` ((height, width) in raster order); ``FormatError`` for one this model cannot use
+        (by default, any)."""
         for kind in streams:
             raise FormatError(f"invalid .xsc file (the {kind.name.lower()} stream of a model that has no use for one)")
         return None
 
-    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], TileCode]:
+    def compressor(self, x: Tensor, effort: int = 0, realism: float = 0.0) -> Callable[[float], TileCode]:
         """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
 
         A model whose analysis transform is the same at every quality overrides this to run it
         once; a model with several ``efforts`` overrides it to use ``effort``; a model with side
-        streams, to measure what they need of the tile.
+        streams, to measure what they need of the tile (at the suggested ``realism``).
         """
         return lambda quality: TileCode(self.compress(x, quality))
 

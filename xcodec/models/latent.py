@@ -176,7 +176,7 @@ class HyperpriorCodec(CompressionModel, Codec):
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x)(quality).payloads
 
-    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], TileCode]:
+    def compressor(self, x: Tensor, effort: int = 0, realism: float = 0.0) -> Callable[[float], TileCode]:
         """The analysis transform runs once; only the gains, ``h_a`` and the coding per quality."""
         transformed = self._transform(x)
 

@@ -12,9 +12,9 @@ from torch import Tensor, nn
 
 from ...container import DECODER_VERSION, FILTER_VERSION, FOLDED_VERSION, SEAMS_VERSION, SIGNS_VERSION, StreamKind
 from ...entropy import StreamReader, StreamWriter
-from .. import grain
+from .. import gains, grain
 from ..codec import Codec, TileCode, one_thread
-from ..perceptual import PerceptualHead, draw_noise
+from ..perceptual import PerceptualHead, draw_noise, noise_seed
 from ..postfilter import PostFilter
 from ..seams import smooth_seams
 from ..stages import Stage
@@ -56,19 +56,23 @@ class Coded(NamedTuple):
 
 class TileSide(NamedTuple):
     """What the side streams need of a tile (``side_streams``): the post-filter's least-squares
-    problem at effort 2 (else None), and the photo's grain in its flat areas (models with a
-    perceptual head, else None)."""
+    problem at effort 2 (else None), the photo's grain in its flat areas (models with a
+    perceptual head, else None), and the gains of the head's detail (``gains.choose``) when the
+    file suggests a realism (else None)."""
 
     normal: adapt.Normal | None
     grain: grain.Tally | None
+    gains: Tensor | None = None
 
 
 class Side(NamedTuple):
-    """A file's side streams as ``postprocess`` uses them: the adapted post-filter tail, and the
-    grain's strength (``grain.read``), each None where the file has none."""
+    """A file's side streams as ``postprocess`` uses them: the adapted post-filter tail, the
+    grain's strength (``grain.read``) and each tile's detail gains (``gains.read``), each None where
+    the file has none."""
 
     adaptation: tuple[Tensor, Tensor] | None = None
     grain: Tensor | None = None
+    gains: tuple[Tensor, ...] | None = None
 
 
 class WaveletCodec(Codec):
@@ -197,14 +201,16 @@ class WaveletCodec(Codec):
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x, self.default_effort)(quality).payloads
 
-    def compressor(self, x: Tensor, effort: int = 0) -> Callable[[float], TileCode]:
+    def compressor(self, x: Tensor, effort: int = 0, realism: float = 0.0) -> Callable[[float], TileCode]:
         """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream; the analysis runs once.
 
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``); 2 codes as 1 and measures the
         post-filter's least-squares problem on the decoded tile, for the file's ``adapt`` stream
         (``adapt``). A model with a perceptual head measures the photo's grain on it, for the
-        ``grain`` stream (``grain``). The decoder is the same.
+        ``grain`` stream (``grain``), and for a file that suggests a ``realism`` above 0, chooses
+        the gains of the head's detail at that realism, for the ``gains`` stream (``gains``). The
+        decoder is the same.
         """
         code = self.coder(x, min(effort, 1), count_bits=False)
         adapting = effort >= 2 and self.filter_for() is not None
@@ -218,7 +224,8 @@ class WaveletCodec(Codec):
             with torch.inference_mode(), one_thread(x.device):
                 x_hat = self.dequantise(coded.low[None], coded.planes, q)  # the decoder's, bit for bit
                 normal = adapt.normal(self.filter_for(), x, x_hat, q, GLOBAL_TOKENS) if adapting else None
-                return TileCode(payloads, TileSide(normal, grain.tally(x, x_hat) if self.realistic else None))
+                chosen = self.detail_gains(x, x_hat, q, noise_seed(payloads), realism) if self.realistic and realism else None
+                return TileCode(payloads, TileSide(normal, grain.tally(x, x_hat) if self.realistic else None, chosen))
 
         return tile
 
@@ -302,12 +309,12 @@ class WaveletCodec(Codec):
         return self.postfilter
 
     def postprocess(self, x_hat: Tensor, quality: float, realisms: Sequence[float] = (0.0,), seed: int = 0,
-                    side: Side | None = None, version: int | None = None) -> list[Tensor]:
+                    side: Side | None = None, version: int | None = None, tile: int = 0) -> list[Tensor]:
         """The fidelity output ``y`` (the version's post-filter's, ``filter_for``, with the file's
         adapted tail when it has one), and ``y + R * delta`` for each realism R > 0, the head's detail
-        ``delta`` with the grain it lacks (``grain.missing``, its noise seeded by ``seed`` ^ 1) when
-        the file has a grain stream; from version 9 (``GLOBAL_TOKENS``) on, the global attentions
-        bounded."""
+        ``delta`` (scaled by the tile's gains, ``gains.field``, when the file has a gains stream) with
+        the grain it lacks (``grain.missing``, its noise seeded by ``seed`` ^ 1) when the file has a
+        grain stream; from version 9 (``GLOBAL_TOKENS``) on, the global attentions bounded."""
         postfilter, side = self.filter_for(version), side or Side()
         if postfilter is None:
             return [x_hat] * len(realisms)
@@ -319,10 +326,21 @@ class WaveletCodec(Codec):
                 return [fidelity] * len(realisms)
             noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
             delta = self.perceptual(fidelity, q, noise, tokens)
+            if side.gains is not None:
+                delta = delta * gains.field(side.gains[tile], *delta.shape[-2:]).to(delta.device)
             if side.grain is not None:
                 grain_noise = draw_noise(tuple(fidelity.shape[1:]), seed ^ 1).to(fidelity.device)
                 delta = delta + grain.missing((fidelity + delta).clamp(0, 1), x_hat, side.grain, grain_noise)
             return [(fidelity + realism * delta).clamp(0, 1) if realism else fidelity for realism in realisms]
+
+    def detail_gains(self, x: Tensor, x_hat: Tensor, quality: Tensor, seed: int, realism: float) -> Tensor:
+        """The encoder's ``gains.choose`` for a tile: photo ``x``, its decoded ``x_hat`` (the decoder's,
+        bit for bit) and its noise ``seed``, the head's detail as the decoder draws it (before the
+        file's grain, which depends on every tile, and without the adapted tail of effort 2, which
+        is fitted after them)."""
+        fidelity = self.filter_for()(x_hat, quality, None, GLOBAL_TOKENS).clamp(0, 1)
+        noise = draw_noise(self.perceptual.noise_shape(*fidelity.shape[-2:]), seed).to(fidelity.device)
+        return gains.choose(x, fidelity, self.perceptual(fidelity, quality, noise, GLOBAL_TOKENS), realism)
 
     def smooth_seams(self, rgb: np.ndarray, tile: int, quality: float, version: int | None = None) -> None:
         """From version 12 (``SEAMS_VERSION``) on, ``seams.smooth_seams`` with half the quality's
@@ -330,27 +348,33 @@ class WaveletCodec(Codec):
         if (version or self.file_version) >= SEAMS_VERSION:
             smooth_seams(rgb, tile, float(step_for(torch.tensor(quality))) / 2)
 
-    # --- side streams: the post-filter adapted to the image (``adapt``), the grain (``grain``) -------
+    # --- side streams: the post-filter adapted to the image (``adapt``), the grain (``grain``), the ---
+    # --- detail gains (``gains``) -------------------------------------------------------------------
 
     def side_streams(self, parts: list[TileSide | None], quality: float) -> dict[StreamKind, bytes]:
         streams = {}
         normals = [part.normal for part in parts if part is not None and part.normal is not None]
         tallies = [part.grain for part in parts if part is not None and part.grain is not None]
+        grids = [part.gains for part in parts if part is not None and part.gains is not None]
         adapted = adapt.fit(sum(normals[1:], normals[0]), quality) if normals else None
         grained = grain.target(sum(tallies[1:], tallies[0])) if tallies else None
-        for kind, data in ((StreamKind.ADAPT, adapted), (StreamKind.GRAIN, grained)):
+        gained = gains.write(grids) if grids and len(grids) == len(parts) else None
+        for kind, data in ((StreamKind.ADAPT, adapted), (StreamKind.GRAIN, grained), (StreamKind.GAINS, gained)):
             if data:
                 streams[kind] = data
         return streams
 
-    def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None) -> Side:
+    def side_info(self, streams: dict[StreamKind, bytes], version: int | None = None,
+                  shapes: Sequence[tuple[int, int]] = ()) -> Side:
         postfilter = self.filter_for(version)
         unusable = {kind: data for kind, data in streams.items()
-                    if (kind == StreamKind.ADAPT and postfilter is None) or (kind == StreamKind.GRAIN and not self.realistic)}
+                    if (kind == StreamKind.ADAPT and postfilter is None)
+                    or (kind in (StreamKind.GRAIN, StreamKind.GAINS) and not self.realistic)}
         super().side_info(unusable, version)  # refuses them
-        adapted, grained = streams.get(StreamKind.ADAPT), streams.get(StreamKind.GRAIN)
+        adapted, grained, gained = (streams.get(kind) for kind in (StreamKind.ADAPT, StreamKind.GRAIN, StreamKind.GAINS))
         return Side(None if adapted is None else adapt.read(adapted, postfilter),
-                    None if grained is None else grain.read(grained))
+                    None if grained is None else grain.read(grained),
+                    None if gained is None else gains.read(gained, shapes))
 
     def prepare_inference(self, tensors: dict[str, Tensor]) -> None:
         self.context.prepare_inference()
