@@ -16,7 +16,8 @@ choice that it was not tuned for.
 
 Stream ``gains``: every tile's blocks in raster order (tiles in raster order, each tile's
 ``grid_shape`` rows of blocks), each 1 + an index into ``GAINS``, coded by ANS with the fixed
-frequencies ``COUNTS`` (about 1.6 bits a block; a Kodak image's 384 blocks take about 76 bytes).
+frequencies ``COUNTS`` (a Kodak image's 384 blocks took 60-172 bytes at realism 1, median 100;
+136-244 at realism 0.5, whose gains are more often above 1 than the frequencies expect).
 """
 
 from __future__ import annotations
