@@ -155,6 +155,28 @@ def test_version_14_codes_the_symbols_of_version_13_in_hardly_other_bytes():
     assert np.array_equal(*(np.asarray(api.decode(data, device="cpu")) for data in (older, newer)))
 
 
+def test_version_15_scales_the_detail_by_the_files_gains():
+    """The crop of quality 2 in tiles of 64, encoded for realism 1 (main 76e81b6): a gains stream
+    whose blocks decode to the gains it was written with, the coded streams and grain of the plain
+    file, realism 0 its pixels, and realism 1 its pixels committed as a PNG (the gains 0.5 and 1.5
+    among the 1s: other pixels than the plain file's at realism 1)."""
+    from xcodec.models import gains
+
+    data = (CORPUS / "version-15-wavelet.xsc").read_bytes()
+    bitstream = container.unpack(data)
+    assert bitstream.header.version == container.GAINS_VERSION
+    shapes = [box[2:] for box in bitstream.header.tile_boxes()]
+    grids = gains.read(bitstream.stream(container.StreamKind.GAINS), shapes)
+    assert [grid.tolist() for grid in grids] == [[[2, 2], [2, 2]], [[2], [1]], [[3, 3]], [[2]]]
+    plain = container.unpack(api.encode(crop(), quality=2.0, model="wavelet", tile=64, device="cpu", strip=True))
+    kept = (container.StreamKind.CODED, container.StreamKind.GRAIN)
+    assert [s for s in bitstream.streams if s[0] in kept] == [s for s in plain.streams if s[0] in kept]
+    assert pixels_sha256(api.decode(data, device="cpu", realism=0.0)) in FIDELITY[2.0, 64]
+    assert zoo.read_manifest("wavelet").heads["perceptual"]["sha256"] == HEAD, "another head: its realism-1 pixels are new"
+    assert near_reference(api.decode(data, device="cpu"), "version-15-wavelet-realism-1.png")  # its suggested realism, 1
+    assert not near_reference(api.decode(container.pack(plain), device="cpu", realism=1.0), "version-15-wavelet-realism-1.png")
+
+
 def test_version_11_decodes_the_streams_of_version_10_with_the_convolutions_only_postfilter():
     assert zoo.read_manifest("wavelet").heads["convfilter"]["sha256"] == CONVFILTER, "another filter: version 11's pixels are new"
     data = (CORPUS / "version-10-wavelet.xsc").read_bytes()
