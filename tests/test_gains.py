@@ -105,3 +105,23 @@ def test_a_version_14_file_has_no_gains_stream():
     body[4] = container.FOLDED_VERSION
     with pytest.raises(FormatError, match="GAINS"):
         container.unpack(bytes(body) + struct.pack("<I", zlib.crc32(bytes(body))))
+
+
+def test_encode_to_bpp_chooses_the_gains_for_the_quality_it_keeps(monkeypatch):
+    """The search for the size codes without the gains and chooses them for the quality it keeps;
+    where their bytes take the file over the target, it searches again below: the file is within
+    the target and is the one ``encode`` writes for that quality and realism."""
+    image, pixels = make_photo(96, 96, seed=7), 96 * 96
+    chosen = []
+    choose = gains.choose
+    monkeypatch.setattr(gains, "choose", lambda *args: chosen.append(args) or choose(*args))
+    target = 8 * len(api.encode(image, quality=3, device="cpu", realism=1.0)) / pixels
+    for rounds in (1, 2):
+        chosen.clear()
+        data = api.encode_to_bpp(image, target, device="cpu", realism=1.0, threads=1)
+        bitstream = container.unpack(data)
+        assert 8 * len(data) / pixels <= target
+        assert len(chosen) == rounds  # one tile: a choice per round, none in the search
+        assert StreamKind.GAINS in {kind for kind, _ in bitstream.streams}
+        assert data == api.encode(image, quality=bitstream.header.quality, device="cpu", realism=1.0)
+        target = 8 * (len(data) - 1) / pixels  # the same search's quality no longer fits once its gains are in

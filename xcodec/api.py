@@ -185,8 +185,10 @@ def _encode_exact(source: SourceImage, max_error: int, max_pixels: int, tile: in
 
 def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile: int,
              effort: int | None, keep: bool, on_tile: TileCallback | None = None,
-             realism: float | None = None, threads: int | None = None) -> Callable[[float], bytes]:
-    """Check ``source`` once; return a function from quality to the bytes of its file.
+             realism: float | None = None, threads: int | None = None) -> Callable[..., bytes]:
+    """Check ``source`` once; return a function from quality to the bytes of its file
+    (``encode_at(quality, gains=True)``: ``gains=False`` leaves out the detail gains that a
+    ``realism`` above 0 asks for, the one part of the file chosen per quality at that realism).
 
     With ``keep``, each tile's ``compressor`` is kept between calls (the analysis runs once, on
     ``threads`` threads, for coding at several qualities); without, tiles are cut and analysed per
@@ -218,20 +220,20 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
         return to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev)
 
     def analyse(box: tuple[int, int, int, int]) -> Callable[[float], TileCode]:
-        return net.compressor(pixels(box), effort, realism or 0.0)
+        return net.compressor(pixels(box), effort)
 
     with torch.inference_mode(), thread_budget(count):  # the analysis alone: torch's kernels, which free the GIL
         kept = list(map_ordered(analyse, boxes)) if keep else None
     tiles_of = map_processes if dev.type == "cpu" else map_ordered  # the walks' Python parts hold the GIL
 
-    def encode_at(quality: float) -> bytes:
+    def encode_at(quality: float, gains: bool = True) -> bytes:
         if not MIN_QUALITY <= quality <= MAX_QUALITY:
             raise InputError(f"quality must be between {MIN_QUALITY:g} and {MAX_QUALITY:g}, got {quality:g}")
         quality = container.quantize_quality(quality)
         streams, parts = [], []
 
         def code(index: int) -> TileCode:
-            return (kept[index] if keep else analyse(boxes[index]))(quality)
+            return (kept[index] if keep else analyse(boxes[index]))(quality, (realism or 0.0) if gains else 0.0)
 
         with torch.inference_mode(), thread_budget(count):
             for done, (payloads, part) in enumerate(tiles_of(code, range(len(boxes))), 1):
@@ -423,22 +425,35 @@ def encode_to_bpp(image: Image.Image, bpp: float, model: str = zoo.DEFAULT_MODEL
 
     File size grows with quality, so 8 halvings of [1, 8] land within 0.03 of the best quality.
     If even quality 1 is larger than the target, the quality-1 file is returned. The analysis
-    transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder,
-    with a ``realism`` above 0 the choice of its detail gains (``models.gains``) included.
+    transform runs once per tile; each of the 10 qualities tried costs the rest of the encoder.
+    With a ``realism`` above 0 the search leaves out the detail gains (``models.gains``: about 1.4 s
+    per Kodak image at every quality) and chooses them for the quality found; where their bytes
+    take the file over the target, it searches again for a budget smaller by those bytes.
     """
     source = prepare(image, drop_alpha=drop_alpha, strip=strip, metadata=metadata)
     encode_at = _encoder(source, model, device, max_pixels, tile, effort, keep=True, realism=realism, threads=threads)
-    pixels = image.width * image.height
-    low, high = MIN_QUALITY, MAX_QUALITY
-    best = encode_at(low)
-    top = encode_at(high)
-    if 8 * len(top) / pixels <= bpp:
-        return top
-    for _ in range(8):
-        mid = (low + high) / 2
-        data = encode_at(mid)
-        if 8 * len(data) / pixels <= bpp:
-            low, best = mid, data
-        else:
-            high = mid
-    return best
+    limit = bpp * image.width * image.height / 8
+    searched: dict[float, bytes] = {}
+
+    def without_gains(quality: float) -> bytes:
+        if quality not in searched:
+            searched[quality] = encode_at(quality, gains=False)
+        return searched[quality]
+
+    def highest(budget: float) -> float:
+        if len(without_gains(MAX_QUALITY)) <= budget:
+            return MAX_QUALITY
+        low, high = MIN_QUALITY, MAX_QUALITY
+        for _ in range(8):
+            mid = (low + high) / 2
+            low, high = (mid, high) if len(without_gains(mid)) <= budget else (low, mid)
+        return low
+
+    quality = highest(limit)
+    if not realism:
+        return without_gains(quality)
+    data = encode_at(quality)
+    while len(data) > limit and quality > MIN_QUALITY:  # each round keeps a smaller file without gains: it ends
+        quality = highest(limit - (len(data) - len(without_gains(quality))))
+        data = encode_at(quality)
+    return data

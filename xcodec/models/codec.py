@@ -206,14 +206,16 @@ class Codec(nn.Module, metaclass=ABCMeta):
             raise FormatError(f"invalid .xsc file (the {kind.name.lower()} stream of a model that has no use for one)")
         return None
 
-    def compressor(self, x: Tensor, effort: int = 0, realism: float = 0.0) -> Callable[[float], TileCode]:
-        """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten).
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[..., TileCode]:
+        """``compress`` of one tile at several qualities (``api.encode_to_bpp`` tries about ten):
+        ``compressor(x, effort)(quality, realism=0.0)``.
 
         A model whose analysis transform is the same at every quality overrides this to run it
         once; a model with several ``efforts`` overrides it to use ``effort``; a model with side
-        streams, to measure what they need of the tile (at the suggested ``realism``).
+        streams, to measure what they need of the tile (for the ``realism`` a file suggests, given
+        per call: ``encode_to_bpp`` searches without it and spends it on the quality it keeps).
         """
-        return lambda quality: TileCode(self.compress(x, quality))
+        return lambda quality, realism=0.0: TileCode(self.compress(x, quality))
 
     def estimate_bits(self, x: Tensor, quality: float) -> float:
         """The model's own rate estimate (eval-mode likelihoods), to check real files against."""

@@ -176,11 +176,11 @@ class HyperpriorCodec(CompressionModel, Codec):
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x)(quality).payloads
 
-    def compressor(self, x: Tensor, effort: int = 0, realism: float = 0.0) -> Callable[[float], TileCode]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[..., TileCode]:
         """The analysis transform runs once; only the gains, ``h_a`` and the coding per quality."""
         transformed = self._transform(x)
 
-        def compress(quality: float) -> TileCode:
+        def compress(quality: float, realism: float = 0.0) -> TileCode:
             y, z = self._latents(transformed, quality)
             z_data, z_fixed = self.hyper.encode(z)
             symbols, indexes = self.latent_symbols(y.double().cpu(), z_fixed)

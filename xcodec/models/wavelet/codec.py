@@ -201,21 +201,21 @@ class WaveletCodec(Codec):
     def compress(self, x: Tensor, quality: float) -> list[bytes]:
         return self.compressor(x, self.default_effort)(quality).payloads
 
-    def compressor(self, x: Tensor, effort: int = 0, realism: float = 0.0) -> Callable[[float], TileCode]:
+    def compressor(self, x: Tensor, effort: int = 0) -> Callable[..., TileCode]:
         """Code one tile (1, 3, H, W) in [0, 1] into one ANS stream; the analysis runs once.
 
         ``effort`` 0 rounds with the dead zone; 1 chooses each coefficient by rate-distortion
         optimisation against the context model (``rdo_symbols``); 2 codes as 1 and measures the
         post-filter's least-squares problem on the decoded tile, for the file's ``adapt`` stream
         (``adapt``). A model with a perceptual head measures the photo's grain on it, for the
-        ``grain`` stream (``grain``), and for a file that suggests a ``realism`` above 0, chooses
-        the gains of the head's detail at that realism, for the ``gains`` stream (``gains``). The
-        decoder is the same.
+        ``grain`` stream (``grain``), and for a file that suggests a ``realism`` above 0 (given per
+        call, ``compressor(x, effort)(quality, realism)``), chooses the gains of the head's detail at
+        that realism, for the ``gains`` stream (``gains``). The decoder is the same.
         """
         code = self.coder(x, min(effort, 1), count_bits=False)
         adapting = effort >= 2 and self.filter_for() is not None
 
-        def tile(quality: float) -> TileCode:
+        def tile(quality: float, realism: float = 0.0) -> TileCode:
             coded = code(quality)
             payloads = [coded.writer.finish()]
             if not (adapting or self.realistic):
