@@ -3,9 +3,10 @@
 The hashes are of CPU kernels: the analysis and synthesis run in float32, whose last bits differ
 between kernels, so the decoder's networks (post-filter, perceptual head) can round a handful of
 samples the other way (torch's native convolutions instead of oneDNN's: 2 samples of the 1.6
-million of version-11-wavelet.xsc, by 1). Where the pixels' hash differs between the two kinds of
-machine these tests have run on, both are listed: the first machines', then those of 2026-12-07
-(Intel Xeon with AVX-512). The file bytes came out the same on both. If a golden breaks on a new
+million of version-11-wavelet.xsc, by 1). Where the pixels' hash differs between the kinds of
+machine these tests have run on, each is listed: the first machines', then those of 2026-12-07
+(Intel Xeon with AVX-512), then those of 2026-12-08 (AMD EPYC with AVX2: the two large files' and
+their version-9 decode's). The file bytes came out the same on all. If a golden breaks on a new
 CPU with the code unchanged, that is why; if it breaks after a change, the change altered files (a
 new format version, or new weights).
 """
@@ -54,14 +55,16 @@ DECODED = {  # committed files of older versions (the crop, 2x2 tiles of 64): ve
     # the sample at twice its size (902x600, one tile), quality 3, effort 2 (with an adapt stream): a
     # tile whose post-filter's global attention version 9 bounds (its pixels as before, from main 16d79bf)
     "version-8-wavelet-large.xsc": (8, ("5388c3e26418633ecdf53c88c842b2bbb7dde46989f59c78f4afcaf6a6b7d4ee",
-                                        "645ef9877377e558b5d020e3edb0a01c725a0cd3201c0f33aeaf7f5cf6cc5b3c")),
+                                        "645ef9877377e558b5d020e3edb0a01c725a0cd3201c0f33aeaf7f5cf6cc5b3c",
+                                        "cf6a4264401772c60453a7671dc7dc0bb6665e049b79b74b3b56b93f729665e9")),
     # quality 3, effort 1, the second passes' signs coded with their contexts: the symbols, and so the
     # pixels, of the version-7 file
     "version-10-wavelet.xsc": (10, ("9b50fd40ea0515ffd08e17a57393c3c67bfa7e2e0e853af514392bde3517ab35",)),
     # the sample at twice its size (902x600, one tile), quality 5, effort 2 (with an adapt stream fitted
     # to the convolutions-only post-filter's tail; at qualities 3 and 4 the encoder sends none)
     "version-11-wavelet.xsc": (11, ("b406a0e575edef5ca95d1a05f3b849ffed9d86a781fcf99f34493e825bd0e3fa",
-                                    "35da83032d8ad08decb98eb95ca50c61c75b2fc13c2933c071b633c12c754fb5")),
+                                    "35da83032d8ad08decb98eb95ca50c61c75b2fc13c2933c071b633c12c754fb5",
+                                    "ad1c955d306930782fd2df31267e92c3d679f2d1b481420a569cf44fb1cc79a4")),
     # the crop in tiles of 64 at quality 2 (main 0d6288c), with a grain stream: the symbols, and so the
     # pixels, of the version-14 file above
     "version-13-wavelet.xsc": (13, FIDELITY[2.0, 64]),
@@ -78,7 +81,8 @@ V10_AS_V11 = ("c202bc891e9ceba663b9588b432a7b4ced1c6de3449ea0102175181cfdffeb18"
 HEAD = "c6fabd6fe2dfef56b5c1b4209abce7b36f1aa02a86f881ba68dc0ffd7142002c"
 # version-8-wavelet-large.xsc's streams in a version-9 file at realism 0
 BOUNDED = ("7a147e369df2ee027b9be4efbb48d36900e7683fa2bd0b14ce3413f592d98e38",
-           "b01d42c0fa5cf6c3edb63821e9be7d69c2f2abeaa83bf001d034c2784204913f")
+           "b01d42c0fa5cf6c3edb63821e9be7d69c2f2abeaa83bf001d034c2784204913f",
+           "fb771090197165733cfbe0b390e9e5fd66967ddde8aab0eec1df6e4418cfcae3")
 LARGE_CROP = (540, 150, 732, 342)  # of version-8-wavelet-large.xsc: an eye, fur and the blurred background
 
 
