@@ -219,7 +219,7 @@ def _encoder(source: SourceImage, model: str, device: str, max_pixels: int, tile
         top, left, tile_height, tile_width = box
         return to_tensor(source.rgb[top : top + tile_height, left : left + tile_width], stride).to(dev)
 
-    def analyse(box: tuple[int, int, int, int]) -> Callable[[float], TileCode]:
+    def analyse(box: tuple[int, int, int, int]) -> Callable[..., TileCode]:
         return net.compressor(pixels(box), effort)
 
     with torch.inference_mode(), thread_budget(count):  # the analysis alone: torch's kernels, which free the GIL
