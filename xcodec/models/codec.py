@@ -9,11 +9,11 @@ container, so a model knows nothing of files:
   checks a file's stream table against it before anything is decoded.
 - ``compress(x, quality) -> list[bytes]``: ``x`` is (1, 3, H, W) in [0, 1], H and W multiples of
   ``stride``; the payloads are opaque to the container. ``compressor(x, effort)`` gives a function
-  from quality to the tile's ``TileCode`` (its payloads), for coding a tile at several qualities
-  (the default calls ``compress``); ``effort`` picks one of the model's ``efforts`` encoder levels
-  (more work for fewer bits; the decoder is the same for all), ``default_effort`` when the user
-  does not say; ``realism`` is the one the file suggests (0: none), which a model with a
-  perceptual head may tune its side streams for.
+  ``(quality, realism=0.0)`` to the tile's ``TileCode`` (its payloads), for coding a tile at several
+  qualities (the default calls ``compress``); ``effort`` picks one of the model's ``efforts``
+  encoder levels (more work for fewer bits; the decoder is the same for all), ``default_effort``
+  when the user does not say; ``realism`` is the one the file suggests (0: none), which a model
+  with a perceptual head may tune its side streams for.
 - ``file_version``: the ``.xsc`` format version its files are written in (3, the lowest, unless
   its coded streams or its decoder changed at a later version: ``container.STREAMS_VERSION`` and on).
 - ``decompress(payloads, height, width, quality, device, version) -> Tensor``: (1, 3, H, W) in
